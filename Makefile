@@ -1,0 +1,49 @@
+# banger — the two commands a newcomer needs are `make run` and `make test`.
+# Both install what is missing (system packages via apt when root, Python
+# dependencies into .venv) and are quick when everything is already there.
+
+SHELL := /bin/bash
+# Debian's interpreter, not a per-user one (pyenv under /root is unreadable to
+# the unprivileged owner user the tests run bangerd as).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit build deps sysdeps testdeps smoke bench fuzz clean
+
+deps: sysdeps $(STAMP)
+
+sysdeps:
+	@scripts/ensure-system-deps scripts/system-packages.txt
+
+testdeps: sysdeps
+	@scripts/ensure-system-deps scripts/test-packages.txt
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip >/dev/null
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+run: deps
+	$(BIN)/banger doctor
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not root and not guest"
+
+test: testdeps $(STAMP) lint typecheck
+	$(BIN)/pytest
+
+build: $(STAMP)
+	$(BIN)/pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf dist build .mypy_cache .ruff_cache .pytest_cache

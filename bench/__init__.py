@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): ratios measured within one run, never timed assertions."""

@@ -1,0 +1,197 @@
+"""Every file and socket banger uses, named in one place.
+
+Layout (XDG by default; ``BANGER_HOME`` puts everything under one directory,
+which is what the tests do)::
+
+    config_dir/config.toml
+    state_dir/banger.db               SQLite store (WAL)
+    state_dir/bangerd.log             daemon log
+    state_dir/ssh/id_ed25519[.pub]    banger's own key for guests (one per owner)
+    state_dir/ssh/known_hosts         pinned guest host keys
+    state_dir/images/<id>/            rootfs.ext4, work-seed.ext4, image.json
+    state_dir/kernels/<id>/           vmlinuz|vmlinux, initrd.img, modules/, kernel.json
+    state_dir/vms/<id>/               root.*, work.ext4, console.log, ssh_host_* keys
+    state_dir/tmp/                    build directories, renamed into place when whole
+    cache_dir/                        downloads (kernel packages, OCI layers)
+    runtime_dir/bangerd.sock          daemon API socket (0600)
+    runtime_dir/helper.sock           root helper socket
+    runtime_dir/vm-<id>.qmp|.fc       per-VM VMM control sockets
+
+Unix socket paths are limited to 107 bytes plus a NUL (``sun_path`` is 108
+bytes on Linux); :func:`check_socket_path` enforces it with a clear error, and
+per-VM sockets live in the runtime directory (short) rather than the state
+directory (long) for that reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from banger.errors import InvalidArgument
+
+#: Linux ``sizeof(sockaddr_un.sun_path)``, including the terminating NUL.
+SUN_PATH_MAX = 108
+
+#: Where the system-service install keeps its runtime sockets.
+SYSTEM_RUNTIME_DIR = Path("/run/banger")
+#: Install metadata written by ``banger system install``.
+INSTALL_METADATA = Path("/etc/banger/install.toml")
+
+
+def check_socket_path(path: Path) -> Path:
+    """Refuse a Unix socket path that the kernel would truncate."""
+    size = len(os.fsencode(path))
+    if size >= SUN_PATH_MAX:
+        raise InvalidArgument(
+            f"socket path is {size} bytes, over the {SUN_PATH_MAX - 1}-byte Unix socket limit: "
+            f"{path}",
+            hint="set BANGER_RUNTIME_DIR (or BANGER_HOME) to a shorter directory",
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Paths:
+    config_dir: Path
+    state_dir: Path
+    cache_dir: Path
+    runtime_dir: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> Paths:
+        """Resolve the layout from ``BANGER_HOME``/``BANGER_RUNTIME_DIR`` or XDG."""
+        env = os.environ if env is None else env
+        home = home if home is not None else Path(env.get("HOME") or Path.home())
+        runtime_override = env.get("BANGER_RUNTIME_DIR")
+        banger_home = env.get("BANGER_HOME")
+        if banger_home:
+            root = Path(banger_home).absolute()
+            return cls(
+                config_dir=root / "config",
+                state_dir=root / "state",
+                cache_dir=root / "cache",
+                runtime_dir=Path(runtime_override) if runtime_override else root / "run",
+            )
+
+        def xdg(name: str, default: Path) -> Path:
+            value = env.get(name)
+            return Path(value) if value and Path(value).is_absolute() else default
+
+        if runtime_override:
+            runtime = Path(runtime_override)
+        elif env.get("XDG_RUNTIME_DIR"):
+            runtime = Path(env["XDG_RUNTIME_DIR"]) / "banger"
+        else:
+            runtime = Path(f"/tmp/banger-{os.getuid()}")
+        return cls(
+            config_dir=xdg("XDG_CONFIG_HOME", home / ".config") / "banger",
+            state_dir=xdg("XDG_STATE_HOME", home / ".local" / "state") / "banger",
+            cache_dir=xdg("XDG_CACHE_HOME", home / ".cache") / "banger",
+            runtime_dir=runtime,
+        )
+
+    # -- configuration ---------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    # -- state -----------------------------------------------------------
+    @property
+    def db(self) -> Path:
+        return self.state_dir / "banger.db"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.state_dir / "bangerd.log"
+
+    @property
+    def helper_log(self) -> Path:
+        return self.state_dir / "helper.log"
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.state_dir / "ssh"
+
+    @property
+    def ssh_key(self) -> Path:
+        """banger's own private key for logging into guests (ed25519)."""
+        return self.ssh_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh_dir / "known_hosts"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.state_dir / "images"
+
+    @property
+    def kernels_dir(self) -> Path:
+        return self.state_dir / "kernels"
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.state_dir / "vms"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Build directories; on the state filesystem so publication is a rename."""
+        return self.state_dir / "tmp"
+
+    def image_dir(self, image_id: str) -> Path:
+        return self.images_dir / image_id
+
+    def kernel_dir(self, kernel_id: str) -> Path:
+        return self.kernels_dir / kernel_id
+
+    def vm_dir(self, vm_id: str) -> Path:
+        return self.vms_dir / vm_id
+
+    def vm_console_log(self, vm_id: str) -> Path:
+        return self.vm_dir(vm_id) / "console.log"
+
+    def vm_work_disk(self, vm_id: str) -> Path:
+        return self.vm_dir(vm_id) / "work.ext4"
+
+    def vm_root_disk(self, vm_id: str, suffix: str) -> Path:
+        """``suffix`` is the CoW strategy's file ending, e.g. ``qcow2`` or ``ext4``."""
+        return self.vm_dir(vm_id) / f"root.{suffix}"
+
+    def vm_host_key(self, vm_id: str) -> Path:
+        return self.vm_dir(vm_id) / "ssh_host_ed25519_key"
+
+    # -- runtime (sockets) -------------------------------------------------
+    @property
+    def daemon_socket(self) -> Path:
+        return check_socket_path(self.runtime_dir / "bangerd.sock")
+
+    @property
+    def helper_socket(self) -> Path:
+        return check_socket_path(self.runtime_dir / "helper.sock")
+
+    def vm_qmp_socket(self, vm_id: str) -> Path:
+        return check_socket_path(self.runtime_dir / f"vm-{vm_id}.qmp")
+
+    def vm_firecracker_socket(self, vm_id: str) -> Path:
+        return check_socket_path(self.runtime_dir / f"vm-{vm_id}.fc")
+
+    def all_owner_dirs(self) -> list[Path]:
+        """Directories the daemon creates (0700) at start."""
+        return [
+            self.config_dir,
+            self.state_dir,
+            self.cache_dir,
+            self.runtime_dir,
+            self.ssh_dir,
+            self.images_dir,
+            self.kernels_dir,
+            self.vms_dir,
+            self.tmp_dir,
+        ]
+
+    def ensure(self) -> None:
+        for d in self.all_owner_dirs():
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)

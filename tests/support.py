@@ -1,0 +1,87 @@
+"""Shared test support: short temp dirs, network namespaces, throwaway users.
+
+Everything that touches the network happens inside a namespace created here
+and deleted afterwards, with no uplink: no test traffic can leave the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
+
+
+@contextmanager
+def short_tmpdir(prefix: str = "bg-") -> Iterator[Path]:
+    """A temp directory with a short path (Unix socket paths must stay < 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Netns:
+    name: str
+
+    def argv(self, *argv: str) -> list[str]:
+        """Prefix a command so it runs inside this namespace."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*argv), check=check, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+
+
+@contextmanager
+def netns(prefix: str = "bgt") -> Iterator[Netns]:
+    """A fresh network namespace (loopback up, nothing else), deleted on exit."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield Netns(name)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+
+@contextmanager
+def throwaway_user(prefix: str = "bgu") -> Iterator[User]:
+    """A new unprivileged user with its own home, removed on exit."""
+    name = f"{prefix}{secrets.token_hex(3)}"
+    home = Path(tempfile.mkdtemp(prefix=f"{name}-", dir="/tmp"))
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", str(home), "--shell", "/bin/sh", name],
+        check=True,
+    )
+    try:
+        pw = pwd.getpwnam(name)
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        home.chmod(0o755)
+        yield User(name, pw.pw_uid, pw.pw_gid, home)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", name], check=False)
+        shutil.rmtree(home, ignore_errors=True)
