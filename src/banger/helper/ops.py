@@ -1,0 +1,78 @@
+"""The helper's operations: validated arguments in, a result (and fds) out."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import banger
+from banger.helper import links, nat
+from banger.helper.validate import (
+    OPS,
+    DeleteTapArgs,
+    EnsureBridgeArgs,
+    EnsureNatArgs,
+    OpenTapArgs,
+    Request,
+    TeardownNetworkArgs,
+)
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: dict[str, Any]
+    fds: list[int] = field(default_factory=list)
+
+
+class Operations:
+    """Runs requests one at a time.
+
+    Connections are served concurrently, but every op reads then rewrites
+    shared kernel state (the nft table, a bridge's taps), so ops serialise on
+    one lock; each takes milliseconds.
+    """
+
+    def __init__(self, owner_uid: int) -> None:
+        self.owner_uid = owner_uid
+        self._lock = threading.Lock()
+
+    def run(self, request: Request) -> Outcome:
+        with self._lock:
+            return self._dispatch(request.op, request.args)
+
+    def _dispatch(self, op: str, args: Any) -> Outcome:
+        if op == "ping":
+            return Outcome({"version": banger.__version__, "pid": os.getpid()})
+        if op == "version":
+            return Outcome(
+                {
+                    "version": banger.__version__,
+                    "protocol": PROTOCOL_VERSION,
+                    "ops": sorted(OPS),
+                }
+            )
+        if isinstance(args, EnsureBridgeArgs):
+            return Outcome(links.ensure_bridge(args.name, args.cidr))
+        if isinstance(args, OpenTapArgs):
+            result, fd = links.open_tap(args.name, args.bridge, self.owner_uid)
+            return Outcome(result, [fd])
+        if isinstance(args, DeleteTapArgs):
+            return Outcome(links.delete_tap(args.name))
+        if isinstance(args, EnsureNatArgs):
+            return Outcome(nat.ensure_nat(args.cidr, args.bridge))
+        if isinstance(args, TeardownNetworkArgs):
+            taps, bridge_deleted = links.teardown_bridge(args.bridge)
+            removed = nat.remove_bridge(args.bridge)
+            return Outcome(
+                {
+                    "bridge": args.bridge,
+                    "taps_deleted": taps,
+                    "bridge_deleted": bridge_deleted,
+                    "nat_removed": removed,
+                }
+            )
+        raise AssertionError(f"op {op} validated but has no handler")
