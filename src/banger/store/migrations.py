@@ -1,0 +1,102 @@
+"""Versioned schema migrations; ``PRAGMA user_version`` is the schema version.
+
+Each migration runs in its own ``BEGIN IMMEDIATE`` transaction together with
+the ``user_version`` bump, so a failing migration leaves the previous schema
+and version intact (SQLite DDL is transactional). Statements are executed one
+by one: ``executescript`` would COMMIT first and break that guarantee.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from banger.store import schema
+from banger.store.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str = ""
+    #: Data migrations that SQL alone cannot express run after ``sql``.
+    apply: Callable[[sqlite3.Connection], None] | None = None
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", schema.V1),
+    Migration(2, "vm labels, operations index", schema.V2),
+)
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return migrations[-1].version if migrations else 0
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def split_statements(script: str) -> list[str]:
+    """Split an SQL script on statement boundaries (``;`` inside literals is kept)."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if _strip_comments(pending).strip(" \n\t;"):
+                statements.append(pending.strip())
+            pending = ""
+    if _strip_comments(pending).strip(" \n\t;"):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending[:60]!r}")
+    return statements
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database to the newest version; returns the version reached."""
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise ValueError(f"migration versions must be 1..N in order; found {migration.version}")
+    latest = latest_version(migrations)
+    current = schema_version(conn)
+    if current > latest:
+        raise StoreError(
+            f"the database schema is version {current}, newer than this banger "
+            f"understands ({latest})",
+            hint="upgrade banger; older versions cannot read a newer store",
+        )
+    for migration in migrations[current:]:
+        _apply(conn, migration)
+    return schema_version(conn)
+
+
+def _apply(conn: sqlite3.Connection, migration: Migration) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        # Another process may have migrated while we waited for the write lock.
+        if schema_version(conn) >= migration.version:
+            conn.execute("COMMIT")
+            return
+        for statement in split_statements(migration.sql):
+            conn.execute(statement)
+        if migration.apply is not None:
+            migration.apply(conn)
+        problems = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if problems:
+            raise sqlite3.IntegrityError(f"{len(problems)} rows violate foreign keys")
+        conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+        conn.execute("COMMIT")
+    except (sqlite3.Error, ValueError) as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(
+            f"migrating the database to schema version {migration.version} "
+            f"({migration.description}) failed: {exc}",
+            hint=f"the database is unchanged at version {schema_version(conn)}; report this bug",
+        ) from exc
