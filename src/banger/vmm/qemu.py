@@ -1,0 +1,343 @@
+"""The QEMU ``microvm`` driver.
+
+:func:`qemu_argv` is a pure builder, tested without QEMU. :class:`QemuDriver`
+spawns QEMU as a supervised child (never ``-daemonize``) in its own session, so
+a Ctrl-C aimed at the daemon does not reach the guests, and controls it over
+QMP afterwards.
+
+Descriptors handed to QEMU (libvirt's model): the tap arrives as an open file
+descriptor from the root helper (``/dev/net/tun`` is root-only here), and the
+QMP socket is bound by banger itself and passed listening, so there is no
+start-up race to poll for: a ``connect()`` succeeds at once and the greeting
+arrives as soon as QEMU's main loop runs. In the child they are always fd 3
+(tap) and fd 4 (QMP), which keeps the argv deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+
+from banger.errors import Conflict, stderr_tail
+from banger.paths import check_socket_path
+from banger.proc import command_env
+from banger.procinfo import is_same_process, process_start_time, reap, send_signal, wait_for_exit
+from banger.vmm.base import (
+    Disk,
+    LaunchSpec,
+    StopResult,
+    VMMCapabilities,
+    VMMError,
+    VMMProcess,
+    VMMStatus,
+    VMState,
+)
+from banger.vmm.qmp import QMPClient, QMPError
+
+log = logging.getLogger(__name__)
+
+QEMU_BINARY = "qemu-system-x86_64"
+#: Descriptor numbers inside the QEMU process.
+TAP_FD = 3
+QMP_FD = 4
+#: Signals that may be ignored in the daemon (Python ignores SIGPIPE and SIGXFSZ) and
+#: would stay ignored across exec: QEMU gets them back at their defaults.
+_RESET_SIGNALS = (
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGQUIT,
+)
+#: QMP ``query-status`` values that mean "not executing guest code, but resumable".
+_PAUSED = {"paused", "prelaunch", "suspended", "inmigrate", "postmigrate", "finish-migrate"}
+
+
+def _drive(drive_id: str, disk: Disk) -> list[str]:
+    options = [
+        f"id={drive_id}",
+        f"file={disk.path}",
+        f"format={disk.format}",
+        "if=none",
+        f"cache={disk.cache}",
+        "discard=unmap",
+    ]
+    if disk.read_only:
+        options.append("readonly=on")
+    return ["-drive", ",".join(options), "-device", f"virtio-blk-device,drive={drive_id}"]
+
+
+def qemu_argv(spec: LaunchSpec, binary: str = QEMU_BINARY) -> list[str]:
+    """The QEMU command line for ``spec`` (validated first)."""
+    spec.validate()
+    if spec.accelerator == "kvm":
+        accel = ["-accel", "kvm", "-cpu", "host"]
+    else:
+        # tb-size=64: the default 1 GiB translation cache doubles host memory per guest.
+        accel = ["-accel", "tcg,tb-size=64", "-cpu", "max"]
+    argv = [
+        binary,
+        "-name", f"{spec.vm_id},process=banger-{spec.vm_id}",
+        "-M", "microvm",
+        *accel,
+        "-m", str(spec.memory_mib),
+        "-smp", str(spec.vcpus),
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        "-chardev", f"file,id=con,path={spec.console_log},append=on",
+        "-serial", "chardev:con",
+        "-chardev", f"socket,id=qmp,fd={QMP_FD},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
+        "-kernel", str(spec.kernel),
+    ]  # fmt: skip
+    if spec.initrd is not None:
+        argv += ["-initrd", str(spec.initrd)]
+    argv += ["-append", spec.cmdline]
+    # The root disk is attached first so the guest sees it as /dev/vda, the work disk as vdb.
+    argv += _drive("root", spec.root_disk)
+    if spec.work_disk is not None:
+        argv += _drive("work", Disk(spec.work_disk, "raw", "writeback"))
+    if spec.tap_fd is not None:
+        argv += ["-netdev", f"tap,id=n0,fd={TAP_FD}"]
+    elif spec.tap_name is not None:
+        argv += ["-netdev", f"tap,id=n0,ifname={spec.tap_name},script=no,downscript=no"]
+    if spec.tap_fd is not None or spec.tap_name is not None:
+        argv += ["-device", f"virtio-net-device,netdev=n0,mac={spec.mac}"]
+    return argv
+
+
+def _high_dup(fd: int) -> int:
+    """A close-on-exec copy numbered >= 10, so it cannot be clobbered by the dup2s to 0-4."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _bind_listening(path: Path) -> socket.socket:
+    check_socket_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        path.chmod(0o600)
+        sock.listen(4)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read()[-8192:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class QemuDriver:
+    """Launch and control QEMU ``microvm`` guests."""
+
+    def __init__(
+        self,
+        binary: str = QEMU_BINARY,
+        *,
+        start_timeout: float = 30.0,
+        control_timeout: float = 5.0,
+        quit_timeout: float = 5.0,
+    ) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.control_timeout = control_timeout
+        self.quit_timeout = quit_timeout
+
+    @property
+    def name(self) -> str:
+        return "qemu"
+
+    @property
+    def capabilities(self) -> VMMCapabilities:
+        return VMMCapabilities(
+            pause=True,
+            snapshot=False,
+            qcow2=True,
+            tap_by_fd=True,
+            graceful_stop=True,
+            accelerators=("kvm", "tcg"),
+        )
+
+    async def launch(self, spec: LaunchSpec) -> VMMProcess:
+        argv = qemu_argv(spec, self.binary)
+        exe = shutil.which(self.binary)
+        if exe is None:
+            raise VMMError(
+                f"QEMU not found: {self.binary}", hint="install qemu-system-x86 (banger doctor)"
+            )
+        spec.console_log.touch(mode=0o600)
+        listener = _bind_listening(spec.control_socket)
+        owned: list[int] = []
+        try:
+            log_fd = os.open(spec.vmm_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            owned.append(log_fd)
+            log_offset = os.fstat(log_fd).st_size
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            owned.append(devnull)
+            sources = [(devnull, 0), (log_fd, 1), (log_fd, 2), (listener.fileno(), QMP_FD)]
+            if spec.tap_fd is not None:
+                sources.append((spec.tap_fd, TAP_FD))
+            actions = []
+            for source, target in sources:
+                high = _high_dup(source)
+                owned.append(high)
+                actions.append((os.POSIX_SPAWN_DUP2, high, target))
+            log.debug("launching VM %s: %s", spec.vm_id, argv)
+            try:
+                pid = os.posix_spawn(
+                    exe,
+                    argv,
+                    command_env(),
+                    file_actions=actions,
+                    setsid=True,
+                    setsigdef=_RESET_SIGNALS,
+                    setsigmask=set(),
+                )
+            except OSError as exc:
+                raise VMMError(f"cannot start QEMU ({exe}): {exc.strerror or exc}") from None
+        finally:
+            for fd in owned:
+                os.close(fd)
+            # QEMU holds its own copy of the listening socket now.
+            listener.close()
+        start_time = process_start_time(pid)
+        if start_time is None:  # cannot happen for an unreaped child; be explicit anyway
+            reap(pid)
+            raise VMMError(f"QEMU for VM {spec.vm_id} vanished right after start")
+        proc = VMMProcess(self.name, spec.vm_id, pid, start_time, spec.control_socket, tuple(argv))
+        try:
+            await self._await_qmp(proc, spec.vmm_log, log_offset)
+        except BaseException:
+            send_signal(pid, start_time, signal.SIGKILL)
+            await self.wait(proc, self.quit_timeout)
+            raise
+        return proc
+
+    async def _await_qmp(self, proc: VMMProcess, vmm_log: Path, log_offset: int) -> None:
+        """Wait for QEMU's greeting, or its early death (then raise with its stderr tail)."""
+        connect = asyncio.create_task(QMPClient.connect(proc.control_socket, self.start_timeout))
+        exited = asyncio.create_task(wait_for_exit(proc.pid, None))
+        try:
+            await asyncio.wait({connect, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if connect.done() and connect.exception() is None:
+                return  # the client is closed below
+            # Either QEMU died, or the socket failed: give a dying QEMU a moment to finish.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), 2.0)
+            if exited.done():
+                status = reap(proc.pid)
+                how = (
+                    f"exit status {os.waitstatus_to_exitcode(status)}"
+                    if status is not None
+                    else "exited"
+                )
+                tail = stderr_tail(_log_since(vmm_log, log_offset), lines=5)
+                raise VMMError(
+                    f"QEMU for VM {proc.vm_id} failed to start ({how}): {tail or 'no output'}",
+                    hint=f"see {vmm_log}",
+                )
+            error = connect.exception()
+            raise VMMError(
+                f"QEMU for VM {proc.vm_id} did not answer on {proc.control_socket}: {error}",
+                hint=f"see {vmm_log}",
+            )
+        finally:
+            for task in (connect, exited):
+                task.cancel()
+            results = await asyncio.gather(connect, exited, return_exceptions=True)
+            for result in results:
+                if isinstance(result, QMPClient):
+                    await result.close()
+
+    async def wait(self, proc: VMMProcess, timeout: float | None) -> bool:
+        done = await wait_for_exit(proc.pid, timeout, proc.start_time)
+        if done:
+            reap(proc.pid)
+        return done
+
+    def _alive(self, proc: VMMProcess) -> bool:
+        if is_same_process(proc.pid, proc.start_time):
+            return True
+        reap(proc.pid)
+        return False
+
+    async def _execute(self, proc: VMMProcess, *commands: str) -> list[object]:
+        async with await QMPClient.connect(proc.control_socket, self.control_timeout) as qmp:
+            return [await qmp.execute(command) for command in commands]
+
+    async def stop(self, proc: VMMProcess, graceful_timeout: float) -> StopResult:
+        started = time.monotonic()
+
+        def result(method: str) -> StopResult:
+            return StopResult(method, time.monotonic() - started)  # type: ignore[arg-type]
+
+        if not self._alive(proc):
+            return result("already-exited")
+        if graceful_timeout > 0:
+            try:
+                async with await QMPClient.connect(
+                    proc.control_socket, self.control_timeout
+                ) as qmp:
+                    status = await qmp.execute("query-status")
+                    if isinstance(status, dict) and status.get("status") in _PAUSED:
+                        await qmp.execute("cont")  # a paused guest cannot act on the button
+                    # ACPI power button (microvm's GED device); systemd-logind powers off.
+                    await qmp.execute("system_powerdown")
+            except QMPError as exc:
+                log.warning("VM %s: graceful stop request failed: %s", proc.vm_id, exc)
+            if await self.wait(proc, graceful_timeout):
+                return result("graceful")
+        try:
+            await self._execute(proc, "quit")
+        except QMPError as exc:
+            log.warning("VM %s: QMP quit failed: %s", proc.vm_id, exc)
+        if await self.wait(proc, self.quit_timeout):
+            return result("quit")
+        send_signal(proc.pid, proc.start_time, signal.SIGKILL)
+        if await self.wait(proc, self.quit_timeout):
+            return result("killed")
+        raise VMMError(f"QEMU for VM {proc.vm_id} (pid {proc.pid}) survived SIGKILL")
+
+    async def status(self, proc: VMMProcess) -> VMMStatus:
+        if not self._alive(proc):
+            return VMMStatus(VMState.EXITED)
+        try:
+            (reply,) = await self._execute(proc, "query-status")
+        except QMPError as exc:
+            return VMMStatus(VMState.UNRESPONSIVE, str(exc))
+        detail = str(reply.get("status", "")) if isinstance(reply, dict) else ""
+        if detail == "running":
+            return VMMStatus(VMState.RUNNING, detail)
+        if detail in _PAUSED:
+            return VMMStatus(VMState.PAUSED, detail)
+        return VMMStatus(VMState.OTHER, detail)
+
+    async def _control(self, proc: VMMProcess, command: str) -> None:
+        if not self._alive(proc):
+            raise Conflict(f"VM {proc.vm_id} is not running (its QEMU process has exited)")
+        await self._execute(proc, command)
+
+    async def pause(self, proc: VMMProcess) -> None:
+        await self._control(proc, "stop")
+
+    async def resume(self, proc: VMMProcess) -> None:
+        await self._control(proc, "cont")
