@@ -1,0 +1,208 @@
+"""A typed client for bangerd's API over its Unix socket (usable as a library).
+
+    with BangerClient() as client:
+        op = client.selftest()
+        for event in client.stream_events(op.id):
+            print(event.stage, event.message)
+
+Errors come back as the :class:`~banger.errors.BangerError` subclass the daemon
+raised (from the ``kind`` field of the JSON error body), with its message and
+hint. A daemon that cannot be reached at all raises :class:`DaemonNotReachable`
+(a :class:`~banger.errors.DaemonUnavailable`): the request was never sent, so
+retrying after starting the daemon is safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, NoReturn, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from banger import errors
+from banger.api_models import ErrorBody, Operation, OpEvent, SelftestRequest, VersionInfo, VMSummary
+from banger.errors import BangerError, DaemonUnavailable
+from banger.paths import Paths
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Connecting is local and instant; reads may wait on real work (an op start).
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+class DaemonNotReachable(DaemonUnavailable):
+    """Nothing answered on the daemon socket (not running, or a stale socket)."""
+
+
+class RemoteCommandError(errors.CommandError):
+    """A :class:`~banger.errors.CommandError` raised in the daemon, rebuilt from its message."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        BangerError.__init__(self, message, hint)
+        self.argv = []
+        self.returncode = None
+        self.stderr = ""
+        self.not_found = False
+        self.timed_out = False
+
+
+class RemoteConfigError(errors.ConfigError):
+    """A :class:`~banger.errors.ConfigError` raised in the daemon, rebuilt from its message."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        BangerError.__init__(self, message, hint)
+        self.problems = [message]
+
+
+_SIMPLE_KINDS: dict[str, type[BangerError]] = {
+    cls.__name__: cls
+    for cls in (
+        BangerError,
+        errors.InvalidArgument,
+        errors.NotFound,
+        errors.Conflict,
+        errors.DaemonUnavailable,
+        errors.HelperError,
+    )
+}
+_BY_STATUS: dict[int, type[BangerError]] = {
+    400: errors.InvalidArgument,
+    404: errors.NotFound,
+    405: errors.InvalidArgument,
+    409: errors.Conflict,
+    422: errors.InvalidArgument,
+    502: errors.HelperError,
+    503: errors.DaemonUnavailable,
+}
+
+
+def error_from_response(status: int, body: bytes) -> BangerError:
+    """Rebuild the daemon's error from a non-2xx response."""
+    try:
+        parsed = ErrorBody.model_validate_json(body)
+    except ValidationError:
+        text = body.decode("utf-8", "replace").strip()[:200]
+        cls = _BY_STATUS.get(status, BangerError)
+        return cls(f"bangerd answered HTTP {status}: {text or 'no body'}", hint=None)
+    if parsed.kind == "CommandError":
+        return RemoteCommandError(parsed.error, parsed.hint)
+    if parsed.kind == "ConfigError":
+        return RemoteConfigError(parsed.error, parsed.hint)
+    cls = _SIMPLE_KINDS.get(parsed.kind) or _BY_STATUS.get(status, BangerError)
+    return cls(parsed.error, parsed.hint)
+
+
+class BangerClient:
+    """Synchronous client; one HTTP connection pool over the daemon socket."""
+
+    def __init__(self, paths: Paths | None = None, *, timeout: httpx.Timeout | None = None) -> None:
+        self.paths = paths or Paths.from_env()
+        self.socket_path = self.paths.daemon_socket
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+            base_url="http://bangerd",
+            timeout=timeout or DEFAULT_TIMEOUT,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BangerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- API -----------------------------------------------------------------------
+    def version(self) -> VersionInfo:
+        return self._get_model("/v1/version", VersionInfo)
+
+    def config(self) -> dict[str, Any]:
+        """The effective config the daemon is running with."""
+        return TypeAdapter(dict[str, Any]).validate_python(self._request("GET", "/v1/config"))
+
+    def list_vms(self) -> list[VMSummary]:
+        return TypeAdapter(list[VMSummary]).validate_python(self._request("GET", "/v1/vms"))
+
+    def list_ops(self, *, include_finished: bool = False) -> list[Operation]:
+        params = {"all": "true"} if include_finished else None
+        data = self._request("GET", "/v1/ops", params=params)
+        return TypeAdapter(list[Operation]).validate_python(data)
+
+    def get_op(self, op_id: str) -> Operation:
+        return self._get_model(f"/v1/ops/{_segment(op_id)}", Operation)
+
+    def selftest(self, *, fail_at: str | None = None, delay_ms: int = 50) -> Operation:
+        """Start the diagnostic operation (see ``POST /v1/ops/selftest``)."""
+        body = SelftestRequest(fail_at=fail_at, delay_ms=delay_ms).model_dump()
+        return Operation.model_validate(self._request("POST", "/v1/ops/selftest", json=body))
+
+    def stream_events(self, op_id: str, *, after: int = 0) -> Iterator[OpEvent]:
+        """The op's events, then live ones until it finishes (NDJSON, no read timeout)."""
+        url = f"/v1/ops/{_segment(op_id)}/events"
+        timeout = httpx.Timeout(None, connect=5.0)
+        try:
+            with self._http.stream("GET", url, params={"after": after}, timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    raise error_from_response(resp.status_code, resp.read())
+                for line in resp.iter_lines():
+                    if line.strip():
+                        yield OpEvent.model_validate_json(line)
+        except httpx.TransportError as exc:
+            self._transport_failed(exc)
+
+    # -- plumbing ------------------------------------------------------------------
+    def _get_model(self, path: str, model: type[M]) -> M:
+        return model.model_validate(self._request("GET", path))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Any:
+        try:
+            resp = self._http.request(method, path, params=params, json=json)
+        except httpx.TransportError as exc:
+            self._transport_failed(exc)
+        if resp.status_code >= 400:
+            raise error_from_response(resp.status_code, resp.content)
+        return _json(resp)
+
+    def _transport_failed(self, exc: httpx.TransportError) -> NoReturn:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            raise DaemonNotReachable(
+                f"bangerd is not running (nothing answers on {self.socket_path})",
+                hint="any banger command starts it; or run `bangerd` yourself",
+            ) from exc
+        raise DaemonUnavailable(
+            f"lost the connection to bangerd: {exc or type(exc).__name__}",
+            hint=f"check the daemon log at {self.paths.daemon_log}",
+        ) from exc
+
+
+def _segment(value: str) -> str:
+    """One URL path segment; an id with a slash would silently hit another route."""
+    if not value or "/" in value or value in (".", ".."):
+        raise errors.InvalidArgument(f"invalid id: {value!r}", hint="ids look like 3f9a1c2b7d10")
+    return value
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except json.JSONDecodeError as exc:
+        raise BangerError(
+            f"bangerd sent a response that is not JSON (HTTP {resp.status_code})",
+            hint="the daemon and CLI versions may differ; restart bangerd",
+        ) from exc

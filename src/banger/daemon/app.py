@@ -1,0 +1,25 @@
+"""Build the FastAPI application from explicit services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from banger import __version__
+from banger.daemon.errors_http import install_error_handlers
+from banger.daemon.routes import meta_router, ops_router, vms_router
+from banger.daemon.services import Services
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="bangerd",
+        version=__version__,
+        description="banger's owner daemon API (Unix socket only).",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app, services.paths)
+    app.include_router(meta_router(services))
+    app.include_router(ops_router(services))
+    app.include_router(vms_router(services))
+    return app

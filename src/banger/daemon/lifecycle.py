@@ -1,0 +1,72 @@
+"""The daemon's life from pid-file lock to clean exit (called by ``main``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from banger import __version__
+from banger.config import load_config
+from banger.daemon.app import create_app
+from banger.daemon.listener import bind_unix_socket
+from banger.daemon.ops import Operations
+from banger.daemon.pidfile import PidFile
+from banger.daemon.server import serve
+from banger.daemon.services import Services
+from banger.paths import Paths
+from banger.store import Store
+
+log = logging.getLogger("banger.daemon")
+
+
+def pidfile_path(paths: Paths) -> Path:
+    return paths.runtime_dir / "bangerd.pid"
+
+
+def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) -> int:
+    """Serve until a signal; 0 after a graceful stop, 1 after a forced one."""
+    config = load_config(paths=paths)
+    pidfile = PidFile.acquire(pidfile_path(paths), socket_path=socket_path)
+    try:
+        sock = bind_unix_socket(socket_path)
+        try:
+            log.info(
+                "bangerd %s starting: pid %d uid %d socket %s",
+                __version__,
+                os.getpid(),
+                os.getuid(),
+                socket_path,
+            )
+            store = Store.open(paths.db)
+            try:
+                ops = Operations(store)
+                interrupted = ops.fail_interrupted()
+                if interrupted:
+                    log.warning("marked %d operation(s) interrupted by the last stop", interrupted)
+                services = Services(
+                    paths=paths, config=config, store=store, ops=ops, started_at=datetime.now(UTC)
+                )
+                forced = asyncio.run(_serve(services, sock, grace=grace, debug=debug))
+            finally:
+                store.close()
+        finally:
+            sock.close()
+            socket_path.unlink(missing_ok=True)
+    finally:
+        pidfile.release()
+    if forced:
+        log.warning("bangerd stopped (forced)")
+        return 1
+    log.info("bangerd stopped")
+    return 0
+
+
+async def _serve(services: Services, sock: socket.socket, *, grace: float, debug: bool) -> bool:
+    app = create_app(services)
+    log.info("bangerd ready")
+    state = await serve(app, sock, services.ops, grace=grace, debug=debug)
+    return state.forced

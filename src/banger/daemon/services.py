@@ -1,0 +1,25 @@
+"""The daemon's collaborators, built once in ``main`` and passed to every router.
+
+No module-level singletons: a test (or a second app in one process) builds
+its own :class:`Services` and gets an independent daemon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from banger.config import Config
+from banger.daemon.ops import Operations
+from banger.paths import Paths
+
+
+@dataclass(frozen=True)
+class Services:
+    paths: Paths
+    config: Config
+    #: :class:`banger.store.Store`; typed loosely here so this module stays import-light.
+    store: Any
+    ops: Operations
+    started_at: datetime
