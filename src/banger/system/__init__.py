@@ -1,0 +1,1 @@
+"""Installing and inspecting banger as two system services (bangerd + banger-helper)."""
