@@ -292,6 +292,9 @@ class QemuDriver:
 
         if not self._alive(proc):
             return result("already-exited")
+        # QMP answering is what makes the polite steps worth waiting for; a hung QEMU
+        # (no answer within control_timeout) goes straight to SIGKILL.
+        responsive = True
         if graceful_timeout > 0:
             try:
                 async with await QMPClient.connect(
@@ -304,14 +307,17 @@ class QemuDriver:
                     await qmp.execute("system_powerdown")
             except QMPError as exc:
                 log.warning("VM %s: graceful stop request failed: %s", proc.vm_id, exc)
-            if await self.wait(proc, graceful_timeout):
+                responsive = False
+            if responsive and await self.wait(proc, graceful_timeout):
                 return result("graceful")
-        try:
-            await self._execute(proc, "quit")
-        except QMPError as exc:
-            log.warning("VM %s: QMP quit failed: %s", proc.vm_id, exc)
-        if await self.wait(proc, self.quit_timeout):
-            return result("quit")
+        if responsive:
+            try:
+                await self._execute(proc, "quit")
+            except QMPError as exc:
+                log.warning("VM %s: QMP quit failed: %s", proc.vm_id, exc)
+            else:
+                if await self.wait(proc, self.quit_timeout):
+                    return result("quit")
         send_signal(proc.pid, proc.start_time, signal.SIGKILL)
         if await self.wait(proc, self.quit_timeout):
             return result("killed")

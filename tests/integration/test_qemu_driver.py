@@ -1,0 +1,238 @@
+"""The QEMU driver against real QEMU.
+
+The guest is a tiny hand-made "kernel": a valid bzImage header whose real-mode
+entry point is ``cli; hlt``. QEMU loads and starts it like any kernel, and it
+then sits halted (using no CPU), which is enough to exercise launch, QMP,
+pause/resume, stop and liveness without a real guest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import fcntl
+import json
+import os
+import signal
+import struct
+import subprocess
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from banger.errors import Conflict
+from banger.procinfo import is_same_process
+from banger.vmm.base import Disk, LaunchSpec, VMMError, VMMProcess, VMState, stable_mac
+from banger.vmm.qemu import QemuDriver
+from banger.vmm.qmp import QMPClient, QMPError
+from tests.support import needs_root, netns
+
+
+def halting_kernel(path: Path) -> Path:
+    image = bytearray(4096)
+    image[0x1F1] = 1  # setup_sects
+    image[0x1FE:0x200] = b"\x55\xaa"
+    image[0x200:0x202] = b"\xeb\x66"  # jmp 0x268
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, 0x0206)  # boot protocol 2.06
+    image[0x211] = 0x01  # LOADED_HIGH
+    struct.pack_into("<I", image, 0x22C, 0x37FFFFFF)  # initrd_addr_max
+    struct.pack_into("<I", image, 0x238, 2048)  # cmdline_size
+    image[0x268:0x26C] = b"\xfa\xf4\xeb\xfd"  # cli; hlt; jmp back to hlt
+    path.write_bytes(bytes(image))
+    return path
+
+
+def make_spec(d: Path, **changes: object) -> LaunchSpec:
+    root = d / "root.ext4"
+    if not root.exists():
+        with open(root, "wb") as f:
+            f.truncate(8 << 20)
+        with open(d / "work.ext4", "wb") as f:
+            f.truncate(4 << 20)
+    spec = LaunchSpec(
+        vm_id="t1",
+        vcpus=1,
+        memory_mib=128,
+        kernel=halting_kernel(d / "vmlinuz"),
+        initrd=None,
+        cmdline="console=ttyS0",
+        root_disk=Disk(root, "raw", "unsafe"),
+        work_disk=d / "work.ext4",
+        console_log=d / "console.log",
+        control_socket=d / "qmp.sock",
+        vmm_log=d / "qemu.log",
+        mac=stable_mac("t1"),
+    )
+    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def driver() -> QemuDriver:
+    return QemuDriver(control_timeout=2.0, quit_timeout=5.0)
+
+
+@pytest.fixture
+async def vm(short_tmp: Path, driver: QemuDriver) -> AsyncIterator[VMMProcess]:
+    proc = await driver.launch(make_spec(short_tmp))
+    try:
+        yield proc
+    finally:
+        if is_same_process(proc.pid, proc.start_time):
+            os.kill(proc.pid, signal.SIGKILL)
+        await driver.wait(proc, 10)
+
+
+async def test_launch_status_and_liveness(vm: VMMProcess, driver: QemuDriver) -> None:
+    assert vm.driver == "qemu" and vm.vm_id == "t1"
+    assert is_same_process(vm.pid, vm.start_time)
+    assert not is_same_process(vm.pid, vm.start_time + 1)
+    assert (await driver.status(vm)).state is VMState.RUNNING
+    assert os.getsid(vm.pid) == vm.pid, "QEMU runs in its own session"
+    assert Path(f"/proc/{vm.pid}/cmdline").read_bytes().split(b"\0")[:-1] == [
+        a.encode() for a in vm.argv
+    ]
+    assert vm.control_socket.stat().st_mode & 0o777 == 0o600
+
+
+async def test_pause_resume(vm: VMMProcess, driver: QemuDriver) -> None:
+    await driver.pause(vm)
+    status = await driver.status(vm)
+    assert (status.state, status.detail) == (VMState.PAUSED, "paused")
+    await driver.resume(vm)
+    assert (await driver.status(vm)).state is VMState.RUNNING
+
+
+async def test_reattach_from_stored_record(vm: VMMProcess) -> None:
+    stored = json.loads(json.dumps(vm.to_json()))
+    fresh = QemuDriver()  # as after a daemon restart: nothing in memory
+    again = VMMProcess.from_json(stored)
+    assert (await fresh.status(again)).state is VMState.RUNNING
+    result = await fresh.stop(again, graceful_timeout=0)
+    assert result.method == "quit"
+    assert (await fresh.status(again)).state is VMState.EXITED
+
+
+async def test_stop_without_guest_cooperation_falls_back_to_quit(
+    vm: VMMProcess, driver: QemuDriver
+) -> None:
+    # The halting guest has no ACPI: the power button is pressed but nobody answers.
+    result = await driver.stop(vm, graceful_timeout=0.5)
+    assert result.method == "quit"
+    assert 0.5 <= result.seconds < 10
+    assert not is_same_process(vm.pid, vm.start_time)
+    assert (await driver.status(vm)).state is VMState.EXITED
+    assert (await driver.stop(vm, graceful_timeout=1)).method == "already-exited"
+    with pytest.raises(Conflict):
+        await driver.pause(vm)
+
+
+async def test_stop_an_unresponsive_vmm_kills_it(vm: VMMProcess, driver: QemuDriver) -> None:
+    os.kill(vm.pid, signal.SIGSTOP)  # a hung QEMU: QMP never answers
+    status = await driver.status(vm)
+    assert status.state is VMState.UNRESPONSIVE
+    result = await driver.stop(vm, graceful_timeout=0.2)
+    assert result.method == "killed"
+    assert not is_same_process(vm.pid, vm.start_time)
+
+
+async def test_qmp_errors_and_events(vm: VMMProcess) -> None:
+    async with await QMPClient.connect(vm.control_socket) as qmp:
+        assert qmp.greeting["version"]["qemu"]["major"] >= 7
+        with pytest.raises(QMPError) as info:
+            await qmp.execute("no-such-command")
+        assert info.value.error_class == "CommandNotFound"
+        await qmp.execute("stop")
+        assert (await qmp.wait_event("STOP", timeout=5)) is not None
+        await qmp.execute("system_powerdown")
+        event = await qmp.wait_event("POWERDOWN", timeout=5)
+        assert event is not None and event["event"] == "POWERDOWN"
+        assert await qmp.wait_event("NEVER", timeout=0.1) is None
+
+
+async def test_qmp_connect_to_nothing(short_tmp: Path) -> None:
+    with pytest.raises(QMPError, match="cannot connect"):
+        await QMPClient.connect(short_tmp / "none.sock", timeout=1)
+
+
+async def test_early_exit_carries_qemu_stderr(short_tmp: Path, driver: QemuDriver) -> None:
+    spec = make_spec(short_tmp, root_disk=Disk(short_tmp / "missing.ext4", "raw"))
+    with pytest.raises(VMMError) as info:
+        await driver.launch(spec)
+    message = info.value.message
+    assert "failed to start (exit status 1)" in message
+    assert "missing.ext4" in message and "No such file" in message
+    assert info.value.hint == f"see {spec.vmm_log}"
+
+
+async def test_missing_binary(short_tmp: Path) -> None:
+    with pytest.raises(VMMError, match="QEMU not found"):
+        await QemuDriver(binary="qemu-system-nonexistent").launch(make_spec(short_tmp))
+
+
+# --- tap descriptor passing -------------------------------------------------------------
+
+TUNSETIFF = 0x400454CA
+IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
+CLONE_NEWNET = 0x40000000
+
+
+def open_tap_in_netns(ns: str, name: str) -> int:
+    """What the root helper does: open a tap inside the namespace, keep only the fd."""
+    result: dict[str, int | BaseException] = {}
+
+    def work() -> None:  # setns changes only this thread's namespace
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/var/run/netns/{ns}") as f:
+                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+            ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+            fcntl.ioctl(fd, TUNSETIFF, ifr)
+            result["fd"] = fd
+        except BaseException as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    fd = result["fd"]
+    assert isinstance(fd, int)
+    return fd
+
+
+def tap_exists(ns: str | None, name: str) -> bool:
+    where = ["-n", ns] if ns else []
+    out = subprocess.run(
+        ["ip", *where, "-j", "link", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    return any(link["ifname"] == name for link in json.loads(out))
+
+
+@pytest.mark.root
+@needs_root
+async def test_tap_fd_is_passed_to_qemu(short_tmp: Path, driver: QemuDriver) -> None:
+    with netns() as ns:
+        tap_fd = open_tap_in_netns(ns.name, "bgtap0")
+        try:
+            spec = make_spec(short_tmp, tap_fd=tap_fd, tap_name="bgtap0")
+            proc = await driver.launch(spec)
+        finally:
+            os.close(tap_fd)  # QEMU holds the only remaining reference now
+        try:
+            assert tap_exists(ns.name, "bgtap0")
+            assert not tap_exists(None, "bgtap0"), "the tap lives in the namespace only"
+            async with await QMPClient.connect(proc.control_socket) as qmp:
+                info = await qmp.execute("human-monitor-command", {"command-line": "info network"})
+            assert "n0: index=0,type=tap,fd=3" in info
+            assert f"macaddr={spec.mac}" in info
+        finally:
+            result = await driver.stop(proc, graceful_timeout=0)
+        assert result.method == "quit"
+        # A non-persistent tap disappears with its last descriptor: QEMU really had it.
+        assert not tap_exists(ns.name, "bgtap0")
