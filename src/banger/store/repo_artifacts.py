@@ -51,6 +51,10 @@ def kernel_from_row(row: sqlite3.Row) -> KernelRecord:
     )
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 class ArtifactRepo(Repo):
     # -- images ---------------------------------------------------------------------
     def create_image(
@@ -132,10 +136,10 @@ class ArtifactRepo(Repo):
                     exc,
                     {
                         f"{table}.name": Conflict(
-                            f"a {noun} named {values['name']!r} already exists",
+                            f"{_a(noun)} named {values['name']!r} already exists",
                             hint="remove it first or pick another name",
                         ),
-                        f"{table}.id": Conflict(f"a {noun} with id {row_id!r} already exists"),
+                        f"{table}.id": Conflict(f"{_a(noun)} with id {row_id!r} already exists"),
                     },
                 ) from exc
             return self._artifact_row(table, noun, "id", row_id)
@@ -161,7 +165,7 @@ class ArtifactRepo(Repo):
     ) -> None:
         unknown = set(changes) - set(allowed.__annotations__)
         if unknown:
-            raise TypeError(f"cannot change {sorted(unknown)} on a {noun}")
+            raise TypeError(f"cannot change {sorted(unknown)} on {_a(noun)}")
         if "meta" in changes:
             changes["meta"] = dump_json(changes["meta"])
         with self._db.transaction() as conn:
@@ -172,7 +176,7 @@ class ArtifactRepo(Repo):
                     exc,
                     {
                         f"{table}.name": Conflict(
-                            f"a {noun} named {changes.get('name')!r} already exists"
+                            f"{_a(noun)} named {changes.get('name')!r} already exists"
                         )
                     },
                 ) from exc

@@ -107,7 +107,7 @@ class OperationRepo(Repo):
         where = "" if include_finished else "WHERE finished_at IS NULL"
         with self._db.reading() as conn:
             rows = conn.execute(
-                f"SELECT * FROM operations {where} ORDER BY created_at DESC, id LIMIT ?",  # noqa: S608
+                f"SELECT * FROM operations {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",  # noqa: S608
                 (limit,),
             ).fetchall()
         return [operation_from_row(row) for row in rows]

@@ -72,10 +72,10 @@ class SessionRepo(Repo):
     def list_sessions(self, vm_id: str | None = None) -> list[SessionRecord]:
         with self._db.reading() as conn:
             if vm_id is None:
-                rows = conn.execute("SELECT * FROM sessions ORDER BY started_at, id").fetchall()
+                rows = conn.execute("SELECT * FROM sessions ORDER BY started_at, rowid").fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT * FROM sessions WHERE vm_id = ? ORDER BY started_at, id", (vm_id,)
+                    "SELECT * FROM sessions WHERE vm_id = ? ORDER BY started_at, rowid", (vm_id,)
                 ).fetchall()
         return [session_from_row(row) for row in rows]
 

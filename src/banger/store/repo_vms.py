@@ -147,10 +147,10 @@ class VMRepo(Repo):
     def list_vms(self, state: VMState | None = None) -> list[VMRecord]:
         with self._db.reading() as conn:
             if state is None:
-                rows = conn.execute("SELECT * FROM vms ORDER BY created_at, id").fetchall()
+                rows = conn.execute("SELECT * FROM vms ORDER BY created_at, rowid").fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT * FROM vms WHERE state = ? ORDER BY created_at, id", (state.value,)
+                    "SELECT * FROM vms WHERE state = ? ORDER BY created_at, rowid", (state.value,)
                 ).fetchall()
         return [vm_from_row(row) for row in rows]
 
