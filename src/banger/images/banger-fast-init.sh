@@ -1,0 +1,100 @@
+#!/bin/sh
+# banger-fast-init: the PID 1 of banger's "fast" init mode (init=/sbin/banger-fast-init).
+#
+# About a third of systemd's boot time under emulation: mount the basics, mount
+# the work disk on /root, start sshd, reap children. The network is already up:
+# the banger initramfs applied the kernel "ip=" parameter and wrote
+# /etc/hostname and /etc/resolv.conf before switch_root.
+#
+# Stopping a fast guest: run "/sbin/banger-fast-init poweroff" (over SSH); it
+# signals PID 1 (SIGTERM), which stops every process, syncs, unmounts the work
+# disk, remounts / read-only and powers off through sysrq. SIGINT (what the
+# kernel sends PID 1 on Ctrl-Alt-Del) does the same.
+#
+# POSIX sh only: it runs under dash in Debian images and busybox sh elsewhere.
+
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+umask 022
+
+log() {
+	echo "banger-fast-init: $*" >/dev/kmsg 2>/dev/null || echo "banger-fast-init: $*"
+}
+
+if [ "${1:-}" = poweroff ]; then
+	if [ "$$" = 1 ]; then
+		echo "banger-fast-init: 'poweroff' is for a running guest, not for PID 1" >&2
+		exit 2
+	fi
+	exec kill -TERM 1
+fi
+if [ "$#" -gt 0 ] && [ "$$" != 1 ]; then
+	echo "usage: banger-fast-init poweroff" >&2
+	exit 2
+fi
+
+poweroff_now() {
+	log "powering off"
+	# Everything but PID 1: sshd, sessions, tmux servers.
+	kill -TERM -1 2>/dev/null
+	# Give them up to 2 s (sshd is the one that matters), then force.
+	i=0
+	# (each "sleep" also reaps, so a dead sshd stops answering kill -0.)
+	while [ "$i" -lt 20 ] && [ -n "${sshd_pid:-}" ] && kill -0 "$sshd_pid" 2>/dev/null; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	sleep 0.2
+	kill -KILL -1 2>/dev/null
+	sync
+	umount /root 2>/dev/null || mount -o remount,ro /root 2>/dev/null
+	mount -o remount,ro / 2>/dev/null
+	sync
+	echo o >/proc/sysrq-trigger
+	# sysrq poweroff is asynchronous: never fall back into the main loop.
+	while :; do sleep 1; done
+}
+trap poweroff_now TERM INT
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+mount -o remount,rw /
+[ -s /etc/hostname ] && hostname -F /etc/hostname
+ip link set lo up
+
+# The work disk: banger.work=<device> on the kernel command line, /dev/vdb by default.
+work=/dev/vdb
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	banger.work=*) work=${arg#banger.work=} ;;
+	esac
+done
+i=0
+while [ ! -b "$work" ] && [ "$i" -lt 50 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+if mount -t ext4 -o rw,relatime "$work" /root; then
+	log "mounted $work on /root"
+else
+	log "cannot mount the work disk $work on /root; sshd has no host key without it"
+fi
+
+mkdir -p /run/sshd
+chmod 755 /run/sshd
+# sshd is a child, not exec'd: PID 1 must stay a shell that reaps orphans
+# (every "wait" reaps any child) and that can run the poweroff trap.
+while :; do
+	log "starting sshd at $(cut -d' ' -f1 /proc/uptime)s"
+	/usr/sbin/sshd -D -e &
+	sshd_pid=$!
+	while kill -0 "$sshd_pid" 2>/dev/null; do
+		wait "$sshd_pid"
+	done
+	log "sshd exited; restarting it in 1s"
+	sleep 1
+done

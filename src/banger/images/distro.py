@@ -1,0 +1,178 @@
+"""Distro builds: a Debian root tree from a suite name, with mmdebstrap.
+
+Why it runs as root, as one narrow helper operation: the tree must hold files
+owned by other users (``/etc/shadow`` root:shadow, ``/var/mail`` root:mail),
+setuid binaries and file capabilities, and package maintainer scripts run in a
+chroot. So :func:`build_debian_rootfs` refuses to run without root, and its
+arguments are easy to re-validate on the privileged side: a suite name that
+matches a fixed pattern, a mirror URL, package names that match Debian's
+package-name rule, and an output path inside banger's tmp directory (the
+caller checks that). The daemon never runs it directly.
+
+The command line is built by the pure :func:`mmdebstrap_argv` (tested without
+the binary). mmdebstrap's default ``cleanup`` hooks already drop the apt
+package lists and caches from the tree; finalize is a separate Python step on
+the finished tree (:mod:`banger.images.finalize`).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from banger.errors import CommandError, InvalidArgument
+from banger.images.aptsources import check_mirror
+from banger.images.common import Progress, no_progress, require_root
+from banger.proc import command_env
+
+#: What every distro image gets on top of ``minbase``. kmod is left out on
+#: purpose: banger's initramfs loads every module the guest needs, so the
+#: rootfs holds no kernel modules. libnss-myhostname resolves the guest's own
+#: hostname (the initramfs writes /etc/hostname but not /etc/hosts; sudo wants
+#: its hostname to resolve).
+DEFAULT_PACKAGES: tuple[str, ...] = (
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "openssh-server",
+    "tmux",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "ca-certificates",
+    "git",
+    "sudo",
+    "less",
+    "curl",
+    "libnss-myhostname",
+)
+
+_SUITE_RE = re.compile(r"^[a-z]{2,32}$")
+# Debian policy 5.6.1: lowercase letters, digits, + - . ; two or more, starting alnum.
+_PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+@dataclass(frozen=True)
+class DistroRef:
+    distro: str
+    suite: str
+
+    def __str__(self) -> str:
+        return f"{self.distro}:{self.suite}"
+
+    @property
+    def image_name(self) -> str:
+        return f"{self.distro}-{self.suite}"
+
+
+def parse_distro_ref(ref: str) -> DistroRef:
+    """``debian:<suite>`` (a Debian codename or alias such as ``bookworm``, ``sid``)."""
+    distro, sep, suite = ref.partition(":")
+    if distro != "debian" or not sep:
+        raise InvalidArgument(
+            f"image ref {ref!r} is not a distro ref: expected debian:<suite>",
+            hint="for example: banger image build debian:bookworm",
+        )
+    if not _SUITE_RE.fullmatch(suite):
+        raise InvalidArgument(
+            f"suite {suite!r} in image ref {ref!r} is invalid: a Debian suite is 2-32 lowercase"
+            " letters",
+            hint="for example: bookworm, trixie, sid, stable",
+        )
+    return DistroRef(distro, suite)
+
+
+def check_packages(packages: Sequence[str]) -> tuple[str, ...]:
+    bad = [p for p in packages if not _PACKAGE_RE.fullmatch(p)]
+    if bad:
+        raise InvalidArgument(
+            f"package names are invalid: {', '.join(repr(p) for p in bad)}",
+            hint="Debian package names use lowercase letters, digits, '+', '-', '.'",
+        )
+    return tuple(packages)
+
+
+def mmdebstrap_argv(
+    suite: str, out_dir: Path, *, mirror: str, packages: Sequence[str] = DEFAULT_PACKAGES
+) -> list[str]:
+    """The mmdebstrap command line for a minbase tree of ``suite`` in ``out_dir``."""
+    if not _SUITE_RE.fullmatch(suite):
+        raise InvalidArgument(f"suite {suite!r} is invalid: expected 2-32 lowercase letters")
+    if not out_dir.is_absolute():
+        raise InvalidArgument(f"build directory {out_dir} must be an absolute path")
+    pkgs = check_packages(packages)
+    argv = [
+        "mmdebstrap",
+        # root mode: real ownership, device nodes and chroot for maintainer
+        # scripts, no user namespaces needed (they are often disabled).
+        "--mode=root",
+        "--variant=minbase",
+        "--format=directory",
+        "--components=main",
+    ]
+    if pkgs:
+        argv.append("--include=" + ",".join(pkgs))
+    argv += [suite, str(out_dir), check_mirror(mirror)]
+    return argv
+
+
+def build_debian_rootfs(
+    suite: str,
+    out_dir: Path,
+    *,
+    mirror: str,
+    packages: Sequence[str] = DEFAULT_PACKAGES,
+    progress: Progress = no_progress,
+) -> Path:
+    """Build a Debian minbase tree in ``out_dir`` (which must not exist yet).
+
+    Needs root (see the module docstring). mmdebstrap's stderr lines are
+    passed to ``progress`` as they arrive. Returns ``out_dir``.
+    """
+    require_root(f"building debian:{suite}")
+    if out_dir.exists():
+        raise InvalidArgument(f"build directory {out_dir} exists already")
+    argv = mmdebstrap_argv(suite, out_dir, mirror=mirror, packages=packages)
+    progress(f"building debian:{suite} from {mirror}")
+    run_streaming(argv, progress)
+    return out_dir
+
+
+def run_streaming(argv: list[str], progress: Progress, *, tail_lines: int = 20) -> None:
+    """Run a command, passing each stderr/stdout line to ``progress``.
+
+    The same conventions as :func:`banger.proc.run` (argv only, C locale,
+    stdin from /dev/null, :class:`CommandError` on failure) for the one kind
+    of command banger.proc does not cover yet: a long build whose output is
+    progress the user should see while it runs.
+    """
+    tail: deque[str] = deque(maxlen=tail_lines)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=command_env(),
+        )
+    except FileNotFoundError as exc:
+        raise CommandError(argv, returncode=127, not_found=True) from exc
+    assert proc.stdout is not None
+    try:
+        with proc.stdout:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    tail.append(line)
+                    progress(line)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    returncode = proc.wait()
+    if returncode != 0:
+        raise CommandError(argv, returncode=returncode, stderr="\n".join(tail))

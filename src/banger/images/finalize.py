@@ -1,0 +1,216 @@
+"""Finalize: make any root tree a banger guest (the image side of the boot contract).
+
+Applied to every image tree however it was obtained (distro build, registered
+directory or tarball, OCI pull), as plain file operations on a directory, so
+it runs as root in banger-helper or in the tests. Every path is resolved
+inside the tree (:mod:`banger.images.treepath`): a symlink in a foreign image
+never makes root write on the host.
+
+What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
+
+- sshd drop-ins: the hardened ``10-banger.conf`` and ``20-banger-hostkey.conf``
+  pointing at the per-VM host key on the work disk; the image's own
+  ``/etc/ssh/ssh_host_*`` keys removed (every clone would share them). Debian's
+  ssh.service never regenerates keys (only the package's postinst does), and
+  its ``sshd -t`` pre-start passes once the work disk supplies the key, so
+  ssh.service gets ``RequiresMountsFor=/root``.
+- ``/etc/fstab`` mounting the root disk and the work disk (``/dev/vdb`` on
+  ``/root``, ``nofail`` so a broken work disk still leaves a console).
+- an empty ``/etc/hostname`` (mmdebstrap copies the *host's*), localhost-only
+  ``/etc/hosts``, a plain ``/etc/resolv.conf``: the initramfs writes the
+  guest's hostname and DNS server into them at every boot.
+- an empty ``/etc/machine-id``: systemd generates one per guest at first boot.
+- ``/sbin/banger-fast-init``, the PID 1 of the ``fast`` init mode.
+- ``/root`` an empty 0755 root:root mount point; its old content is handed
+  back as the work seed's home skeleton.
+- ``/etc/banger-release``: JSON marker with the finalize version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from banger.errors import BangerError
+from banger.images import treepath
+
+#: Bump when the finalized layout changes: images record it, and the test
+#: image cache keys on it.
+FINALIZE_VERSION = 1
+INIT_MODES = ("systemd", "fast")
+FAST_INIT_PATH = "/sbin/banger-fast-init"
+WORK_DEVICE = "/dev/vdb"
+HOST_KEY_PATH = "/root/.banger/ssh_host_ed25519_key"
+
+SSHD_HARDENING = (
+    "PermitRootLogin prohibit-password\n"
+    "PubkeyAuthentication yes\n"
+    "PasswordAuthentication no\n"
+    "KbdInteractiveAuthentication no\n"
+    "AuthorizedKeysFile /root/.ssh/authorized_keys\n"
+)
+SSHD_HOSTKEY = f"HostKey {HOST_KEY_PATH}\n"
+SSHD_INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf\n"
+SSH_UNIT_DROPIN = (
+    "# banger: the host key lives on the work disk, mounted at /root.\n"
+    "[Unit]\n"
+    "RequiresMountsFor=/root\n"
+)
+FSTAB = (
+    "# banger: root disk and work disk (see docs/ARCHITECTURE.md)\n"
+    "/dev/vda / ext4 rw,relatime 0 1\n"
+    f"{WORK_DEVICE} /root ext4 rw,relatime,nofail 0 2\n"
+)
+HOSTS = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+    "ff02::1\t\tip6-allnodes\n"
+    "ff02::2\t\tip6-allrouters\n"
+)
+RESOLV_CONF = "# written at every boot by the banger initramfs from the kernel command line\n"
+
+#: Required files, by guest path, with what they are for (named in the error).
+REQUIRED = {
+    "/bin/sh": "a POSIX shell (/bin/sh)",
+    "/usr/sbin/sshd": "the OpenSSH server (/usr/sbin/sshd)",
+    "/usr/bin/tmux": "tmux (/usr/bin/tmux), for sessions",
+}
+
+#: Units masked in every image, and why (each costs boot time or CPU under
+#: emulation and does nothing useful in a disposable VM).
+MASKED_UNITS = {
+    # Daily apt list downloads and unattended upgrades: the guest may have no
+    # route out, and a background apt holds the dpkg lock the user wants.
+    "apt-daily.timer": "background apt downloads",
+    "apt-daily-upgrade.timer": "background upgrades",
+}
+#: Wants-links removed: a login on tty1 needs a display the VM does not have
+#: (the console is ttyS0, whose serial-getty systemd adds on its own).
+REMOVED_WANTS = ("/etc/systemd/system/getty.target.wants/getty@tty1.service",)
+
+
+class ImageNotBootable(BangerError):
+    """The tree lacks something a banger guest cannot do without."""
+
+    http_status = 400
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class FinalizeResult:
+    version: int
+    removed_host_keys: tuple[str, ...]
+    home_files: tuple[str, ...]
+
+
+def fast_init_text() -> str:
+    """The text of ``/sbin/banger-fast-init`` (shipped as package data)."""
+    return (resources.files("banger.images") / "banger-fast-init.sh").read_text()
+
+
+def release_marker() -> str:
+    return json.dumps({"finalize_version": FINALIZE_VERSION, "init_modes": list(INIT_MODES)}) + "\n"
+
+
+def check_bootable(tree: Path) -> None:
+    """Raise :class:`ImageNotBootable` naming everything missing."""
+    if not tree.is_dir():
+        raise ImageNotBootable(f"image tree {tree} is not a directory")
+    missing = [what for path, what in REQUIRED.items() if not treepath.exists(tree, path)]
+    if missing:
+        raise ImageNotBootable(
+            f"image at {tree} is missing {', '.join(missing)}",
+            hint="install openssh-server and tmux in the image (e.g. apt-get install"
+            " openssh-server tmux) and register it again",
+        )
+
+
+def finalize_tree(tree: Path, *, home_out: Path) -> FinalizeResult:
+    """Finalize ``tree`` in place; the old ``/root`` content moves to ``home_out``.
+
+    ``home_out`` must not exist; it is created (0755 root:root) holding the
+    image's root home skeleton (``.bashrc``, ``.profile``, ...), or
+    ``/etc/skel``'s when ``/root`` was empty (e.g. a tree finalized before).
+    """
+    check_bootable(tree)
+    _configure_sshd(tree)
+    removed = _remove_host_keys(tree)
+    treepath.write_file(tree, "/etc/fstab", FSTAB)
+    treepath.write_file(tree, "/etc/hostname", "")
+    treepath.write_file(tree, "/etc/hosts", HOSTS)
+    treepath.write_file(tree, "/etc/resolv.conf", RESOLV_CONF)
+    treepath.write_file(tree, "/etc/machine-id", "", 0o444)
+    _configure_units(tree)
+    treepath.write_file(tree, FAST_INIT_PATH, fast_init_text(), 0o755)
+    home_files = _split_root_home(tree, home_out)
+    treepath.write_file(tree, "/etc/banger-release", release_marker())
+    return FinalizeResult(FINALIZE_VERSION, removed, home_files)
+
+
+def _configure_sshd(tree: Path) -> None:
+    treepath.make_dirs(tree, "/etc/ssh/sshd_config.d")
+    treepath.write_file(tree, "/etc/ssh/sshd_config.d/10-banger.conf", SSHD_HARDENING)
+    treepath.write_file(tree, "/etc/ssh/sshd_config.d/20-banger-hostkey.conf", SSHD_HOSTKEY)
+    # Debian's sshd_config includes the drop-in directory; an image whose
+    # main config does not would silently ignore both files.
+    main = treepath.resolve(tree, "/etc/ssh/sshd_config")
+    text = main.read_text() if treepath.is_regular_file(tree, "/etc/ssh/sshd_config") else ""
+    if SSHD_INCLUDE.strip() not in text:
+        treepath.write_file(tree, "/etc/ssh/sshd_config", SSHD_INCLUDE + text)
+    for unit in ("ssh.service", "sshd.service"):
+        treepath.write_file(tree, f"/etc/systemd/system/{unit}.d/10-banger.conf", SSH_UNIT_DROPIN)
+
+
+def _remove_host_keys(tree: Path) -> tuple[str, ...]:
+    ssh_dir = treepath.resolve(tree, "/etc/ssh")
+    if not ssh_dir.is_dir():
+        return ()
+    removed = []
+    for entry in sorted(ssh_dir.iterdir()):
+        if entry.name.startswith("ssh_host_"):
+            treepath.remove(tree, f"/etc/ssh/{entry.name}")
+            removed.append(f"/etc/ssh/{entry.name}")
+    return tuple(removed)
+
+
+def _configure_units(tree: Path) -> None:
+    for unit in MASKED_UNITS:
+        treepath.symlink(tree, f"/etc/systemd/system/{unit}", "/dev/null")
+        treepath.remove(tree, f"/etc/systemd/system/timers.target.wants/{unit}")
+    for wants in REMOVED_WANTS:
+        treepath.remove(tree, wants)
+
+
+def _split_root_home(tree: Path, home_out: Path) -> tuple[str, ...]:
+    """Move ``/root``'s content to ``home_out``; leave ``/root`` empty, 0755 root:root."""
+    home_out.mkdir(mode=0o755)
+    os.chown(home_out, 0, 0)
+    home_out.chmod(0o755)
+    root_home = treepath.resolve(tree, "/root", follow_last=False)
+    if root_home.is_dir() and not root_home.is_symlink():
+        for entry in sorted(root_home.iterdir()):
+            shutil.move(entry, home_out / entry.name)
+    else:
+        treepath.remove(tree, "/root")
+    if not any(home_out.iterdir()):
+        # Nothing to keep (a tree finalized before, or a bare image): start
+        # from the image's /etc/skel.
+        skel = treepath.resolve(tree, "/etc/skel")
+        if skel.is_dir():
+            for entry in sorted(skel.iterdir()):
+                _copy_entry(entry, home_out / entry.name)
+    root_home = treepath.make_dirs(tree, "/root", 0o755)
+    os.chown(root_home, 0, 0)
+    root_home.chmod(0o755)
+    return tuple(sorted(p.name for p in home_out.iterdir()))
+
+
+def _copy_entry(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
