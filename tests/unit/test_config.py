@@ -514,3 +514,22 @@ def test_unreadable_files(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(b'[vm]\nimage = "caf\xe9"\n')
     assert config_problems(bad, home=HOME)[0].startswith("not valid UTF-8")
+
+
+def test_markdown_reference_documents_every_field() -> None:
+    from pydantic import BaseModel
+
+    from banger.config import FileSync
+    from banger.config.reference import markdown_reference
+
+    text = markdown_reference()
+    for name, field in Config.model_fields.items():
+        assert field.description, name
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel) and name != "file_sync":
+            for sub, subfield in section.model_fields.items():
+                assert subfield.description, f"{name}.{sub}"
+                assert f"| `{name}.{sub}` |" in text
+    for sub, subfield in FileSync.model_fields.items():
+        assert subfield.description and f"| `{sub}` |" in text
+    assert '| `vm.work_disk_size` | `"4G"` |' in text
