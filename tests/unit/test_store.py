@@ -232,6 +232,13 @@ def test_not_a_database(tmp_path: Path) -> None:
         Store.open(path)
 
 
+def test_unwritable_location(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot create the database"):
+        Store.open(blocker / "banger.db")
+
+
 def test_migration_list_must_be_contiguous(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
     with pytest.raises(ValueError, match=r"1\.\.N"):

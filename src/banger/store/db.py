@@ -62,10 +62,16 @@ class Database:
     def connect(
         cls, path: Path, *, clock: Clock = utcnow, busy_timeout_ms: int = BUSY_TIMEOUT_MS
     ) -> Database:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Create the file owner-only before SQLite does (its -wal/-shm files copy
-        # the database file's permissions).
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file owner-only before SQLite does (its -wal/-shm files
+            # copy the database file's permissions).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the database {path}: {exc.strerror or exc}",
+                hint="check the permissions of the state directory",
+            ) from exc
         try:
             conn = sqlite3.connect(
                 path,
