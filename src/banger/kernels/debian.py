@@ -16,7 +16,6 @@ Downloads are cached under ``cache_dir/debs/<sha256>/<file>.deb``.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import lzma
 import secrets
 import shutil
@@ -30,6 +29,7 @@ import httpx
 from banger import proc
 from banger.errors import BangerError, CommandError, InvalidArgument
 from banger.kernels.debian_control import first_dependency, parse_stanzas, version_key
+from banger.kernels.store import sha256_file
 
 Progress = Callable[[str, int | None, int | None], None]
 
@@ -231,14 +231,6 @@ def _http(client: httpx.Client | None) -> Iterator[httpx.Client]:
 
 
 # -- cache and verification ----------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cached_deb_path(cache_dir: Path, pkg: DebianPackage) -> Path:
