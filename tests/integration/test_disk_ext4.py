@@ -9,11 +9,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit
 from banger.errors import BangerError, Conflict, NotFound
-from tests.support import throwaway_user
+from tests.support import short_tmpdir, throwaway_user
 
 
 def make_image(path: Path, size_mib: int = 64) -> Path:
@@ -184,3 +186,29 @@ def test_unprivileged_owner_edits_its_own_image(tmp_path: Path) -> None:
         assert ext4.read_file(image, "/.ssh/authorized_keys") == b"key\n"
         assert image.stat().st_uid == user.uid
         fsck_clean(image)
+
+
+NAME_CHARS = st.characters(
+    min_codepoint=0x20,
+    max_codepoint=0x2FFF,
+    blacklist_characters='"/',
+    blacklist_categories=("Cc", "Cs"),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(st.text(NAME_CHARS, min_size=1, max_size=40), min_size=1, max_size=4))
+def test_any_expressible_name_round_trips(names: list[str]) -> None:
+    """Whatever image_path accepts, debugfs writes under exactly that name."""
+    names = [n for n in dict.fromkeys(names) if n not in (".", "..")]
+    if not names:
+        return
+    with short_tmpdir() as tmp:
+        image = make_image(tmp / "disk.ext4", size_mib=8)
+        edit = Ext4Edit().mkdir("/d")
+        for i, name in enumerate(names):
+            edit.write_bytes(f"/d/{name}", str(i).encode(), 0o644, stage_dir=tmp)
+        ext4.apply(image, edit, stage_dir=tmp)
+        assert ext4.listdir(image, "/d") == sorted(names)
+        for i, name in enumerate(names):
+            assert ext4.read_file(image, f"/d/{name}") == str(i).encode()

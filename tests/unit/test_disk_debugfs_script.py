@@ -93,6 +93,7 @@ def test_staged_bytes_are_named_in_the_stage_dir(tmp_path: Path) -> None:
         "/tab\there",
         "/nul\x00",
         "/del\x7f",
+        "/nel\x85",
         "/" + "x" * 256,
     ],
 )

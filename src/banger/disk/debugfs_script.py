@@ -13,6 +13,8 @@ What debugfs's command parser (libss, e2fsprogs 1.47) does, as tested:
 - there is no escape for ``"`` itself (``\\"`` gives "Unbalanced quotes") and a
   newline ends the command, so paths holding ``"`` or a control character
   cannot be expressed: they are refused with :class:`InvalidArgument`;
+- output is split on ``\n`` only (never ``str.splitlines``, which also
+  breaks on U+2028 and friends that are valid in names);
 - errors go to stderr, yet debugfs exits 0 (or with a count of unknown
   commands). To tell which command failed, the script puts a *marker* after
   each command: an unknown command whose "Command not found" message lands on
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -62,7 +65,8 @@ _NOT_FOUND = "File not found by ext2_lookup"
 
 
 def _check_text(value: str, what: str) -> None:
-    bad = [c for c in value if c == '"' or ord(c) < 0x20 or ord(c) == 0x7F]
+    # control characters include U+0085 and friends, which also break lines
+    bad = [c for c in value if c == '"' or unicodedata.category(c) == "Cc"]
     if bad:
         raise InvalidArgument(
             f"{what} {value!r} contains {bad[0]!r}, which debugfs cannot express",
@@ -424,7 +428,7 @@ def failures_from_stderr(commands: list[Command], stderr: str) -> list[Failure]:
     segments: list[list[str]] = [[] for _ in commands]
     index = 0
     trailing: list[str] = []
-    for raw in stderr.splitlines():
+    for raw in stderr.split("\n"):
         line = raw.strip()
         if not line or _is_banner(line):
             continue

@@ -60,7 +60,7 @@ def _kind(raw_mode: int) -> EntryKind:
 def parse_ls_p(text: str) -> dict[str, Ext4Stat]:
     """Parse ``ls -p`` output lines (``/inode/mode/uid/gid/name/size/``) by name."""
     entries: dict[str, Ext4Stat] = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line.startswith("/") or not line.endswith("/"):
             continue
         fields = line[1:-1].split("/")
@@ -96,7 +96,7 @@ def _debugfs(image: Path, script: str, *, write: bool) -> proc.Completed:
         result = proc.run(argv, check=False, env=_ENV)
     if result.returncode < 0 or result.returncode >= 126:
         raise CommandError(result.argv, returncode=result.returncode, stderr=result.err)
-    opened = [ln for ln in result.err.splitlines() if any(t in ln for t in _OPEN_FAILED)]
+    opened = [ln for ln in result.err.split("\n") if any(t in ln for t in _OPEN_FAILED)]
     if opened:
         raise BangerError(
             f"debugfs cannot open {image}: {opened[0].removeprefix('debugfs: ')}",
@@ -108,7 +108,7 @@ def _debugfs(image: Path, script: str, *, write: bool) -> proc.Completed:
 def _split_by_echo(stdout: str) -> list[str]:
     """stdout of a ``-f`` run, one chunk per command (debugfs echoes each one)."""
     chunks: list[list[str]] = []
-    for line in stdout.splitlines():
+    for line in stdout.split("\n"):
         if line.startswith("debugfs: "):
             chunks.append([])
         elif chunks:
@@ -182,7 +182,7 @@ def read_file(image: Path, path: str) -> bytes:
     if found.kind != "file":
         raise BangerError(f"{path} in {image} is a {found.kind}, not a file")
     result = _debugfs(image, f"cat {quote(image_path(path))}\n", write=False)
-    errors = [ln for ln in result.err.splitlines() if ln.strip() and not ln.startswith("debugfs ")]
+    errors = [ln for ln in result.err.split("\n") if ln.strip() and not ln.startswith("debugfs ")]
     if errors:
         raise BangerError(f"debugfs could not read {path} from {image}: {errors[0]}")
     # stdout is the echoed command line, then the bytes
