@@ -1,1 +1,10 @@
-"""banger.disk."""
+"""Disk images without mounting and without root.
+
+- :mod:`banger.disk.debugfs_script` — pure builder of debugfs batches (quoting,
+  planning against the image's state, per-command error attribution);
+- :mod:`banger.disk.ext4` — applies a batch in one ``debugfs -w`` run and reads
+  images back (``ls -p``, ``cat``);
+- :mod:`banger.disk.workdisk` — the per-VM work disk (``/root`` in the guest):
+  created from the image's seed, grown, provisioned;
+- :mod:`banger.disk.cow` — copy-on-write root disks and the choice of strategy.
+"""
