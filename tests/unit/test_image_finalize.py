@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from banger.images import treepath
+from banger.images.finalize import (
+    FSTAB,
+    SSHD_HARDENING,
+    ImageNotBootable,
+    fast_init_text,
+    finalize_tree,
+)
+from banger.images.workseed import prepare_home
+
+pytestmark = pytest.mark.root
+
+
+def make_tree(root: Path) -> Path:
+    """A tiny usrmerged root tree with fake binaries and the traps of real ones."""
+    tree = root / "tree"
+    for d in ("usr/bin", "usr/sbin", "etc/ssh", "etc/skel", "root/.ssh", "run"):
+        (tree / d).mkdir(parents=True)
+    (tree / "bin").symlink_to("usr/bin")
+    (tree / "sbin").symlink_to("usr/sbin")
+    for exe in ("usr/bin/sh", "usr/sbin/sshd", "usr/bin/tmux"):
+        (tree / exe).write_text("#!/fake\n")
+        (tree / exe).chmod(0o755)
+    (tree / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n")
+    for key in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key"):
+        (tree / "etc/ssh" / key).write_text("shared key\n")
+    (tree / "etc/hostname").write_text("buildhost\n")
+    (tree / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    (tree / "root/.bashrc").write_text("# bashrc\n")
+    (tree / "root/.profile").write_text("# profile\n")
+    (tree / "root/.ssh/authorized_keys").write_text("ssh-ed25519 AAAA image-builder\n")
+    (tree / "root").chmod(0o700)
+    (tree / "etc/skel/.bashrc").write_text("# skel\n")
+    wants = tree / "etc/systemd/system/timers.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "apt-daily.timer").symlink_to("/lib/systemd/system/apt-daily.timer")
+    getty = tree / "etc/systemd/system/getty.target.wants"
+    getty.mkdir()
+    (getty / "getty@tty1.service").symlink_to("/lib/systemd/system/getty@.service")
+    return tree
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    result = finalize_tree(tree, home_out=tmp_path / "home")
+
+    dropins = tree / "etc/ssh/sshd_config.d"
+    assert (dropins / "10-banger.conf").read_text() == (
+        "PermitRootLogin prohibit-password\n"
+        "PubkeyAuthentication yes\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        "AuthorizedKeysFile /root/.ssh/authorized_keys\n"
+    )
+    assert (dropins / "10-banger.conf").read_text() == SSHD_HARDENING
+    assert (dropins / "20-banger-hostkey.conf").read_text() == (
+        "HostKey /root/.banger/ssh_host_ed25519_key\n"
+    )
+    assert mode(dropins / "10-banger.conf") == 0o644
+    assert sorted(p.name for p in (tree / "etc/ssh").glob("ssh_host_*")) == []
+    assert len(result.removed_host_keys) == 3
+    # The Include already there is not duplicated.
+    assert (tree / "etc/ssh/sshd_config").read_text().count("Include") == 1
+    unit = tree / "etc/systemd/system/ssh.service.d/10-banger.conf"
+    assert "RequiresMountsFor=/root" in unit.read_text()
+
+    assert (tree / "etc/fstab").read_text() == FSTAB
+    assert "/dev/vda / ext4 rw,relatime 0 1\n" in FSTAB
+    assert "/dev/vdb /root ext4 rw,relatime,nofail 0 2\n" in FSTAB
+    assert (tree / "etc/hostname").read_text() == ""
+    assert "127.0.0.1\tlocalhost" in (tree / "etc/hosts").read_text()
+    resolv = tree / "etc/resolv.conf"
+    assert not resolv.is_symlink() and resolv.is_file()
+    assert not (tree / "run/systemd").exists()  # the old link target was not written
+    assert (tree / "etc/machine-id").read_text() == ""
+
+    assert os.readlink(tree / "etc/systemd/system/apt-daily.timer") == "/dev/null"
+    assert not os.path.lexists(tree / "etc/systemd/system/timers.target.wants/apt-daily.timer")
+    assert not os.path.lexists(tree / "etc/systemd/system/getty.target.wants/getty@tty1.service")
+
+    init = tree / "usr/sbin/banger-fast-init"  # /sbin is a symlink to usr/sbin
+    assert init.read_text() == fast_init_text()
+    assert mode(init) == 0o755
+
+    root_home = tree / "root"
+    assert root_home.is_dir() and list(root_home.iterdir()) == []
+    assert mode(root_home) == 0o755 and root_home.stat().st_uid == 0
+
+    home = tmp_path / "home"
+    assert (home / ".bashrc").read_text() == "# bashrc\n"
+    assert result.home_files == (".bashrc", ".profile", ".ssh")
+
+    release = json.loads((tree / "etc/banger-release").read_text())
+    assert release == {"finalize_version": 1, "init_modes": ["systemd", "fast"]}
+
+
+def test_work_seed_home_layout(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    finalize_tree(tree, home_out=tmp_path / "home")
+    home = tmp_path / "home"
+    prepare_home(home)
+    assert mode(home) == 0o755
+    assert mode(home / ".ssh") == 0o700 and list((home / ".ssh").iterdir()) == []
+    assert mode(home / ".banger") == 0o700
+    assert (home / ".hushlogin").is_file()
+    assert (home / ".profile").read_text() == "# profile\n"
+
+
+def test_finalize_again_takes_the_home_skeleton_from_skel(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    finalize_tree(tree, home_out=tmp_path / "home1")
+    again = finalize_tree(tree, home_out=tmp_path / "home2")
+    assert again.home_files == (".bashrc",)
+    assert (tmp_path / "home2/.bashrc").read_text() == "# skel\n"
+    assert again.removed_host_keys == ()
+
+
+def test_symlinks_in_the_tree_never_reach_the_host(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    outside = tmp_path / "host-etc"
+    outside.mkdir()
+    # A hostile image: /etc/systemd points at an absolute host path, /etc/fstab
+    # at a host file, /root is a symlink out of the tree.
+    (tree / "etc/systemd/system/timers.target.wants/apt-daily.timer").unlink()
+    (tree / "etc/systemd").rename(tmp_path / "unused")
+    (tree / "etc/systemd").symlink_to(str(outside))
+    (tree / "etc/fstab").symlink_to(str(outside / "fstab"))
+    (outside / "fstab").write_text("host fstab\n")
+    finalize_tree(tree, home_out=tmp_path / "home")
+    assert (outside / "fstab").read_text() == "host fstab\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["fstab"]
+    # The absolute link target was resolved inside the tree instead.
+    assert (tree / str(outside).lstrip("/") / "system/ssh.service.d/10-banger.conf").is_file()
+
+
+def test_resolve_is_chroot_like(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a/up").symlink_to("../../../..")
+    (tmp_path / "abs").symlink_to("/a")
+    assert treepath.resolve(tmp_path, "/a/up/etc") == tmp_path / "etc"
+    assert treepath.resolve(tmp_path, "/abs/x") == tmp_path / "a/x"
+    assert treepath.resolve(tmp_path, "/abs", follow_last=False) == tmp_path / "abs"
+    (tmp_path / "loop").symlink_to("/loop")
+    with pytest.raises(Exception, match="too many levels"):
+        treepath.resolve(tmp_path, "/loop/x")
+
+
+def test_missing_binaries_are_named(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    (tree / "usr/sbin/sshd").unlink()
+    (tree / "usr/bin/tmux").unlink()
+    with pytest.raises(ImageNotBootable) as info:
+        finalize_tree(tree, home_out=tmp_path / "home")
+    assert "/usr/sbin/sshd" in info.value.message
+    assert "tmux" in info.value.message
+    assert "/bin/sh" not in info.value.message
+    assert info.value.hint and "openssh-server" in info.value.hint
+    assert not (tmp_path / "home").exists()  # nothing was changed
+
+
+def test_fast_init_script() -> None:
+    text = fast_init_text()
+    assert text.startswith("#!/bin/sh\n")
+    for needle in (
+        "mount -t proc proc /proc",
+        "mount -t devpts",
+        "mount -o remount,rw /",
+        "hostname -F /etc/hostname",
+        "ip link set lo up",
+        "banger.work=*",
+        '"$work" /root',
+        "mkdir -p /run/sshd",
+        "/usr/sbin/sshd -D -e &",
+        "trap poweroff_now TERM INT",
+        "echo o >/proc/sysrq-trigger",
+        "kill -TERM 1",
+    ):
+        assert needle in text, needle
+    assert "exec /usr/sbin/sshd" not in text  # PID 1 must stay to reap
+
+
+@pytest.mark.parametrize("shell", [["sh", "-n"], ["busybox", "sh", "-n"]])
+def test_fast_init_parses(shell: list[str], tmp_path: Path) -> None:
+    script = tmp_path / "init"
+    script.write_text(fast_init_text())
+    subprocess.run([*shell, str(script)], check=True)
+
+
+def test_fast_init_subcommands_outside_pid1(tmp_path: Path) -> None:
+    script = tmp_path / "init"
+    script.write_text(fast_init_text())
+    bad = subprocess.run(["sh", str(script), "reboot"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_fast_init_poweroff_signals_pid1(tmp_path: Path) -> None:
+    """Inside a fresh PID namespace: ``banger-fast-init poweroff`` SIGTERMs PID 1."""
+    script = tmp_path / "init"
+    script.write_text(fast_init_text())
+    pid1 = f'trap "echo pid1-got-term; exit 0" TERM; sh {script} poweroff; sleep 10 & wait'
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", pid1],
+        capture_output=True,
+        text=True,
+        timeout=8,
+    )
+    assert "pid1-got-term" in done.stdout
