@@ -15,11 +15,15 @@ retrying after starting the daemon is safe.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, NoReturn, TypeVar
 
+import httpcore
 import httpx
+from httpcore._backends.base import SOCKET_OPTION
+from httpcore._backends.sync import SyncStream
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from banger import errors
@@ -31,6 +35,40 @@ M = TypeVar("M", bound=BaseModel)
 
 #: Connecting is local and instant; reads may wait on real work (an op start).
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+class _UnixBackend(httpcore.SyncBackend):
+    """httpcore's Unix connect, minus its socket leak when the connect fails.
+
+    httpcore 1.0 leaves the socket open if ``connect()`` raises (a
+    ResourceWarning per failed attempt; the auto-start wait makes dozens).
+    """
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            sock.close()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return SyncStream(sock)
+
+
+class _UnixTransport(httpx.HTTPTransport):
+    def __init__(self, path: str) -> None:
+        super().__init__(uds=path)
+        self._pool = httpcore.ConnectionPool(uds=path, network_backend=_UnixBackend())
 
 
 class DaemonNotReachable(DaemonUnavailable):
@@ -102,7 +140,7 @@ class BangerClient:
         self.paths = paths or Paths.from_env()
         self.socket_path = self.paths.daemon_socket
         self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(self.socket_path)),
+            transport=_UnixTransport(str(self.socket_path)),
             base_url="http://bangerd",
             timeout=timeout or DEFAULT_TIMEOUT,
         )

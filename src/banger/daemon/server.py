@@ -80,9 +80,10 @@ async def serve(
     finally:
         for sig in SIGNALS:
             loop.remove_signal_handler(sig)
-        # Whatever is still running after the server stopped has no one to report to.
-        await ops.cancel_all()
-        await ops.close_streams()
+        # The server stops as soon as its connections close; the drain may still be
+        # giving operations their grace period, so let it finish first.
         if background:
             await asyncio.wait(background, timeout=grace + 5)
+        await ops.cancel_all()
+        await ops.close_streams()
     return state
