@@ -17,7 +17,13 @@ from banger.images.common import Progress, check_image_name, no_progress, requir
 from banger.images.distro import DEFAULT_PACKAGES, build_debian_rootfs, parse_distro_ref
 from banger.images.ext4build import MiB, make_ext4_from_tree
 from banger.images.finalize import finalize_tree
-from banger.images.publish import ImageEntry, ImageMeta, new_image_id, publish_image
+from banger.images.publish import (
+    ImageEntry,
+    ImageMeta,
+    check_name_free,
+    new_image_id,
+    publish_image,
+)
 from banger.images.workseed import make_work_seed
 from banger.paths import Paths
 
@@ -83,7 +89,7 @@ def build_image(
     the host's apt sources.
     """
     distro = parse_distro_ref(ref)
-    name = check_image_name(name or distro.image_name)
+    name = check_name_free(paths.images_dir, check_image_name(name or distro.image_name))
     require_root(f"building image {ref}")
     resolved_mirror = resolve_debian_mirror(mirror)
     image_id = new_image_id()

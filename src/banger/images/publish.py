@@ -108,6 +108,16 @@ def list_images(images_dir: Path) -> list[ImageEntry]:
     return out
 
 
+def check_name_free(images_dir: Path, name: str) -> str:
+    """Raise :class:`Conflict` if an image called ``name`` is published already."""
+    if any(entry.name == name for entry in list_images(images_dir)):
+        raise Conflict(
+            f"an image named {name!r} exists already",
+            hint=f"remove it first (banger image rm {name}) or pick another name",
+        )
+    return name
+
+
 def new_image_id() -> str:
     return secrets.token_hex(6)
 
@@ -154,11 +164,7 @@ def publish_image(
     for label, path in (("rootfs", rootfs), ("work seed", work_seed)):
         if not path.is_file():
             raise InvalidArgument(f"{label} {path} is not a file")
-    if any(entry.name == name for entry in list_images(images_dir)):
-        raise Conflict(
-            f"an image named {name!r} exists already",
-            hint=f"remove it first (banger image rm {name}) or pick another name",
-        )
+    check_name_free(images_dir, name)
     image_id = image_id or new_image_id()
     images_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
