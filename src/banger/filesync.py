@@ -1,0 +1,225 @@
+"""Plan ``[[file_sync]]``: turn config entries into work-disk items, before any write.
+
+The work disk is provisioned by ONE debugfs batch
+(:func:`banger.disk.workdisk.provision_work_disk`). Everything that can go
+wrong with the host side (unreadable files, loops, names debugfs cannot write)
+is found here first, so a failing start leaves nothing half-written.
+
+Rules (see ``docs/ARCHITECTURE.md`` and :mod:`banger.config.file_sync`):
+
+- a file entry becomes one root-owned file with the entry's ``mode``;
+- a directory entry is copied recursively: every file and directory keeps its
+  own permission bits (setuid/setgid/sticky dropped: they would be root's in the
+  guest); the entry's ``mode`` is ignored;
+- the ``host`` path itself may be a symlink (the user named it), but symlinks
+  nested in a synced directory are skipped with a warning, whatever they point
+  to: they could lead out of the tree the user asked for;
+- a missing ``host`` path is skipped with a warning; fifos, sockets and devices
+  are skipped with a warning; any other problem is a :class:`BangerError`
+  naming the path;
+- banger's own files (``.ssh/authorized_keys``, ``.banger/``) are never
+  overwritten: an entry targeting them is refused, a file inside a synced
+  directory landing on them is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from banger.config.file_sync import FileSync
+from banger.disk.debugfs_script import host_path, image_path
+from banger.disk.workdisk import DirItem, FileSyncItem
+from banger.errors import BangerError, InvalidArgument
+
+#: Work-disk paths banger writes itself (relative to ``/root``); see workdisk.py.
+RESERVED_FILES = frozenset({".ssh/authorized_keys"})
+RESERVED_TREES = (".banger",)
+#: sshd's StrictModes refuses a group/world-writable ``~/.ssh``: keep it private.
+SSH_DIR = ".ssh"
+_PERMISSION_BITS = 0o777
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What to write onto the work disk, and what was skipped (one line each)."""
+
+    dirs: tuple[DirItem, ...] = ()
+    files: tuple[FileSyncItem, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def with_file(self, item: FileSyncItem) -> SyncPlan:
+        """This plan with ``item`` added, replacing a file planned for the same guest path."""
+        kept = tuple(f for f in self.files if f.guest_rel_path != item.guest_rel_path)
+        return replace(self, files=(*kept, item))
+
+    def file_for(self, guest_rel_path: str) -> FileSyncItem | None:
+        return next((f for f in self.files if f.guest_rel_path == guest_rel_path), None)
+
+
+@dataclass
+class _Builder:
+    home: Path
+    dirs: list[DirItem] = field(default_factory=list)
+    files: list[FileSyncItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def show(self, path: Path) -> str:
+        """``~/…`` for paths in the home (how the user wrote them)."""
+        try:
+            return "~/" + str(path.relative_to(self.home))
+        except ValueError:
+            return str(path)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def plan(self) -> SyncPlan:
+        return SyncPlan(tuple(self.dirs), tuple(self.files), tuple(self.warnings))
+
+
+def _reserved(guest_rel: str) -> bool:
+    if guest_rel in RESERVED_FILES:
+        return True
+    return any(guest_rel == t or guest_rel.startswith(t + "/") for t in RESERVED_TREES)
+
+
+def _error(builder: _Builder, path: Path, exc: OSError) -> BangerError:
+    reason = exc.strerror or str(exc)
+    return BangerError(
+        f"file_sync: cannot read {builder.show(path)}: {reason}",
+        hint="fix the file's permissions or remove the [[file_sync]] entry",
+    )
+
+
+def _check_readable(builder: _Builder, path: Path, *, follow: bool = False) -> None:
+    """Open the file now so a start fails here, before the debugfs batch, not inside it."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise _error(builder, path, exc) from None
+    os.close(fd)
+
+
+def _writable_names(builder: _Builder, source: Path, guest_rel: str) -> bool:
+    """Whether debugfs can express both names (no ``"`` or control characters)."""
+    try:
+        host_path(source, "file_sync host path")
+        image_path("/" + guest_rel, "file_sync guest path")
+    except InvalidArgument as exc:
+        builder.warn(f"file_sync: skipped {builder.show(source)}: {exc.message}")
+        return False
+    return True
+
+
+def _plan_file(builder: _Builder, source: Path, guest_rel: str, mode: int) -> None:
+    _check_readable(builder, source)
+    builder.files.append(FileSyncItem(guest_rel, source, mode))
+
+
+def _dir_mode(guest_rel: str, st_mode: int) -> int:
+    if guest_rel == SSH_DIR:
+        return 0o700
+    return st_mode & _PERMISSION_BITS
+
+
+def _plan_tree(builder: _Builder, top: Path, guest_top: str, top_mode: int) -> None:
+    """Walk a directory without following nested symlinks; parents before children."""
+    builder.dirs.append(DirItem(guest_top, _dir_mode(guest_top, top_mode)))
+    try:
+        entries = sorted(os.scandir(top), key=lambda e: e.name)
+    except OSError as exc:
+        raise _error(builder, top, exc) from None
+    for entry in entries:
+        source = Path(entry.path)
+        guest_rel = f"{guest_top}/{entry.name}"
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # vanished while we looked: as if it had never been there
+        except OSError as exc:
+            raise _error(builder, source, exc) from None
+        if stat.S_ISLNK(st.st_mode):
+            builder.warn(
+                f"file_sync: skipped symlink {builder.show(source)}: "
+                "it would escape the requested tree"
+            )
+            continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            builder.warn(
+                f"file_sync: skipped {builder.show(source)}: not a regular file or directory"
+            )
+            continue
+        if not _writable_names(builder, source, guest_rel):
+            continue
+        if _reserved(guest_rel):
+            builder.warn(
+                f"file_sync: skipped {builder.show(source)}: ~/{guest_rel} is managed by banger"
+            )
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _plan_tree(builder, source, guest_rel, st.st_mode)
+        else:
+            _plan_file(builder, source, guest_rel, st.st_mode & _PERMISSION_BITS)
+
+
+def _check_entry(builder: _Builder, index: int, entry: FileSync) -> None:
+    where = f"file_sync[{index}]"
+    if _reserved(entry.guest):
+        raise InvalidArgument(
+            f"{where}.guest: ~/{entry.guest} is managed by banger and cannot be synced",
+            hint="banger writes ~/.ssh/authorized_keys and ~/.banger/ itself; "
+            "pick another destination",
+        )
+    home = builder.home
+    if home not in entry.host.parents:
+        raise InvalidArgument(
+            f"{where}.host: {entry.host} is not inside the owner's home {home}",
+            hint="file_sync only reads files in your home",
+        )
+    try:
+        host_path(entry.host, f"{where}.host")
+        image_path("/" + entry.guest, f"{where}.guest")
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.message, exc.hint) from None
+
+
+def plan_file_sync(entries: Sequence[FileSync], *, home: Path) -> SyncPlan:
+    """Turn ``[[file_sync]]`` entries into work-disk items (reads the host, writes nothing).
+
+    ``home`` is the owner's home: entries must lie inside it (the config
+    checked that already; checked again because this reads files for the owner).
+    """
+    builder = _Builder(Path(os.path.normpath(home)))
+    for index, entry in enumerate(entries):
+        _check_entry(builder, index, entry)
+        try:
+            # the top-level path is followed when it is a symlink: the user named it
+            st = entry.host.stat()
+        except FileNotFoundError:
+            dangling = " (a dangling symlink)" if entry.host.is_symlink() else ""
+            builder.warn(f"file_sync: skipped {builder.show(entry.host)}: not found{dangling}")
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                builder.warn(
+                    f"file_sync: skipped {builder.show(entry.host)}: not found "
+                    "(a parent is not a directory)"
+                )
+                continue
+            raise _error(builder, entry.host, exc) from None
+        if stat.S_ISDIR(st.st_mode):
+            _plan_tree(builder, entry.host, entry.guest, st.st_mode)
+        elif stat.S_ISREG(st.st_mode):
+            _check_readable(builder, entry.host, follow=True)
+            builder.files.append(FileSyncItem(entry.guest, entry.host, entry.mode))
+        else:
+            builder.warn(
+                f"file_sync: skipped {builder.show(entry.host)}: not a regular file or directory"
+            )
+    return builder.plan()

@@ -1,0 +1,100 @@
+"""A file_sync plan written onto a real ext4 work disk and read back with debugfs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from banger.config.file_sync import FileSync
+from banger.disk import ext4
+from banger.disk.workdisk import AUTHORIZED_KEYS_PATH, HostKey, Provisioning, provision_work_disk
+from banger.filesync import plan_file_sync
+from banger.sshkeys import generate_host_key
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    path = tmp_path / "work.ext4"
+    with open(path, "wb") as f:
+        f.truncate(32 * MIB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "work", str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def host_key(tmp_path: Path) -> HostKey:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pair = generate_host_key(keys, "test-vm")
+    return HostKey(pair.private, pair.public)
+
+
+def entry(home: Path, host: str, guest: str, mode: str | None = None) -> FileSync:
+    raw = {"host": host, "guest": guest} | ({"mode": mode} if mode else {})
+    return FileSync.model_validate(raw, context={"home": home})
+
+
+def test_plan_applied_to_a_real_work_disk(disk: Path, host_key: HostKey, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("never in the guest")
+    (home / ".config/gh").mkdir(parents=True)
+    (home / ".config/gh/hosts.yml").write_text("oauth_token: abc\n")
+    (home / "bin").mkdir()
+    (home / "bin/tool").write_text("#!/bin/sh\necho hi\n")
+    tree = home / "dots"
+    (tree / "sub").mkdir(parents=True)
+    tree.chmod(0o750)
+    (tree / "sub").chmod(0o711)
+    (tree / "a.txt").write_text("alpha")
+    (tree / "a.txt").chmod(0o640)
+    (tree / "sub/run.sh").write_text("#!/bin/sh\n")
+    (tree / "sub/run.sh").chmod(0o755)
+    (tree / "file-link").symlink_to(outside / "secret")
+    (tree / "sub/dir-link").symlink_to(outside)
+
+    plan = plan_file_sync(
+        [
+            entry(home, "~/.config/gh/hosts.yml", "~/.config/gh/hosts.yml"),
+            entry(home, "~/bin/tool", "~/bin/tool", "0755"),
+            entry(home, "~/dots", "~/.dots"),
+            entry(home, "~/not-there", "~/nt"),
+        ],
+        home=home,
+    )
+    assert len(plan.warnings) == 3
+
+    # an existing guest file is overwritten
+    provision_work_disk(
+        disk, Provisioning("ssh-ed25519 AAAA first", host_key, files=plan.files[:1])
+    )
+    (home / ".config/gh/hosts.yml").write_text("oauth_token: rotated\n")
+    provision_work_disk(
+        disk,
+        Provisioning("ssh-ed25519 AAAA banger", host_key, dirs=plan.dirs, files=plan.files),
+    )
+
+    expected_files = {
+        "/.config/gh/hosts.yml": (0o600, b"oauth_token: rotated\n"),
+        "/bin/tool": (0o755, b"#!/bin/sh\necho hi\n"),
+        "/.dots/a.txt": (0o640, b"alpha"),
+        "/.dots/sub/run.sh": (0o755, b"#!/bin/sh\n"),
+    }
+    for path, (mode, content) in expected_files.items():
+        got = ext4.stat(disk, path)
+        assert (got.kind, got.mode, got.uid, got.gid) == ("file", mode, 0, 0), path
+        assert ext4.read_file(disk, path) == content
+    for path, mode in {"/.dots": 0o750, "/.dots/sub": 0o711}.items():
+        got = ext4.stat(disk, path)
+        assert (got.kind, got.mode, got.uid, got.gid) == ("dir", mode, 0, 0), path
+    assert ext4.listdir(disk, "/.dots") == ["a.txt", "sub"]
+    assert ext4.listdir(disk, "/.dots/sub") == ["run.sh"]
+    assert not ext4.exists(disk, "/nt")
+    assert ext4.read_file(disk, AUTHORIZED_KEYS_PATH) == b"ssh-ed25519 AAAA banger\n"
+    fsck = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout
