@@ -9,8 +9,15 @@ import pytest
 
 from banger.config.file_sync import FileSync
 from banger.disk import ext4
-from banger.disk.workdisk import AUTHORIZED_KEYS_PATH, HostKey, Provisioning, provision_work_disk
+from banger.disk.workdisk import (
+    AUTHORIZED_KEYS_PATH,
+    FileSyncItem,
+    HostKey,
+    Provisioning,
+    provision_work_disk,
+)
 from banger.filesync import plan_file_sync
+from banger.gitidentity import stage_git_identity
 from banger.sshkeys import generate_host_key
 
 MIB = 1024 * 1024
@@ -98,3 +105,42 @@ def test_plan_applied_to_a_real_work_disk(disk: Path, host_key: HostKey, tmp_pat
     assert ext4.read_file(disk, AUTHORIZED_KEYS_PATH) == b"ssh-ed25519 AAAA banger\n"
     fsck = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout
+
+
+def test_git_identity_merged_into_the_disk_gitconfig(
+    disk: Path, host_key: HostKey, tmp_path: Path
+) -> None:
+    seed_config = tmp_path / "seed-gitconfig"
+    seed_config.write_text("[alias]\n\tst = status\n[core]\n\tpager = less\n")
+    provision_work_disk(
+        disk,
+        Provisioning(
+            "ssh-ed25519 AAAA k", host_key, files=(FileSyncItem(".gitconfig", seed_config),)
+        ),
+    )
+    home = tmp_path / "owner"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[user]\n\tname = Owner Name\n\temail = owner@example.org\n")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    plan = plan_file_sync([], home=home)
+    staged = stage_git_identity(
+        disk, home=home, stage_dir=stage, synced=plan.file_for(".gitconfig")
+    )
+    assert staged.item is not None
+    plan = plan.with_file(staged.item)
+    provision_work_disk(disk, Provisioning("ssh-ed25519 AAAA k", host_key, files=plan.files))
+    got = ext4.stat(disk, "/.gitconfig")
+    assert (got.mode, got.uid, got.gid) == (0o644, 0, 0)
+    merged = tmp_path / "merged"
+    merged.write_bytes(ext4.read_file(disk, "/.gitconfig"))
+    for key, value in {
+        "user.name": "Owner Name",
+        "user.email": "owner@example.org",
+        "alias.st": "status",
+        "core.pager": "less",
+    }.items():
+        out = subprocess.run(
+            ["git", "config", "--file", str(merged), "--get", key], capture_output=True, text=True
+        )
+        assert out.stdout.strip() == value, key
