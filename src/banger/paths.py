@@ -169,6 +169,11 @@ class Paths:
         return check_socket_path(self.runtime_dir / "bangerd.sock")
 
     @property
+    def daemon_pidfile(self) -> Path:
+        """flock'd by the running bangerd: one daemon per socket."""
+        return self.runtime_dir / "bangerd.pid"
+
+    @property
     def helper_socket(self) -> Path:
         return check_socket_path(self.runtime_dir / "helper.sock")
 

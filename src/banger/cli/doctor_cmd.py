@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from banger.doctor import CheckResult, failed, run_checks
 from banger.paths import Paths
+
+if TYPE_CHECKING:
+    # rich is imported only when a table is drawn: `banger --help` stays fast.
+    from rich.console import Console
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -28,6 +31,8 @@ def root_flag(ctx: click.Context, name: str) -> bool:
 
 
 def render_table(results: list[CheckResult], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title="banger doctor", title_justify="left")
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -54,6 +59,8 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     if as_json or root_flag(ctx, "json"):
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
+        from rich.console import Console
+
         render_table(results, Console(soft_wrap=False))
     if failed(results):
         ctx.exit(1)

@@ -24,7 +24,7 @@ log = logging.getLogger("banger.daemon")
 
 
 def pidfile_path(paths: Paths) -> Path:
-    return paths.runtime_dir / "bangerd.pid"
+    return paths.daemon_pidfile
 
 
 def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) -> int:
