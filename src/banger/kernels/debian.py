@@ -167,6 +167,8 @@ def download_with_apt(
     path = workdir / pkg.deb_name
     if not path.is_file():
         raise BangerError(f"apt-get download did not produce {pkg.deb_name}")
+    size = path.stat().st_size
+    progress("download", size, size)
     return path
 
 
