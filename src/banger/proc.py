@@ -14,7 +14,8 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,3 +146,49 @@ async def arun(
     if check and proc.returncode != 0:
         raise CommandError(args, returncode=proc.returncode, stderr=result.err)
     return result
+
+
+def run_streaming(
+    argv: Sequence[StrPath],
+    on_line: Callable[[str], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: StrPath | None = None,
+    tail_lines: int = 20,
+) -> None:
+    """Run a long command, passing each output line (stdout and stderr merged)
+    to ``on_line`` as it arrives: for builds whose output is the progress the
+    user should see. Same conventions and errors as :func:`run`; the error
+    carries the last ``tail_lines`` lines of output.
+    """
+    args = _argv(argv)
+    log.debug("run_streaming: %s", shlex.join(args))
+    tail: deque[str] = deque(maxlen=tail_lines)
+    try:
+        child = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=command_env(env),
+            cwd=cwd,
+        )
+    except FileNotFoundError as exc:
+        if cwd is not None and not Path(cwd).is_dir():
+            raise
+        raise CommandError(args, returncode=127, not_found=True) from exc
+    assert child.stdout is not None
+    try:
+        with child.stdout:
+            for raw in child.stdout:
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    tail.append(line)
+                    on_line(line)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    returncode = child.wait()
+    if returncode != 0:
+        raise CommandError(args, returncode=returncode, stderr="\n".join(tail))

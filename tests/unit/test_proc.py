@@ -90,3 +90,18 @@ async def test_arun_cancel_kills_child() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_run_streaming_passes_lines_in_order_and_merges_stderr() -> None:
+    lines: list[str] = []
+    proc.run_streaming(["sh", "-c", "echo one; echo two >&2; echo; echo three"], lines.append)
+    assert lines == ["one", "two", "three"]
+
+
+def test_run_streaming_failure_carries_output_tail() -> None:
+    with pytest.raises(CommandError) as info:
+        proc.run_streaming(["sh", "-c", "echo progress; echo broken >&2; exit 5"], lambda _: None)
+    assert str(info.value) == "sh failed with exit status 5: progress | broken"
+    with pytest.raises(CommandError) as nf:
+        proc.run_streaming(["banger-no-such-binary-xyz"], lambda _: None)
+    assert nf.value.not_found

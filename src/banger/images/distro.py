@@ -18,16 +18,14 @@ the finished tree (:mod:`banger.images.finalize`).
 from __future__ import annotations
 
 import re
-import subprocess
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from banger.errors import CommandError, InvalidArgument
+from banger.errors import InvalidArgument
 from banger.images.aptsources import check_mirror
 from banger.images.common import Progress, no_progress, require_root
-from banger.proc import command_env
+from banger.proc import run_streaming
 
 #: What every distro image gets on top of ``minbase``. kmod is left out on
 #: purpose: banger's initramfs loads every module the guest needs, so the
@@ -140,39 +138,3 @@ def build_debian_rootfs(
     progress(f"building debian:{suite} from {mirror}")
     run_streaming(argv, progress)
     return out_dir
-
-
-def run_streaming(argv: list[str], progress: Progress, *, tail_lines: int = 20) -> None:
-    """Run a command, passing each stderr/stdout line to ``progress``.
-
-    The same conventions as :func:`banger.proc.run` (argv only, C locale,
-    stdin from /dev/null, :class:`CommandError` on failure) for the one kind
-    of command banger.proc does not cover yet: a long build whose output is
-    progress the user should see while it runs.
-    """
-    tail: deque[str] = deque(maxlen=tail_lines)
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=command_env(),
-        )
-    except FileNotFoundError as exc:
-        raise CommandError(argv, returncode=127, not_found=True) from exc
-    assert proc.stdout is not None
-    try:
-        with proc.stdout:
-            for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if line:
-                    tail.append(line)
-                    progress(line)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    returncode = proc.wait()
-    if returncode != 0:
-        raise CommandError(argv, returncode=returncode, stderr="\n".join(tail))
