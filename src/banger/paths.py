@@ -160,6 +160,10 @@ class Paths:
         """``suffix`` is the CoW strategy's file ending, e.g. ``qcow2`` or ``ext4``."""
         return self.vm_dir(vm_id) / f"root.{suffix}"
 
+    def vm_vmm_log(self, vm_id: str) -> Path:
+        """The VMM process's own stdout/stderr (not the guest console)."""
+        return self.vm_dir(vm_id) / "vmm.log"
+
     def vm_host_key(self, vm_id: str) -> Path:
         return self.vm_dir(vm_id) / "ssh_host_ed25519_key"
 

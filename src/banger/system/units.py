@@ -172,9 +172,11 @@ ExecStart={_exec(list(daemon_exec_start(layout)))}
 UMask=0077
 Restart=on-failure
 RestartSec=2
-# SIGTERM to bangerd only, so it can stop its VMs gracefully; the rest of the
-# cgroup (VMM processes) is killed if it is still there after the timeout.
-KillMode=mixed
+# SIGTERM to bangerd only. Guests must outlive a daemon restart: bangerd stops
+# them itself when `daemon.stop_vms_on_shutdown` says so, and re-attaches to
+# the survivors (pid + start time) when it starts again. KillMode=mixed would
+# SIGKILL every VMM in the cgroup on each restart.
+KillMode=process
 TimeoutStopSec=60
 
 # No privileges at all: everything privileged goes through the helper.
