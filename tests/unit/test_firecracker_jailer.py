@@ -21,6 +21,7 @@ from banger.vmm.firecracker.jailer import (
     jailer_argv,
     populate_jail,
     teardown_jail,
+    teardown_layout,
     validate_jailer_request,
 )
 
@@ -216,7 +217,11 @@ def test_populate_links_writable_files_and_teardown_keeps_them(tmp_path: Path) -
     assert work.stat().st_ino == request.work_disk.stat().st_ino  # type: ignore[union-attr]
     work.write_bytes(b"written by the guest")
     assert request.work_disk.read_bytes() == b"written by the guest"  # type: ignore[union-attr]
-    teardown_jail(layout)
+    by_id = teardown_layout(request.vm_id, policy)
+    assert (by_id.jail_dir, by_id.cgroup) == (layout.jail_dir, layout.cgroup)
+    with pytest.raises(JailerRequestInvalid):
+        teardown_layout("../../etc", policy)
+    teardown_jail(by_id)
     assert not layout.jail_dir.exists()
     assert request.work_disk.read_bytes() == b"written by the guest"  # type: ignore[union-attr]
 

@@ -285,6 +285,15 @@ def jail_layout(request: JailRequest, policy: JailerPolicy) -> JailLayout:
     )
 
 
+def teardown_layout(vm_id: str, policy: JailerPolicy) -> JailLayout:
+    """The jail directory and cgroup of ``vm_id``, from the id alone (for ``teardown_jail``)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", vm_id):
+        raise JailerRequestInvalid([f"teardown_jail.args.vm_id: not a VM id: {vm_id!r}"])
+    jail_id = vm_id.replace("_", "-")
+    jail_dir = policy.chroot_base / policy.firecracker.name / jail_id
+    return JailLayout(jail_dir, jail_dir / "root", CGROUP_ROOT / PARENT_CGROUP / jail_id, ())
+
+
 # -- filesystem steps (the helper runs these as root) ------------------------------------
 
 
