@@ -16,7 +16,7 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, cast
 
@@ -186,7 +186,7 @@ async def tar_chunks(
     progress: ProgressCallback | None = None,
     chunk_size: int = CHUNK_SIZE,
     depth: int = QUEUE_DEPTH,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield the tar stream of ``members`` in order; raises what the worker raised.
 
     Closing the iterator early (``aclose``) stops the worker cleanly.
