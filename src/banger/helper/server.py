@@ -64,6 +64,10 @@ def error_reply(request_id: object, exc: BaseException) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": " ".join(message.split()), "hint": hint}
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 class HelperServer:
     def __init__(
         self,
@@ -81,8 +85,8 @@ class HelperServer:
         self.operations = operations
         self._listener: socket.socket | None = None
         self._inode: int | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_w.setblocking(False)
+        # Signals and stop() wake the accept loop through this pair (made by bind()).
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._stopping = threading.Event()
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._conns_lock = threading.Lock()
@@ -105,6 +109,8 @@ class HelperServer:
         sock.listen(16)
         self._listener = sock
         self._inode = os.lstat(self.socket_path).st_ino
+        self._wake = socket.socketpair()
+        self._wake[1].setblocking(False)
         log.info(
             "listening on %s (owner uid %d%s)",
             self.socket_path,
@@ -135,7 +141,8 @@ class HelperServer:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop the server (main thread only)."""
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        assert self._wake is not None, "bind() first"
+        signal.set_wakeup_fd(self._wake[1].fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
@@ -146,21 +153,23 @@ class HelperServer:
     def stop(self) -> None:
         """Ask :meth:`serve_forever` to return (from any thread)."""
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[1].send(b"\0")
 
     # -- main loop -------------------------------------------------------------
     def serve_forever(self) -> None:
         if self._listener is None:
             self.bind()
-        assert self._listener is not None
+        assert self._listener is not None and self._wake is not None
+        wake = self._wake[0]
         with selectors.DefaultSelector() as sel:
             sel.register(self._listener, selectors.EVENT_READ, "accept")
-            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            sel.register(wake, selectors.EVENT_READ, "wake")
             while not self._stopping.is_set():
                 for key, _ in sel.select():
                     if key.data == "wake":
-                        self._wake_r.recv(64)
+                        wake.recv(64)
                     elif not self._stopping.is_set():
                         self._accept()
         self._shutdown()
@@ -274,8 +283,13 @@ class HelperServer:
                 log.warning(
                     "connection thread still busy after %.0fs; exiting anyway", SHUTDOWN_GRACE
                 )
-        self._wake_r.close()
-        self._wake_w.close()
+        if self._wake is not None:
+            signal_fd = signal.set_wakeup_fd(-1) if _in_main_thread() else -1
+            if signal_fd not in (-1, self._wake[1].fileno()):
+                signal.set_wakeup_fd(signal_fd)  # not ours: put it back
+            for sock in self._wake:
+                sock.close()
+            self._wake = None
         log.info("stopped")
 
     def _unlink_own_socket(self) -> None:
