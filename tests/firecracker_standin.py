@@ -43,8 +43,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+# A copy of ../shared/reference/firecracker-api.yaml (Firecracker 1.17.0-dev),
+# kept in the repo so the contract tests run on any clone.
 SPEC_PATH = Path(
-    os.environ.get("BANGER_FIRECRACKER_SPEC", "/work/shared/reference/firecracker-api.yaml")
+    os.environ.get(
+        "BANGER_FIRECRACKER_SPEC", str(Path(__file__).parent / "data" / "firecracker-api.yaml")
+    )
 )
 
 # -- the contract ----------------------------------------------------------------------
