@@ -18,8 +18,10 @@ from banger.errors import BangerError
 #: What a banger guest cannot boot without: the microvm virtio transport, the
 #: root disk, the NIC and the root filesystem.
 REQUIRED_MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "ext4")
-#: Loaded when the kernel has them: a faster crc32c, and the virtio RNG.
-OPTIONAL_MODULES = ("crc32c-intel", "virtio-rng")
+#: Loaded when the kernel has them: a faster crc32c, the virtio RNG, and the
+#: ACPI power button + evdev, so QMP ``system_powerdown`` (microvm's GED button)
+#: reaches systemd-logind and a systemd guest shuts down cleanly.
+OPTIONAL_MODULES = ("crc32c-intel", "virtio-rng", "button", "evdev")
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
