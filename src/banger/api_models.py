@@ -103,3 +103,113 @@ class SelftestRequest(Request):
 
     fail_at: str | None = Field(default=None, description="Stage at which to fail on purpose.")
     delay_ms: int = Field(default=50, ge=0, le=5000, description="Pause between stages.")
+
+
+# -- kernels, images, VMs (issue 3) ---------------------------------------------------
+
+
+class KernelInfo(Response):
+    id: str
+    name: str
+    source: str
+    version: str | None = None
+    kernel: str
+    initrd: str | None = None
+    path: str
+    default: bool = False
+    created_at: datetime | None = None
+    used_by: list[str] = Field(default_factory=list)
+
+
+class KernelImportRequest(Request):
+    path: str = Field(description="Absolute path of a bzImage or ELF vmlinux.")
+    initrd: str | None = Field(default=None, description="An initramfs to use as it is.")
+    modules: str | None = Field(
+        default=None, description="A lib/modules/<release> tree to build banger's initramfs from."
+    )
+    name: str | None = None
+
+
+class KernelPullRequest(Request):
+    source: str = Field(description="`debian` or `debian:<package-version>`.")
+    name: str | None = None
+
+
+class ImageInfo(Response):
+    id: str
+    name: str
+    source: str
+    description: str = ""
+    size: int = 0
+    rootfs: str
+    work_seed: str
+    init_modes: list[str] = Field(default_factory=list)
+    default: bool = False
+    created_at: datetime | None = None
+    used_by: list[str] = Field(default_factory=list)
+
+
+class ImageRegisterRequest(Request):
+    path: str = Field(description="A banger image directory or a banger-finalized ext4 file.")
+    name: str | None = None
+
+
+class ImageBuildRequest(Request):
+    ref: str = Field(default="debian:bookworm", description="`debian:<suite>`.")
+    name: str | None = None
+
+
+class DefaultRequest(Request):
+    name: str
+
+
+class VMCreateRequest(Request):
+    name: str | None = Field(default=None, description="A DNS label; generated when absent.")
+    image: str | None = None
+    kernel: str | None = None
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    work_disk_size: int | None = Field(default=None, description="Bytes.")
+    init: str | None = Field(default=None, description="`systemd` or `fast`.")
+    start: bool = True
+
+
+class VMStopRequest(Request):
+    timeout: float = Field(default=30.0, ge=0, le=600)
+
+
+class VMDetail(Response):
+    id: str
+    name: str
+    state: str
+    image: str | None = None
+    image_name: str | None = None
+    kernel: str | None = None
+    kernel_name: str | None = None
+    vmm: str
+    accelerator: str | None = None
+    init_mode: str
+    vcpus: int
+    memory_mib: int
+    work_disk_size: int
+    root_strategy: str | None = None
+    ip: str | None = None
+    mac: str | None = None
+    tap: str | None = None
+    pid: int | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+    last_error: str | None = None
+    console_log: str
+    vm_dir: str
+
+
+class SSHInfo(Response):
+    """What the CLI needs to run the system ``ssh`` into a VM."""
+
+    vm: str
+    host: str
+    port: int = 22
+    user: str = "root"
+    known_hosts: str
+    client_key: str

@@ -27,7 +27,25 @@ from httpcore._backends.sync import SyncStream
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from banger import errors
-from banger.api_models import ErrorBody, Operation, OpEvent, SelftestRequest, VersionInfo, VMSummary
+from banger.api_models import (
+    DefaultRequest,
+    ErrorBody,
+    ImageBuildRequest,
+    ImageInfo,
+    ImageRegisterRequest,
+    KernelImportRequest,
+    KernelInfo,
+    KernelPullRequest,
+    Operation,
+    OpEvent,
+    SelftestRequest,
+    SSHInfo,
+    VersionInfo,
+    VMCreateRequest,
+    VMDetail,
+    VMStopRequest,
+    VMSummary,
+)
 from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import Paths
 
@@ -197,7 +215,89 @@ class BangerClient:
         except httpx.TransportError as exc:
             self._transport_failed(exc)
 
+    # -- VMs -------------------------------------------------------------------------
+    def vm_details(self) -> list[VMDetail]:
+        return TypeAdapter(list[VMDetail]).validate_python(self._request("GET", "/v1/vms"))
+
+    def create_vm(self, request: VMCreateRequest) -> Operation:
+        return self._op("POST", "/v1/vms", request.model_dump(exclude_none=True))
+
+    def show_vm(self, ref: str) -> VMDetail:
+        return self._get_model(f"/v1/vms/{_segment(ref)}", VMDetail)
+
+    def vm_ssh_info(self, ref: str) -> SSHInfo:
+        return self._get_model(f"/v1/vms/{_segment(ref)}/ssh", SSHInfo)
+
+    def start_vm(self, ref: str) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/start")
+
+    def stop_vm(self, ref: str, timeout: float = 30.0) -> Operation:
+        body = VMStopRequest(timeout=timeout).model_dump()
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/stop", body)
+
+    def restart_vm(self, ref: str) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/restart")
+
+    def delete_vm(self, ref: str, *, force: bool = False) -> Operation:
+        params = {"force": "true"} if force else None
+        data = self._request("DELETE", f"/v1/vms/{_segment(ref)}", params=params)
+        return Operation.model_validate(data)
+
+    # -- images and kernels --------------------------------------------------------
+    def list_images(self) -> list[ImageInfo]:
+        return TypeAdapter(list[ImageInfo]).validate_python(self._request("GET", "/v1/images"))
+
+    def show_image(self, ref: str) -> ImageInfo:
+        return self._get_model(f"/v1/images/{_segment(ref)}", ImageInfo)
+
+    def register_image(self, path: str, name: str | None) -> ImageInfo:
+        body = ImageRegisterRequest(path=path, name=name).model_dump(exclude_none=True)
+        return ImageInfo.model_validate(self._request("POST", "/v1/images/register", json=body))
+
+    def build_image(self, ref: str, name: str | None) -> Operation:
+        body = ImageBuildRequest(ref=ref, name=name).model_dump(exclude_none=True)
+        return self._op("POST", "/v1/images/build", body)
+
+    def remove_image(self, ref: str) -> ImageInfo:
+        return ImageInfo.model_validate(self._request("DELETE", f"/v1/images/{_segment(ref)}"))
+
+    def default_image(self) -> ImageInfo | None:
+        data = self._request("GET", "/v1/images/default")
+        return None if data is None else ImageInfo.model_validate(data)
+
+    def set_default_image(self, name: str) -> ImageInfo:
+        body = DefaultRequest(name=name).model_dump()
+        return ImageInfo.model_validate(self._request("PUT", "/v1/images/default", json=body))
+
+    def list_kernels(self) -> list[KernelInfo]:
+        return TypeAdapter(list[KernelInfo]).validate_python(self._request("GET", "/v1/kernels"))
+
+    def show_kernel(self, ref: str) -> KernelInfo:
+        return self._get_model(f"/v1/kernels/{_segment(ref)}", KernelInfo)
+
+    def import_kernel(self, request: KernelImportRequest) -> KernelInfo:
+        body = request.model_dump(exclude_none=True)
+        return KernelInfo.model_validate(self._request("POST", "/v1/kernels/import", json=body))
+
+    def pull_kernel(self, source: str, name: str | None) -> Operation:
+        body = KernelPullRequest(source=source, name=name).model_dump(exclude_none=True)
+        return self._op("POST", "/v1/kernels/pull", body)
+
+    def remove_kernel(self, ref: str) -> KernelInfo:
+        return KernelInfo.model_validate(self._request("DELETE", f"/v1/kernels/{_segment(ref)}"))
+
+    def default_kernel(self) -> KernelInfo | None:
+        data = self._request("GET", "/v1/kernels/default")
+        return None if data is None else KernelInfo.model_validate(data)
+
+    def set_default_kernel(self, name: str) -> KernelInfo:
+        body = DefaultRequest(name=name).model_dump()
+        return KernelInfo.model_validate(self._request("PUT", "/v1/kernels/default", json=body))
+
     # -- plumbing ------------------------------------------------------------------
+    def _op(self, method: str, path: str, body: dict[str, Any] | None = None) -> Operation:
+        return Operation.model_validate(self._request(method, path, json=body))
+
     def _get_model(self, path: str, model: type[M]) -> M:
         return model.model_validate(self._request("GET", path))
 

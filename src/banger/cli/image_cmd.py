@@ -1,23 +1,140 @@
-"""``banger image``: root filesystem images (placeholders until the image service lands)."""
+"""``banger image``: root filesystem images."""
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
-from banger.cli.placeholder import add_placeholders
+from banger.cli.output import print_fields, print_json, print_table
+from banger.cli.state import CliState, get_state, json_option
+
+if TYPE_CHECKING:
+    from banger.api_models import ImageInfo
+    from banger.client import BangerClient
+
+MIB = 1024 * 1024
 
 
 @click.group(name="image")
 def image() -> None:
-    """Root filesystem images (OCI pulls, distro builds)."""
+    """Root filesystem images (distro builds, registered images)."""
 
 
-add_placeholders(
-    image,
-    [
-        ("list", "List images"),
-        ("pull", "Pull an OCI image and make it bootable"),
-        ("build", "Build a distro image"),
-        ("rm", "Remove an image"),
-    ],
-)
+def _print_image(state: CliState, info: ImageInfo) -> None:
+    if state.json:
+        print_json(info.model_dump(mode="json"))
+        return
+    print_fields(
+        [
+            ("name", info.name + (" (default)" if info.default else "")),
+            ("id", info.id),
+            ("source", info.source),
+            ("description", info.description or None),
+            ("size", f"{info.size // MIB} MiB on disk"),
+            ("init modes", ", ".join(info.init_modes)),
+            ("rootfs", info.rootfs),
+            ("work seed", info.work_seed),
+            ("used by", ", ".join(info.used_by) or None),
+        ]
+    )
+
+
+@image.command(name="list")
+@json_option
+def list_images() -> None:
+    """List images."""
+    state = get_state()
+    images = state.call(lambda c: c.list_images())
+    if state.json:
+        print_json([i.model_dump(mode="json") for i in images])
+        return
+    print_table(
+        ["NAME", "ID", "SOURCE", "SIZE", "DEFAULT", "USED BY"],
+        [
+            [
+                i.name,
+                i.id,
+                i.source,
+                f"{i.size // MIB}M",
+                "*" if i.default else "",
+                ", ".join(i.used_by),
+            ]
+            for i in images
+        ],
+    )
+
+
+@image.command(name="show")
+@click.argument("name")
+@json_option
+def show(name: str) -> None:
+    """Show one image."""
+    state = get_state()
+    _print_image(state, state.call(lambda c: c.show_image(name)))
+
+
+@image.command(name="register")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", help="Image name (default: from image.json or the file name).")
+@json_option
+def register(path: Path, name: str | None) -> None:
+    """Register a banger image directory or a banger-finalized ext4 file."""
+    state = get_state()
+    _print_image(state, state.call(lambda c: c.register_image(str(path.absolute()), name)))
+
+
+@image.command(name="build")
+@click.argument("ref", default="debian:bookworm")
+@click.option("--name", help="Image name (default: debian-<suite>).")
+@json_option
+def build(ref: str, name: str | None) -> None:
+    """Build a distro image (debian:<suite>) through the root helper."""
+    from banger.cli.progress import follow
+
+    state = get_state()
+    op = state.call(lambda c: c.build_image(ref, name))
+    follow(state, op)
+    final = name or ref.replace(":", "-")
+    _print_image(state, state.client().show_image(final))
+
+
+@image.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+@json_option
+def rm(names: tuple[str, ...]) -> None:
+    """Remove images (refused while a VM uses one)."""
+    state = get_state()
+    removed = []
+    for n in names:
+        removed.append(state.call(partial(_remove, name=n)))
+    if state.json:
+        print_json([i.model_dump(mode="json") for i in removed])
+    else:
+        for info in removed:
+            click.echo(f"removed image {info.name} ({info.id})")
+
+
+@image.command(name="default")
+@click.argument("name", required=False)
+@json_option
+def default(name: str | None) -> None:
+    """Show the default image, or make NAME the default."""
+    state = get_state()
+    if name is None:
+        info = state.call(lambda c: c.default_image())
+        if info is None:
+            if state.json:
+                print_json(None)
+            else:
+                click.echo("no default image yet (the first `vm run` builds debian:bookworm)")
+            return
+    else:
+        info = state.call(lambda c: c.set_default_image(name))
+    _print_image(state, info)
+
+
+def _remove(client: BangerClient, name: str) -> ImageInfo:
+    return client.remove_image(name)

@@ -1,10 +1,19 @@
-"""``banger kernel``: guest kernels (placeholders until the kernel service lands)."""
+"""``banger kernel``: guest kernels and their initramfs."""
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
-from banger.cli.placeholder import add_placeholders
+from banger.cli.output import print_fields, print_json, print_table
+from banger.cli.state import CliState, get_state, json_option
+
+if TYPE_CHECKING:
+    from banger.api_models import KernelInfo
+    from banger.client import BangerClient
 
 
 @click.group(name="kernel")
@@ -12,12 +21,124 @@ def kernel() -> None:
     """Guest kernels and their initramfs."""
 
 
-add_placeholders(
-    kernel,
-    [
-        ("list", "List kernels"),
-        ("fetch", "Download a distro kernel"),
-        ("add", "Register a local kernel image"),
-        ("rm", "Remove a kernel"),
-    ],
-)
+def _print_kernel(state: CliState, info: KernelInfo) -> None:
+    if state.json:
+        print_json(info.model_dump(mode="json"))
+        return
+    print_fields(
+        [
+            ("name", info.name + (" (default)" if info.default else "")),
+            ("id", info.id),
+            ("source", info.source),
+            ("version", info.version),
+            ("kernel", info.kernel),
+            ("initrd", info.initrd),
+            ("path", info.path),
+            ("used by", ", ".join(info.used_by) or None),
+        ]
+    )
+
+
+@kernel.command(name="list")
+@json_option
+def list_kernels() -> None:
+    """List kernels."""
+    state = get_state()
+    kernels = state.call(lambda c: c.list_kernels())
+    if state.json:
+        print_json([k.model_dump(mode="json") for k in kernels])
+        return
+    print_table(
+        ["NAME", "ID", "VERSION", "SOURCE", "DEFAULT", "USED BY"],
+        [
+            [k.name, k.id, k.version, k.source, "*" if k.default else "", ", ".join(k.used_by)]
+            for k in kernels
+        ],
+    )
+
+
+@kernel.command(name="show")
+@click.argument("name")
+@json_option
+def show(name: str) -> None:
+    """Show one kernel."""
+    state = get_state()
+    _print_kernel(state, state.call(lambda c: c.show_kernel(name)))
+
+
+@kernel.command(name="pull")
+@click.argument("source", default="debian")
+@click.option("--name", help="Kernel name (default: debian-<package version>).")
+@json_option
+def pull(source: str, name: str | None) -> None:
+    """Fetch Debian's kernel package (debian or debian:<version>) and build its initramfs."""
+    from banger.cli.progress import follow
+
+    state = get_state()
+    op = state.call(lambda c: c.pull_kernel(source, name))
+    follow(state, op)
+    kernels = state.client().list_kernels()
+    newest = max(kernels, key=lambda k: k.created_at or 0) if kernels else None
+    if newest is not None:
+        _print_kernel(state, newest)
+
+
+@kernel.command(name="import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--initrd", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An initramfs to use as it is.")  # fmt: skip
+@click.option("--modules", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A lib/modules/<release> tree to build the initramfs from.")  # fmt: skip
+@click.option("--name", help="Kernel name (default: its version).")
+@json_option
+def import_(path: Path, initrd: Path | None, modules: Path | None, name: str | None) -> None:
+    """Register a local kernel image (bzImage or vmlinux)."""
+    from banger.api_models import KernelImportRequest
+
+    request = KernelImportRequest(
+        path=str(path.absolute()),
+        initrd=str(initrd.absolute()) if initrd else None,
+        modules=str(modules.absolute()) if modules else None,
+        name=name,
+    )
+    state = get_state()
+    _print_kernel(state, state.call(lambda c: c.import_kernel(request)))
+
+
+@kernel.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+@json_option
+def rm(names: tuple[str, ...]) -> None:
+    """Remove kernels (refused while a VM uses one)."""
+    state = get_state()
+    removed = []
+    for n in names:
+        removed.append(state.call(partial(_remove, name=n)))
+    if state.json:
+        print_json([k.model_dump(mode="json") for k in removed])
+    else:
+        for info in removed:
+            click.echo(f"removed kernel {info.name} ({info.id})")
+
+
+@kernel.command(name="default")
+@click.argument("name", required=False)
+@json_option
+def default(name: str | None) -> None:
+    """Show the default kernel, or make NAME the default."""
+    state = get_state()
+    if name is None:
+        info = state.call(lambda c: c.default_kernel())
+        if info is None:
+            if state.json:
+                print_json(None)
+            else:
+                click.echo("no default kernel yet (the first `vm run` pulls debian)")
+            return
+    else:
+        info = state.call(lambda c: c.set_default_kernel(name))
+    _print_kernel(state, info)
+
+
+def _remove(client: BangerClient, name: str) -> KernelInfo:
+    return client.remove_kernel(name)

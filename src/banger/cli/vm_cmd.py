@@ -1,12 +1,23 @@
-"""``banger vm``: microVMs (``list`` works now; the lifecycle commands land later)."""
+"""``banger vm``: create, run and manage microVMs (the daemon does the work)."""
 
 from __future__ import annotations
 
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from banger.cli.output import print_json, print_table
-from banger.cli.placeholder import add_placeholders
-from banger.cli.state import get_state, json_option
+from banger.cli.output import print_fields, print_json, print_table
+from banger.cli.state import CliState, get_state, json_option
+from banger.errors import BangerError, InvalidArgument
+
+if TYPE_CHECKING:
+    from banger.api_models import Operation, VMDetail
+
+MIB = 1024 * 1024
 
 
 @click.group(name="vm")
@@ -14,38 +25,305 @@ def vm() -> None:
     """Create, run and manage microVMs."""
 
 
+def _memory(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from banger.config.values import parse_memory_mib
+
+    text = value.strip()
+    try:
+        return parse_memory_mib(int(text) if text.lstrip("-").isdigit() else text)
+    except ValueError as exc:
+        raise InvalidArgument(f"memory: {exc}", hint="e.g. --memory 512 or --memory 2G") from None
+
+
+def _disk_size(value: str | None) -> int | None:
+    if value is None:
+        return None
+    from banger.config.values import parse_size
+
+    text = value.strip()
+    try:
+        return parse_size(int(text) if text.isdigit() else text)
+    except ValueError as exc:
+        raise InvalidArgument(f"disk-size: {exc}", hint="e.g. --disk-size 4G") from None
+
+
+def _age(created: datetime | None) -> str | None:
+    if created is None:
+        return None
+    seconds = int((datetime.now(UTC) - created).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def _follow(state: CliState, op: Operation, verbose: bool = False) -> Operation:
+    from banger.cli.progress import follow
+
+    return follow(state, op, verbose=verbose)
+
+
+def _print_vm(state: CliState, detail: VMDetail) -> None:
+    if state.json:
+        print_json(detail.model_dump(mode="json"))
+        return
+    print_fields(
+        [
+            ("name", detail.name),
+            ("id", detail.id),
+            ("state", detail.state),
+            ("image", f"{detail.image_name} ({detail.image})" if detail.image else None),
+            ("kernel", f"{detail.kernel_name} ({detail.kernel})" if detail.kernel else None),
+            ("vmm", f"{detail.vmm} ({detail.accelerator})" if detail.accelerator else detail.vmm),
+            ("init", detail.init_mode),
+            ("cpus", detail.vcpus),
+            ("memory", f"{detail.memory_mib} MiB"),
+            ("work disk", f"{detail.work_disk_size // MIB} MiB"),
+            ("root disk", detail.root_strategy),
+            ("ip", detail.ip),
+            ("mac", detail.mac),
+            ("tap", detail.tap),
+            ("pid", detail.pid),
+            ("created", detail.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")),
+            ("last error", detail.last_error),
+            ("console", detail.console_log),
+        ]
+    )
+
+
 @vm.command(name="list")
 @json_option
 def list_vms() -> None:
     """List VMs."""
     state = get_state()
-    vms = state.call(lambda c: c.list_vms())
+    vms = state.call(lambda c: c.vm_details())
     if state.json:
         print_json([v.model_dump(mode="json") for v in vms])
         return
     print_table(
-        ["ID", "NAME", "STATE", "IMAGE", "IP", "CREATED"],
+        ["NAME", "STATE", "IP", "IMAGE", "CPUS", "MEMORY", "AGE"],
         [
             [
-                v.id,
                 v.name,
                 v.state,
-                v.image,
                 v.ip,
-                v.created_at.strftime("%Y-%m-%d %H:%M") if v.created_at else None,
+                v.image_name or v.image,
+                v.vcpus,
+                f"{v.memory_mib}M",
+                _age(v.created_at),
             ]
             for v in vms
         ],
     )
 
 
-add_placeholders(
-    vm,
-    [
-        ("create", "Create a VM"),
-        ("start", "Start a VM"),
-        ("stop", "Stop a VM"),
-        ("rm", "Delete a VM"),
-        ("ssh", "Open a shell in a VM"),
-    ],
-)
+@vm.command(name="show")
+@click.argument("name")
+@json_option
+def show(name: str) -> None:
+    """Show one VM: driver, CoW strategy, init mode, address, pid, …"""
+    state = get_state()
+    _print_vm(state, state.call(lambda c: c.show_vm(name)))
+
+
+def _create_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--name", help="VM name (a DNS label); generated when absent."),
+            click.option("--image", help="Image name or id (default: the default image)."),
+            click.option("--kernel", help="Kernel name or id (default: the default kernel)."),
+            click.option("--cpus", type=int, help="Virtual CPUs."),
+            click.option("--memory", help="Memory in MiB, or a size like 2G."),
+            click.option("--disk-size", help="Work disk size, e.g. 4G."),
+            click.option("--init", type=click.Choice(["systemd", "fast"]), help="Guest init mode."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _create_request(
+    name: str | None,
+    image: str | None,
+    kernel: str | None,
+    cpus: int | None,
+    memory: str | None,
+    disk_size: str | None,
+    init: str | None,
+    start: bool,
+) -> Any:
+    from banger.api_models import VMCreateRequest
+
+    return VMCreateRequest(
+        name=name,
+        image=image,
+        kernel=kernel,
+        vcpus=cpus,
+        memory_mib=_memory(memory),
+        work_disk_size=_disk_size(disk_size),
+        init=init,
+        start=start,
+    )
+
+
+def _created_vm(state: CliState, op: Operation) -> VMDetail:
+    _follow(state, op)
+    return state.client().show_vm(op.target or "")
+
+
+@vm.command(name="create")
+@_create_options
+@click.option("--start/--no-start", default=False, help="Also start it (default: no).")
+@json_option
+def create(
+    name: str | None,
+    image: str | None,
+    kernel: str | None,
+    cpus: int | None,
+    memory: str | None,
+    disk_size: str | None,
+    init: str | None,
+    start: bool,
+) -> None:
+    """Create a VM (disks, keys); --start boots it too."""
+    state = get_state()
+    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, start)
+    op = state.call(lambda c: c.create_vm(request))
+    _print_vm(state, _created_vm(state, op))
+
+
+def _lifecycle(verb: str, name: str, call: Any) -> None:
+    state = get_state()
+    op = state.call(call)
+    final = _follow(state, op)
+    if state.json:
+        print_json(final.model_dump(mode="json"))
+    else:
+        click.echo(f"{name}: {verb}")
+
+
+@vm.command(name="start")
+@click.argument("name")
+@json_option
+def start(name: str) -> None:
+    """Boot a stopped VM and wait until SSH answers."""
+    _lifecycle("running", name, lambda c: c.start_vm(name))
+
+
+@vm.command(name="stop")
+@click.argument("name")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds the guest gets to power off before it is stopped hard.")  # fmt: skip
+@json_option
+def stop(name: str, timeout: float) -> None:
+    """Power a VM off (gracefully, then forcibly after --timeout)."""
+    _lifecycle("stopped", name, lambda c: c.stop_vm(name, timeout))
+
+
+@vm.command(name="restart")
+@click.argument("name")
+@json_option
+def restart(name: str) -> None:
+    """Stop, then start a VM."""
+    _lifecycle("running", name, lambda c: c.restart_vm(name))
+
+
+@vm.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Kill it without a graceful stop; ignore errors.")
+@json_option
+def rm(names: tuple[str, ...], force: bool) -> None:
+    """Delete VMs: stop if needed, then release tap, lease, disks and files."""
+    for name in names:
+        _lifecycle("deleted", name, lambda c, n=name: c.delete_vm(n, force=force))
+
+
+@vm.command(name="logs")
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the VM runs.")
+@json_option
+def logs(name: str, follow: bool) -> None:
+    """Print a VM's serial console log."""
+    state = get_state()
+    detail = state.call(lambda c: c.show_vm(name))
+    path = Path(detail.console_log)
+    if state.json and not follow:
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        print_json({"vm": detail.name, "console_log": str(path), "text": text})
+        return
+    offset = 0
+    last_check = time.monotonic()
+    while True:
+        if path.is_file():
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+            offset += len(data)
+            if data:
+                sys.stdout.write(data.decode("utf-8", "replace"))
+                sys.stdout.flush()
+        if not follow:
+            return
+        # A file tail has nothing to wait on but time (like tail -f).
+        time.sleep(0.25)
+        if time.monotonic() - last_check > 2:
+            last_check = time.monotonic()
+            if state.client().show_vm(name).state not in ("running", "starting"):
+                follow = False
+
+
+@vm.command(name="ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(name: str, command: tuple[str, ...]) -> None:
+    """Open a shell in a VM, or run COMMAND (after --); exit status is the command's."""
+    from banger.cli.sshexec import argv_for, exec_ssh
+
+    state = get_state()
+    info = state.call(lambda c: c.vm_ssh_info(name))
+    exec_ssh(argv_for(info, command or None))
+
+
+@vm.command(name="run", context_settings={"ignore_unknown_options": True})
+@_create_options
+@click.option("--rm", "remove", is_flag=True, help="Delete the VM afterwards (even on failure).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(
+    name: str | None,
+    image: str | None,
+    kernel: str | None,
+    cpus: int | None,
+    memory: str | None,
+    disk_size: str | None,
+    init: str | None,
+    remove: bool,
+    command: tuple[str, ...],
+) -> int:
+    """Create and start a VM, then run COMMAND in it (or a shell); exit status is COMMAND's."""
+    from banger.cli.sshexec import argv_for, run_ssh
+
+    state = get_state()
+    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True)
+    op = state.call(lambda c: c.create_vm(request))
+    vm_name = op.target or ""
+    status = 1
+    try:
+        _follow(state, op)
+        info = state.client().vm_ssh_info(vm_name)
+        status = run_ssh(argv_for(info, command or None))
+    finally:
+        if remove:
+            _remove_quietly(state, vm_name)
+    return status
+
+
+def _remove_quietly(state: CliState, name: str) -> None:
+    from banger.cli.progress import follow
+
+    try:
+        follow(state, state.client().delete_vm(name, force=True))
+    except BangerError as exc:
+        if "no VM" not in exc.message:
+            click.echo(f"warning: could not remove VM {name}: {exc.message}", err=True)

@@ -21,5 +21,12 @@ def create_app(services: Services) -> FastAPI:
     install_error_handlers(app, services.paths)
     app.include_router(meta_router(services))
     app.include_router(ops_router(services))
-    app.include_router(vms_router(services))
+    if services.stack is not None:
+        from banger.daemon.routes_vms import image_router, kernel_router, vm_router
+
+        app.include_router(vm_router(services.stack))
+        app.include_router(image_router(services.stack))
+        app.include_router(kernel_router(services.stack))
+    else:
+        app.include_router(vms_router(services))
     return app

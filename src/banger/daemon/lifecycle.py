@@ -47,8 +47,15 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                 interrupted = ops.fail_interrupted()
                 if interrupted:
                     log.warning("marked %d operation(s) interrupted by the last stop", interrupted)
+                from banger.daemon.vms.stack import build_stack
+
                 services = Services(
-                    paths=paths, config=config, store=store, ops=ops, started_at=datetime.now(UTC)
+                    paths=paths,
+                    config=config,
+                    store=store,
+                    ops=ops,
+                    started_at=datetime.now(UTC),
+                    stack=build_stack(paths, config, store, ops),
                 )
                 forced = asyncio.run(_serve(services, sock, grace=grace, debug=debug))
             finally:
@@ -67,6 +74,8 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
 
 async def _serve(services: Services, sock: socket.socket, *, grace: float, debug: bool) -> bool:
     app = create_app(services)
+    if services.stack is not None:
+        await services.stack.vms.reattach()
     log.info("bangerd ready")
     state = await serve(app, sock, services.ops, grace=grace, debug=debug)
     return state.forced

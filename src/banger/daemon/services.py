@@ -23,3 +23,6 @@ class Services:
     store: Any
     ops: Operations
     started_at: datetime
+    #: :class:`banger.daemon.vms.stack.VMStack` (kernels, images, host network, VMs);
+    #: None in tests that build a bare daemon.
+    stack: Any = None

@@ -1,0 +1,235 @@
+"""KernelService: the daemon's side of ``banger kernel …``.
+
+A kernel exists twice: as a published directory ``kernels/<id>/`` (the files,
+:mod:`banger.kernels.store`) and as a store row with the same id (what VMs
+reference, so a kernel in use cannot be deleted). Every change writes the
+directory first, then the row; a failure in between removes the directory.
+
+Which kernel a VM gets: ``--kernel REF`` (a name, an id, or a source such as
+``debian`` / ``debian:<version>``); otherwise the kernel marked default
+(``banger kernel default NAME``); otherwise ``vm.kernel`` from the config,
+resolved the same way, pulled on first use when it names a source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+
+from banger.api_models import KernelImportRequest, KernelInfo
+from banger.config import Config
+from banger.daemon.ops import OpHandle
+from banger.daemon.progress import ThreadProgress
+from banger.errors import InvalidArgument, NotFound
+from banger.kernels.pull import import_kernel, parse_source, pull_kernel
+from banger.kernels.store import KernelEntry, read_kernel
+from banger.paths import Paths
+from banger.store import KernelRecord, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEY = "default"
+
+
+def _absolute(field: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        raise InvalidArgument(f"{field}: must be an absolute path: {value}")
+    return path
+
+
+class KernelService:
+    def __init__(
+        self, paths: Paths, config: Config, store: Store, publish_lock: asyncio.Lock
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.store = store
+        self.publish_lock = publish_lock
+
+    # -- reading ---------------------------------------------------------------------
+    def entry(self, record: KernelRecord) -> KernelEntry:
+        return read_kernel(self.paths.kernel_dir(record.id))
+
+    def info(self, record: KernelRecord) -> KernelInfo:
+        entry = self.entry(record)
+        users = [vm.name for vm in self.store.list_vms() if vm.kernel_id == record.id]
+        return KernelInfo(
+            id=record.id,
+            name=record.name,
+            source=record.source,
+            version=record.version,
+            kernel=entry.kernel,
+            initrd=entry.initrd,
+            path=str(entry.path),
+            default=bool(record.meta.get(DEFAULT_KEY)),
+            created_at=record.created_at,
+            used_by=users,
+        )
+
+    def find(self, ref: str) -> KernelRecord | None:
+        """A kernel by name, id, or source (``debian`` = the newest Debian one)."""
+        records = self.store.list_kernels()
+        for record in records:
+            if ref in (record.name, record.id):
+                return record
+        if ref == "debian" or ref.startswith("debian:"):
+            matching = [
+                r
+                for r in records
+                if r.source == ref or (ref == "debian" and r.source.startswith("debian:"))
+            ]
+            if matching:
+                return max(matching, key=lambda r: r.created_at)
+        return None
+
+    def get(self, ref: str) -> KernelRecord:
+        record = self.find(ref)
+        if record is None:
+            raise NotFound(
+                f"kernel: no kernel named {ref!r}",
+                hint="`banger kernel list` shows them; `banger kernel pull debian` fetches one",
+            )
+        return record
+
+    def default_record(self) -> KernelRecord | None:
+        marked = [r for r in self.store.list_kernels() if r.meta.get(DEFAULT_KEY)]
+        if marked:
+            return marked[0]
+        return self.find(self.config.vm.kernel)
+
+    async def list(self) -> list[KernelInfo]:
+        def work() -> list[KernelInfo]:
+            return [self.info(r) for r in self.store.list_kernels()]
+
+        return await asyncio.to_thread(work)
+
+    async def show(self, ref: str) -> KernelInfo:
+        return await asyncio.to_thread(lambda: self.info(self.get(ref)))
+
+    # -- resolving for a VM ------------------------------------------------------------
+    def resolve_now(self, ref: str | None) -> KernelRecord | None:
+        """The kernel for a new VM if it exists already; None if the default must be pulled.
+
+        An explicit ``ref`` that is neither known nor a pullable source is an error.
+        """
+        if ref is not None:
+            record = self.find(ref)
+            if record is None:
+                try:
+                    parse_source(ref)
+                except InvalidArgument:
+                    raise NotFound(
+                        f"kernel: no kernel named {ref!r}",
+                        hint="`banger kernel list` shows them",
+                    ) from None
+            return record
+        return self.default_record()
+
+    async def ensure(self, ref: str | None, op: OpHandle) -> KernelRecord:
+        """The VM's kernel, pulling it when the reference names a source not yet here."""
+        record = await asyncio.to_thread(self.resolve_now, ref)
+        if record is not None:
+            return record
+        source = ref or self.config.vm.kernel
+        await op.event("info", f"kernel {source} is not here yet: pulling it")
+        info = await self.pull(source, None, op)
+        return await asyncio.to_thread(self.store.get_kernel, info.id)
+
+    # -- changing ------------------------------------------------------------------
+    def _record(self, entry: KernelEntry) -> KernelRecord:
+        try:
+            return self.store.create_kernel(
+                id=entry.id,
+                name=entry.name,
+                source=entry.source,
+                version=entry.version,
+                sha256=entry.sha256.get(entry.kernel),
+                meta={"kernel": entry.kernel, "initrd": entry.initrd},
+            )
+        except BaseException:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            raise
+
+    def _check_name_free(self, name: str | None) -> None:
+        if name is not None and any(r.name == name for r in self.store.list_kernels()):
+            raise InvalidArgument(
+                f"name: a kernel named {name!r} exists already",
+                hint=f"remove it first (banger kernel rm {name}) or pick another name",
+            )
+
+    async def import_(self, request: KernelImportRequest) -> KernelInfo:
+        path = _absolute("path", request.path)
+        assert path is not None
+        initrd = _absolute("initrd", request.initrd)
+        modules = _absolute("modules", request.modules)
+
+        def work() -> KernelInfo:
+            self._check_name_free(request.name)
+            entry = import_kernel(
+                path, paths=self.paths, initrd=initrd, modules=modules, name=request.name
+            )
+            return self.info(self._record(entry))
+
+        async with self.publish_lock:
+            return await asyncio.to_thread(work)
+
+    async def pull(self, source: str, name: str | None, op: OpHandle) -> KernelInfo:
+        parse_source(source)
+        await op.stage("pull_kernel", f"pulling kernel {source}")
+        progress = ThreadProgress(op, asyncio.get_running_loop())
+
+        def work() -> KernelInfo:
+            self._check_name_free(name)
+            entry = pull_kernel(
+                source,
+                paths=self.paths,
+                mirror=self.config.kernel.debian_mirror,
+                progress=progress.counted,
+                name=name,
+            )
+            return self.info(self._record(entry))
+
+        async with self.publish_lock:
+            info = await asyncio.to_thread(work)
+        await op.event("info", f"kernel {info.name} ({info.version}) ready", {"kernel": info.id})
+        return info
+
+    async def remove(self, ref: str) -> KernelInfo:
+        def work() -> KernelInfo:
+            record = self.get(ref)
+            info = self.info(record)
+            # The store refuses (naming the VMs) while a VM row references the kernel.
+            self.store.delete_kernel(record.id)
+            shutil.rmtree(self.paths.kernel_dir(record.id), ignore_errors=True)
+            return info
+
+        async with self.publish_lock:
+            return await asyncio.to_thread(work)
+
+    async def set_default(self, ref: str) -> KernelInfo:
+        def work() -> KernelInfo:
+            chosen = self.get(ref)
+            with self.store.transaction():
+                for record in self.store.list_kernels():
+                    meta = dict(record.meta)
+                    if record.id == chosen.id:
+                        meta[DEFAULT_KEY] = True
+                    else:
+                        meta.pop(DEFAULT_KEY, None)
+                    if meta != record.meta:
+                        self.store.update_kernel(record.id, meta=meta)
+            return self.info(self.store.get_kernel(chosen.id))
+
+        return await asyncio.to_thread(work)
+
+    async def get_default(self) -> KernelInfo | None:
+        def work() -> KernelInfo | None:
+            record = self.default_record()
+            return None if record is None else self.info(record)
+
+        return await asyncio.to_thread(work)

@@ -1,0 +1,1 @@
+"""The VM service: create/start/stop/delete microVMs through a staged pipeline."""

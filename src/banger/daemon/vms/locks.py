@@ -1,0 +1,36 @@
+"""Per-VM locks.
+
+Ordering rules (also in docs/ARCHITECTURE.md):
+
+1. Every operation on one VM (start, stop, restart, delete) holds that VM's
+   lock for its whole duration; operations on different VMs run in parallel.
+2. Never wait for a second VM's lock while holding one (no operation needs
+   two VMs, so none does).
+3. The artifact publication lock (images/kernels) may be taken while holding
+   no VM lock only: defaults are resolved and built before a VM row exists.
+4. The store's own transactions and the helper's op lock are leaves: held
+   for milliseconds, never while waiting on anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class VMLocks:
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @asynccontextmanager
+    async def hold(self, vm_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(vm_id, asyncio.Lock())
+        async with lock:
+            yield
+
+    def forget(self, vm_id: str) -> None:
+        """Drop a deleted VM's lock (called while holding it; waiters still get it)."""
+        lock = self._locks.get(vm_id)
+        if lock is not None and not lock._waiters:  # asyncio offers no public check
+            self._locks.pop(vm_id, None)

@@ -1,0 +1,319 @@
+"""The start pipeline's stages, each a named operation step with an undo.
+
+``create``:  resolve → record → root_disk → prepare_work_disk → [start]
+``start``:   network → launch → wait_ssh → running
+
+Every resource a stage takes is pushed on the :class:`UndoStack` with the
+action that gives it back; the service unwinds the stack when a later stage
+fails, so a failed create leaves nothing behind (row, disks, files, lease,
+tap, process, known_hosts pins) and a failed start leaves a stopped VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from banger import sshkeys
+from banger.bootargs import BootSpec, InitMode, kernel_cmdline
+from banger.config import Config
+from banger.daemon.hostnet import HostNetwork
+from banger.daemon.ops import OpHandle
+from banger.daemon.vms.names import tap_name
+from banger.daemon.vms.undo import UndoStack
+from banger.disk.cow import RootDisk, choose_strategy, strategy_named
+from banger.disk.workdisk import (
+    DirItem,
+    FileSyncItem,
+    HostKey,
+    Provisioning,
+    create_work_disk,
+    grow_work_disk,
+    provision_work_disk,
+)
+from banger.errors import BangerError
+from banger.guest.ssh import SSHTarget, SSHTimeout, console_tail, wait_for_ssh
+from banger.images.publish import ImageEntry
+from banger.kernels.store import KernelEntry
+from banger.paths import Paths
+from banger.store import Store, VMRecord, VMState
+from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMProcess, stable_mac
+from banger.vmm.qemu import QemuDriver
+
+log = logging.getLogger(__name__)
+
+#: The VMM's own stdout/stderr, next to the console log.
+VMM_LOG_NAME = "vmm.log"
+
+
+class BootFailed(BangerError):
+    """The guest did not come up: the message carries the console's last lines."""
+
+    http_status = 500
+
+
+@dataclass(frozen=True)
+class Accel:
+    kind: Accelerator
+    reason: str
+    tsc_khz: int | None
+
+
+@dataclass
+class Pipeline:
+    """The stages, bound to the daemon's collaborators."""
+
+    paths: Paths
+    config: Config
+    store: Store
+    hostnet: HostNetwork
+    driver: QemuDriver
+    accel: Accel
+    boot_timeout: float
+    boot_attempts: int = 2
+
+    # -- create ------------------------------------------------------------------
+    async def root_disk(
+        self, vm: VMRecord, image: ImageEntry, op: OpHandle, undo: UndoStack
+    ) -> RootDisk:
+        await op.stage("root_disk")
+        vm_dir = self.paths.vm_dir(vm.id)
+        await asyncio.to_thread(vm_dir.mkdir, 0o700, True)
+        undo.push("vm directory", lambda: asyncio.to_thread(shutil.rmtree, vm_dir, True))
+        strategy = choose_strategy(vm.vmm, self.paths.state_dir, dm_usable=False)
+        root = await asyncio.to_thread(strategy.create, image.rootfs, vm_dir)
+
+        async def remove_root() -> None:
+            await asyncio.to_thread(strategy.remove, root)
+
+        undo.push("root disk", remove_root)
+        await asyncio.to_thread(
+            self.store.update_vm,
+            vm.id,
+            root_strategy=strategy.name,
+            config={**vm.config, "root_disk": str(root.path)},
+        )
+        await op.event("info", f"root disk: {strategy.name} view of image {image.name}")
+        return root
+
+    async def prepare_work_disk(
+        self, vm: VMRecord, image: ImageEntry, op: OpHandle, undo: UndoStack
+    ) -> None:
+        await op.stage("prepare_work_disk")
+        disk = self.paths.vm_work_disk(vm.id)
+        await asyncio.to_thread(self._new_work_disk, image.work_seed, disk, vm.work_disk_size)
+
+        async def remove_disk() -> None:
+            await asyncio.to_thread(disk.unlink, True)
+
+        undo.push("work disk", remove_disk)
+        owner = await asyncio.to_thread(sshkeys.ensure_owner_key, self.paths)
+        host = await asyncio.to_thread(
+            sshkeys.generate_host_key, self.paths.vm_dir(vm.id), f"banger-{vm.name}"
+        )
+        dirs, files = self.file_sync_items(vm)
+        provisioning = Provisioning(
+            authorized_keys=owner.public_key,
+            host_key=HostKey(host.private, host.public),
+            dirs=dirs,
+            files=files,
+        )
+        await asyncio.to_thread(provision_work_disk, disk, provisioning)
+        await op.event("info", "work disk provisioned: banger's key, per-VM host key, .hushlogin")
+
+    @staticmethod
+    def _new_work_disk(seed: Path, disk: Path, size: int) -> None:
+        """Copy the seed at its own size, make the copy writable, then grow it.
+
+        Published seeds are read-only (0444) and ``cp`` keeps that mode, which
+        the grow's e2fsck cannot open; so the grow happens after a chmod.
+        """
+        create_work_disk(seed, disk, seed.stat().st_size)
+        disk.chmod(0o600)
+        grow_work_disk(disk, max(size, disk.stat().st_size))
+
+    def file_sync_items(self, vm: VMRecord) -> tuple[tuple[DirItem, ...], tuple[FileSyncItem, ...]]:
+        """Hook for ``[[file_sync]]`` (issue 6): host files copied onto the work disk.
+
+        ``banger.filesync`` will turn ``self.config.file_sync`` into these items
+        (skipping missing host paths with a warning event); they are written in
+        the same debugfs batch as the keys.
+        """
+        return (), ()
+
+    # -- start ---------------------------------------------------------------------
+    async def network(self, vm: VMRecord, op: OpHandle, undo: UndoStack) -> tuple[VMRecord, int]:
+        """Lease (kept for the VM's life), bridge + NAT, the tap; returns its descriptor."""
+        await op.stage("network")
+        subnet = self.config.network.subnet
+        ip = await asyncio.to_thread(self.store.allocate_ip, vm.id, subnet)
+        await self.hostnet.ensure()
+        tap = tap_name(vm.id)
+        fd = await self.hostnet.open_tap(tap)
+
+        async def delete_tap() -> None:
+            await self.hostnet.delete_tap(tap)
+
+        undo.push(f"tap {tap}", delete_tap)
+        host_pub = await asyncio.to_thread(sshkeys.read_public_key, self.paths.vm_host_key(vm.id))
+        names = [vm.name, str(ip)]
+        await asyncio.to_thread(
+            sshkeys.pin_host_key, self.paths.known_hosts, names, host_pub.public_key
+        )
+        vm = await asyncio.to_thread(
+            self.store.update_vm, vm.id, tap=tap, mac=stable_mac(vm.id), state=VMState.STARTING
+        )
+        await op.event("info", f"address {ip} on {self.hostnet.bridge}, tap {tap}")
+        return vm, fd
+
+    def launch_spec(self, vm: VMRecord, kernel: KernelEntry, root: Disk, tap_fd: int) -> LaunchSpec:
+        net = self.config.network
+        assert vm.ip is not None
+        cmdline = kernel_cmdline(
+            BootSpec(
+                ip=vm.ip,
+                gateway=net.gateway,
+                prefix=net.subnet.prefixlen,
+                hostname=vm.name,
+                dns=net.gateway,
+                init_mode=_init_mode(vm.init_mode),
+                tsc_khz=self.accel.tsc_khz if self.accel.kind == "tcg" else None,
+            )
+        )
+        vm_dir = self.paths.vm_dir(vm.id)
+        return LaunchSpec(
+            vm_id=vm.id,
+            vcpus=vm.vcpus,
+            memory_mib=vm.memory_mib,
+            kernel=kernel.kernel_path,
+            initrd=kernel.initrd_path,
+            cmdline=cmdline,
+            root_disk=root,
+            work_disk=self.paths.vm_work_disk(vm.id),
+            console_log=self.paths.vm_console_log(vm.id),
+            control_socket=self.paths.vm_qmp_socket(vm.id),
+            vmm_log=vm_dir / VMM_LOG_NAME,
+            mac=stable_mac(vm.id),
+            tap_fd=tap_fd,
+            accelerator=self.accel.kind,
+        )
+
+    async def launch(
+        self, vm: VMRecord, spec: LaunchSpec, op: OpHandle, undo: UndoStack
+    ) -> VMMProcess:
+        await op.stage("launch")
+        if self.accel.kind == "tcg":
+            await op.event("notice", f"using software emulation (TCG): {self.accel.reason}")
+        proc = await self.driver.launch(spec)
+
+        async def kill() -> None:
+            await self.driver.stop(proc, graceful_timeout=0)
+
+        undo.push(f"VMM pid {proc.pid}", kill)
+        config: dict[str, Any] = {
+            **vm.config,
+            "vmm_process": proc.to_json(),
+            "accelerator": self.accel.kind,
+            "cmdline": spec.cmdline,
+            "root_disk": str(spec.root_disk.path),
+            "root_format": spec.root_disk.format,
+        }
+        await asyncio.to_thread(
+            self.store.update_vm,
+            vm.id,
+            pid=proc.pid,
+            pid_start_time=proc.start_time,
+            config=config,
+        )
+        await op.event("info", f"{self.driver.name} started (pid {proc.pid}, {self.accel.kind})")
+        return proc
+
+    def ssh_target(self, vm: VMRecord) -> SSHTarget:
+        assert vm.ip is not None
+        return SSHTarget(str(vm.ip), self.paths.known_hosts, self.paths.ssh_key)
+
+    async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
+        """SSH with the pinned key, or fail early when the VMM exits (panic, failed init)."""
+        await op.stage("wait_ssh")
+        console = self.paths.vm_console_log(vm.id)
+        ready = asyncio.create_task(wait_for_ssh(self.ssh_target(vm), self.boot_timeout, console))
+        exited = asyncio.create_task(self.driver.wait(proc, None))
+        try:
+            await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ready, exited):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(ready, exited, return_exceptions=True)
+        if ready.done() and not ready.cancelled() and ready.exception() is None:
+            return
+        if exited.done() and not exited.cancelled() and exited.exception() is None:
+            tail = await asyncio.to_thread(console_tail, console)
+            raise BootFailed(
+                f"the guest stopped before SSH answered; last console lines:\n{tail or '(none)'}",
+                hint=f"full console log: {console}",
+            )
+        error = ready.exception()
+        assert error is not None
+        raise error
+
+    async def boot(
+        self, vm: VMRecord, kernel: KernelEntry, root: Disk, op: OpHandle, undo: UndoStack
+    ) -> VMMProcess:
+        """network → launch → wait_ssh, with one relaunch when SSH times out.
+
+        The rare early-boot hang under TCG (TSC calibration) is worth one more try;
+        a guest that powered itself off (bad kernel or init) is not.
+        """
+        vm, fd = await self.network(vm, op, undo)
+        attempt = 1
+        while True:
+            try:
+                spec = self.launch_spec(vm, kernel, root, fd)
+                proc = await self.launch(vm, spec, op, undo)
+            finally:
+                os.close(fd)
+            try:
+                await self.wait_ssh(vm, proc, op)
+                return proc
+            except SSHTimeout as exc:
+                if attempt >= self.boot_attempts:
+                    raise
+                attempt += 1
+                await op.event("warning", f"no SSH yet ({exc.message.splitlines()[0]}); retrying")
+                await self.driver.stop(proc, graceful_timeout=0)
+                fd = await self.hostnet.open_tap(tap_name(vm.id))
+
+    # -- stop ---------------------------------------------------------------------
+    async def guest_poweroff(self, vm: VMRecord) -> None:
+        """Ask the guest to power off over SSH; the connection dying under us is success."""
+        from banger.guest.ssh import run
+
+        command = (
+            ["/sbin/banger-fast-init", "poweroff"]
+            if vm.init_mode == "fast"
+            else ["systemctl", "poweroff", "--no-block"]
+        )
+        with contextlib.suppress(BangerError, OSError, TimeoutError):
+            await run(self.ssh_target(vm), command, timeout=10, connect_timeout=10)
+
+    def root_disk_of(self, vm: VMRecord) -> Disk:
+        path = Path(str(vm.config.get("root_disk") or self._default_root(vm)))
+        if path.suffix == ".qcow2":
+            return Disk(path, "qcow2", "writeback")
+        return Disk(path, "raw", "writeback")
+
+    def _default_root(self, vm: VMRecord) -> Path:
+        strategy = strategy_named(vm.root_strategy or "qcow2")
+        suffix = "qcow2" if strategy.name == "qcow2" else "ext4"
+        return self.paths.vm_root_disk(vm.id, suffix)
+
+
+def _init_mode(value: str) -> InitMode:
+    return "fast" if value == "fast" else "systemd"
