@@ -355,3 +355,23 @@ def test_only_the_owner_is_served(start_helper: StartHelper) -> None:
         log = helper.log.read_text()
         assert "refused connection from pid=" in log
         assert f"uid={stranger.uid} gid={stranger.gid}: not the owner uid {owner.uid}" in log
+
+
+def test_foreground_helper_stops_cleanly_on_sigint() -> None:
+    with netns("bgh") as ns, short_tmpdir("bgh-") as tmp:
+        sock = tmp / "h.sock"
+        argv = [HELPER, "--socket", str(sock), "--owner-uid", "0", "--allow-root", str(tmp)]
+        with subprocess.Popen(
+            ns.argv(*argv, "--foreground"), stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stderr is not None
+            lines: list[str] = []
+            while "banger-helper ready" not in (line := proc.stderr.readline()):
+                assert line, f"helper exited early: {''.join(lines)}"
+                lines.append(line)
+            assert HelperClient(sock).call("ping")["version"]
+            proc.send_signal(signal.SIGINT)
+            rest = proc.communicate(timeout=15)[1]
+        assert proc.returncode == 0
+        assert "received SIGINT" in rest and "stopped" in rest
+        assert not sock.exists()
