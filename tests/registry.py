@@ -263,3 +263,5 @@ def local_registry(workdir: Path) -> Iterator[LocalRegistry]:
             proc.kill()
             proc.wait()
         registry._reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()

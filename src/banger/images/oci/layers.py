@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.errors import NotFound
 from banger.images.common import Progress, no_progress
 from banger.images.oci import skopeo
 from banger.images.oci.config import (
@@ -65,6 +66,11 @@ class FetchedImage:
     config: ImageConfig
     layer_paths: tuple[Path, ...]  # blobs, in manifest order
     new_blobs: int  # blobs this pull added to the cache (0: nothing downloaded)
+
+    def layers(self) -> list[tuple[str, Path]]:
+        """(digest, blob path) of every layer, bottom first: what flatten takes."""
+        digests = [layer.digest for layer in self.manifest.layers]
+        return list(zip(digests, self.layer_paths, strict=True))
 
 
 class OciCache:
@@ -199,6 +205,8 @@ def fetch(
         progress(f"resolving {ref}")
         source_digest = ref.digest or skopeo.inspect_digest(ref, options)
         pinned = ref.with_digest(source_digest)
+    if isinstance(ref, ArchiveRef) and not Path(ref.path).is_file():
+        raise NotFound(f"image archive {ref.path} does not exist")
     key = cache_key(ref, source_digest)
     new_blobs = 0
     with cache.locked(key):

@@ -64,6 +64,13 @@ class RegistryRef:
             raise InvalidArgument(f"digest {digest!r} is not sha256:<64 hex digits>")
         return RegistryRef(self.domain, self.path, self.tag, digest)
 
+    @property
+    def transport_name(self) -> str:
+        """What skopeo gets: the digest alone when pinned (it refuses tag plus digest)."""
+        if self.digest:
+            return f"{self.repository}@{self.digest}"
+        return f"{self.repository}:{self.tag}"
+
     def __str__(self) -> str:
         out = self.repository
         if self.tag:

@@ -53,7 +53,7 @@ def source_arg(ref: OciRef) -> str:
     """The skopeo source image name of ``ref`` (always with an explicit transport)."""
     if isinstance(ref, ArchiveRef):
         return f"{ref.transport}:{ref.path}"
-    return f"docker://{ref}"
+    return f"docker://{ref.transport_name}"
 
 
 def _registry_flags(ref: OciRef, options: SkopeoOptions, direction: str) -> list[str]:
