@@ -29,6 +29,15 @@ Operations, and why each needs root:
 ``teardown_network(bridge)``
     Delete the bridge's ``bt-…`` taps, the bridge, and its NAT entries (the
     table goes with the last entry).
+``bind_dns(cidr)``
+    Bind UDP and TCP sockets on ``<gateway>:53`` (the exact address of a
+    banger bridge, nothing else) and hand both back with ``SCM_RIGHTS``; the
+    daemon serves the VM resolver on them. Ports below 1024 need
+    ``CAP_NET_BIND_SERVICE``. (:mod:`.ops_dns`)
+``resolver_link(bridge, cidr, domain)``
+    Where the host runs systemd-resolved: ``resolvectl dns/domain/default-route``
+    on the bridge so the host resolves ``~domain`` through the VM resolver;
+    elsewhere ``{"configured": false, "reason": ...}`` for ``doctor``.
 
 Path arguments (for future ops: loop/dm devices, image mounts) are checked by
 :func:`.validate.checked_path` against the ``--allow-root`` directories.

@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import banger
-from banger.helper import links, nat
+from banger.helper import links, nat, ops_dns
 from banger.helper.validate import (
     OPS,
+    BindDnsArgs,
     DeleteTapArgs,
     EnsureBridgeArgs,
     EnsureNatArgs,
     OpenTapArgs,
     Request,
+    ResolverLinkArgs,
     TeardownNetworkArgs,
 )
 
@@ -75,4 +77,9 @@ class Operations:
                     "nat_removed": removed,
                 }
             )
+        if isinstance(args, BindDnsArgs):
+            result, fds = ops_dns.bind_dns(args.cidr)
+            return Outcome(result, fds)
+        if isinstance(args, ResolverLinkArgs):
+            return Outcome(ops_dns.resolver_link(args.bridge, args.cidr, args.domain))
         raise AssertionError(f"op {op} validated but has no handler")

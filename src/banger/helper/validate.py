@@ -45,6 +45,9 @@ PRIVATE_NETWORKS = tuple(
 )
 _CIDR_SHAPE = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}/[1-9][0-9]?")
 _ID_MAX = 128
+_LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)*[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
+_DOMAIN_MAX = 253
 
 
 class RequestInvalid(InvalidArgument):
@@ -112,6 +115,18 @@ class TeardownNetworkArgs:
 
 
 @dataclass(frozen=True)
+class BindDnsArgs:
+    cidr: ipaddress.IPv4Interface
+
+
+@dataclass(frozen=True)
+class ResolverLinkArgs:
+    bridge: str
+    cidr: ipaddress.IPv4Interface
+    domain: str
+
+
+@dataclass(frozen=True)
 class Request:
     id: int | str
     op: str
@@ -147,6 +162,17 @@ def check_tap(_ctx: Context, value: object) -> str:
     name = _string(value)
     if not re.fullmatch(TAP_PATTERN, name):
         raise ValueError(f"must match {TAP_PATTERN}")
+    return name
+
+
+def check_domain(_ctx: Context, value: object) -> str:
+    """A lowercase DNS name without a trailing dot; its last label starts with a letter."""
+    name = _string(value)
+    if len(name) > _DOMAIN_MAX or not _DOMAIN.fullmatch(name):
+        raise ValueError(
+            "must be a lowercase DNS name like 'banger' or 'vms.example' "
+            f"(labels of a-z, 0-9 and '-', at most {_DOMAIN_MAX} characters)"
+        )
     return name
 
 
@@ -250,6 +276,10 @@ OPS: dict[str, OpSpec] = {
     "delete_tap": OpSpec({"name": check_tap}, DeleteTapArgs),
     "ensure_nat": OpSpec({"cidr": check_subnet, "bridge": check_bridge}, EnsureNatArgs),
     "teardown_network": OpSpec({"bridge": check_bridge}, TeardownNetworkArgs),
+    "bind_dns": OpSpec({"cidr": check_gateway}, BindDnsArgs),
+    "resolver_link": OpSpec(
+        {"bridge": check_bridge, "cidr": check_gateway, "domain": check_domain}, ResolverLinkArgs
+    ),
 }
 
 

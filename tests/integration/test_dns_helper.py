@@ -1,0 +1,145 @@
+"""bind_dns and resolver_link through the real banger-helper, inside a network namespace.
+
+The helper binds port 53 on the bridge address in the namespace; this process
+serves the resolver on the descriptors it hands back (a socket keeps the
+namespace it was made in), and a client inside the namespace queries it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from banger.errors import HelperError
+from banger.helper.client import HelperClient
+from banger.net.dns import DNSServer, Resolver, ResolverSettings
+from tests.support import Netns, netns, short_tmpdir
+
+pytestmark = [pytest.mark.root]
+
+HELPER = str(Path(sys.executable).parent / "banger-helper")
+BRIDGE, GATEWAY = "bgdns0", "172.30.9.1/24"
+
+QUERY = r"""
+import sys, dns.message, dns.query
+q = dns.message.make_query(sys.argv[2], "A")
+ask = dns.query.tcp if sys.argv[3] == "tcp" else dns.query.udp
+r = ask(q, sys.argv[1], timeout=5)
+print(dns.rcode.to_text(r.rcode()), *[rr.to_text() for rrset in r.answer for rr in rrset])
+"""
+
+
+@pytest.fixture
+def helper() -> Iterator[tuple[Netns, HelperClient]]:
+    with netns("bgd") as ns, short_tmpdir("bgd-") as tmp:
+        sock, log = tmp / "h.sock", tmp / "helper.log"
+        argv = [HELPER, "--socket", str(sock), "--owner-uid", "0", "--log", str(log)]
+        argv += ["--allow-root", str(tmp)]
+        out = subprocess.run(ns.argv(*argv), capture_output=True, text=True, check=True)
+        pid = int(out.stdout.strip())
+        try:
+            yield ns, HelperClient(sock, timeout=30)
+        finally:
+            pidfd = os.pidfd_open(pid)
+            os.kill(pid, signal.SIGTERM)
+            if not select.select([pidfd], [], [], 15)[0]:
+                os.kill(pid, signal.SIGKILL)
+            os.close(pidfd)
+
+
+async def query_from(ns: Netns, name: str, transport: str = "udp") -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *ns.argv(sys.executable, "-c", QUERY, "172.30.9.1", name, transport),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().strip()
+
+
+async def test_bind_dns_hands_over_port_53_on_the_bridge(
+    helper: tuple[Netns, HelperClient],
+) -> None:
+    ns, client = helper
+    client.call("ensure_bridge", name=BRIDGE, cidr=GATEWAY)
+    result, fds = client.call_with_fds("bind_dns", cidr=GATEWAY)
+    assert len(fds) == 2
+    assert result == {
+        "address": "172.30.9.1",
+        "port": 53,
+        "bridge": BRIDGE,
+        "fds": ["udp", "tcp"],
+    }
+    udp, tcp = socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
+    assert (udp.type, tcp.type) == (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+    assert udp.getsockname() == tcp.getsockname() == ("172.30.9.1", 53)
+    assert not os.get_inheritable(udp.fileno())
+
+    settings = ResolverSettings(
+        domain="banger", upstreams=(), allowed=(ipaddress.IPv4Network("172.30.9.0/24"),)
+    )
+    vms = {"alpha": ipaddress.IPv4Address("172.30.9.2")}
+    async with DNSServer(Resolver(settings, vms.get), udp, tcp):
+        assert await query_from(ns, "alpha.banger") == "NOERROR 172.30.9.2"
+        assert await query_from(ns, "alpha.banger", "tcp") == "NOERROR 172.30.9.2"
+        assert await query_from(ns, "nosuch.banger") == "NXDOMAIN"
+    with contextlib.suppress(OSError):
+        udp.close()
+        tcp.close()
+
+
+def test_bind_dns_refuses_addresses_off_banger_bridges(
+    helper: tuple[Netns, HelperClient],
+) -> None:
+    ns, client = helper
+    ns.run("ip", "link", "add", "otherbr", "type", "bridge")  # not banger-managed
+    ns.run("ip", "addr", "add", "172.31.5.1/24", "dev", "otherbr")
+    with pytest.raises(HelperError, match=re.escape("172.31.5.1 is not on a banger bridge")):
+        client.call("bind_dns", cidr="172.31.5.1/24")
+    with pytest.raises(HelperError, match=re.escape("no interface has the address 172.30.9.1")):
+        client.call("bind_dns", cidr=GATEWAY)
+    client.call("ensure_bridge", name=BRIDGE, cidr=GATEWAY)
+    with pytest.raises(HelperError, match=r"is on bgdns0 as 172.30.9.1/24, not 172.30.9.1/25"):
+        client.call("bind_dns", cidr="172.30.9.1/25")
+    with pytest.raises(HelperError, match="must be an IPv4 address with a prefix"):
+        client.call("bind_dns", cidr="172.30.9.1")
+
+
+def test_bind_dns_twice_is_a_conflict(helper: tuple[Netns, HelperClient]) -> None:
+    _ns, client = helper
+    client.call("ensure_bridge", name=BRIDGE, cidr=GATEWAY)
+    _result, fds = client.call_with_fds("bind_dns", cidr=GATEWAY)
+    try:
+        with pytest.raises(HelperError, match=r"cannot bind 172.30.9.1:53: Address already"):
+            client.call("bind_dns", cidr=GATEWAY)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    _result, fds = client.call_with_fds("bind_dns", cidr=GATEWAY)  # free again once closed
+    for fd in fds:
+        os.close(fd)
+
+
+@pytest.mark.skipif(Path("/run/systemd/resolve").is_dir(), reason="host runs systemd-resolved")
+def test_resolver_link_without_resolved_says_why(helper: tuple[Netns, HelperClient]) -> None:
+    _ns, client = helper
+    client.call("ensure_bridge", name=BRIDGE, cidr=GATEWAY)
+    result = client.call("resolver_link", bridge=BRIDGE, cidr=GATEWAY, domain="banger")
+    assert result == {
+        "configured": False,
+        "reason": "systemd-resolved is not running (no /run/systemd/resolve)",
+    }
