@@ -5,11 +5,17 @@
 - unknown route / wrong method → 404 / 405 in the same shape;
 - anything else → 500 with a generic message (the traceback goes to the
   daemon log, never to the client).
+
+The OpenAPI document says the same (:func:`document_error_responses`): every
+operation answers ``4XX`` with an :class:`ErrorBody`. FastAPI would otherwise
+advertise a ``422`` ``HTTPValidationError`` this daemon never sends, and every
+client generated from the document (and the schemathesis suite) would be wrong.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -81,3 +87,37 @@ def install_error_handlers(app: FastAPI, paths: Paths) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)
+    document_error_responses(app)
+
+
+_ERROR_REF = "#/components/schemas/ErrorBody"
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def document_error_responses(app: FastAPI) -> None:
+    """Make ``/openapi.json`` describe the errors the handlers above really send."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorBody"] = ErrorBody.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        error = {
+            "description": "Refused: the body names the problem (and often a hint)",
+            "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+        }
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                responses.pop("422", None)
+                responses["4XX"] = error
+        for name in _FASTAPI_VALIDATION_SCHEMAS:
+            components.pop(name, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
