@@ -96,3 +96,37 @@ def test_truncated_bundle_is_refused(short_tmp: Path, image: tuple[Paths, ImageE
     with pytest.raises(BundleCorrupt):
         import_bundle(bundle, paths=b)
     assert list(b.tmp_dir.iterdir()) == []
+
+
+def test_pull_bundle_from_a_path_and_a_loopback_url(
+    short_tmp: Path, image: tuple[Paths, ImageEntry]
+) -> None:
+    import functools
+    import http.server
+    import threading
+
+    from banger.images.oci.pull import pull_image
+
+    _, entry = image
+    served = short_tmp / "served"
+    served.mkdir()
+    bundle = export_bundle(entry, served / "x.bundle")
+    b = Paths.from_env({"BANGER_HOME": str(short_tmp / "b")})
+    assert pull_image(f"bundle:{bundle}", paths=b, name="from-path").name == "from-path"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+
+    class Quiet(http.server.ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass
+
+    with Quiet(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/x.bundle"
+            got = pull_image(f"bundle:{url}", paths=b, name="from-url")
+        finally:
+            server.shutdown()
+            thread.join()
+    assert sha(got.rootfs) == sha(entry.rootfs)
+    assert list(b.tmp_dir.iterdir()) == []

@@ -78,7 +78,7 @@ def test_copy_argv_pins_platform_and_transport() -> None:
                             skopeo.SkopeoOptions())  # fmt: skip
     assert argv == [
         "skopeo", "--override-os", "linux", "--override-arch", "amd64", "copy", "--quiet",
-        f"docker://docker.io/library/debian:bookworm@{DIGEST}", "oci:/c/oci/pulls/1:banger",
+        f"docker://docker.io/library/debian@{DIGEST}", "oci:/c/oci/pulls/1:banger",
     ]  # fmt: skip
 
 
