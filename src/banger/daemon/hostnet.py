@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 from banger.config import Config
 from banger.helper.client import HelperClient
@@ -21,6 +22,8 @@ class HostNetwork:
     def __init__(self, config: Config, helper: HelperClient) -> None:
         self.config = config
         self.helper = helper
+        #: Called after every ensure (the bridge exists then): the DNS service hooks in here.
+        self.after_ensure: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def bridge(self) -> str:
@@ -31,6 +34,8 @@ class HostNetwork:
         cidr = f"{net.gateway}/{net.subnet.prefixlen}"
         await self.helper.acall("ensure_bridge", name=net.bridge, cidr=cidr)
         await self.helper.acall("ensure_nat", cidr=str(net.subnet), bridge=net.bridge)
+        for hook in self.after_ensure:
+            await hook()
 
     async def open_tap(self, name: str) -> int:
         """A descriptor of the tap ``name`` on the bridge; the caller closes it."""

@@ -73,9 +73,15 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
 
 
 async def _serve(services: Services, sock: socket.socket, *, grace: float, debug: bool) -> bool:
+    from banger.daemon.background import Background
+
     app = create_app(services)
     if services.stack is not None:
         await services.stack.vms.reattach()
+    background = Background.start(services)
     log.info("bangerd ready")
-    state = await serve(app, sock, services.ops, grace=grace, debug=debug)
+    try:
+        state = await serve(app, sock, services.ops, grace=grace, debug=debug)
+    finally:
+        await background.close()
     return state.forced
