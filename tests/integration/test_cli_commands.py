@@ -67,7 +67,7 @@ def test_version_reports_cli_and_daemon(home: Path, daemon: Daemon) -> None:
 def test_vm_list_human_is_a_table(home: Path) -> None:
     result = run_cli(home, "vm", "list")
     assert result.returncode == 0
-    assert result.stdout.split() == ["ID", "NAME", "STATE", "IMAGE", "IP", "CREATED"]
+    assert result.stdout.split() == ["NAME", "STATE", "IP", "IMAGE", "CPUS", "MEMORY", "AGE"]
 
 
 def test_selftest_then_follow_streams_stages_in_order(home: Path) -> None:

@@ -146,3 +146,13 @@ def test_provision_checks_inputs(seed: Path, tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument):
             disk_path(bad)
     assert disk_path(".config/gh/") == "/.config/gh"
+
+
+def test_work_disk_from_a_read_only_seed_is_writable_by_its_owner(
+    seed: Path, tmp_path: Path
+) -> None:
+    # Published seeds are 0444; the owner (not root) must still grow and boot the copy.
+    seed.chmod(0o444)
+    disk = create_work_disk(seed, tmp_path / "work.ext4", 64 * MIB)
+    assert disk.stat().st_mode & 0o777 == 0o600
+    assert seed.stat().st_mode & 0o777 == 0o444

@@ -92,6 +92,9 @@ def create_work_disk(seed: Path, dest: Path, size_bytes: int) -> Path:
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
         sparse_copy(seed, tmp)
+        # Published seeds are read-only (0444) and the copy keeps that mode,
+        # which e2fsck/resize2fs (and the VMM) cannot open for writing.
+        tmp.chmod(0o600)
         grow_work_disk(tmp, size_bytes)
         tmp.rename(dest)
     except BaseException:

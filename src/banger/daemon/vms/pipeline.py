@@ -34,7 +34,6 @@ from banger.disk.workdisk import (
     HostKey,
     Provisioning,
     create_work_disk,
-    grow_work_disk,
     provision_work_disk,
 )
 from banger.errors import BangerError
@@ -129,14 +128,8 @@ class Pipeline:
 
     @staticmethod
     def _new_work_disk(seed: Path, disk: Path, size: int) -> None:
-        """Copy the seed at its own size, make the copy writable, then grow it.
-
-        Published seeds are read-only (0444) and ``cp`` keeps that mode, which
-        the grow's e2fsck cannot open; so the grow happens after a chmod.
-        """
-        create_work_disk(seed, disk, seed.stat().st_size)
-        disk.chmod(0o600)
-        grow_work_disk(disk, max(size, disk.stat().st_size))
+        """A writable copy of the seed, grown to ``size`` (never below the seed's own)."""
+        create_work_disk(seed, disk, max(size, seed.stat().st_size))
 
     def file_sync_items(self, vm: VMRecord) -> tuple[tuple[DirItem, ...], tuple[FileSyncItem, ...]]:
         """Hook for ``[[file_sync]]`` (issue 6): host files copied onto the work disk.
