@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from banger.doctor import CheckResult, failed, run_checks
-from banger.paths import Paths
-
 if TYPE_CHECKING:
     # rich is imported only when a table is drawn: `banger --help` stays fast.
     from rich.console import Console
+
+    from banger.doctor import CheckResult
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -55,6 +54,11 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     Exits with status 1 when a check failed; warnings (a fallback will be used,
     or an optional feature is unavailable) do not fail.
     """
+    # the checks (hostinfo, proc, asyncio: ~45 ms) load only when doctor runs, not
+    # on every banger start: system_cmd imports this module for root_flag
+    from banger.doctor import failed, run_checks
+    from banger.paths import Paths
+
     results = run_checks(Paths.from_env())
     if as_json or root_flag(ctx, "json"):
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
