@@ -294,6 +294,15 @@ class BangerClient:
         body = DefaultRequest(name=name).model_dump()
         return KernelInfo.model_validate(self._request("PUT", "/v1/kernels/default", json=body))
 
+    def vm_stats(self, ref: str, *, guest: bool = True) -> dict[str, Any]:
+        """Host and guest statistics of a VM (JSON as sent by the daemon)."""
+        params = {"guest": "true" if guest else "false"}
+        data = self._request("GET", f"/v1/vms/{_segment(ref)}/stats", params=params)
+        return dict(data)
+
+    def set_vm(self, ref: str, body: dict[str, Any]) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/set", body)
+
     # -- plumbing ------------------------------------------------------------------
     def _op(self, method: str, path: str, body: dict[str, Any] | None = None) -> Operation:
         return Operation.model_validate(self._request(method, path, json=body))

@@ -327,3 +327,115 @@ def _remove_quietly(state: CliState, name: str) -> None:
     except BangerError as exc:
         if "no VM" not in exc.message:
             click.echo(f"warning: could not remove VM {name}: {exc.message}", err=True)
+
+
+# -- vm set / vm stats (issue 8) ---------------------------------------------------
+
+
+@vm.command(name="set")
+@click.argument("name")
+@click.option("--cpus", type=int, help="Virtual CPUs from the next start (at most the host's).")
+@click.option("--memory", help="Memory from the next start: MiB or a size like 2G.")
+@click.option("--disk", help="Grow the work disk to this size (VM stopped; never shrinks).")
+@click.option("--restart", is_flag=True, help="Restart a running VM so the change applies now.")
+@json_option
+def set_cmd(
+    name: str, cpus: int | None, memory: str | None, disk: str | None, restart: bool
+) -> None:
+    """Change a VM's CPUs, memory or work-disk size."""
+    state = get_state()
+    body = {"vcpus": cpus, "memory_mib": _memory(memory), "work_disk_size": _disk_size(disk)}
+    final = _follow(state, state.call(lambda c: c.set_vm(name, body)))
+    detail = state.call(lambda c: c.show_vm(name))
+    if restart and detail.state == "running":
+        final = _follow(state, state.call(lambda c: c.restart_vm(name)))
+        detail = state.call(lambda c: c.show_vm(name))
+    if state.json:
+        print_json(
+            {"operation": final.model_dump(mode="json"), "vm": detail.model_dump(mode="json")}
+        )
+        return
+    click.echo(
+        f"{name}: {detail.vcpus} CPUs, {detail.memory_mib} MiB, "
+        f"work disk {detail.work_disk_size // MIB} MiB ({detail.state})"
+    )
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for unit, step in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= step:
+            return f"{value / step:.1f} {unit}"
+    return f"{value} B"
+
+
+def _stats_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    host, guest = data.get("host") or {}, data.get("guest")
+    rows = [("vm", f"{data['vm']} ({data['state']})")]
+    proc = host.get("process")
+    if proc:
+        rows += [
+            ("vmm cpu", f"{proc['cpu_percent']:.1f} %"),
+            ("vmm rss", _size(proc["rss_bytes"])),
+            ("uptime", f"{int(proc['uptime_seconds'])} s"),
+        ]
+    for role, disk in sorted((host.get("disks") or {}).items()):
+        used, size = _size(disk["allocated_bytes"]), _size(disk["virtual_bytes"])
+        rows.append((f"{role} disk", f"{used} allocated of {size} ({disk['format']})"))
+    net = host.get("net")
+    if net:
+        rows.append(("net rx", f"{_size(net['rx_bytes'])}, {net['rx_packets']} packets"))
+        rows.append(("net tx", f"{_size(net['tx_bytes'])}, {net['tx_packets']} packets"))
+    if guest:
+        if guest.get("load"):
+            rows.append(("guest load", " ".join(f"{x:.2f}" for x in guest["load"])))
+        total, avail = guest.get("mem_total_bytes"), guest.get("mem_available_bytes")
+        if isinstance(total, int) and isinstance(avail, int):
+            rows.append(("guest memory", f"{_size(total - avail)} used, {_size(avail)} available"))
+        for disk in guest.get("disks") or []:
+            rows.append(
+                (
+                    f"guest df {disk['path']}",
+                    f"{_size(disk['used_bytes'])} used of {_size(disk['total_bytes'])}",
+                )
+            )
+    elif data.get("guest_error"):
+        rows.append(("guest", str(data["guest_error"])))
+    return rows
+
+
+@vm.command(name="stats")
+@click.argument("name")
+@click.option("--watch", "-w", is_flag=True, help="Refresh in place every 2 seconds.")
+@click.option("--no-guest", is_flag=True, help="Host side only (no SSH into the guest).")
+@json_option
+def stats(name: str, watch: bool, no_guest: bool) -> None:
+    """VMM CPU/memory, disk and network use, and the guest's load, memory and disks."""
+    state = get_state()
+
+    def fetch() -> dict[str, Any]:
+        return state.call(lambda c: c.vm_stats(name, guest=not no_guest))
+
+    if state.json and not watch:
+        print_json(fetch())
+        return
+    if not watch:
+        print_fields(_stats_rows(fetch()))
+        return
+    from rich.live import Live
+    from rich.table import Table
+
+    def table() -> Table:
+        t = Table(show_header=False, box=None)
+        for key, value in _stats_rows(fetch()):
+            t.add_row(key, value)
+        return t
+
+    try:
+        with Live(table(), auto_refresh=False) as live:
+            while True:
+                time.sleep(2)
+                live.update(table(), refresh=True)
+    except KeyboardInterrupt:
+        pass

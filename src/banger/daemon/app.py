@@ -22,9 +22,11 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(meta_router(services))
     app.include_router(ops_router(services))
     if services.stack is not None:
+        from banger.daemon.routes_stats import stats_router
         from banger.daemon.routes_vms import image_router, kernel_router, vm_router
 
         app.include_router(vm_router(services.stack))
+        app.include_router(stats_router(services.stack))
         app.include_router(image_router(services.stack))
         app.include_router(kernel_router(services.stack))
     else:

@@ -1,0 +1,96 @@
+"""``GET /v1/vms/{ref}/stats`` and ``POST /v1/vms/{ref}/set``.
+
+Stats combine the host view (:mod:`banger.stats`: VMM process, disk files,
+tap counters) with the guest's own (:mod:`banger.guest.stats`, one SSH
+command). A guest that does not answer still gets its host stats, with the
+reason in ``guest_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from banger.api_models import Operation, Request
+from banger.daemon.vm_set import VMSettingsChange, set_vm
+from banger.daemon.vms.stack import VMStack
+from banger.errors import BangerError
+from banger.guest.stats import GuestStats, guest_stats
+from banger.stats import HostStats, ProcessSampler, host_stats
+from banger.store import VMState
+
+GUEST_STATS_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class VMStats:
+    vm: str
+    state: str
+    vcpus: int
+    memory_mib: int
+    work_disk_size: int
+    host: HostStats
+    guest: GuestStats | None
+    guest_error: str | None
+
+
+class VMSetRequest(Request):
+    vcpus: int | None = Field(default=None, description="CPUs from the next start.")
+    memory_mib: int | None = Field(default=None, description="Memory (MiB) from the next start.")
+    work_disk_size: int | None = Field(
+        default=None, description="Grow the work disk to this many bytes (VM stopped)."
+    )
+
+
+def stats_router(stack: VMStack) -> APIRouter:
+    router = APIRouter(prefix="/v1/vms", tags=["vms"])
+    vms = stack.vms
+    sampler = ProcessSampler()
+
+    @router.get("/{ref}/stats")
+    async def stats(ref: str, guest: bool = True) -> VMStats:
+        """Host-side (and, when running, guest-side) statistics of one VM."""
+        vm = await asyncio.to_thread(vms.store.resolve_vm, ref)
+        alive = vms.alive(vm)
+        disks = {
+            "root": vms.pipeline.root_disk_of(vm).path,
+            "work": vms.paths.vm_work_disk(vm.id),
+        }
+        host = await asyncio.to_thread(
+            host_stats,
+            sampler,
+            pid=vm.pid if alive else None,
+            start_time=vm.pid_start_time if alive else None,
+            disks=disks,
+            tap=vm.tap if alive else None,
+        )
+        inside: GuestStats | None = None
+        error: str | None = None
+        if guest and alive and vm.state == VMState.RUNNING and vm.ip is not None:
+            try:
+                inside = await guest_stats(vms.pipeline.ssh_target(vm), timeout=GUEST_STATS_TIMEOUT)
+            except BangerError as exc:
+                error = exc.message
+        elif guest:
+            error = f"VM is {vm.state.value}"
+        return VMStats(
+            vm=vm.name,
+            state=vm.state.value,
+            vcpus=vm.vcpus,
+            memory_mib=vm.memory_mib,
+            work_disk_size=vm.work_disk_size,
+            host=host,
+            guest=inside,
+            guest_error=error,
+        )
+
+    @router.post("/{ref}/set", status_code=202)
+    async def set_settings(ref: str, request: VMSetRequest) -> Operation:
+        """Change CPUs/memory (next start) and grow the work disk (stopped VMs only)."""
+        change = VMSettingsChange(request.vcpus, request.memory_mib, request.work_disk_size)
+        return await set_vm(vms, ref, change)
+
+    return router
