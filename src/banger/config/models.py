@@ -113,14 +113,14 @@ class DaemonSettings(Section):
 class ImageSettings(Section):
     debian_mirror: Url | None = Field(
         default=None,
-        description="Debian mirror for distro image builds; unset uses the tool's default.",
+        description="Debian mirror for distro image builds; unset uses the host's own apt sources.",
     )
 
 
 class KernelSettings(Section):
     debian_mirror: Url | None = Field(
         default=None,
-        description="Debian mirror for kernel package downloads; unset uses the default.",
+        description="Debian mirror for kernel downloads; unset fetches through the host's apt-get.",
     )
 
 
