@@ -57,6 +57,15 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Table:
+    """A free-form breakdown (import times, pipeline stages) shown under the results."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
 class BenchResult:
     name: str
     title: str
@@ -64,6 +73,7 @@ class BenchResult:
     ratios: tuple[Ratio, ...] = ()
     targets: tuple[Target, ...] = ()
     notes: tuple[str, ...] = ()
+    tables: tuple[Table, ...] = ()
     #: set when the benchmark could not run here at all: the reason
     skipped: str | None = None
     seconds: float = 0.0

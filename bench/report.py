@@ -68,6 +68,8 @@ def render_section(result: BenchResult) -> list[str]:
     if result.targets:
         rows = [_target_row(t) for t in result.targets]
         lines += [*_table(["target", "measured", "goal", ""], rows), ""]
+    for table in result.tables:
+        lines += [f"{table.title}:", "", *_table(table.header, table.rows), ""]
     for t in result.missed:
         why = t.explanation or "no explanation recorded (a bug in the benchmark)"
         lines += [f"- Missed *{t.description}*: {why}"]
