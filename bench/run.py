@@ -39,6 +39,14 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
+#: titles of benchmarks whose module is not written yet (so the report still lists them)
+PENDING_TITLES = {
+    "orchestration": "1. Orchestration overhead (vm run --rm -- true vs hand-written boot)",
+    "concurrency": "5. Concurrency (1/4/8 simultaneous vm create and vm run)",
+    "images": "7. Image pipeline (OCI pull vs skopeo + tar + mkfs.ext4 -d; distro build)",
+}
+
+
 def select(names: Sequence[str]) -> list[str]:
     """The benchmarks to run, in run order; all of them when ``names`` is empty."""
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -47,12 +55,20 @@ def select(names: Sequence[str]) -> list[str]:
     return [n for n in BENCHMARKS if not names or n in names]
 
 
-def _module(name: str) -> ModuleType:
-    return importlib.import_module(BENCHMARKS[name])
+def _module(name: str) -> ModuleType | None:
+    """The benchmark's module; None while it is not written yet."""
+    try:
+        return importlib.import_module(BENCHMARKS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name != BENCHMARKS[name]:
+            raise
+        return None
 
 
 def run_one(name: str, *, quick: bool, scratch_root: Path) -> BenchResult:
     module = _module(name)
+    if module is None:
+        return BenchResult.skip(name, PENDING_TITLES.get(name, name), "not written yet")
     title: str = getattr(module, "TITLE", name)
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=scratch_root))
     start = time.perf_counter()
@@ -81,7 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for name in BENCHMARKS:
-            print(f"{name:14} {getattr(_module(name), 'TITLE', '')}")
+            title = getattr(
+                _module(name), "TITLE", f"{PENDING_TITLES.get(name, name)} (not written yet)"
+            )
+            print(f"{name:14} {title}")
         return 0
     names = select(args.names)
     machine = this_machine()

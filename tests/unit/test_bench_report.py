@@ -11,7 +11,7 @@ import pytest
 from bench.machine import Machine, cpu_model_from
 from bench.model import BenchResult, Measurement, Ratio, Target
 from bench.report import format_value, render_json, render_markdown, write_results
-from bench.run import select
+from bench.run import BENCHMARKS, run_one, select
 
 MACHINE = Machine(
     cpu_model="Test CPU @ 2.0GHz",
@@ -118,3 +118,12 @@ def test_select_keeps_run_order_and_refuses_unknown_names() -> None:
 def test_measurement_needs_samples() -> None:
     with pytest.raises(ValueError, match="no samples"):
         Measurement.of("empty", [])
+
+
+def test_a_benchmark_not_written_yet_is_reported_not_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(BENCHMARKS, "ghost", "bench.no_such_benchmark_module")
+    result = run_one("ghost", quick=True, scratch_root=tmp_path)
+    assert result.skipped == "not written yet"
+    assert list(tmp_path.iterdir()) == []  # no scratch directory left behind
