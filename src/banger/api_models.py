@@ -108,6 +108,14 @@ class SelftestRequest(Request):
 # -- kernels, images, VMs (issue 3) ---------------------------------------------------
 
 
+class KernelCapability(Response):
+    """Whether one VMM can boot a kernel entry, and why (not)."""
+
+    vmm: str
+    ok: bool
+    reason: str
+
+
 class KernelInfo(Response):
     id: str
     name: str
@@ -119,6 +127,12 @@ class KernelInfo(Response):
     default: bool = False
     created_at: datetime | None = None
     used_by: list[str] = Field(default_factory=list)
+    vmlinux: str | None = Field(
+        default=None, description="The ELF kernel Firecracker boots (extracted from a bzImage)."
+    )
+    capabilities: list[KernelCapability] = Field(
+        default_factory=list, description="Per VMM: can it boot this kernel, and why (not)."
+    )
 
 
 class KernelImportRequest(Request):

@@ -33,8 +33,10 @@ def _print_kernel(state: CliState, info: KernelInfo) -> None:
             ("version", info.version),
             ("kernel", info.kernel),
             ("initrd", info.initrd),
+            ("vmlinux", info.vmlinux),
             ("path", info.path),
             ("used by", ", ".join(info.used_by) or None),
+            *[(f"{c.vmm}", ("yes: " if c.ok else "no: ") + c.reason) for c in info.capabilities],
         ]
     )
 

@@ -18,7 +18,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from banger.api_models import KernelImportRequest, KernelInfo
+from banger.api_models import KernelCapability, KernelImportRequest, KernelInfo
 from banger.config import Config
 from banger.daemon.ops import OpHandle
 from banger.daemon.progress import ThreadProgress
@@ -31,6 +31,20 @@ from banger.store import KernelRecord, Store
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY = "default"
+
+
+def kernel_capability_list(entry: KernelEntry) -> list[KernelCapability]:
+    """Which VMMs can boot ``entry``; a failed vmlinux extraction says why Firecracker cannot."""
+    from banger.kernels.vmlinux import kernel_capabilities
+
+    found = kernel_capabilities(entry.path)
+    out = []
+    for vmm, (ok, reason) in sorted(found.items()):
+        error = entry.meta.get("vmlinux_error")
+        if vmm == "firecracker" and not ok and isinstance(error, str):
+            reason = f"{reason} (extraction failed: {error})"
+        out.append(KernelCapability(vmm=vmm, ok=ok, reason=reason))
+    return out
 
 
 def _absolute(field: str, value: str | None) -> Path | None:
@@ -55,10 +69,14 @@ class KernelService:
     def entry(self, record: KernelRecord) -> KernelEntry:
         return read_kernel(self.paths.kernel_dir(record.id))
 
-    def info(self, record: KernelRecord) -> KernelInfo:
+    def info(self, record: KernelRecord, *, capabilities: bool = False) -> KernelInfo:
+        """``capabilities`` reads the ELF kernel (tens of MB): ``show`` asks, ``list`` does not."""
         entry = self.entry(record)
         users = [vm.name for vm in self.store.list_vms() if vm.kernel_id == record.id]
+        vmlinux = entry.vmlinux_path
         return KernelInfo(
+            vmlinux=vmlinux.name if vmlinux is not None else None,
+            capabilities=kernel_capability_list(entry) if capabilities else [],
             id=record.id,
             name=record.name,
             source=record.source,
@@ -109,7 +127,7 @@ class KernelService:
         return await asyncio.to_thread(work)
 
     async def show(self, ref: str) -> KernelInfo:
-        return await asyncio.to_thread(lambda: self.info(self.get(ref)))
+        return await asyncio.to_thread(lambda: self.info(self.get(ref), capabilities=True))
 
     # -- resolving for a VM ------------------------------------------------------------
     def resolve_now(self, ref: str | None) -> KernelRecord | None:

@@ -28,6 +28,8 @@ from banger.kernels.binfmt import is_bzimage, is_elf
 
 META_NAME = "kernel.json"
 INITRD_NAME = "initrd.img"
+#: The uncompressed ELF kernel Firecracker boots, extracted from a bzImage at publication.
+VMLINUX_NAME = "vmlinux"
 MODULES_NAME = "modules"
 META_SCHEMA = 1
 #: kernel.json keys banger owns; caller metadata may not override them.
@@ -69,6 +71,13 @@ class KernelEntry:
     @property
     def kernel_path(self) -> Path:
         return self.path / self.kernel
+
+    @property
+    def vmlinux_path(self) -> Path | None:
+        """The ELF kernel (the image itself, or the one extracted from it), if the entry has one."""
+        if self.kernel == VMLINUX_NAME:
+            return self.kernel_path
+        return self.path / VMLINUX_NAME if VMLINUX_NAME in self.sha256 else None
 
     @property
     def initrd_path(self) -> Path | None:
@@ -178,6 +187,31 @@ def _copy(src: Path, dst: Path) -> None:
     _fsync(dst)
 
 
+def _add_vmlinux(staging: Path, kernel_name: str, hashes: dict[str, str]) -> dict[str, Any]:
+    """Extract ``vmlinux`` from the bzImage for Firecracker; metadata saying how, or why not.
+
+    A bzImage banger cannot unpack still serves QEMU, so a failure is recorded
+    (``vmlinux_error``, shown by ``kernel show``) rather than refusing the kernel.
+    """
+    from banger.kernels.vmlinux import VmlinuxError, extract_vmlinux
+
+    target = staging / VMLINUX_NAME
+    try:
+        info = extract_vmlinux(staging / kernel_name, target)
+    except VmlinuxError as exc:
+        return {"vmlinux_error": exc.message}
+    target.chmod(0o444)
+    hashes[VMLINUX_NAME] = sha256_file(target)
+    return {
+        "vmlinux": {
+            "compression": info.compression,
+            "entry": f"{info.entry:#x}",
+            "pvh": info.pvh,
+            "size": info.size,
+        }
+    }
+
+
 def publish_kernel(
     kernels_dir: Path,
     tmp_dir: Path,
@@ -215,6 +249,8 @@ def publish_kernel(
     try:
         _copy(vmlinuz, staging / kernel_name)
         hashes = {kernel_name: sha256_file(staging / kernel_name)}
+        if kernel_name != VMLINUX_NAME:
+            extra.update(_add_vmlinux(staging, kernel_name, hashes))
         if initrd is not None:
             _copy(initrd, staging / INITRD_NAME)
             hashes[INITRD_NAME] = sha256_file(staging / INITRD_NAME)
