@@ -25,9 +25,42 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None] | None = None
 
 
+def _allow_paused_state(conn: sqlite3.Connection) -> None:
+    """v3: add ``'paused'`` to the ``vms.state`` CHECK (``banger vm pause``).
+
+    SQLite cannot alter a CHECK, and rebuilding ``vms`` would cascade-delete its
+    children (``ip_leases``, ``sessions``: ``foreign_keys`` cannot be turned off
+    inside the migration's transaction). Widening a CHECK changes nothing on
+    disk, so this uses SQLite's documented procedure for removing constraints
+    ("Making Other Kinds Of Table Schema Changes", lang_altertable.html §7):
+    rewrite the table's definition in ``sqlite_schema`` and bump
+    ``schema_version``, in the same transaction as the version bump.
+    """
+    (create,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'vms'"
+    ).fetchone()
+    old = "'deleting')"
+    if create.count(old) != 1:
+        raise ValueError("vms.state CHECK is not the one schema v1 created")
+    (version,) = conn.execute("PRAGMA schema_version").fetchone()
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute(
+            "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'vms'",
+            (create.replace(old, "'deleting', 'paused')"),),
+        )
+        conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+    problems = [tuple(row) for row in conn.execute("PRAGMA quick_check")]
+    if problems != [("ok",)]:
+        raise ValueError(f"integrity check after widening vms.state: {problems}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", schema.V1),
     Migration(2, "vm labels, operations index", schema.V2),
+    Migration(3, "vm state 'paused'", apply=_allow_paused_state),
 )
 
 

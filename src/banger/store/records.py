@@ -17,6 +17,8 @@ class VMState(StrEnum):
     STOPPING = "stopping"
     FAILED = "failed"
     DELETING = "deleting"
+    #: vCPUs stopped by ``banger vm pause`` (schema v3); the VMM process lives on.
+    PAUSED = "paused"
 
 
 class OpState(StrEnum):
