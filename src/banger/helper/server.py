@@ -23,6 +23,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 32
 SHUTDOWN_GRACE = 10.0
 _LOG_HINT = "see the helper log for details"
+#: Seconds (and bytes, below) a refused peer's already-sent request is read and dropped.
+REFUSAL_DRAIN = 1.0
+_DRAIN_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,29 @@ def error_reply(request_id: object, exc: BaseException) -> dict[str, Any]:
     else:
         message, hint = f"{type(exc).__name__}: {exc}", _LOG_HINT
     return {"id": request_id, "ok": False, "error": " ".join(message.split()), "hint": hint}
+
+
+def _discard_input(conn: socket.socket, timeout: float) -> None:
+    """Read and drop what a refused peer already sent, then let it see EOF.
+
+    Closing a Unix socket with unread input resets the connection: the peer's
+    next read fails with ECONNRESET before it reaches the refusal line we just
+    sent, so a client that sends its request straight after connecting (every
+    real one) would see "connection reset" instead of "permission denied".
+    Bounded in time and bytes: a refused peer cannot hold the thread.
+    """
+    conn.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + timeout
+    total = 0
+    while total < _DRAIN_LIMIT:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        conn.settimeout(remaining)
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        total += len(chunk)
 
 
 def _in_main_thread() -> bool:
@@ -190,9 +217,11 @@ class HelperServer:
             self._conns[conn] = thread
         thread.start()
 
-    def _refuse(self, conn: socket.socket, exc: BangerError) -> None:
+    def _refuse(self, conn: socket.socket, exc: BangerError, *, drain: float = 0.0) -> None:
         with contextlib.suppress(OSError):
             send_line(conn, error_reply(None, exc))
+            if drain:
+                _discard_input(conn, drain)
         conn.close()
 
     def _serve_conn(self, conn: socket.socket) -> None:
@@ -208,6 +237,7 @@ class HelperServer:
                         f"permission denied: uid {peer.uid} is not this helper's owner",
                         hint="banger-helper serves only the user it was installed for",
                     ),
+                    drain=REFUSAL_DRAIN,
                 )
                 return
             log.debug("connection from %s", peer)
