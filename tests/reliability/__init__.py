@@ -1,0 +1,1 @@
+"""The reliability and security suite: hostile input, peer credentials, crash recovery."""
