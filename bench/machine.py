@@ -19,6 +19,8 @@ class Machine:
     accelerator: hostinfo.Accelerator
     accelerator_reason: str
     python: str
+    #: 1-minute load average when the run started: other work inflates absolute times
+    load_average: float = 0.0
 
 
 def cpu_model_from(cpuinfo: str) -> str:
@@ -44,4 +46,5 @@ def this_machine() -> Machine:
         accelerator=hostinfo.choose_accelerator(kvm),
         accelerator_reason=kvm.reason,
         python=platform.python_version(),
+        load_average=os.getloadavg()[0],
     )

@@ -70,9 +70,12 @@ def render_section(result: BenchResult) -> list[str]:
         lines += [*_table(["target", "measured", "goal", ""], rows), ""]
     for table in result.tables:
         lines += [f"{table.title}:", "", *_table(table.header, table.rows), ""]
+    # one line per explanation: several targets often miss for the same reason
+    reasons: dict[str, list[str]] = {}
     for t in result.missed:
         why = t.explanation or "no explanation recorded (a bug in the benchmark)"
-        lines += [f"- Missed *{t.description}*: {why}"]
+        reasons.setdefault(why, []).append(f"*{t.description}*")
+    lines += [f"- Missed {', '.join(names)}: {why}" for why, names in reasons.items()]
     lines += [f"- {note}" for note in result.notes]
     if result.missed or result.notes:
         lines.append("")
@@ -90,7 +93,9 @@ def render_markdown(results: Sequence[BenchResult], machine: Machine, when: date
         "",
         f"- When: {when.strftime('%Y-%m-%d %H:%M UTC')}",
         f"- CPU: {machine.cpu_model}, {machine.cores} cores; memory {memory}",
-        f"- Kernel {machine.kernel}, Python {machine.python}",
+        f"- Kernel {machine.kernel}, Python {machine.python}; "
+        f"load average {machine.load_average:.2f} at the start (other work on the machine "
+        "inflates absolute times, not the ratios)",
         f"- Accelerator: **{machine.accelerator.upper()}** ({machine.accelerator_reason})",
         "",
     ]

@@ -21,6 +21,7 @@ MACHINE = Machine(
     accelerator="tcg",
     accelerator_reason="no KVM",
     python="3.11.2",
+    load_average=1.5,
 )
 WHEN = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
 
@@ -74,6 +75,21 @@ def test_markdown_has_machine_tables_and_explains_misses() -> None:
     assert "| ratio ≥ 300× | 227.00× | >= 300.00× | **missed** |" in md
     assert "- Missed *ratio ≥ 300×*: disk-bound here" in md
     assert "- a note" in md
+    assert "load average 1.50" in md
+
+
+def test_targets_missed_for_one_reason_share_a_line() -> None:
+    same = BenchResult(
+        "x",
+        "X",
+        targets=(
+            Target("a", 2.0, 1.0, "<=", explanation="slow disk"),
+            Target("b", 3.0, 1.0, "<=", explanation="slow disk"),
+        ),
+    )
+    md = render_markdown([same], MACHINE, WHEN)
+    assert "- Missed *a*, *b*: slow disk" in md
+    assert md.count("slow disk") == 1
 
 
 def test_markdown_shows_a_skipped_benchmark_with_its_reason() -> None:
