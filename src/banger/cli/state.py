@@ -25,6 +25,7 @@ class CliState:
     json: bool = False
     debug: bool = False
     _client: BangerClient | None = field(default=None, repr=False)
+    _helper_checked: bool = field(default=False, repr=False)
 
     @property
     def paths(self) -> Paths:
@@ -44,12 +45,24 @@ class CliState:
         from banger.cli.autostart import ensure_daemon
         from banger.client import DaemonNotReachable
 
+        self._ensure_helper_once()
         client = self.client()
         try:
             return fn(client)
         except DaemonNotReachable as exc:
             ensure_daemon(self.paths, exc)
         return fn(client)
+
+    def _ensure_helper_once(self) -> None:
+        """Before the first call of a command that needs the root helper, start it if absent."""
+        if self._helper_checked:
+            return
+        self._helper_checked = True
+        from banger.cli.helper_start import ensure_helper, needs_helper
+
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and needs_helper(ctx.command_path.split()[1:]):
+            ensure_helper(self.paths)
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,0 +1,154 @@
+"""The real CLI starting banger-helper (and bangerd) on first use, with nothing installed.
+
+Each test runs the console script inside a network namespace it creates (the
+helper is root and could be asked for a bridge: it must not land in the host
+namespace), with a throwaway ``BANGER_HOME``, and stops every process it
+caused. ``vm start`` of a VM that does not exist is the probe: it is one of
+the commands that need the helper, and it creates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+
+from banger.cli.helper_start import helper_argv, needs_helper
+from banger.paths import Paths
+from tests.integration.bangerd_harness import BANGER, home_env, home_paths, wait_pid_exit
+from tests.support import Netns, User, needs_root, netns, short_tmpdir, throwaway_user
+
+
+def peer_pid(path: Path) -> int:
+    """The pid of the process listening on ``path`` (SO_PEERCRED of a connection)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, _uid, _gid = struct.unpack("3i", creds)
+    return int(pid)
+
+
+def stop(pid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    assert wait_pid_exit(pid), f"pid {pid} did not stop"
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    with netns("bha") as n:
+        yield n
+
+
+def test_only_booting_and_building_commands_need_the_helper() -> None:
+    for path in (["vm", "run", "--rm"], ["vm", "create"], ["vm", "start", "x"], ["image", "build"]):
+        assert needs_helper(path), path
+    for path in (["vm", "list"], ["vm", "show", "x"], ["image", "list"], ["doctor"], []):
+        assert not needs_helper(path), path
+
+
+def test_helper_argv_serves_this_owner_inside_its_state_dir() -> None:
+    paths = Paths.from_env({"BANGER_HOME": "/tmp/bh"})
+    argv = helper_argv(paths, 1234, ["banger-helper"])
+    assert argv == [
+        "banger-helper",
+        "--socket", "/tmp/bh/run/helper.sock",
+        "--owner-uid", "1234",
+        "--allow-root", "/tmp/bh/state",
+        "--log", "/tmp/bh/state/helper.log",
+    ]  # fmt: skip
+
+
+@pytest.mark.root
+@needs_root
+def test_first_vm_command_as_root_starts_helper_and_daemon(ns: Netns) -> None:
+    with short_tmpdir() as home:
+        paths = home_paths(home)
+        # A stale socket from a helper that died: replaced, not mistaken for a live one.
+        paths.runtime_dir.mkdir(parents=True, mode=0o700)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+            stale.bind(str(paths.helper_socket))
+        env = home_env(home, BANGER_NO_AUTOSTART="0", BANGER_ALLOW_ROOT="1")
+        started: list[int] = []
+        try:
+            result = subprocess.run(
+                ns.argv(str(BANGER), "vm", "start", "nosuch"),
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            with suppress(OSError):
+                started.append(peer_pid(paths.helper_socket))
+            with suppress(OSError, ValueError):
+                started.append(int((paths.runtime_dir / "bangerd.pid").read_text()))
+            assert result.returncode == 3, result.stderr  # NotFound, from the daemon
+            assert "no VM" in result.stderr or "nosuch" in result.stderr, result.stderr
+            assert "started banger-helper as root (pid " in result.stderr
+            assert len(started) == 2, started
+
+            doctor = subprocess.run(
+                ns.argv(str(BANGER), "doctor", "--json"),
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            checks = {c["name"]: c for c in json.loads(doctor.stdout)}
+            assert checks["helper"]["status"] == "pass", checks["helper"]
+            assert checks["daemon"]["status"] == "pass", checks["daemon"]
+            assert "helper ready" in paths.helper_log.read_text()
+
+            # The next command finds both running and starts nothing.
+            again = subprocess.run(
+                ns.argv(str(BANGER), "vm", "start", "nosuch"),
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert again.returncode == 3
+            assert "started banger-helper" not in again.stderr
+            assert peer_pid(paths.helper_socket) == started[0]
+        finally:
+            for pid in started:
+                stop(pid)
+
+
+@pytest.fixture
+def owner() -> Iterator[User]:
+    with throwaway_user("bha") as user:
+        yield user
+
+
+@pytest.mark.root
+@needs_root
+def test_without_root_or_sudo_the_error_names_the_command(ns: Netns, owner: User) -> None:
+    with short_tmpdir() as home:
+        os.chown(home, owner.uid, owner.gid)
+        env = home_env(home, BANGER_NO_AUTOSTART="0", HOME=str(owner.home))
+        argv = ns.argv(
+            "setpriv", f"--reuid={owner.uid}", f"--regid={owner.gid}", "--init-groups",
+            str(BANGER), "vm", "run", "--rm", "--", "true",
+        )  # fmt: skip
+        result = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        paths = home_paths(home)
+        try:
+            lines = result.stderr.splitlines()
+            assert result.returncode == 6, result.stderr  # HelperError
+            assert lines[0] == (
+                f"error: the root helper is not running (no answer on {paths.helper_socket}) "
+                "and sudo needs a password"
+            ), result.stderr
+            expected = " ".join(helper_argv(paths, owner.uid)[1:])
+            assert lines[1].startswith("hint: start it yourself: sudo "), lines[1]
+            assert expected in lines[1]
+            assert "sudo banger system install" in lines[1]
+            assert len(lines) == 2
+            # It stopped before anything else: no daemon was started either.
+            assert not paths.daemon_socket.exists()
+        finally:
+            pidfile = paths.runtime_dir / "bangerd.pid"
+            if pidfile.exists():
+                stop(int(pidfile.read_text()))
