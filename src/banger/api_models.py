@@ -161,6 +161,30 @@ class ImageInfo(Response):
     default: bool = False
     created_at: datetime | None = None
     used_by: list[str] = Field(default_factory=list)
+    digest: str | None = Field(default=None, description="OCI manifest digest, for pulls.")
+    rootfs_size: int = Field(default=0, description="Apparent size of rootfs.ext4 (bytes).")
+    work_seed_size: int = 0
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="OCI image config: Env, WorkingDir, User."
+    )
+
+
+class ImagePullRequest(Request):
+    ref: str = Field(
+        description="An OCI reference (debian:bookworm, localhost:5000/x:y, oci-archive:/p.tar)"
+        " or bundle:/abs/path | bundle:https://…"
+    )
+    name: str | None = None
+
+
+class ImageExportRequest(Request):
+    output: str = Field(description="Absolute path of the bundle file to write.")
+
+
+class ImagePromoteRequest(Request):
+    vm: str
+    name: str
+    with_work_disk: bool = False
 
 
 class ImageRegisterRequest(Request):

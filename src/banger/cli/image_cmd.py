@@ -33,8 +33,15 @@ def _print_image(state: CliState, info: ImageInfo) -> None:
             ("id", info.id),
             ("source", info.source),
             ("description", info.description or None),
-            ("size", f"{info.size // MIB} MiB on disk"),
+            ("digest", info.digest),
+            ("created", info.created_at.isoformat(timespec="seconds") if info.created_at else None),
+            (
+                "size",
+                f"{info.size // MIB} MiB on disk, rootfs {info.rootfs_size // MIB} MiB,"
+                f" work seed {info.work_seed_size // MIB} MiB",
+            ),
             ("init modes", ", ".join(info.init_modes)),
+            *_config_fields(info),
             ("rootfs", info.rootfs),
             ("work seed", info.work_seed),
             ("used by", ", ".join(info.used_by) or None),
@@ -52,13 +59,14 @@ def list_images() -> None:
         print_json([i.model_dump(mode="json") for i in images])
         return
     print_table(
-        ["NAME", "ID", "SOURCE", "SIZE", "DEFAULT", "USED BY"],
+        ["NAME", "ID", "SOURCE", "SIZE", "CREATED", "DEFAULT", "USED BY"],
         [
             [
                 i.name,
                 i.id,
                 i.source,
                 f"{i.size // MIB}M",
+                i.created_at.strftime("%Y-%m-%d %H:%M") if i.created_at else "",
                 "*" if i.default else "",
                 ", ".join(i.used_by),
             ]
@@ -138,3 +146,23 @@ def default(name: str | None) -> None:
 
 def _remove(client: BangerClient, name: str) -> ImageInfo:
     return client.remove_image(name)
+
+
+def _config_fields(info: ImageInfo) -> list[tuple[str, str | None]]:
+    """The OCI process config an image author set (recorded, shown, not enforced)."""
+    config = info.config
+    if not config:
+        return []
+    env = config.get("Env") or []
+    return [
+        ("user", str(config.get("User") or "") or None),
+        ("working dir", str(config.get("WorkingDir") or "") or None),
+        ("env", " ".join(str(e) for e in env) or None),
+    ]
+
+
+from banger.cli.image_transfer import export, promote, pull  # noqa: E402
+
+image.add_command(pull)
+image.add_command(export)
+image.add_command(promote)

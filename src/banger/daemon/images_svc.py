@@ -111,6 +111,10 @@ class ImageService:
             default=bool(record.meta.get(DEFAULT_KEY)),
             created_at=record.created_at,
             used_by=users,
+            digest=record.digest,
+            rootfs_size=entry.rootfs_size,
+            work_seed_size=entry.work_seed_size,
+            config=dict(entry.config),
         )
 
     def find(self, ref: str) -> ImageRecord | None:

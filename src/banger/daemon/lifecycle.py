@@ -47,7 +47,10 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                 interrupted = ops.fail_interrupted()
                 if interrupted:
                     log.warning("marked %d operation(s) interrupted by the last stop", interrupted)
+                from banger.daemon.images_cleanup import cleanup_image_leftovers
                 from banger.daemon.vms.stack import build_stack
+
+                cleanup_image_leftovers(paths)  # before serving: no half pull is visible
 
                 services = Services(
                     paths=paths,

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
-from banger.helper import image_build
+from banger.helper import image_build, image_pull
 from banger.helper.ops import Operations
 from banger.helper.server import HelperServer
 from banger.helper.validate import Context
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log, args.debug)
         context = Context.from_dirs(args.allow_root)
         image_build.register()
+        image_pull.register()
         server = HelperServer(
             args.socket,
             owner_uid=args.owner_uid,

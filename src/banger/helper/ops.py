@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import banger
-from banger.helper import image_build, links, nat, ops_dns
+from banger.helper import image_build, image_pull, links, nat, ops_dns
 from banger.helper.validate import (
     OPS,
     BindDnsArgs,
@@ -46,6 +46,8 @@ class Operations:
         if isinstance(request.args, image_build.ImageBuildArgs):
             # Minutes of work: it must not hold up tap and bridge ops.
             return Outcome(image_build.image_build(request.args, self.owner_uid))
+        if isinstance(request.args, image_pull.ImagePullArgs):
+            return Outcome(image_pull.image_pull(request.args, self.owner_uid))
         with self._lock:
             return self._dispatch(request.op, request.args)
 

@@ -326,6 +326,9 @@ def import_bundle(
             original_name = str(meta["name"])
             source = str(meta.get("source", ""))
             description = str(meta.get("description", ""))
+            config = meta.get("config") or {}
+            if not isinstance(config, dict):
+                raise TypeError("config is not an object")
         except (ValueError, KeyError, TypeError) as exc:
             raise _bad(path, f"{META_NAME} is unreadable ({exc})") from exc
         final_name = name or original_name
@@ -343,6 +346,7 @@ def import_bundle(
             ImageMeta(
                 source=f"bundle:{path}",
                 description=description or f"imported from {source or 'a bundle'}",
+                config=config,
             ),
             image_id=image_id,
             owner=owner,

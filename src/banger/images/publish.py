@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ class ImageMeta:
 
     source: str  # "debian:bookworm", "dir:/srv/rootfs", "tar:/tmp/x.tar", "ext4:/x.ext4"
     description: str = ""
+    #: OCI process config the image author set (``Env``, ``WorkingDir``, ``User``);
+    #: recorded for ``image show``, empty for images that did not come from OCI.
+    config: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ImageEntry:
     finalize_version: int
     init_modes: tuple[str, ...]
     path: Path
+    config: dict[str, Any] = field(default_factory=dict, hash=False)
 
     @property
     def rootfs(self) -> Path:
@@ -90,6 +94,7 @@ def read_image(path: Path) -> ImageEntry:
             finalize_version=int(data["finalize_version"]),
             init_modes=tuple(str(m) for m in data["init_modes"]),
             path=path,
+            config=dict(data.get("config") or {}),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BangerError(
@@ -189,6 +194,7 @@ def publish_image(
             finalize_version=FINALIZE_VERSION,
             init_modes=INIT_MODES,
             path=final,
+            config=dict(meta.config),
         )
         (staging / META_NAME).write_text(json.dumps(entry.to_json(), indent=2) + "\n")
         # Published images are never written again: read-only makes a stray

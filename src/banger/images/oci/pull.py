@@ -22,6 +22,7 @@ resolved to are recorded in the image's ``source``/``description`` (shown by
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from banger.errors import InvalidArgument
@@ -29,6 +30,7 @@ from banger.images.build import DEFAULT_ROOTFS_SIZE, build_dir, image_from_tree
 from banger.images.bundle import import_bundle
 from banger.images.common import Progress, check_image_name, no_progress, require_root
 from banger.images.foreign import finalize_foreign
+from banger.images.oci.config import ImageConfig
 from banger.images.oci.flatten import flatten_layers
 from banger.images.oci.layers import FetchedImage, OciCache, fetch
 from banger.images.oci.ref import OciRef, RegistryRef, image_name_for, parse_ref
@@ -61,7 +63,11 @@ def source_of(fetched: FetchedImage, ref: OciRef) -> str:
 
 
 def describe(fetched: FetchedImage, installed: tuple[str, ...]) -> str:
-    text = f"OCI image; {fetched.config.summary()}"
+    return describe_config(fetched.config, installed)
+
+
+def describe_config(config: ImageConfig, installed: tuple[str, ...]) -> str:
+    text = f"OCI image; {config.summary()}"
     if installed:
         text += f"; banger installed {' '.join(installed)}"
     return text
@@ -125,15 +131,46 @@ def pull_image(
     name = check_name_free(paths.images_dir, check_image_name(name or image_name_for(parsed)))
     require_root(f"pulling {ref}")
     fetched = pull_oci(parsed, paths=paths, options=options, owner=owner, progress=progress)
+    return image_from_layers(
+        fetched.layers(),
+        paths=paths,
+        name=name,
+        source=source_of(fetched, parsed),
+        config=fetched.config,
+        owner=owner,
+        progress=progress,
+        rootfs_size=rootfs_size,
+        install_missing=install_missing,
+    )
+
+
+def image_from_layers(
+    layers: Sequence[tuple[str, Path]],
+    *,
+    paths: Paths,
+    name: str,
+    source: str,
+    config: ImageConfig,
+    owner: tuple[int, int] | None = None,
+    progress: Progress = no_progress,
+    rootfs_size: int = DEFAULT_ROOTFS_SIZE,
+    install_missing: bool = True,
+) -> ImageEntry:
+    """Flatten fetched ``layers`` (digest, blob), make the tree bootable, publish. Root only.
+
+    The second half of a pull, on its own so banger-helper can run it on
+    layers the owner's daemon fetched (the download needs no root).
+    """
+    require_root(f"flattening {source}")
+    check_name_free(paths.images_dir, check_image_name(name))
     image_id = new_image_id()
     work = build_dir(paths, image_id)
     try:
         tree = work / "tree"
-        flatten_layers(fetched.layers(), tree, progress)
+        flatten_layers(layers, tree, progress)
         installed = finalize_foreign(tree, progress=progress, install=install_missing)
-        meta = ImageMeta(
-            source=source_of(fetched, parsed), description=describe(fetched, installed)
-        )
+        meta = ImageMeta(source=source, description=describe_config(config, installed),
+                         config=config.to_json())  # fmt: skip
         return image_from_tree(tree, work, paths=paths, name=name, meta=meta, image_id=image_id,
                                rootfs_size=rootfs_size, owner=owner, progress=progress)  # fmt: skip
     finally:

@@ -1,0 +1,64 @@
+"""``/v1/images/pull``, ``/v1/images/{ref}/export``, ``/v1/images/promote``: operations.
+
+Included by the images router; each starts an operation whose events carry
+progress and whose last ``info`` event names the result.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from banger.api_models import (
+    ImageExportRequest,
+    ImagePromoteRequest,
+    ImagePullRequest,
+    Operation,
+)
+from banger.daemon.ops import OpHandle
+from banger.daemon.vms.stack import VMStack
+from banger.images.common import check_image_name
+
+
+def image_transfer_router(stack: VMStack) -> APIRouter:
+    router = APIRouter()
+    images = stack.images
+
+    @router.post("/pull", status_code=202)
+    async def pull(request: ImagePullRequest) -> Operation:
+        """Pull an OCI image or a bundle; follow the returned operation."""
+        from banger.daemon import images_pull
+
+        images_pull.check_pull_ref(request.ref)  # a 400 before the operation starts
+        if request.name is not None:
+            check_image_name(request.name)
+
+        async def body(op: OpHandle) -> None:
+            await images_pull.pull(images, request.ref, request.name, op)
+
+        return await stack.vms.ops.start("image.pull", request.ref, body)
+
+    @router.post("/promote", status_code=202)
+    async def promote(request: ImagePromoteRequest) -> Operation:
+        """A stopped VM's disks become a new image."""
+        from banger.daemon import images_promote
+
+        check_image_name(request.name)
+
+        async def body(op: OpHandle) -> None:
+            await images_promote.promote(
+                stack, request.vm, request.name, request.with_work_disk, op
+            )
+
+        return await stack.vms.ops.start("image.promote", request.vm, body)
+
+    @router.post("/{ref}/export", status_code=202)
+    async def export(ref: str, request: ImageExportRequest) -> Operation:
+        """Write an image as a single-file bundle."""
+        from banger.daemon import images_pull
+
+        async def body(op: OpHandle) -> None:
+            await images_pull.export(images, ref, request.output, op)
+
+        return await stack.vms.ops.start("image.export", ref, body)
+
+    return router
