@@ -404,12 +404,14 @@ def check_helper(ctx: DoctorContext) -> CheckResult:
     probe = probe_helper(ctx.paths.helper_socket)
     if probe.up:
         return CheckResult(name, "pass", f"banger-helper {probe.version or '?'} {probe.detail}")
-    if probe.state == "absent":
+    if probe.state in ("absent", "stale"):
+        # Without an install, the CLI starts it before the first command that needs it.
         return CheckResult(
             name,
             "warn",
-            f"not running ({probe.detail}): bridge, tap and NAT steps will fail until it is",
-            "sudo banger system install",
+            f"not running ({probe.detail})",
+            "nothing to do as root or with passwordless sudo: the CLI starts it on first "
+            "use; otherwise `sudo banger system install`",
         )
     return CheckResult(
         name, "fail", probe.detail, "check the helper's log, then `sudo banger system restart`"

@@ -67,6 +67,18 @@ def test_helper_argv_serves_this_owner_inside_its_state_dir() -> None:
     ]  # fmt: skip
 
 
+def test_doctor_warns_for_a_stale_helper_socket_the_cli_would_replace(banger_home: Path) -> None:
+    from banger.doctor import check_helper, run_checks
+
+    paths = Paths.from_env()
+    paths.runtime_dir.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(paths.helper_socket))
+    [result] = run_checks(paths, checks=(check_helper,))
+    assert result.status == "warn", result
+    assert "stale" in result.detail and "starts it on first use" in result.fix
+
+
 @pytest.mark.root
 @needs_root
 def test_first_vm_command_as_root_starts_helper_and_daemon(ns: Netns) -> None:
