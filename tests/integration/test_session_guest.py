@@ -1,0 +1,347 @@
+"""Sessions against real tmux, script and sh on this host, reached through a real sshd on loopback.
+
+The guest runs the same tools (Debian's tmux, util-linux script, coreutils,
+dash); only the state directory and the tmux socket are moved into a temp dir
+through :class:`GuestLayout`, so nothing here touches ``/run`` or ``/root``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from banger.errors import Conflict, InvalidArgument, NotFound
+from banger.guest import sessions
+from banger.guest.session_scripts import GuestLayout
+from banger.guest.sessions import LogChunk, SessionEnded, SessionStatus
+from banger.guest.ssh import open_connection, ssh_argv, wait_for_ssh
+from tests.integration.test_guest_ssh import SSHD, Sshd, make_sshd
+from tests.support import needs_root
+
+pytestmark = [
+    pytest.mark.root,
+    needs_root,
+    pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is not installed"),
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+HOSTILE = ["it's", '"double"', "$HOME", "`id`", "$(id)", "a\nb", "ünïcödé ☃", "", "*", "; true"]
+
+
+@pytest.fixture
+def sshd(short_tmp: Path) -> Iterator[Sshd]:
+    server = make_sshd(short_tmp)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def layout(short_tmp: Path) -> Iterator[GuestLayout]:
+    layout = GuestLayout(root=f"{short_tmp}/sessions", socket=f"{short_tmp}/tmux.sock")
+    try:
+        yield layout
+    finally:
+        # commands of sessions whose tmux server was killed under them run on
+        # as orphans: end their process groups, then the server
+        for pid_file in Path(layout.root).glob("*/pid"):
+            if not (pid_file.parent / "exit").exists():
+                with contextlib.suppress(OSError, ValueError):
+                    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+        subprocess.run(
+            ["tmux", "-S", layout.socket, "kill-server"], capture_output=True, check=False
+        )
+
+
+@pytest.fixture
+async def conn(sshd: Sshd) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    await wait_for_ssh(sshd.target, timeout=30)
+    async with open_connection(sshd.target) as connection:
+        yield connection
+
+
+def text(data: bytes) -> str:
+    """Terminal output as plain lines (the pty turns \\n into \\r\\n)."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+async def collect(
+    conn: asyncssh.SSHClientConnection, name: str, layout: GuestLayout, offset: int = 0
+) -> tuple[list[LogChunk], SessionEnded]:
+    chunks: list[LogChunk] = []
+    async with asyncio.timeout(60):
+        async for event in sessions.follow(conn, name, offset=offset, layout=layout):
+            if isinstance(event, LogChunk):
+                chunks.append(event)
+            else:
+                return chunks, event
+    raise AssertionError("follow ended without SessionEnded")
+
+
+async def test_follow_streams_every_line_in_order_then_the_exit_status(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+) -> None:
+    script = 'for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.25; done; exit 3'
+    info = await sessions.start(conn, ["sh", "-c", script], name="count", layout=layout)
+    assert (info.name, info.state, info.exit_status) == ("count", SessionStatus.RUNNING, None)
+    assert info.command == ("sh", "-c", script)
+    began = time.monotonic()
+    chunks, ended = await collect(conn, "count", layout)
+    assert time.monotonic() - began > 0.8, "follow returned before the session ended"
+    assert len(chunks) > 1, "output arrived in one piece: it was not streamed"
+    offsets = [c.offset for c in chunks]
+    assert offsets == sorted(offsets) and offsets[0] == 0
+    assert text(b"".join(c.data for c in chunks)) == "".join(f"line {i}\n" for i in range(1, 7))
+    assert ended.info.state is SessionStatus.EXITED and ended.info.exit_status == 3
+
+    listed = await sessions.list_sessions(conn, layout)
+    assert [(s.name, s.state, s.exit_status) for s in listed] == [
+        ("count", SessionStatus.EXITED, 3)
+    ]
+    assert listed[0].started_at is not None and listed[0].ended_at is not None
+    assert listed[0].started_at <= listed[0].ended_at
+
+    # a follow of a finished session is the log from the offset, then the end
+    rest, again = await collect(conn, "count", layout, offset=len(b"line 1\r\n"))
+    assert text(b"".join(c.data for c in rest)).startswith("line 2\n")
+    assert again.info.exit_status == 3
+    assert text(await sessions.logs(conn, "count", tail=2, layout=layout)) == "line 5\nline 6\n"
+
+
+async def test_hostile_argv_env_and_cwd_arrive_unchanged(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout, short_tmp: Path
+) -> None:
+    cwd = short_tmp / "dir with 'quote' $x ✓"
+    cwd.mkdir()
+    out = short_tmp / "argv.out"
+    writer = (
+        'for a in "$@"; do printf "%s\\0" "$a"; done > "$OUT";'
+        ' printf "%s\\0%s" "$PWD" "$V" >> "$OUT"'
+    )
+    env = {"OUT": str(out), "V": "`x` $HOME 'q'\nnext ✓"}
+    await sessions.start(
+        conn,
+        ["sh", "-c", writer, "sh", *HOSTILE],
+        name="hostile",
+        cwd=str(cwd),
+        env=env,
+        layout=layout,
+    )
+    _, ended = await collect(conn, "hostile", layout)
+    assert ended.info.exit_status == 0
+    *args, pwd, value = out.read_bytes().decode().split("\0")
+    assert args == HOSTILE
+    assert (pwd, value) == (str(cwd), env["V"])
+    assert (await sessions.get(conn, "hostile", layout)).command == (
+        "sh",
+        "-c",
+        writer,
+        "sh",
+        *HOSTILE,
+    )
+
+
+async def test_missing_cwd_and_missing_program_are_exit_statuses(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+) -> None:
+    await sessions.start(conn, ["true"], name="nocwd", cwd="/nonexistent", layout=layout)
+    chunks, ended = await collect(conn, "nocwd", layout)
+    assert ended.info.exit_status == 126
+    assert "cannot cd to /nonexistent" in text(b"".join(c.data for c in chunks))
+    await sessions.start(conn, ["no-such-program-xyz"], name="noprog", layout=layout)
+    _, ended = await collect(conn, "noprog", layout)
+    assert ended.info.exit_status == 127
+
+
+async def test_names_are_validated_unique_and_generated(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+) -> None:
+    await sessions.start(conn, ["sleep", "30"], name="a.b", layout=layout)
+    with pytest.raises(Conflict, match=r"already has a session named 'a\.b'"):
+        await sessions.start(conn, ["true"], name="a.b", layout=layout)
+    with pytest.raises(InvalidArgument, match="name: not a valid session name"):
+        await sessions.start(conn, ["true"], name="Bad Name", layout=layout)
+    generated = await sessions.start(conn, ["/usr/bin/sleep", "30"], layout=layout)
+    assert generated.name.startswith("sleep-")
+    names = {s.name: s.state for s in await sessions.list_sessions(conn, layout)}
+    assert names == {"a.b": SessionStatus.RUNNING, generated.name: SessionStatus.RUNNING}
+    with pytest.raises(NotFound):
+        await sessions.logs(conn, "nope", layout=layout)
+    with pytest.raises(NotFound):
+        await sessions.stop(conn, "nope", layout=layout)
+    with pytest.raises(NotFound):
+        await sessions.get(conn, "nope", layout)
+    with pytest.raises(Conflict, match="still running"):
+        await sessions.forget(conn, "a.b", layout)
+    stopped = await sessions.stop(conn, "a.b", timeout=30, layout=layout)
+    assert (stopped.outcome, stopped.info.exit_status) == ("signalled", 128 + 15)
+    await sessions.forget(conn, "a.b", layout)
+    await sessions.start(conn, ["true"], name="a.b", layout=layout)  # the name is free again
+
+
+async def test_send_types_into_a_reading_program(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+) -> None:
+    program = 'IFS= read -r line; printf "got:[%s]\\n" "$line"'
+    await sessions.start(conn, ["sh", "-c", program], name="reader", layout=layout)
+    typed = "hello $USER 'q' `x` ✓"
+    await sessions.send(conn, "reader", typed, layout=layout)
+    await sessions.send(conn, "reader", "", enter=True, layout=layout)
+    chunks, ended = await collect(conn, "reader", layout)
+    assert ended.info.exit_status == 0
+    assert f"got:[{typed}]\n" in text(b"".join(c.data for c in chunks))
+    with pytest.raises(Conflict, match="is not running"):
+        await sessions.send(conn, "reader", "late", layout=layout)
+
+
+async def test_stop_term_handled_and_term_ignored(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+) -> None:
+    handles = 'trap "echo bye; exit 7" TERM; echo ready; while :; do sleep 0.1; done'
+    ignores = 'trap "" TERM; echo ready; while :; do sleep 0.1; done'
+    await sessions.start(conn, ["sh", "-c", handles], name="polite", layout=layout)
+    await sessions.start(conn, ["sh", "-c", ignores], name="stubborn", layout=layout)
+    began = time.monotonic()
+    polite = await sessions.stop(conn, "polite", timeout=30, layout=layout)
+    assert time.monotonic() - began < 25
+    assert (polite.outcome, polite.info.state, polite.info.exit_status) == (
+        "signalled",
+        SessionStatus.EXITED,
+        7,
+    )
+    assert "bye" in text(await sessions.logs(conn, "polite", layout=layout))
+
+    began = time.monotonic()
+    stubborn = await sessions.stop(conn, "stubborn", signal="SIGTERM", timeout=1.5, layout=layout)
+    assert time.monotonic() - began >= 1.5
+    assert (stubborn.outcome, stubborn.info.exit_status) == ("killed", 128 + 9)
+    again = await sessions.stop(conn, "stubborn", layout=layout)
+    assert again.outcome == "exited"
+
+
+async def test_killed_tmux_server_leaves_lost_sessions_and_reconcile_says_so(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+) -> None:
+    await sessions.start(conn, ["sleep", "60"], name="doomed", layout=layout)
+    await sessions.start(conn, ["true"], name="quick", layout=layout)
+    await collect(conn, "quick", layout)
+    subprocess.run(["tmux", "-S", layout.socket, "kill-server"], check=True)
+    listing = await sessions.listing(conn, layout)
+    states = {s.name: (s.state, s.exit_status) for s in listing.sessions}
+    assert states["doomed"] == (SessionStatus.LOST, None)
+    assert states["quick"] == (SessionStatus.EXITED, 0)
+    with pytest.raises(Conflict, match="not running"):
+        await sessions.stop(conn, "doomed", layout=layout)
+
+
+def _winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class Terminal:
+    """The master side of a real pseudo-terminal with a process on the slave side."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], rows: int, cols: int) -> None:
+        self.master, slave = os.openpty()
+        _winsize(slave, rows, cols)
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def expect(self, needle: bytes, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"{needle!r} never appeared; screen bytes: {self.seen[-600:]!r}"
+                )
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    time.sleep(0.05)
+
+    def type(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        _winsize(self.master, rows, cols)
+        self.proc.send_signal(signal.SIGWINCH)  # as a terminal emulator does
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+def _attach_through_a_pty(argv: list[str], home: Path) -> tuple[int, bytes]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "TERM": "xterm-256color"}
+    term = Terminal(argv, env, rows=30, cols=100)
+    try:
+        term.expect(b"ready")
+        term.type(b"size\r")
+        term.expect(b"size:29 100")  # tmux keeps a row for its status line
+        term.resize(40, 120)
+        time.sleep(0.5)
+        term.type(b"size\r")
+        term.expect(b"size:39 120")
+        term.type(b"ping \xe2\x9c\x93\r")
+        term.expect("echo:ping ✓".encode())
+        # C-b d, tmux's detach, typed at human speed: keys arriving together
+        # are a paste to tmux (assume-paste-time), and pastes bind no keys
+        time.sleep(0.3)
+        term.type(b"\x02")
+        time.sleep(0.3)
+        term.type(b"d")
+        term.expect(b"[detached")
+        status = term.proc.wait(timeout=20)
+        return status, term.seen
+    finally:
+        term.close()
+
+
+async def test_attach_through_a_real_pty_then_detach_leaves_it_running(
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout, sshd: Sshd, short_tmp: Path
+) -> None:
+    program = (
+        "echo ready; while IFS= read -r l; do "
+        'if [ "$l" = size ]; then echo "size:$(stty size)"; else echo "echo:$l"; fi; done'
+    )
+    await sessions.start(conn, ["sh", "-c", program], name="shell", layout=layout)
+    argv = sessions.attach_argv(ssh_argv(sshd.target, tty=True), "shell", layout)
+    status, _ = await asyncio.to_thread(_attach_through_a_pty, argv, short_tmp)
+    assert status == 0
+    info = await sessions.get(conn, "shell", layout)
+    assert info.state is SessionStatus.RUNNING, "detaching must leave the session running"
+    log = text(await sessions.logs(conn, "shell", layout=layout))
+    assert "echo:ping ✓\n" in log and "size:39 120\n" in log, "the log misses attached output"
+    await sessions.stop(conn, "shell", timeout=5, layout=layout)
+
+    # attaching to a finished session says so instead of opening an empty tmux
+    env = {**os.environ, "HOME": str(short_tmp)}
+    done = subprocess.run(
+        argv, capture_output=True, stdin=subprocess.DEVNULL, env=env, timeout=60, check=False
+    )
+    assert done.returncode == 5
+    assert b"session shell is not running" in done.stdout + done.stderr
