@@ -183,6 +183,8 @@ class Instance:
     drives: dict[str, dict[str, Any]] = field(default_factory=dict)
     ifaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending_ctrl_alt_del: bool = False
+    #: ``PUT /serial`` (jailer mode): the console goes to this file instead of stdout.
+    serial_path: str | None = None
 
     @property
     def state(self) -> str:
@@ -201,6 +203,15 @@ def _log(inst: Instance, line: str) -> None:
     if inst.log_path:
         with open(inst.log_path, "a") as f:
             f.write(f"[{inst.id}:fc_api:INFO] {line}\n")
+
+
+def _console(inst: Instance, line: str) -> None:
+    """The guest's serial output: stdout, or the ``PUT /serial`` file (appended, like a UART)."""
+    if inst.serial_path is None:
+        print(line, flush=True)
+        return
+    with open(inst.serial_path, "a") as f:
+        f.write(line + "\n")
 
 
 def _flush_metrics(inst: Instance, event: str) -> None:
@@ -299,6 +310,9 @@ class StandIn:
         elif template == "/network-interfaces/{iface_id}":
             # A real Firecracker opens the tap here; the stand-in only records it.
             inst.ifaces[body["iface_id"]] = dict(body)
+        elif template == "/serial":
+            _need_file("serial_out_path", body["serial_out_path"], writable=True)
+            inst.serial_path = body["serial_out_path"]
         elif template == "/vm":
             inst.paused = body["state"] == "Paused"
             if not inst.paused and inst.pending_ctrl_alt_del:
@@ -324,10 +338,8 @@ class StandIn:
             root = next((d for d in inst.drives.values() if d["is_root_device"]), None)
             if root is not None:
                 args += " root=/dev/vda " + ("ro" if root["is_read_only"] else "rw")
-            print(
-                f"[stand-in] Linux would boot {inst.boot_source['kernel_image_path']}", flush=True
-            )
-            print(f"[stand-in] Command line: {args}", flush=True)
+            _console(inst, f"[stand-in] Linux would boot {inst.boot_source['kernel_image_path']}")
+            _console(inst, f"[stand-in] Command line: {args}")
             _flush_metrics(inst, "InstanceStart")
             return 204, None
         if not inst.started:
@@ -344,7 +356,7 @@ class StandIn:
         return 204, None
 
     def _shutdown(self) -> None:
-        print("[stand-in] reboot: Restarting system (Ctrl-Alt-Del)", flush=True)
+        _console(self.inst, "[stand-in] reboot: Restarting system (Ctrl-Alt-Del)")
         self.exit_code = 0
 
     def _create_snapshot(self, body: dict[str, Any]) -> None:

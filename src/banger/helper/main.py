@@ -2,6 +2,7 @@
 
     banger-helper --socket PATH --owner-uid UID [--owner-gid GID]
                   --allow-root DIR [--allow-root DIR ...] [--log FILE] [--foreground]
+                  [--jailer PATH --firecracker PATH]
 
 Without ``--foreground`` the helper binds its socket first and only then
 detaches (double fork, new session), printing the daemon's pid: when the
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
 from banger.helper import image_build, image_pull
+from banger.helper.jailer_ops import policy_from_flags
+from banger.helper.jailer_ops import register as register_jailer_ops
 from banger.helper.ops import Operations
 from banger.helper.server import HelperServer
 from banger.helper.validate import Context
@@ -42,6 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a directory path arguments must lie in (repeatable)",
     )
     parser.add_argument("--log", type=Path, help="append the log here (default: stderr)")
+    parser.add_argument(
+        "--jailer", type=Path, help="Firecracker's jailer, for start_jailer (with --firecracker)"
+    )
+    parser.add_argument("--firecracker", type=Path, help="the Firecracker binary the jailer runs")
     parser.add_argument("--foreground", action="store_true", help="do not detach")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     return parser.parse_args(argv)
@@ -97,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         setup_logging(args.log, args.debug)
         context = Context.from_dirs(args.allow_root)
+        register_jailer_ops(
+            policy_from_flags(
+                args.jailer, args.firecracker, context.allow_roots, args.owner_uid, args.owner_gid
+            )
+        )
         image_build.register()
         image_pull.register()
         server = HelperServer(

@@ -48,6 +48,11 @@ class Operations:
             return Outcome(image_build.image_build(request.args, self.owner_uid))
         if isinstance(request.args, image_pull.ImagePullArgs):
             return Outcome(image_pull.image_pull(request.args, self.owner_uid))
+        if request.op in ("start_jailer", "teardown_jail"):
+            from banger.helper import jailer_ops
+
+            # Runs the jailer and waits for its pid file: outside the network-op lock.
+            return Outcome(jailer_ops.run(request.args))
         with self._lock:
             return self._dispatch(request.op, request.args)
 

@@ -140,6 +140,8 @@ _FIELDS = {
     "work_disk", "console_log", "log", "metrics", "netns",
 }  # fmt: skip
 _OPTIONAL = {"initrd", "work_disk", "netns"}
+#: Every field of a ``start_jailer`` request (all required; initrd, work_disk, netns may be null).
+REQUEST_FIELDS = frozenset(_FIELDS)
 
 
 def _state_path(policy: JailerPolicy, value: object) -> Path:

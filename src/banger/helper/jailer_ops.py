@@ -1,0 +1,245 @@
+"""The helper's ``start_jailer`` and ``teardown_jail`` ops: Firecracker under its jailer.
+
+The jailer must start as root. What it may do is fixed by the helper's own
+command line, never by a request: ``banger-helper --jailer PATH --firecracker
+PATH`` (absent: both ops are refused, naming the flags), the owner's uid/gid,
+and the chroot base ``<state dir>/jail`` where the state dir is the helper's
+first ``--allow-root``. A request names only the VM, its size and files inside
+the state directory (see :func:`banger.vmm.firecracker.jailer.validate_jailer_request`)::
+
+    {"op": "start_jailer", "args": {"vm_id": "…", "vcpus": 2, "memory_mib": 1024,
+     "kernel": "<state>/kernels/<id>/vmlinux", "initrd": …|null, "root_disk": …,
+     "root_read_only": false, "work_disk": …|null, "console_log": …, "log": …,
+     "metrics": …, "netns": null}}
+    {"op": "teardown_jail", "args": {"vm_id": "…"}}
+
+``start_jailer``: validate → check the sources (regular owner files, no
+symlink) → lay out and populate the jail (hard links) → run the jailer
+(``--daemonize``) → read the pid file it writes (bounded wait) → return
+``{pid, start_time, socket, jail_root}``. ``teardown_jail`` removes the jail
+directory (links only; the VM's files stay) and its cgroup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from banger import proc
+from banger.errors import BangerError, CommandError, Conflict, HelperError
+from banger.helper.validate import OPS, Context, OpSpec, RequestInvalid
+
+if TYPE_CHECKING:
+    from banger.vmm.firecracker.jailer import JailerPolicy, JailLayout, JailRequest
+
+log = logging.getLogger(__name__)
+
+START_OP, TEARDOWN_OP = "start_jailer", "teardown_jail"
+#: ``jailer.REQUEST_FIELDS``, repeated so that registering the ops imports nothing
+#: beyond the helper's stdlib-only modules (a unit test keeps the two equal).
+START_FIELDS = (
+    "console_log", "initrd", "kernel", "log", "memory_mib", "metrics", "netns",
+    "root_disk", "root_read_only", "vcpus", "vm_id", "work_disk",
+)  # fmt: skip
+#: The jailer forks and exits; Firecracker's pid file follows within milliseconds.
+JAILER_TIMEOUT = 30.0
+PID_FILE_WAIT = 5.0
+NOT_CONFIGURED_HINT = (
+    "start banger-helper with --jailer PATH --firecracker PATH (or set firecracker.jailer = false)"
+)
+
+
+class JailerNotConfigured(BangerError):
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class StartJailerArgs:
+    request: JailRequest
+    policy: JailerPolicy
+
+
+@dataclass(frozen=True)
+class TeardownJailArgs:
+    layout: JailLayout
+
+
+def policy_from_flags(
+    jailer: Path | None, firecracker: Path | None, allow_roots: tuple[Path, ...], owner_uid: int,
+    owner_gid: int | None,
+) -> JailerPolicy | None:  # fmt: skip
+    """The helper's policy from its own flags; None (ops refused) unless both binaries are given."""
+    if jailer is None and firecracker is None:
+        return None
+    if jailer is None or firecracker is None:
+        raise HelperError("--jailer and --firecracker go together", hint=NOT_CONFIGURED_HINT)
+    for flag, path in (("--jailer", jailer), ("--firecracker", firecracker)):
+        if not path.is_absolute() or not path.is_file() or not os.access(path, os.X_OK):
+            raise HelperError(f"{flag} {path}: must be an absolute path to an executable file")
+    if not allow_roots:
+        raise HelperError("jailer mode needs --allow-root (banger's state directory)")
+    from banger.vmm.firecracker.jailer import JailerPolicy
+
+    gid = owner_gid if owner_gid is not None else pwd.getpwuid(owner_uid).pw_gid
+    return JailerPolicy(allow_roots[0], owner_uid, gid, jailer, firecracker)
+
+
+def _passthrough(_ctx: Context, value: object) -> object:
+    return value
+
+
+@dataclass(frozen=True)
+class NotConfiguredArgs:
+    """A jailer op on a helper without a jailer policy: refused when run, with the hint."""
+
+    op: str
+
+
+def register(policy: JailerPolicy | None) -> None:
+    """Add both ops to the helper's op table; without a policy they refuse every request."""
+
+    def build_start(**args: object) -> StartJailerArgs | NotConfiguredArgs:
+        if policy is None:
+            return NotConfiguredArgs(START_OP)
+        from banger.vmm.firecracker.jailer import JailerRequestInvalid, validate_jailer_request
+
+        try:
+            return StartJailerArgs(validate_jailer_request(args, policy), policy)
+        except JailerRequestInvalid as exc:
+            raise RequestInvalid(exc.problems) from None
+
+    def build_teardown(vm_id: object) -> TeardownJailArgs | NotConfiguredArgs:
+        if policy is None:
+            return NotConfiguredArgs(TEARDOWN_OP)
+        from banger.vmm.firecracker.jailer import JailerRequestInvalid, teardown_layout
+
+        try:
+            return TeardownJailArgs(teardown_layout(_text(vm_id), policy))
+        except JailerRequestInvalid as exc:
+            raise RequestInvalid(exc.problems) from None
+
+    # Every field passes through here; validate_jailer_request checks them all at once.
+    OPS[START_OP] = OpSpec(
+        dict.fromkeys(START_FIELDS, _passthrough),
+        build_start,
+        "start Firecracker under the jailer (binaries and uid fixed by the helper)",
+    )
+    OPS[TEARDOWN_OP] = OpSpec(
+        {"vm_id": _passthrough}, build_teardown, "remove a VM's jail directory and cgroup"
+    )
+
+
+def _text(value: object) -> str:
+    # Anything but a string fails teardown_layout's id check, which names the field.
+    return value if isinstance(value, str) else repr(value)
+
+
+def unregister() -> None:
+    for op in (START_OP, TEARDOWN_OP):
+        OPS.pop(op, None)
+
+
+def run(args: StartJailerArgs | TeardownJailArgs | NotConfiguredArgs) -> dict[str, Any]:
+    if isinstance(args, NotConfiguredArgs):
+        raise JailerNotConfigured(
+            f"{args.op}: this banger-helper was started without --jailer/--firecracker",
+            hint=NOT_CONFIGURED_HINT,
+        )
+    from banger.vmm.firecracker.jailer import teardown_jail
+
+    if isinstance(args, TeardownJailArgs):
+        existed = args.layout.jail_dir.exists()
+        teardown_jail(args.layout)
+        log.info("teardown_jail: %s (existed=%s)", args.layout.jail_dir, existed)
+        return {"jail_dir": str(args.layout.jail_dir), "removed": existed}
+    return start_jailer(args.request, args.policy)
+
+
+def _live_pid(pid_file: Path) -> int | None:
+    from banger.procinfo import is_same_process, process_start_time
+
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    start = process_start_time(pid)
+    return pid if start is not None and is_same_process(pid, start) else None
+
+
+def start_jailer(request: JailRequest, policy: JailerPolicy) -> dict[str, Any]:
+    from banger.procinfo import process_start_time
+    from banger.vmm.firecracker.jailer import (
+        check_sources,
+        jail_layout,
+        jailer_argv,
+        populate_jail,
+        teardown_jail,
+    )
+
+    check_sources(request, policy)
+    layout = jail_layout(request, policy)
+    if layout.jail_dir.exists():
+        pid = _live_pid(layout.pid_file)
+        if pid is not None:
+            raise Conflict(f"{START_OP}: VM {request.vm_id} already runs in its jail (pid {pid})")
+        teardown_jail(layout)  # a dead VM's leftover jail
+    try:
+        populate_jail(layout)
+        # Firecracker (as the owner) binds its API socket here; the jail root stays root's.
+        run_dir = layout.root / "run"
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(run_dir, policy.uid, policy.gid)
+        argv = jailer_argv(request, policy)
+        try:
+            proc.run(argv, timeout=JAILER_TIMEOUT)
+        except CommandError as exc:
+            raise HelperError(f"{START_OP}: the jailer failed: {exc.message}") from None
+        pid = _wait_for_pid(layout.pid_file)
+        start_time = process_start_time(pid)
+        if start_time is None:
+            raise HelperError(f"{START_OP}: Firecracker (pid {pid}) exited right after the jailer")
+    except BaseException:
+        teardown_jail(layout)
+        raise
+    log.info("start_jailer: VM %s pid %d in %s", request.vm_id, pid, layout.jail_dir)
+    return {
+        "pid": pid,
+        "start_time": start_time,
+        "socket": str(layout.socket),
+        "jail_root": str(layout.root),
+    }
+
+
+def _wait_for_pid(pid_file: Path) -> int:
+    """The pid the daemonized jailer wrote. A file has nothing to wait on: bounded backoff."""
+    deadline = time.monotonic() + PID_FILE_WAIT
+    delay = 0.005
+    while True:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int(pid_file.read_text().split()[0])
+        if time.monotonic() > deadline:
+            raise HelperError(f"{START_OP}: no pid file {pid_file} within {PID_FILE_WAIT:g}s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def is_jailer_args(args: object) -> bool:
+    return isinstance(args, StartJailerArgs | TeardownJailArgs | NotConfiguredArgs)
+
+
+__all__ = [
+    "JailerNotConfigured",
+    "StartJailerArgs",
+    "TeardownJailArgs",
+    "is_jailer_args",
+    "policy_from_flags",
+    "register",
+    "run",
+    "unregister",
+]

@@ -1,0 +1,236 @@
+"""The helper's ``start_jailer``/``teardown_jail`` ops, run for real as root — with STAND-INS.
+
+Neither Firecracker nor its jailer can run here (no Firecracker release, no
+hardware KVM for ordinary guests). The real ``banger-helper`` is started with
+``--jailer tests/jailer_standin.py`` and ``--firecracker`` = the Firecracker
+API stand-in (``tests/firecracker_standin.py``). The jailer stand-in does what
+the jailer does that banger depends on: the chroot directory, the exec-file
+copy, daemonizing with a pid file, chroot + dropping to the owner's uid/gid,
+then exec of "Firecracker" with the in-jail API socket. It does not create
+cgroups or device nodes. So this proves the helper op (policy from its own
+flags, validation, hard-linked jail, the jailer's argv, the pid file, the
+returned socket, teardown) and the daemon-side request paths inside the jail;
+it does not prove that the real jailer accepts the argv (that needs
+``make smoke VMM=firecracker`` on a KVM host with Firecracker installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from banger.helper.jailer_ops import START_FIELDS
+from banger.vmm.base import Disk, LaunchSpec, stable_mac
+from banger.vmm.firecracker import models
+from banger.vmm.firecracker.api import FirecrackerClient
+from banger.vmm.firecracker.driver import wait_for_socket
+from banger.vmm.firecracker.jailer import NAMES, REQUEST_FIELDS, JailRequest
+from banger.vmm.firecracker.plan import VMFiles, boot_requests
+from tests.integration.test_firecracker_driver import standin_binary
+from tests.support import User, needs_root, short_tmpdir, throwaway_user
+
+pytestmark = [pytest.mark.root, needs_root]
+
+BIN = Path(sys.executable).parent
+JAILER_STANDIN = Path(__file__).resolve().parents[1] / "jailer_standin.py"
+
+
+def test_the_op_table_fields_match_the_validator() -> None:
+    assert set(START_FIELDS) == set(REQUEST_FIELDS)
+
+
+def jailer_binary(d: Path) -> Path:
+    path = d / "jailer"
+    path.write_text(
+        f"#!{sys.executable}\nimport runpy, sys\n"
+        f"sys.argv[0] = {str(JAILER_STANDIN)!r}\n"
+        f"runpy.run_path({str(JAILER_STANDIN)!r}, run_name='__main__')\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def owner_file(user: User, path: Path, size: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    os.chown(path, user.uid, user.gid)
+    path.chmod(0o600)
+    return path
+
+
+def owner_call(user: User, sock: Path, op: str, **args: Any) -> dict[str, Any]:
+    """Call the helper as the owner (it serves no one else), in a subprocess."""
+    code = (
+        "import json, sys\n"
+        "from banger.helper.client import HelperClient\n"
+        "from banger.errors import BangerError\n"
+        "args = json.loads(sys.argv[2])\n"
+        "try:\n"
+        "    print(json.dumps({'ok': HelperClient(__import__('pathlib').Path(sys.argv[1]),"
+        " timeout=60).call(sys.argv[3], **args)}))\n"
+        "except BangerError as exc:\n"
+        "    print(json.dumps({'error': exc.message, 'hint': exc.hint}))\n"
+    )
+    out = subprocess.run(
+        ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+         sys.executable, "-c", code, str(sock), json.dumps(args), op],
+        capture_output=True, text=True, check=True, timeout=90,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout))
+
+
+@contextlib.contextmanager
+def helper(state: Path, user: User, *extra: str) -> Iterator[Path]:
+    sock = state.parent / "h.sock"
+    log = state.parent / "helper.log"
+    argv = [str(BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
+            "--allow-root", str(state), "--log", str(log), *extra]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
+    pid = int(out.stdout.strip().splitlines()[-1])
+    try:
+        yield sock
+    finally:
+        pidfd = os.pidfd_open(pid)
+        os.kill(pid, signal.SIGTERM)
+        select.select([pidfd], [], [], 15)
+        os.close(pidfd)
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[Path, User, Path]]:
+    with short_tmpdir("bgj-") as tmp, throwaway_user("bgj") as user:
+        tmp.chmod(0o711)
+        state = tmp / "state"
+        state.mkdir(mode=0o711)
+        os.chown(state, user.uid, user.gid)
+        bins = tmp / "bin"
+        bins.mkdir()
+        standin_binary(bins)
+        jailer_binary(bins)
+        yield state, user, bins
+
+
+def vm_files(state: Path, user: User) -> JailRequest:
+    vm = state / "vms" / "v_1"
+    kernel_dir = state / "kernels" / "k1"
+    for d in (state / "vms", vm, state / "kernels", kernel_dir):
+        d.mkdir(exist_ok=True)
+        os.chown(d, user.uid, user.gid)
+    return JailRequest(
+        vm_id="v_1",
+        vcpus=2,
+        memory_mib=256,
+        kernel=owner_file(user, kernel_dir / "vmlinux", 4096),
+        initrd=owner_file(user, kernel_dir / "initrd.img", 1024),
+        root_disk=owner_file(user, vm / "root.ext4", 8 << 20),
+        root_read_only=False,
+        work_disk=owner_file(user, vm / "work.ext4", 4 << 20),
+        console_log=owner_file(user, vm / "console.log"),
+        log=owner_file(user, vm / "firecracker.log"),
+        metrics=owner_file(user, vm / "firecracker.metrics"),
+    )
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_start_jailer_boots_the_standin_in_a_jail_as_the_owner(
+    setup: tuple[Path, User, Path],
+) -> None:
+    state, user, bins = setup
+    request = vm_files(state, user)
+    flags = ("--jailer", str(bins / "jailer"), "--firecracker", str(bins / "firecracker"))
+    with helper(state, user, *flags) as sock:
+        reply = owner_call(user, sock, "start_jailer", **request.to_args())
+        assert "ok" in reply, reply
+        result = reply["ok"]
+        pid, socket_path = result["pid"], Path(result["socket"])
+        jail_root = state / "jail" / "firecracker" / "v-1" / "root"
+        assert Path(result["jail_root"]) == jail_root
+        assert socket_path == jail_root / "run" / "firecracker.socket"
+        try:
+            status = proc_status(pid)
+            assert status["Uid"].split()[0] == str(user.uid)  # dropped to the owner
+            assert status["Gid"].split()[0] == str(user.gid)
+            assert os.readlink(f"/proc/{pid}/root") == str(jail_root)  # chrooted
+            # Every file is the VM's own inode, hard-linked (writes land in the VM dir).
+            for role, name in NAMES.items():
+                source = request.files().get(role)
+                if source is not None:
+                    assert (jail_root / name).stat().st_ino == source.stat().st_ino
+            asyncio.run(_boot_inside_the_jail(request, socket_path))
+            console = request.console_log.read_text()
+            assert "[stand-in] Linux would boot /vmlinux" in console  # PUT /serial, in-jail path
+            assert "root=/dev/vda rw" in console
+            assert "PUT /drives/root: ok" in request.log.read_text()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        again = owner_call(user, sock, "teardown_jail", vm_id="v_1")
+        assert again == {"ok": {"jail_dir": str(jail_root.parent), "removed": True}}
+        assert not jail_root.parent.exists()
+        assert request.work_disk is not None and request.work_disk.stat().st_size == 4 << 20
+        assert "[stand-in]" in request.console_log.read_text()  # the VM's files stay
+
+
+async def _boot_inside_the_jail(request: JailRequest, socket_path: Path) -> None:
+    """What the daemon sends in jailer mode: the same requests with paths inside the jail."""
+    vm_dir = request.console_log.parent
+    spec = LaunchSpec(
+        vm_id=request.vm_id, vcpus=request.vcpus, memory_mib=request.memory_mib,
+        kernel=request.kernel, initrd=request.initrd, cmdline="console=ttyS0 panic=-1",
+        root_disk=Disk(request.root_disk, "raw", "unsafe"), work_disk=request.work_disk,
+        console_log=request.console_log, control_socket=Path("/unused.sock"),
+        vmm_log=vm_dir / "vmm.log", mac=stable_mac(request.vm_id), tap_name="bt-v1",
+        accelerator="kvm",
+    )  # fmt: skip
+    in_jail = {source: f"/{NAMES[role]}" for role, source in request.files().items()}
+    files = VMFiles(request.log, request.metrics)
+    await wait_for_socket(socket_path, 10.0)  # the stand-in binds it after its imports
+    async with FirecrackerClient(socket_path, timeout=10) as api:
+        for item in boot_requests(spec, files, path=lambda p: in_jail[p], console_via_api=True):
+            await api.send(item)
+        info = await api.send(models.describe_instance())
+        assert info["state"] == "Running" and info["id"] == "v-1"
+
+
+def test_jailer_ops_are_refused_by_a_helper_without_jailer_flags(
+    setup: tuple[Path, User, Path],
+) -> None:
+    state, user, _bins = setup
+    request = vm_files(state, user)
+    with helper(state, user) as sock:
+        reply = owner_call(user, sock, "start_jailer", **request.to_args())
+        assert "without --jailer/--firecracker" in reply["error"]
+        assert "--jailer PATH --firecracker PATH" in reply["hint"]
+        reply = owner_call(user, sock, "teardown_jail", vm_id="v_1")
+        assert "without --jailer/--firecracker" in reply["error"]
+    assert not (state / "jail").exists()
+
+
+def test_a_request_outside_the_state_dir_is_refused_before_anything_runs(
+    setup: tuple[Path, User, Path],
+) -> None:
+    state, user, bins = setup
+    request = vm_files(state, user)
+    args = {**request.to_args(), "kernel": "/etc/shadow", "vcpus": 0}
+    flags = ("--jailer", str(bins / "jailer"), "--firecracker", str(bins / "firecracker"))
+    with helper(state, user, *flags) as sock:
+        reply = owner_call(user, sock, "start_jailer", **args)
+    assert "start_jailer.args.kernel: must be inside" in reply["error"]
+    assert "start_jailer.args.vcpus" in reply["error"]
+    assert not (state / "jail").exists()
