@@ -68,6 +68,20 @@ def test_batch_writes_files_dirs_and_owners(image: Path, tmp_path: Path) -> None
     fsck_clean(image)
 
 
+def test_large_batches_are_not_mistaken_for_failures(image: Path, tmp_path: Path) -> None:
+    # debugfs exits with the count of unknown (marker) commands mod 256; batches whose
+    # count lands in 126..255 once looked like a failed command.
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    edit = Ext4Edit().mkdir("/many", 0o755)
+    for i in range(300):
+        edit = edit.write_bytes(f"/many/f{i}", f"{i}\n".encode(), 0o644, stage_dir=stage)
+    ext4.apply(image, edit, stage_dir=stage)
+    assert len(ext4.listdir(image, "/many")) == 300
+    assert ext4.read_file(image, "/many/f299") == b"299\n"
+    fsck_clean(image)
+
+
 def test_overwrite_replaces_content_and_a_file_in_the_way_of_a_dir(
     image: Path, tmp_path: Path
 ) -> None:
