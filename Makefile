@@ -42,6 +42,10 @@ unit: $(STAMP)
 test: testdeps $(STAMP) lint typecheck
 	$(BIN)/pytest
 
+# Benchmarks: ratios within one run, never timed assertions (see bench/results/latest.md).
+bench: testdeps $(STAMP)
+	$(BIN)/python -m bench.run
+
 build: $(STAMP)
 	$(BIN)/pip wheel --no-deps -w dist .
 
