@@ -26,6 +26,7 @@ directory (long) for that reason.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,42 @@ def check_socket_path(path: Path) -> Path:
             f"socket path is {size} bytes, over the {SUN_PATH_MAX - 1}-byte Unix socket limit: "
             f"{path}",
             hint="set BANGER_RUNTIME_DIR (or BANGER_HOME) to a shorter directory",
+        )
+    return path
+
+
+def check_private_dir(path: Path) -> Path:
+    """Refuse a socket directory that another user could tamper with.
+
+    Without ``XDG_RUNTIME_DIR`` the runtime directory is ``/tmp/banger-<uid>``,
+    a name anyone can create first; whoever owns (or may write) the directory
+    can swap the sockets inside it and impersonate the daemon. So it must be
+    a real directory (not a symlink), owned by us or by root, and writable by
+    nobody else. A missing directory is fine (it will be created 0700).
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    hint = (
+        f"remove {path} if you did not create it (another user may be trying to "
+        "intercept banger's sockets), or set XDG_RUNTIME_DIR or BANGER_RUNTIME_DIR"
+    )
+    if stat.S_ISLNK(st.st_mode):
+        raise InvalidArgument(f"runtime directory {path} is a symbolic link", hint=hint)
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidArgument(f"runtime directory {path} is not a directory", hint=hint)
+    if st.st_uid not in (os.geteuid(), 0):
+        raise InvalidArgument(
+            f"runtime directory {path} is owned by uid {st.st_uid}, not by you "
+            f"(uid {os.geteuid()})",
+            hint=hint,
+        )
+    if st.st_mode & 0o022:
+        raise InvalidArgument(
+            f"runtime directory {path} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o})",
+            hint=f"chmod 700 {path}",
         )
     return path
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from banger import __version__
 from banger.errors import BangerError
-from banger.paths import Paths
+from banger.paths import Paths, check_private_dir
 
 log = logging.getLogger("banger.daemon")
 
@@ -99,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         paths = Paths.from_env()
+        check_private_dir(paths.runtime_dir)  # before ensure(): never build inside a trap
         paths.ensure()
+        check_private_dir(paths.runtime_dir)
         socket_path = paths.daemon_socket
     except BangerError as exc:
         return refuse(exc.message, exc.hint, exc.exit_code)
