@@ -225,6 +225,9 @@ class VMDetail(Response):
     kernel: str | None = None
     kernel_name: str | None = None
     vmm: str
+    vmm_reason: str | None = Field(
+        default=None, description="Why the VM got its driver (chosen once, at create)."
+    )
     accelerator: str | None = None
     init_mode: str
     vcpus: int

@@ -27,6 +27,7 @@ from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.undo import UndoStack
+from banger.daemon.vms.vmm_choice import DriverSet, adapt_spec
 from banger.daemon.work_sync import staged_work_sync
 from banger.disk.cow import RootDisk, choose_strategy, strategy_named
 from banger.disk.workdisk import (
@@ -41,7 +42,7 @@ from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
 from banger.paths import Paths
 from banger.store import Store, VMRecord, VMState
-from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMProcess, stable_mac
+from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMDriver, VMMProcess, stable_mac
 from banger.vmm.qemu import QemuDriver
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,12 @@ class Pipeline:
     accel: Accel
     boot_timeout: float
     boot_attempts: int = 2
+    #: Every driver by name and the ``vmm`` choice for new VMs; None: QEMU (``driver``) only.
+    drivers: DriverSet | None = None
+
+    def driver_for(self, vm: VMRecord) -> VMMDriver:
+        """The driver the VM was created with (``vms.vmm``), whatever the config says now."""
+        return self.drivers.get(vm.vmm) if self.drivers is not None else self.driver
 
     # -- create ------------------------------------------------------------------
     async def root_disk(
@@ -177,6 +184,7 @@ class Pipeline:
     def launch_spec(self, vm: VMRecord, kernel: KernelEntry, root: Disk, tap_fd: int) -> LaunchSpec:
         net = self.config.network
         assert vm.ip is not None
+        qemu = vm.vmm != "firecracker"
         cmdline = kernel_cmdline(
             BootSpec(
                 ip=vm.ip,
@@ -185,11 +193,12 @@ class Pipeline:
                 hostname=vm.name,
                 dns=net.gateway,
                 init_mode=_init_mode(vm.init_mode),
-                tsc_khz=self.accel.tsc_khz if self.accel.kind == "tcg" else None,
+                tsc_khz=self.accel.tsc_khz if self.accel.kind == "tcg" and qemu else None,
+                vmm="qemu" if qemu else "firecracker",
             )
         )
         vm_dir = self.paths.vm_dir(vm.id)
-        return LaunchSpec(
+        spec = LaunchSpec(
             vm_id=vm.id,
             vcpus=vm.vcpus,
             memory_mib=vm.memory_mib,
@@ -205,23 +214,27 @@ class Pipeline:
             tap_fd=tap_fd,
             accelerator=self.accel.kind,
         )
+        tap = vm.tap or tap_name(vm.id)
+        socket = self.paths.vm_firecracker_socket(vm.id)
+        return adapt_spec(spec, vm.vmm, kernel, socket=socket, tap=tap)
 
     async def launch(
         self, vm: VMRecord, spec: LaunchSpec, op: OpHandle, undo: UndoStack
     ) -> VMMProcess:
         await op.stage("launch")
-        if self.accel.kind == "tcg":
+        if spec.accelerator == "tcg":
             await op.event("notice", f"using software emulation (TCG): {self.accel.reason}")
-        proc = await self.driver.launch(spec)
+        driver = self.driver_for(vm)
+        proc = await driver.launch(spec)
 
         async def kill() -> None:
-            await self.driver.stop(proc, graceful_timeout=0)
+            await driver.stop(proc, graceful_timeout=0)
 
         undo.push(f"VMM pid {proc.pid}", kill)
         config: dict[str, Any] = {
             **vm.config,
             "vmm_process": proc.to_json(),
-            "accelerator": self.accel.kind,
+            "accelerator": spec.accelerator,
             "cmdline": spec.cmdline,
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
@@ -233,7 +246,7 @@ class Pipeline:
             pid_start_time=proc.start_time,
             config=config,
         )
-        await op.event("info", f"{self.driver.name} started (pid {proc.pid}, {self.accel.kind})")
+        await op.event("info", f"{driver.name} started (pid {proc.pid}, {spec.accelerator})")
         return proc
 
     def ssh_target(self, vm: VMRecord) -> SSHTarget:
@@ -245,7 +258,7 @@ class Pipeline:
         await op.stage("wait_ssh")
         console = self.paths.vm_console_log(vm.id)
         ready = asyncio.create_task(wait_for_ssh(self.ssh_target(vm), self.boot_timeout, console))
-        exited = asyncio.create_task(self.driver.wait(proc, None))
+        exited = asyncio.create_task(self.driver_for(vm).wait(proc, None))
         try:
             await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -278,9 +291,14 @@ class Pipeline:
         while True:
             try:
                 spec = self.launch_spec(vm, kernel, root, fd)
+                if spec.tap_fd is None:
+                    # Firecracker opens the persistent tap by name: a second open would be EBUSY.
+                    os.close(fd)
+                    fd = -1
                 proc = await self.launch(vm, spec, op, undo)
             finally:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             try:
                 await self.wait_ssh(vm, proc, op)
                 return proc
@@ -289,7 +307,7 @@ class Pipeline:
                     raise
                 attempt += 1
                 await op.event("warning", f"no SSH yet ({exc.message.splitlines()[0]}); retrying")
-                await self.driver.stop(proc, graceful_timeout=0)
+                await self.driver_for(vm).stop(proc, graceful_timeout=0)
                 fd = await self.hostnet.open_tap(tap_name(vm.id))
 
     # -- stop ---------------------------------------------------------------------

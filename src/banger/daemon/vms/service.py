@@ -31,6 +31,7 @@ from banger.daemon.vms.names import (
 )
 from banger.daemon.vms.pipeline import Pipeline
 from banger.daemon.vms.undo import UndoStack
+from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.disk.cow import RootDisk, strategy_named
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.images.publish import read_image
@@ -56,6 +57,8 @@ class CreatePlan:
     work_disk_size: int
     init: str
     start: bool
+    vmm: str = "qemu"
+    vmm_reason: str = "the only driver"
 
 
 class VMService:
@@ -92,6 +95,7 @@ class VMService:
             kernel=vm.kernel_id,
             kernel_name=kernel_name,
             vmm=vm.vmm,
+            vmm_reason=vm.config.get(VMM_REASON_KEY),
             accelerator=vm.config.get("accelerator"),
             init_mode=vm.init_mode,
             vcpus=vm.vcpus,
@@ -160,9 +164,13 @@ class VMService:
                     f"init: image {image.name} does not support init mode {init!r}",
                     hint=f"it supports: {', '.join(modes)}",
                 )
-        return CreatePlan(
-            name, request.image, request.kernel, vcpus, memory, size, init, request.start
+        vmm, vmm_reason = (
+            self.pipeline.drivers.choose() if self.pipeline.drivers else ("qemu", "the only driver")
         )
+        return CreatePlan(
+            name, request.image, request.kernel, vcpus, memory, size, init, request.start,
+            vmm, vmm_reason,
+        )  # fmt: skip
 
     async def create(self, request: VMCreateRequest) -> Operation:
         plan = await asyncio.to_thread(self.plan, request)
@@ -176,14 +184,19 @@ class VMService:
         await op.stage("resolve")
         image = await self.images.ensure(plan.image, op)
         kernel = await self.kernels.ensure(plan.kernel, op)
-        await op.event("info", f"image {image.name}, kernel {kernel.name}, init {plan.init}")
+        await op.event(
+            "info",
+            f"image {image.name}, kernel {kernel.name}, init {plan.init}, "
+            f"vmm {plan.vmm} ({plan.vmm_reason})",
+        )
         undo = UndoStack()
         vm = await asyncio.to_thread(
             self.store.create_vm,
             name=plan.name,
             image_id=image.id,
             kernel_id=kernel.id,
-            vmm="qemu",
+            vmm=plan.vmm,
+            config={VMM_REASON_KEY: plan.vmm_reason},
             init_mode=plan.init,
             vcpus=plan.vcpus,
             memory_mib=plan.memory_mib,
@@ -302,8 +315,10 @@ class VMService:
     async def _stop(self, vm: VMRecord, op: OpHandle, *, timeout: float, force: bool) -> None:
         await op.stage("stop")
         proc = self.vmm_process(vm)
-        driver = self.pipeline.driver
+        driver = self.pipeline.driver_for(vm)
         if proc is not None and self.alive(vm):
+            if vm.state == VMState.PAUSED:
+                await driver.resume(proc)  # a paused guest can neither power off nor answer SSH
             await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.STOPPING)
             if not force and vm.ip is not None:
                 await op.event("info", f"asking the guest to power off ({vm.init_mode} init)")
@@ -365,7 +380,7 @@ class VMService:
             if vm.state in (VMState.STOPPED, VMState.FAILED):
                 continue
             if self.alive(vm):
-                if vm.state != VMState.RUNNING:
+                if vm.state not in (VMState.RUNNING, VMState.PAUSED):
                     await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.RUNNING)
                 log.info("re-attached VM %s (pid %s)", vm.name, vm.pid)
                 continue

@@ -14,6 +14,7 @@ from banger.daemon.kernels_svc import KernelService
 from banger.daemon.ops import Operations
 from banger.daemon.vms.pipeline import Accel, Pipeline
 from banger.daemon.vms.service import VMService
+from banger.daemon.vms.vmm_choice import build_drivers, jailed_driver
 from banger.helper.client import HelperClient
 from banger.hostinfo import choose_accelerator, host_tsc_khz, kvm_status
 from banger.paths import Paths
@@ -67,14 +68,16 @@ def build_stack(paths: Paths, config: Config, store: Store, ops: Operations) -> 
     hostnet = HostNetwork(config, helper())
     accel = detect_accelerator()
     log.info("guests use %s (%s)", accel.kind, accel.reason)
+    qemu = QemuDriver()
     pipeline = Pipeline(
         paths=paths,
         config=config,
         store=store,
         hostnet=hostnet,
-        driver=QemuDriver(),
+        driver=qemu,
         accel=accel,
         boot_timeout=boot_timeout(),
+        drivers=build_drivers(config, qemu, jailed_driver(config, helper)),
     )
     vms = VMService(config, ops, kernels, images, pipeline)
     return VMStack(kernels=kernels, images=images, hostnet=hostnet, vms=vms)

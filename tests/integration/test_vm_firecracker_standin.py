@@ -1,0 +1,220 @@
+"""A VM with ``vmm = "firecracker"`` through the real VMService — against a STAND-IN.
+
+Firecracker cannot run here (no Firecracker binary; no hardware KVM for
+ordinary guests), so the "firecracker" binary is ``tests/firecracker_standin.py``:
+a separate process serving Firecracker's API on the socket, validating every
+request against ``firecracker-api.yaml`` and its phase rules. It boots no
+guest, so the pipeline's two guest-facing steps are replaced in
+:class:`StandInPipeline`, and only those: ``wait_ssh`` checks what the
+stand-in recorded (kernel = the entry's extracted ``vmlinux``, the boot
+arguments, the root/work drives and the tap by name) instead of logging in,
+and ``guest_poweroff`` (SSH) is not attempted; the stop then goes through
+the driver (Ctrl-Alt-Del). Everything else is real: the store, the
+operations, the kernel import (vmlinux extraction), the image, the raw root
+disk strategy, the work disk, the root helper in a network namespace
+creating the persistent tap, the Firecracker driver's process supervision.
+
+Also: the driver choice is recorded on the VM with its reason and survives a
+config change and a daemon restart (a new VMService over the same store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from banger.api_models import KernelImportRequest, VMCreateRequest
+from banger.config import Config
+from banger.daemon.hostnet import HostNetwork
+from banger.daemon.images_svc import ImageService
+from banger.daemon.kernels_svc import KernelService
+from banger.daemon.ops import Operations, OpHandle
+from banger.daemon.vms.pipeline import Accel, Pipeline
+from banger.daemon.vms.service import VMService
+from banger.daemon.vms.vmm_choice import DriverSet
+from banger.helper.client import HelperClient
+from banger.paths import Paths
+from banger.procinfo import is_same_process
+from banger.store import Store, VMRecord, VMState
+from banger.vmm.base import VMMProcess
+from banger.vmm.base import VMState as VMMState
+from banger.vmm.firecracker.driver import FirecrackerDriver
+from banger.vmm.qemu import QemuDriver
+from banger.vmm.select import DriverName
+from tests.image_cache import cached_debian_image
+from tests.integration.test_firecracker_driver import standin_binary
+from tests.kernel_cache import cached_debian_kernel
+from tests.support import Netns, needs_root, netns, short_tmpdir
+
+pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class StandInPipeline(Pipeline):
+    """The real pipeline, minus the two steps that need a booted guest (see the docstring)."""
+
+    checked: int = 0
+    poweroffs: int = 0
+
+    async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
+        await op.stage("wait_ssh")
+        driver = self.driver_for(vm)
+        assert (await driver.status(proc)).state == VMMState.RUNNING
+        console = self.paths.vm_console_log(vm.id).read_text()
+        kernel = self.paths.kernel_dir(vm.kernel_id or "") / "vmlinux"
+        assert f"[stand-in] Linux would boot {kernel}" in console
+        assert f"ip={vm.ip}::" in console and "reboot=k" in console
+        assert "root=/dev/vda rw" in console  # appended by "Firecracker" from the root drive
+        log = (self.paths.vm_dir(vm.id) / "firecracker.log").read_text()
+        for line in ("PUT /drives/root: ok", "PUT /drives/work: ok",
+                     "PUT /network-interfaces/eth0: ok", "PUT /actions: ok"):  # fmt: skip
+            assert line in log
+        self.checked += 1
+
+    async def guest_poweroff(self, vm: VMRecord) -> None:
+        self.poweroffs += 1
+
+
+@dataclass
+class World:
+    paths: Paths
+    ns: Netns
+    store: Store
+    ops: Operations
+    vms: VMService
+    pipeline: StandInPipeline
+    choice: list[tuple[DriverName, str]]
+
+
+def make_service(w_paths: Paths, store: Store, fc_binary: str, choice: list[tuple[DriverName, str]]
+                 ) -> tuple[VMService, StandInPipeline, Operations]:  # fmt: skip
+    config = Config()
+    lock = asyncio.Lock()
+
+    def helper(timeout: float | None = 60.0) -> HelperClient:
+        return HelperClient(w_paths.helper_socket, timeout=timeout)
+
+    ops = Operations(store)
+    kernels = KernelService(w_paths, config, store, lock)
+    images = ImageService(w_paths, config, store, lock, helper)
+    qemu = QemuDriver()
+    drivers = DriverSet(
+        {"qemu": qemu, "firecracker": FirecrackerDriver(fc_binary)}, lambda: choice[-1]
+    )
+    pipeline = StandInPipeline(
+        paths=w_paths, config=config, store=store, hostnet=HostNetwork(config, helper()),
+        driver=qemu, accel=Accel("tcg", "test", None), boot_timeout=5.0, drivers=drivers,
+    )  # fmt: skip
+    return VMService(config, ops, kernels, images, pipeline), pipeline, ops
+
+
+@asynccontextmanager
+async def world() -> AsyncIterator[World]:
+    with short_tmpdir("bgf-") as home, netns("bgf") as ns:
+        paths = Paths(home / "c", home / "s", home / "k", home / "r")
+        paths.ensure()
+        out = subprocess.run(
+            ns.argv(str(BIN / "banger-helper"), "--socket", str(paths.helper_socket),
+                    "--owner-uid", str(os.getuid()), "--allow-root", str(paths.state_dir),
+                    "--log", str(home / "helper.log")),
+            capture_output=True, text=True, check=True, timeout=30,
+        )  # fmt: skip
+        helper_pid = int(out.stdout.split()[-1])
+        bins = home / "bin"
+        bins.mkdir()
+        fc = standin_binary(bins)
+        store = Store.open(paths.db)
+        choice: list[tuple[DriverName, str]] = [("firecracker", "test: the Firecracker stand-in")]
+        vms, pipeline, ops = make_service(paths, store, fc, choice)
+        try:
+            src = cached_debian_kernel()
+            await vms.kernels.import_(
+                KernelImportRequest(
+                    path=str(src / "vmlinuz"), initrd=str(src / "initrd.img"), name="deb"
+                )
+            )
+            await vms.images.register(str(cached_debian_image()), "deb")
+            yield World(paths, ns, store, ops, vms, pipeline, choice)
+        finally:
+            for vm in store.list_vms():
+                await finish(ops, await vms.delete(vm.id, force=True))
+            os.kill(helper_pid, 15)
+            store.close()
+
+
+async def finish(ops: Operations, op: object) -> None:
+    op_id = op.id  # type: ignore[attr-defined]
+    async for _event in ops.follow(op_id):
+        pass
+    done = await ops.get(op_id)
+    assert done.state == "succeeded", f"{done.kind} failed at {done.stage}: {done.error}"
+
+
+def taps(ns: Netns) -> list[str]:
+    out = ns.run("ip", "-o", "link", "show").stdout
+    return [
+        n for n in (line.split(":")[1].strip() for line in out.splitlines()) if n.startswith("bt-")
+    ]
+
+
+async def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_firecracker_vm_create_start_stop_rm_with_the_standin() -> None:
+    async with world() as w:
+        await finish(w.ops, await w.vms.create(
+            VMCreateRequest(name="fc1", image="deb", kernel="deb", init="fast", start=True)
+        ))  # fmt: skip
+        vm = w.store.get_vm_by_name("fc1")
+        detail = w.vms.detail(vm)
+        assert vm.state == VMState.RUNNING and detail.vmm == "firecracker"
+        assert detail.vmm_reason == "test: the Firecracker stand-in"
+        assert detail.accelerator == "kvm"
+        assert vm.root_strategy in ("reflink", "copy")  # Firecracker has no qcow2
+        assert vm.config["root_format"] == "raw"
+        assert w.pipeline.checked == 1
+        assert vm.pid is not None and vm.pid_start_time is not None
+        argv = Path(f"/proc/{vm.pid}/cmdline").read_bytes().split(b"\0")
+        assert str(w.paths.vm_firecracker_socket(vm.id)).encode() in argv
+        assert vm.tap in taps(w.ns)  # the persistent tap Firecracker opens by name
+
+        await finish(w.ops, await w.vms.stop("fc1", timeout=0.2))
+        vm = w.store.get_vm(vm.id)
+        assert vm.state == VMState.STOPPED and vm.pid is None
+        assert taps(w.ns) == []
+        assert "Restarting system (Ctrl-Alt-Del)" in w.paths.vm_console_log(vm.id).read_text()
+
+        # The config now says QEMU: this VM keeps the driver it was created with.
+        w.choice.append(("qemu", "configured: vmm = 'qemu'"))
+        await finish(w.ops, await w.vms.start("fc1"))
+        vm = w.store.get_vm(vm.id)
+        assert vm.vmm == "firecracker" and (w.vms.detail(vm).vmm_reason or "").startswith("test:")
+        assert w.pipeline.checked == 2
+        pid, start = vm.pid, vm.pid_start_time
+        assert pid is not None and start is not None
+
+        # A daemon restart: a new service over the same store re-adopts the running VM.
+        fc = standin_binary(w.paths.config_dir)
+        again, _pipeline, ops = make_service(w.paths, w.store, fc, w.choice)
+        await again.reattach()
+        vm = w.store.get_vm(vm.id)
+        assert vm.state == VMState.RUNNING and vm.vmm == "firecracker" and vm.pid == pid
+        await finish(ops, await again.delete("fc1"))
+        await wait_until(lambda: not is_same_process(pid, start))
+        assert w.store.list_vms() == [] and taps(w.ns) == []
+        assert not w.paths.vm_dir(vm.id).exists()
