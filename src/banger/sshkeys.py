@@ -111,7 +111,7 @@ def _check_names(names: list[str]) -> list[str]:
     if not names:
         raise InvalidArgument("pinning a host key needs at least one host name")
     for n in names:
-        if not _NAME.match(n):
+        if not _NAME.fullmatch(n):
             raise InvalidArgument(
                 f"host name {n!r} cannot go into known_hosts",
                 hint="use a plain name or address (letters, digits, '.', '-', ':', '_')",

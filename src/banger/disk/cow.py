@@ -134,7 +134,7 @@ _DEV = re.compile(r"^/dev/(loop[0-9]+|mapper/[A-Za-z0-9_.-]+|[0-9]+:[0-9]+)$|^[0
 def dm_name(vm_id: str) -> str:
     """The device-mapper name of a VM's root snapshot (``banger-<id>``)."""
     name = f"banger-{vm_id}"
-    if not _DM_NAME.match(name):
+    if not _DM_NAME.fullmatch(name):
         raise InvalidArgument(f"vm id {vm_id!r} cannot name a device-mapper device")
     return name
 
@@ -148,7 +148,7 @@ def snapshot_table(origin_dev: str, cow_dev: str, sectors: int, chunk_sectors: i
     (8 × 512 bytes = 4 KiB, the ext4 block size).
     """
     for what, dev in (("origin device", origin_dev), ("cow device", cow_dev)):
-        if not _DEV.match(dev):
+        if not _DEV.fullmatch(dev):
             raise InvalidArgument(f"{what} {dev!r} is not a loop, mapper or major:minor device")
     if sectors <= 0:
         raise InvalidArgument(f"snapshot size must be positive (got {sectors} sectors)")
@@ -165,13 +165,13 @@ def sectors_of(base: Path) -> int:
 
 
 def dmsetup_create_argv(name: str, table: str) -> list[str]:
-    if not _DM_NAME.match(name):
+    if not _DM_NAME.fullmatch(name):
         raise InvalidArgument(f"device-mapper name {name!r} is not a banger device")
     return ["dmsetup", "create", name, "--table", table]
 
 
 def dmsetup_remove_argv(name: str) -> list[str]:
-    if not _DM_NAME.match(name):
+    if not _DM_NAME.fullmatch(name):
         raise InvalidArgument(f"device-mapper name {name!r} is not a banger device")
     return ["dmsetup", "remove", "--retry", name]
 

@@ -38,7 +38,7 @@ def parse_source(source: str) -> str | None:
         raise InvalidArgument(f"source: unknown kernel source {source!r}", hint=SOURCE_HINT)
     if not sep:
         return None
-    if not _DEBIAN_VERSION.match(version):
+    if not _DEBIAN_VERSION.fullmatch(version):
         raise InvalidArgument(f"source: {version!r} is not a Debian version", hint=SOURCE_HINT)
     return version
 

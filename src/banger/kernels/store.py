@@ -104,7 +104,7 @@ class KernelEntry:
 
 
 def check_kernel_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(
             f"name: {name!r} is not a valid kernel name",
             hint="use 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit",
