@@ -215,6 +215,11 @@ class Paths:
         return self.runtime_dir / "bangerd.pid"
 
     @property
+    def helper_pidfile(self) -> Path:
+        """The pid of a helper the CLI started on first use (written by the CLI)."""
+        return self.runtime_dir / "helper.pid"
+
+    @property
     def helper_socket(self) -> Path:
         return check_socket_path(self.runtime_dir / "helper.sock")
 

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 from collections.abc import Iterator
 from contextlib import suppress
@@ -23,23 +22,19 @@ import pytest
 
 from banger.cli.helper_start import helper_argv, needs_helper
 from banger.paths import Paths
+from banger.system.probes import probe_helper
 from tests.integration.bangerd_harness import BANGER, home_env, home_paths, wait_pid_exit
 from tests.support import Netns, User, needs_root, netns, short_tmpdir, throwaway_user
-
-
-def peer_pid(path: Path) -> int:
-    """The pid of the process listening on ``path`` (SO_PEERCRED of a connection)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(str(path))
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, _uid, _gid = struct.unpack("3i", creds)
-    return int(pid)
 
 
 def stop(pid: int) -> None:
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     assert wait_pid_exit(pid), f"pid {pid} did not stop"
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 @pytest.fixture
@@ -95,14 +90,16 @@ def test_first_vm_command_as_root_starts_helper_and_daemon(ns: Netns) -> None:
                 ns.argv(str(BANGER), "vm", "start", "nosuch"),
                 env=env, capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
-            with suppress(OSError):
-                started.append(peer_pid(paths.helper_socket))
             with suppress(OSError, ValueError):
-                started.append(int((paths.runtime_dir / "bangerd.pid").read_text()))
+                started.append(int(paths.helper_pidfile.read_text()))
+            with suppress(OSError, ValueError):
+                started.append(int(paths.daemon_pidfile.read_text()))
             assert result.returncode == 3, result.stderr  # NotFound, from the daemon
             assert "no VM" in result.stderr or "nosuch" in result.stderr, result.stderr
-            assert "started banger-helper as root (pid " in result.stderr
+            assert f"started banger-helper as root (pid {started[0]}, " in result.stderr
             assert len(started) == 2, started
+            # The recorded pid is the serving helper itself (what `kill` must reach).
+            assert str(paths.helper_socket) in cmdline(started[0])
 
             doctor = subprocess.run(
                 ns.argv(str(BANGER), "doctor", "--json"),
@@ -120,10 +117,12 @@ def test_first_vm_command_as_root_starts_helper_and_daemon(ns: Netns) -> None:
             )  # fmt: skip
             assert again.returncode == 3
             assert "started banger-helper" not in again.stderr
-            assert peer_pid(paths.helper_socket) == started[0]
+            assert int(paths.helper_pidfile.read_text()) == started[0]
         finally:
             for pid in started:
                 stop(pid)
+        # Stopping the recorded pids stopped them: nothing answers any more.
+        assert not probe_helper(paths.helper_socket).up
 
 
 @pytest.fixture

@@ -159,9 +159,16 @@ def _run(start: HelperStart, paths: Paths) -> None:
             f"could not start banger-helper: {exc.message}",
             hint=f"see {paths.helper_log}; or {manual_hint(helper_argv(paths, os.getuid()))}",
         ) from None
-    pid = result.out.strip().splitlines()[-1:] or ["?"]
+    # banger-helper prints the pid of its detached server (the process that
+    # bound the socket has exited: SO_PEERCRED would name that one). Kept so
+    # the helper can be stopped: `kill $(cat helper.pid)` (with sudo if sudo started it).
+    lines = result.out.strip().splitlines()
+    pid = lines[-1] if lines and lines[-1].isdigit() else "?"
+    if pid != "?":
+        paths.helper_pidfile.write_text(pid + "\n")
     how = "with sudo" if start.via_sudo else "as root"
     print(
-        f"started banger-helper {how} (pid {pid[0]}; log {paths.helper_log})",
+        f"started banger-helper {how} (pid {pid}, in {paths.helper_pidfile}; "
+        f"log {paths.helper_log})",
         file=sys.stderr,
     )
