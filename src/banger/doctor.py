@@ -418,6 +418,13 @@ def check_helper(ctx: DoctorContext) -> CheckResult:
     )
 
 
+def check_vm_dns(ctx: DoctorContext) -> CheckResult:
+    """bangerd's VM resolver, and whether the host routes the VM domain to it."""
+    from banger.doctor_dns import check_vm_dns as check  # imports this module
+
+    return check(ctx)
+
+
 CHECKS: tuple[Check, ...] = (
     check_virtualisation,
     check_firecracker,
@@ -434,6 +441,7 @@ CHECKS: tuple[Check, ...] = (
     check_config,
     check_daemon,
     check_helper,
+    check_vm_dns,
 )
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from banger.daemon.dns_svc import DNSService
 from banger.daemon.ops_retention import prune_periodically
 from banger.daemon.services import Services
-from banger.helper.client import HelperClient
 from banger.store import VMState
 
 log = logging.getLogger(__name__)
@@ -31,10 +30,9 @@ class Background:
         days = services.config.daemon.ops_retention_days
         bg.tasks.append(asyncio.create_task(prune_periodically(services.store, days)))
         stack = services.stack
-        if stack is not None:
-            helper = HelperClient(services.paths.helper_socket, timeout=30)
-            bg.dns = DNSService(services.config, helper, services.store)
-            stack.hostnet.after_ensure.append(bg.dns.ensure)
+        if stack is not None and services.dns is not None:
+            bg.dns = services.dns
+            stack.hostnet.after_ensure.append(services.dns.ensure)
             bg.tasks.append(asyncio.create_task(bg._resume_dns(services)))
         return bg
 

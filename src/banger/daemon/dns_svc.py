@@ -20,6 +20,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from banger.config import Config
@@ -44,6 +45,51 @@ class DNSStatus:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class HostResolverLink:
+    """What the helper did about the host's own resolver (systemd-resolved per-link DNS)."""
+
+    configured: bool
+    #: Why not, when ``configured`` is false (no systemd-resolved, no resolvectl, …).
+    reason: str | None = None
+    bridge: str | None = None
+    dns: str | None = None
+    domain: str | None = None
+
+    @classmethod
+    def from_helper(cls, reply: dict[str, Any]) -> HostResolverLink:
+        def text(key: str) -> str | None:
+            value = reply.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            configured=reply.get("configured") is True,
+            reason=text("reason"),
+            bridge=text("bridge"),
+            dns=text("dns"),
+            domain=text("domain"),
+        )
+
+
+@dataclass(frozen=True)
+class DNSReport:
+    """``GET /v1/dns``: the VM resolver as bangerd sees it (``banger doctor`` reads it).
+
+    ``serving`` is false until the bridge is first ensured (the first VM start
+    after bangerd started), or when starting it failed (``error`` says why).
+    """
+
+    serving: bool
+    #: The bridge address it serves on (or will), port 53.
+    address: str
+    bridge: str
+    domain: str
+    upstreams: list[str]
+    #: None until the resolver started and asked the helper.
+    host_link: HostResolverLink | None
+    error: str | None
+
+
 def store_lookup(store: Store) -> Callable[[str], ipaddress.IPv4Address | None]:
     """``name -> address`` for VMs that are (being) up; the resolver calls it per query."""
 
@@ -65,6 +111,25 @@ class DNSService:
         self.status = DNSStatus()
         self._server: DNSServer | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_daemon(cls, config: Config, helper_socket: Path, store: Store) -> DNSService:
+        return cls(config, HelperClient(helper_socket, timeout=30), store)
+
+    def report(self) -> DNSReport:
+        net = self.config.network
+        status = self.status
+        return DNSReport(
+            serving=status.serving,
+            address=str(net.gateway),
+            bridge=net.bridge,
+            domain=net.dns_domain,
+            upstreams=list(status.upstreams),
+            host_link=None
+            if status.host_link is None
+            else HostResolverLink.from_helper(status.host_link),
+            error=status.error,
+        )
 
     @property
     def gateway_cidr(self) -> str:

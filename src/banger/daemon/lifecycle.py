@@ -47,6 +47,7 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                 interrupted = ops.fail_interrupted()
                 if interrupted:
                     log.warning("marked %d operation(s) interrupted by the last stop", interrupted)
+                from banger.daemon.dns_svc import DNSService
                 from banger.daemon.images_cleanup import cleanup_image_leftovers
                 from banger.daemon.vms.stack import build_stack
 
@@ -59,6 +60,7 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                     ops=ops,
                     started_at=datetime.now(UTC),
                     stack=build_stack(paths, config, store, ops),
+                    dns=DNSService.for_daemon(config, paths.helper_socket, store),
                 )
                 forced = asyncio.run(_serve(services, sock, grace=grace, debug=debug))
             finally:

@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from banger import __version__
 from banger.api_models import API_VERSION, Operation, SelftestRequest, VersionInfo, VMSummary
+from banger.daemon.dns_svc import DNSReport
 from banger.daemon.records import vm_model
 from banger.daemon.selftest import check_request, run_selftest
 from banger.daemon.services import Services
@@ -31,6 +32,23 @@ def meta_router(services: Services) -> APIRouter:
             uid=os.getuid(),
             started_at=services.started_at,
         )
+
+    @router.get("/dns")
+    async def dns() -> DNSReport:
+        """The VM resolver: serving or not (and why), where, and whether the host routes it."""
+        if services.dns is None:
+            net = services.config.network
+            return DNSReport(
+                serving=False,
+                address=str(net.gateway),
+                bridge=net.bridge,
+                domain=net.dns_domain,
+                upstreams=[],
+                host_link=None,
+                error="this bangerd runs no VMs, so no resolver",
+            )
+        report: DNSReport = services.dns.report()
+        return report
 
     @router.get("/config")
     async def config() -> dict[str, Any]:

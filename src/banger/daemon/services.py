@@ -26,3 +26,6 @@ class Services:
     #: :class:`banger.daemon.vms.stack.VMStack` (kernels, images, host network, VMs);
     #: None in tests that build a bare daemon.
     stack: Any = None
+    #: :class:`banger.daemon.dns_svc.DNSService` (the VM resolver, started by
+    #: ``Background`` with the bridge); None in a bare daemon.
+    dns: Any = None
