@@ -306,6 +306,12 @@ class BangerClient:
     def set_vm(self, ref: str, body: dict[str, Any]) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/set", body)
 
+    def workspace_prepare(self, ref: str, body: dict[str, Any]) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/workspace/prepare", body)
+
+    def workspace_export(self, ref: str, body: dict[str, Any]) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/workspace/export", body)
+
     # -- plumbing ------------------------------------------------------------------
     def _op(self, method: str, path: str, body: dict[str, Any] | None = None) -> Operation:
         return Operation.model_validate(self._request(method, path, json=body))

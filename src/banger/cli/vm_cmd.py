@@ -289,6 +289,8 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
 @vm.command(name="run", context_settings={"ignore_unknown_options": True})
 @_create_options
 @click.option("--rm", "remove", is_flag=True, help="Delete the VM afterwards (even on failure).")
+@click.option("--no-workspace", is_flag=True,
+              help="Inside a git repository: do not copy it in (and start in /root).")  # fmt: skip
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
     name: str | None,
@@ -299,12 +301,19 @@ def run(
     disk_size: str | None,
     init: str | None,
     remove: bool,
+    no_workspace: bool,
     command: tuple[str, ...],
 ) -> int:
-    """Create and start a VM, then run COMMAND in it (or a shell); exit status is COMMAND's."""
+    """Create and start a VM, then run COMMAND in it (or a shell); exit status is COMMAND's.
+
+    Inside a git repository, the repository is copied in first (see `banger
+    workspace prepare`) and COMMAND or the shell starts in its guest copy.
+    """
     from banger.cli.sshexec import argv_for, run_ssh
+    from banger.cli.workspace_cmd import argv_in_workspace, repository_here
 
     state = get_state()
+    repo = None if no_workspace else repository_here()
     request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True)
     op = state.call(lambda c: c.create_vm(request))
     vm_name = op.target or ""
@@ -312,7 +321,10 @@ def run(
     try:
         _follow(state, op)
         info = state.client().vm_ssh_info(vm_name)
-        status = run_ssh(argv_for(info, command or None))
+        if repo is None:
+            status = run_ssh(argv_for(info, command or None))
+        else:
+            status = run_ssh(argv_in_workspace(state, info, repo, command))
     finally:
         if remove:
             _remove_quietly(state, vm_name)

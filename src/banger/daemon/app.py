@@ -24,9 +24,11 @@ def create_app(services: Services) -> FastAPI:
     if services.stack is not None:
         from banger.daemon.routes_stats import stats_router
         from banger.daemon.routes_vms import image_router, kernel_router, vm_router
+        from banger.daemon.routes_workspace import workspace_router
 
         app.include_router(vm_router(services.stack))
         app.include_router(stats_router(services.stack))
+        app.include_router(workspace_router(services.stack))
         app.include_router(image_router(services.stack))
         app.include_router(kernel_router(services.stack))
     else:

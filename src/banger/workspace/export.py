@@ -88,7 +88,8 @@ async def _checked_out_branches(repo: Path) -> set[str]:
     return {r.removeprefix("refs/heads/") for r in refs}
 
 
-async def _refuse_overwrite(repo: Path, branch: str, force: bool) -> None:
+async def refuse_overwrite(repo: Path, branch: str, force: bool) -> None:
+    """Refuse a checked-out target branch always, an existing one unless ``force``."""
     if branch in await _checked_out_branches(repo):
         raise Conflict(
             f"branch {branch} is checked out on the host; export never changes your working tree",
@@ -188,7 +189,7 @@ async def export_workspace(
     repo = await asyncio.to_thread(find_repository, path)
     name = await check_branch_name(repo, branch or default_branch(vm))
     guest_repo = PurePosixPath(guest_path)
-    await _refuse_overwrite(repo, name, force)
+    await refuse_overwrite(repo, name, force)
     known = await _known_commits(repo, name)
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S %Z")
     message = f"banger: uncommitted changes from {vm} at {stamp}"

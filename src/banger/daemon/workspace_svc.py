@@ -1,0 +1,197 @@
+"""WorkspaceService: ``workspace prepare`` and ``workspace export`` as VM operations.
+
+The repository lives on the host where the CLI runs; bangerd runs as the same
+owner, so the CLI sends the repository's absolute path and the daemon reads it
+directly. Each transfer is an operation (``workspace.prepare`` /
+``workspace.export``) with stages ``lock`` → ``connect`` → ``transfer`` or
+``export``, progress events, and a final ``result`` event whose data is what
+the CLI prints (files copied; commits and files that came back).
+
+A transfer holds the VM's lock (:mod:`banger.daemon.vms.locks`) from before
+it connects until it is done: two prepares of one VM run one after the
+other (the second waits in ``lock``), and a stop or delete waits for the
+transfer instead of cutting it off. The guest connection uses the pinned
+per-VM host key (:func:`banger.guest.ssh.open_connection`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from banger.api_models import Operation
+from banger.daemon.ops import OpHandle
+from banger.daemon.vms.service import VMService
+from banger.errors import Conflict, InvalidArgument
+from banger.guest.ssh import open_connection
+from banger.store import VMRecord, VMState
+from banger.workspace import (
+    ExportResult,
+    PrepareResult,
+    Progress,
+    SSHGuestShell,
+    default_branch,
+    export_workspace,
+    find_repository,
+    guest_destination,
+    prepare_workspace,
+)
+from banger.workspace.export import check_branch_name, refuse_overwrite
+
+#: The event kind carrying an operation's outcome in its ``data`` (the CLI reads it).
+EV_RESULT = "result"
+#: Seconds between progress events of a transfer (the last state is in the result).
+PROGRESS_EVERY = 2.0
+CONNECT_TIMEOUT = 30.0
+MIB = 1024 * 1024
+
+
+def _repository(path: str) -> Path:
+    """The repository containing ``path``, which must be absolute (the CLI resolves it)."""
+    if not path.startswith("/"):
+        raise InvalidArgument(
+            f"path: {path!r} must be absolute", hint="the CLI sends the resolved path"
+        )
+    return find_repository(Path(path))
+
+
+def _require_running(vm: VMRecord, vms: VMService) -> None:
+    if vm.state != VMState.RUNNING or vm.ip is None or not vms.alive(vm):
+        raise Conflict(
+            f"VM {vm.name} is {vm.state.value}, not running",
+            hint=f"start it first: banger vm start {vm.name}",
+        )
+
+
+def prepare_data(vm: str, result: PrepareResult) -> dict[str, Any]:
+    return {
+        "vm": vm,
+        "repo": str(result.repo),
+        "dest": str(result.dest),
+        "files": result.files,
+        "bytes": result.bytes,
+        "duration": round(result.duration, 3),
+        "warnings": list(result.warnings),
+    }
+
+
+def export_data(vm: str, result: ExportResult) -> dict[str, Any]:
+    data = asdict(result)
+    data.update(
+        vm=vm,
+        repo=str(result.repo),
+        commits=list(result.commits),
+        files_changed=list(result.files_changed),
+        duration=round(result.duration, 3),
+    )
+    return data
+
+
+class _ProgressEvents:
+    """Tar progress (called on the loop) turned into throttled ``progress`` events."""
+
+    def __init__(self, op: OpHandle, loop: asyncio.AbstractEventLoop) -> None:
+        self.op = op
+        self.loop = loop
+        self.last = loop.time()
+        self.pending: set[asyncio.Task[None]] = set()
+
+    def __call__(self, p: Progress) -> None:
+        now = self.loop.time()
+        if now - self.last < PROGRESS_EVERY or p.files_done >= p.files_total:
+            return
+        self.last = now
+        message = (
+            f"{p.files_done}/{p.files_total} files, "
+            f"{p.bytes_done / MIB:.1f}/{p.bytes_total / MIB:.1f} MiB"
+        )
+        task = self.loop.create_task(self.op.event("progress", message, asdict(p)))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def flush(self) -> None:
+        await asyncio.gather(*self.pending, return_exceptions=True)
+
+
+class WorkspaceService:
+    def __init__(self, vms: VMService) -> None:
+        self.vms = vms
+        self.store = vms.store
+
+    async def _vm(self, ref: str) -> VMRecord:
+        vm = await asyncio.to_thread(self.store.resolve_vm, ref)
+        _require_running(vm, self.vms)
+        return vm
+
+    @asynccontextmanager
+    async def _guest(self, vm: VMRecord, op: OpHandle) -> AsyncIterator[SSHGuestShell]:
+        """The VM's lock, then an SSH shell into it (the VM checked again under the lock)."""
+        await op.stage("lock")
+        async with self.vms.locks.hold(vm.id):
+            current = await asyncio.to_thread(self.store.get_vm, vm.id)
+            _require_running(current, self.vms)
+            await op.stage("connect")
+            target = self.vms.pipeline.ssh_target(current)
+            async with open_connection(target, CONNECT_TIMEOUT) as conn:
+                yield SSHGuestShell(conn)
+
+    async def prepare(self, ref: str, path: str, dest: str | None) -> Operation:
+        """Copy the repository containing ``path`` into the VM (replacing an earlier copy)."""
+        vm = await self._vm(ref)
+        repo = await asyncio.to_thread(_repository, path)
+        target = guest_destination(repo, dest)
+
+        async def body(op: OpHandle) -> None:
+            progress = _ProgressEvents(op, asyncio.get_running_loop())
+            async with self._guest(vm, op) as shell:
+                await op.stage("transfer", f"{repo} → {vm.name}:{target}")
+                try:
+                    result = await prepare_workspace(shell, repo, dest=target, progress=progress)
+                finally:
+                    await progress.flush()
+            for warning in result.warnings:
+                await op.event("warning", warning)
+            size = result.bytes / MIB
+            await op.event(
+                EV_RESULT,
+                f"{result.files} files ({size:.1f} MiB) copied to {vm.name}:{result.dest}",
+                prepare_data(vm.name, result),
+            )
+
+        return await self.vms.ops.start("workspace.prepare", vm.name, body)
+
+    async def export(
+        self,
+        ref: str,
+        path: str,
+        *,
+        branch: str | None,
+        guest_path: str | None,
+        force: bool,
+    ) -> Operation:
+        """Fetch the VM's copy of the repository containing ``path`` into a new host branch."""
+        vm = await self._vm(ref)
+        repo = await asyncio.to_thread(_repository, path)
+        name = await check_branch_name(repo, branch or default_branch(vm.name))
+        source: PurePosixPath = guest_destination(repo, guest_path)
+        await refuse_overwrite(repo, name, force)  # a clear 409 before anything starts
+
+        async def body(op: OpHandle) -> None:
+            async with self._guest(vm, op) as shell:
+                await op.stage("export", f"{vm.name}:{source} → {repo} branch {name}")
+                result = await export_workspace(
+                    shell, repo, vm=vm.name, guest_path=source, branch=name, force=force
+                )
+            count = len(result.commits)
+            await op.event(
+                EV_RESULT,
+                f"branch {result.branch}: {count} commit{'s' if count != 1 else ''}, "
+                f"{len(result.files_changed)} files changed",
+                export_data(vm.name, result),
+            )
+
+        return await self.vms.ops.start("workspace.export", vm.name, body)

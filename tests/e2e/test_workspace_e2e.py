@@ -1,0 +1,361 @@
+"""Workspaces, export, [[file_sync]] and git identity against real guests, through the CLI.
+
+One installation (namespace, owner user, helper, daemon) and one fast-init VM
+(``ws``) are shared by the module. Before the daemon starts, the owner's home
+gets a global git identity, the files ``[[file_sync]]`` names and the config;
+repositories are made by the owner in their home, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import VENV_BIN, Banger, banger_env, seed_artifacts
+from tests.image_cache import cached_debian_image
+from tests.kernel_cache import cached_debian_kernel
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+VM = "ws"
+NAME = "Ada Owner"
+EMAIL = "ada@example.test"
+
+
+@dataclass
+class Env:
+    b: Banger
+    home: Path
+    #: stderr of the `vm create --start` that provisioned the shared VM
+    create_stderr: str
+
+
+def owner(b: Banger, *argv: str, cwd: Path | None = None, input: str | None = None,
+          check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """``argv`` as the owner user (HOME = the owner's home), optionally in ``cwd``."""
+    where = ["env", "-C", str(cwd)] if cwd is not None else []
+    result = subprocess.run(
+        b.as_owner([*where, *argv]),
+        capture_output=True,
+        text=True,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{argv} exited {result.returncode}: {result.stderr}{result.stdout}")
+    return result
+
+
+def banger_in(b: Banger, cwd: Path, *args: str, check: bool = True,
+              input: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """The real CLI as the owner, run from ``cwd`` (a repository)."""
+    return owner(b, str(VENV_BIN / "banger"), *args, cwd=cwd, check=check, input=input)
+
+
+def git(b: Banger, repo: Path, *args: str) -> str:
+    return owner(b, "git", *args, cwd=repo).stdout
+
+
+def guest(b: Banger, script: str, vm: str = VM, check: bool = True) -> str:
+    return b.banger("vm", "ssh", vm, "--", "sh", "-c", script, check=check).stdout
+
+
+def sh(b: Banger, script: str) -> None:
+    owner(b, "sh", "-ec", script)
+
+
+def _write_owner_home(b: Banger, home: Path) -> None:
+    sh(
+        b,
+        f"""
+        git config --global user.name '{NAME}'
+        git config --global user.email '{EMAIL}'
+        git config --global init.defaultBranch main
+        cd {home}
+        printf 'machine example.test login ada\\n' > .netrc-test
+        chmod 0644 .netrc-test
+        mkdir -p bin && printf '#!/bin/sh\\necho tool\\n' > bin/tool && chmod 0700 bin/tool
+        mkdir -p dots/sub
+        printf 'a\\n' > dots/a.conf && chmod 0640 dots/a.conf
+        printf 'b\\n' > dots/sub/b.txt && chmod 0604 dots/sub/b.txt
+        chmod 0750 dots/sub
+        ln -s /etc/hostname dots/link-file
+        ln -s /etc dots/sub/link-dir
+        """,
+    )
+    config = b.home / "config"
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "config.toml").write_text(
+        f"""
+[[file_sync]]
+host = "~/.netrc-test"
+guest = "~/.netrc"
+
+[[file_sync]]
+host = "~/bin/tool"
+guest = "/root/.local/bin/tool"
+mode = "0755"
+
+[[file_sync]]
+host = "{home}/dots"
+guest = "~/.dots"
+
+[[file_sync]]
+host = "~/nope"
+guest = "~/nope"
+"""
+    )
+    for path in (config, config / "config.toml"):
+        os.chown(path, b.user.uid, b.user.gid)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    with banger_env(seed=False) as b:
+        home = b.user.home
+        _write_owner_home(b, home)  # before the daemon starts: it reads the config once
+        seed_artifacts(b, cached_debian_kernel(), cached_debian_image())
+        created = b.banger("vm", "create", "--name", VM, "--init", "fast", "--start")
+        yield Env(b, home, created.stderr)
+
+
+# -- file_sync and git identity -------------------------------------------------------
+
+
+def test_file_sync_lands_with_modes_and_skips_what_it_must(env: Env) -> None:
+    b = env.b
+    stats = guest(
+        b,
+        "cd /root && stat -c '%a %U:%G %n' .netrc .local/bin/tool .dots .dots/a.conf "
+        ".dots/sub .dots/sub/b.txt",
+    ).splitlines()
+    assert stats == [
+        "600 root:root .netrc",  # default mode, whatever the host file's
+        "755 root:root .local/bin/tool",  # the entry's mode
+        "755 root:root .dots",  # directories keep their own permissions
+        "640 root:root .dots/a.conf",
+        "750 root:root .dots/sub",
+        "604 root:root .dots/sub/b.txt",
+    ], stats
+    assert guest(b, "cat /root/.netrc") == "machine example.test login ada\n"
+    assert guest(b, "/root/.local/bin/tool") == "tool\n"
+    # nested symlinks pointing outside are not in the guest at all, nor is the missing path
+    absent = "for p in .dots/link-file .dots/sub/link-dir nope; do "
+    absent += 'if [ -e "$p" ] || [ -L "$p" ]; then echo "$p"; fi; done'
+    assert guest(b, f"cd /root && {absent}") == ""
+    # ... and the CLI said so, one warning each
+    err = env.create_stderr
+    assert "warning: file_sync: skipped symlink ~/dots/link-file: it would escape" in err, err
+    assert "warning: file_sync: skipped symlink ~/dots/sub/link-dir: it would escape" in err
+    assert "warning: file_sync: skipped ~/nope: not found" in err
+
+
+def test_git_identity_merged_and_everything_reapplied_at_start(env: Env) -> None:
+    b = env.b
+    assert guest(b, "git config --global user.name") == f"{NAME}\n"
+    assert guest(b, "git config --global user.email") == f"{EMAIL}\n"
+    # keys of the guest's own .gitconfig survive; file_sync overwrites its files at start
+    guest(b, "git config --global alias.co checkout && echo changed > /root/.netrc")
+    sh(b, "git config --global user.email ada@new.example.test")
+    try:
+        restarted = b.banger("vm", "restart", VM)
+    finally:
+        sh(b, f"git config --global user.email {EMAIL}")
+    assert "warning: file_sync: skipped ~/nope: not found" in restarted.stderr
+    assert guest(b, "git config --global user.email") == "ada@new.example.test\n"
+    assert guest(b, "git config --global user.name") == f"{NAME}\n"
+    assert guest(b, "git config --global alias.co") == "checkout\n"
+    assert guest(b, "cat /root/.netrc") == "machine example.test login ada\n"
+
+
+def test_no_host_identity_is_a_notice(env: Env) -> None:
+    b = env.b
+    gitconfig = env.home / ".gitconfig"
+    saved = gitconfig.read_bytes()
+    gitconfig.unlink()
+    try:
+        created = b.banger("vm", "create", "--name", "noid", "--init", "fast")
+    finally:
+        gitconfig.write_bytes(saved)
+        os.chown(gitconfig, b.user.uid, b.user.gid)
+    try:
+        assert "note: git identity: none on the host" in created.stderr, created.stderr
+    finally:
+        b.banger("vm", "rm", "noid")
+
+
+# -- workspaces -------------------------------------------------------------------
+
+
+def make_repo(b: Banger, path: Path) -> Path:
+    """Several commits, a second branch, untracked, ignored, binary, spaces, symlink, +x."""
+    sh(
+        b,
+        f"""
+        mkdir -p '{path}' && cd '{path}'
+        git init -q
+        printf 'hello\\n' > README.md
+        printf 'build.log\\n' > .gitignore
+        git add . && git commit -q -m first
+        printf '#!/bin/sh\\necho run\\n' > run.sh && chmod 0755 run.sh
+        head -c 4096 /dev/urandom > data.bin && printf '\\000\\377' >> data.bin
+        mkdir -p 'dir with space' && printf 's\\n' > 'dir with space/file with space.txt'
+        ln -s README.md link
+        git add . && git commit -q -m second
+        git checkout -q -b feature && printf 'f\\n' > feature.txt && git add feature.txt
+        git commit -q -m 'on feature' && git checkout -q main
+        printf 'third\\n' >> README.md && git commit -q -am third
+        printf 'untracked\\n' > notes.txt
+        printf 'ignored\\n' > build.log
+        """,
+    )
+    return path
+
+
+EXPECTED_TREE = sorted(
+    [
+        ".gitignore",
+        "README.md",
+        "data.bin",
+        "dir with space",
+        "dir with space/file with space.txt",
+        "link",
+        "notes.txt",
+        "run.sh",
+    ]
+)
+
+
+def guest_tree(b: Banger, dest: str) -> list[str]:
+    out = guest(b, f"cd '{dest}' && find . -path ./.git -prune -o -mindepth 1 -print")
+    return sorted(line.removeprefix("./") for line in out.splitlines())
+
+
+@pytest.fixture(scope="module")
+def repo(env: Env) -> Path:
+    return make_repo(env.b, env.home / "proj")
+
+
+def test_prepare_copies_exactly_the_repository(env: Env, repo: Path) -> None:
+    b = env.b
+    result = banger_in(b, repo, "workspace", "prepare", VM, "--json")  # PATH: the cwd
+    data = json.loads(result.stdout)
+    assert data["dest"] == "/root/proj" and data["repo"] == str(repo)
+    assert guest_tree(b, "/root/proj") == EXPECTED_TREE
+    q = "cd /root/proj && "
+    assert guest(b, q + "git log --format=%H main") == git(b, repo, "log", "--format=%H", "main")
+    assert guest(b, q + "git log --format=%H feature") == git(
+        b, repo, "log", "--format=%H", "feature"
+    )
+    assert guest(b, q + "git branch --show-current") == "main\n"
+    assert guest(b, q + "git status --porcelain") == "?? notes.txt\n"
+    assert guest(b, q + "stat -c '%a' run.sh") == "755\n"
+    assert guest(b, q + "readlink link") == "README.md\n"
+    host_sum = owner(b, "sha256sum", "data.bin", cwd=repo).stdout
+    assert guest(b, q + "sha256sum data.bin") == host_sum
+    # re-running replaces the copy (a guest-only file goes away)
+    guest(b, "touch /root/proj/stray")
+    banger_in(b, repo, "workspace", "prepare", VM)
+    assert guest_tree(b, "/root/proj") == EXPECTED_TREE
+
+
+def test_export_brings_commits_and_uncommitted_work_back_as_a_branch(env: Env, repo: Path) -> None:
+    b = env.b
+    banger_in(b, repo, "workspace", "prepare", VM)
+    before = {
+        "head": git(b, repo, "rev-parse", "HEAD"),
+        "branch": git(b, repo, "branch", "--show-current"),
+        "status": git(b, repo, "status", "--porcelain"),
+        "readme": (repo / "README.md").read_text(),
+    }
+    guest(
+        b,
+        "cd /root/proj && printf 'guest\\n' >> README.md && git commit -q -am 'guest edit' "
+        "&& printf 'echo more\\n' >> run.sh && printf 'new\\n' > new.txt",
+    )
+    exported = banger_in(b, repo, "workspace", "export", VM)
+    assert "branch banger/ws" in exported.stdout and "2 commits" in exported.stdout, exported
+    subjects = git(b, repo, "log", "--format=%s", "-2", "banger/ws").splitlines()
+    assert subjects[1] == "guest edit"
+    assert subjects[0].startswith("banger: uncommitted changes from ws")
+    assert git(b, repo, "show", "banger/ws:new.txt") == "new\n"
+    assert git(b, repo, "show", "banger/ws:run.sh").endswith("echo more\n")
+    assert git(b, repo, "show", "banger/ws~1:README.md").endswith("guest\n")
+    changed = git(b, repo, "diff", "--name-only", "main", "banger/ws").split()
+    assert sorted(changed) == ["README.md", "new.txt", "notes.txt", "run.sh"]
+    # the user's working tree, index and current branch are exactly as they were
+    assert git(b, repo, "rev-parse", "HEAD") == before["head"]
+    assert git(b, repo, "branch", "--show-current") == before["branch"]
+    assert git(b, repo, "status", "--porcelain") == before["status"]
+    assert (repo / "README.md").read_text() == before["readme"]
+    assert not (repo / "new.txt").exists()
+
+    again = banger_in(b, repo, "workspace", "export", VM, check=False)
+    assert again.returncode != 0
+    assert "branch banger/ws already exists" in again.stderr and "--force" in again.stderr
+    forced = banger_in(b, repo, "workspace", "export", VM, "--force", "--json")
+    assert json.loads(forced.stdout)["branch"] == "banger/ws"
+
+
+def test_concurrent_prepares_of_one_vm_never_interleave(env: Env) -> None:
+    b = env.b
+    trees = {}
+    for name in ("alpha", "beta"):
+        path = env.home / name
+        sh(
+            b,
+            f"""
+            mkdir -p {path} && cd {path} && git init -q
+            for i in $(seq 1 300); do printf '{name} %s\\n' $i > {name}-$i.txt; done
+            git add . && git commit -q -m {name}
+            """,
+        )
+        trees[name] = sorted(f"{name}-{i}.txt" for i in range(1, 301))
+    banger = str(VENV_BIN / "banger")
+    procs = [
+        subprocess.Popen(
+            b.as_owner([banger, "workspace", "prepare", VM, str(env.home / n), "--dest", "shared"]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for n in ("alpha", "beta")
+    ]
+    outcomes = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    for code, out, err in outcomes:
+        assert code == 0, (out, err)
+    tree = guest_tree(b, "/root/shared")
+    assert tree in (trees["alpha"], trees["beta"]), tree[:5]
+    assert guest(b, "ls -A /root | grep -c banger-new || true") == "0\n"
+    ops = json.loads(b.banger("ops", "list", "--all", "--json").stdout)
+    prepares = [o for o in ops if o["kind"] == "workspace.prepare" and o["target"] == VM]
+    assert all(o["state"] == "succeeded" for o in prepares)
+
+
+def test_vm_run_in_a_repository_starts_in_its_copy(env: Env, repo: Path) -> None:
+    b = env.b
+    shell = banger_in(b, repo, "vm", "run", "--init", "fast", "--rm", input="pwd; ls\n")
+    lines = shell.stdout.splitlines()
+    assert lines[0] == "/root/proj", shell
+    assert "README.md" in lines and "build.log" not in lines
+    plain = banger_in(
+        b, repo, "vm", "run", "--init", "fast", "--rm", "--no-workspace", "--",
+        "sh", "-c", "pwd; ls /root/proj 2>/dev/null || echo absent",
+    )  # fmt: skip
+    assert plain.stdout == "/root\nabsent\n", plain
+
+
+def test_vm_run_command_runs_in_the_repository(env: Env, repo: Path) -> None:
+    b = env.b
+    result = banger_in(b, repo, "vm", "run", "--init", "fast", "--rm", "--", "git", "status", "-s")
+    assert result.stdout == "?? notes.txt\n", result
