@@ -306,6 +306,12 @@ class BangerClient:
     def set_vm(self, ref: str, body: dict[str, Any]) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/set", body)
 
+    def pause_vm(self, ref: str) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/pause")
+
+    def resume_vm(self, ref: str) -> Operation:
+        return self._op("POST", f"/v1/vms/{_segment(ref)}/resume")
+
     def workspace_prepare(self, ref: str, body: dict[str, Any]) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/workspace/prepare", body)
 

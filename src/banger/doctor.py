@@ -235,12 +235,19 @@ def check_tun(ctx: DoctorContext) -> CheckResult:
     probe = hostinfo.tun_accessible()
     if probe.ok:
         return CheckResult(name, "pass", probe.detail)
-    if ctx.firecracker_usable and ctx.jailer is None:
+    if ctx.firecracker_usable:
+        # Firecracker opens its tap by name (no descriptor passing); banger never
+        # changes device permissions itself, so the choice is the admin's.
         return CheckResult(
             name,
             "warn",
-            "root-only: Firecracker without its jailer opens its tap itself and cannot here",
-            'install the jailer, or set vmm = "qemu" in config.toml',
+            "root-only: Firecracker opens its tap by name itself, so without the jailer "
+            "it cannot open it here",
+            "set firecracker.jailer = true (the root helper runs the jailer, which makes "
+            "/dev/net/tun inside each jail; needs banger-helper --jailer/--firecracker"
+            + ("" if ctx.jailer else " and the jailer installed")
+            + '), or have an admin accept a udev rule such as KERNEL=="tun", '
+            'GROUP="<owner group>", MODE="0660", or set vmm = "qemu"',
         )
     return CheckResult(
         name,

@@ -23,6 +23,7 @@ from banger.cli.session_cmd import session
 from banger.cli.state import CliState, get_state, json_option
 from banger.cli.system_cmd import system
 from banger.cli.vm_cmd import vm
+from banger.cli.vm_control_cmd import register as register_vm_control
 from banger.cli.workspace_cmd import workspace
 
 
@@ -75,6 +76,7 @@ def version() -> None:
 
 for _group in (vm, image, kernel, session, workspace, system, config, ops):
     cli.add_command(_group)
+register_vm_control(vm)
 
 
 def _doctor_command() -> click.Command:

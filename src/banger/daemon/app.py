@@ -28,6 +28,9 @@ def create_app(services: Services) -> FastAPI:
 
         app.include_router(vm_router(services.stack))
         app.include_router(stats_router(services.stack))
+        from banger.daemon.routes_vm_control import vm_control_router
+
+        app.include_router(vm_control_router(services.stack))
         app.include_router(workspace_router(services.stack))
         app.include_router(image_router(services.stack))
         app.include_router(kernel_router(services.stack))

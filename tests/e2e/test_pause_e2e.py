@@ -1,0 +1,76 @@
+"""``banger vm pause|resume`` on the QEMU driver with a real guest (QMP stop/cont).
+
+A paused guest's vCPUs do not run: a TCP connect to its sshd from inside the
+namespace gets no SYN-ACK and times out (bounded to a few seconds); after
+``vm resume`` the same connect reads the SSH banner and ``vm ssh`` works.
+``vm show``/``vm list`` say ``paused`` in between; a paused VM can be stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.harness import Banger, banger_env
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+#: Runs in the namespace: connect to the guest's sshd and read its banner, within 3 s.
+PROBE = (
+    "import socket, sys\n"
+    "try:\n"
+    "    s = socket.create_connection((sys.argv[1], 22), timeout=3)\n"
+    "    print(s.recv(64).decode(errors='replace').strip())\n"
+    "except OSError as exc:\n"
+    "    print(f'no answer: {exc}'); sys.exit(3)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[Banger]:
+    with banger_env() as env:
+        yield env
+
+
+def state(b: Banger, name: str) -> str:
+    return str(json.loads(b.banger("vm", "show", name, "--json").stdout)["state"])
+
+
+def probe(b: Banger, ip: str) -> tuple[int, str]:
+    result = b.host("python3", "-c", PROBE, ip)
+    return result.returncode, result.stdout.strip()
+
+
+def test_a_paused_guest_answers_nothing_and_a_resumed_one_does(b: Banger) -> None:
+    b.banger("vm", "create", "--name", "pz", "--init", "fast", "--start")
+    shown = json.loads(b.banger("vm", "show", "pz", "--json").stdout)
+    ip = shown["ip"]
+    assert shown["vmm"] == "qemu" and shown["vmm_reason"].startswith("auto:")
+    code, banner = probe(b, ip)
+    assert code == 0 and banner.startswith("SSH-2.0-"), banner
+
+    b.banger("vm", "pause", "pz")
+    assert state(b, "pz") == "paused"
+    listed = json.loads(b.banger("vm", "list", "--json").stdout)
+    assert [v["state"] for v in listed if v["name"] == "pz"] == ["paused"]
+    code, out = probe(b, ip)
+    assert code == 3 and "timed out" in out, out
+    again = b.banger("vm", "pause", "pz", check=False)
+    assert again.returncode != 0 and "already paused" in again.stderr
+
+    b.banger("vm", "resume", "pz")
+    assert state(b, "pz") == "running"
+    code, banner = probe(b, ip)
+    assert code == 0 and banner.startswith("SSH-2.0-"), banner
+    assert b.banger("vm", "ssh", "pz", "--", "echo", "back").stdout.strip() == "back"
+
+    # A paused VM stops cleanly: it is resumed first so the guest can power off.
+    b.banger("vm", "pause", "pz")
+    b.banger("vm", "stop", "pz")
+    assert state(b, "pz") == "stopped"
+    not_running = b.banger("vm", "resume", "pz", check=False)
+    assert not_running.returncode != 0 and "not paused" in not_running.stderr
+    b.banger("vm", "rm", "pz")
