@@ -1,0 +1,403 @@
+"""Images end to end: pull from a real registry, bundles, promote, rm — booted for real.
+
+One seeded installation (namespace, owner, helper, daemon; tests/e2e/harness)
+and one ``docker-registry`` started *inside* that namespace (the daemon and
+the helper live there, and the namespace's loopback is its own) are shared by
+the module. Images are built here as OCI layouts: the base layer is the
+cached test image's tree (bootable: systemd, sshd, tmux, banger's fast init),
+the layers above add whiteouts, an opaque directory, a hard link across
+layers, a setuid file, a file capability and files owned by another user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import VENV_BIN, Banger, banger_env
+from tests.image_cache import cached_debian_image
+from tests.registry import (
+    CAP_NET_RAW_EP,
+    LAYER_GZIP,
+    REGISTRY_BIN,
+    Entry,
+    LocalRegistry,
+    compress,
+    directory,
+    file,
+    hardlink,
+    layer_tar,
+    opaque,
+    symlink,
+    whiteout,
+)
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+REGISTRY_PORT = 5000
+LOWER = [
+    directory("etc/banger-test"),
+    file("etc/banger-test/keep", b"keep\n"),
+    file("etc/banger-test/deleted", b"bye\n"),
+    directory("srv/data"),
+    file("srv/data/lower-only", b"lower\n"),
+    file("usr/local/bin/suid-tool", b"#!/bin/sh\necho suid\n", 0o4755),
+    file(
+        "usr/local/bin/capped",
+        b"#!/bin/sh\necho cap\n",
+        0o755,
+        xattrs={"security.capability": CAP_NET_RAW_EP},
+    ),
+    file("usr/local/lib/big.so", b"L" * 4096),
+    directory("home/dev", 0o750, uid=1000, gid=1000),
+    file("home/dev/notes", b"notes\n", 0o640, uid=1000, gid=1000),
+]
+UPPER = [
+    whiteout("etc/banger-test/deleted"),
+    whiteout("etc/motd"),  # a file of the base layer
+    directory("srv/data"),
+    opaque("srv/data"),
+    file("srv/data/upper", b"upper\n"),
+    opaque("usr/share/doc/bash"),  # a directory of the base layer, replaced
+    file("usr/share/doc/bash/README.banger", b"replaced\n"),
+    hardlink("usr/local/lib/big-link.so", "usr/local/lib/big.so"),
+]
+CONFIG = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "APP_MODE=e2e"], "WorkingDir": "/srv",
+          "User": "root"}  # fmt: skip
+
+
+# -- building and serving images -------------------------------------------------------
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _put(layout: Path, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest.removeprefix("sha256:")).write_bytes(data)
+    return digest
+
+
+def write_layout(
+    layout: Path, base_tar: Path | None, layers: Sequence[Sequence[Entry]], tag: str = "v1"
+) -> list[str]:
+    """An OCI layout: ``base_tar`` (an uncompressed tar file, moved in) then ``layers``."""
+    (layout / "blobs/sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    descs, diff_ids = [], []
+    if base_tar is not None:
+        digest = _sha256_file(base_tar)
+        size = base_tar.stat().st_size
+        base_tar.rename(layout / "blobs/sha256" / digest.removeprefix("sha256:"))
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                      "size": size})  # fmt: skip
+        diff_ids.append(digest)
+    for entries in layers:
+        tar = layer_tar(entries)
+        blob = compress(tar, LAYER_GZIP)
+        descs.append({"mediaType": LAYER_GZIP, "digest": _put(layout, blob), "size": len(blob)})
+        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": CONFIG,
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()  # fmt: skip
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _put(layout, config), "size": len(config)},
+        "layers": descs}).encode()  # fmt: skip
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": _put(layout, manifest), "size": len(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps(index))
+    return [str(d["digest"]) for d in descs]
+
+
+def base_layer_tar(out: Path) -> Path:
+    """The cached test image's root tree as one uncompressed tar (owners, modes, xattrs)."""
+    rootfs = cached_debian_image() / "rootfs.ext4"
+    mnt = Path(tempfile.mkdtemp(prefix="bgi-mnt-"))
+    subprocess.run(["mount", "-o", "loop,ro", str(rootfs), str(mnt)], check=True)
+    try:
+        names = sorted(os.listdir(mnt))
+        subprocess.run(["tar", "-C", str(mnt), "--numeric-owner", "--xattrs",
+                        "--xattrs-include=*", "--format=posix", "-cf", str(out), "--", *names],
+                       check=True)  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+        mnt.rmdir()
+    return out
+
+
+@contextmanager
+def registry_in(b: Banger, workdir: Path) -> Iterator[LocalRegistry]:
+    """docker-registry on the namespace's own 127.0.0.1 (where bangerd and the helper are)."""
+    storage = workdir / "registry-data"
+    storage.mkdir(parents=True)
+    config = workdir / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
+        f"http:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n"
+    )
+    proc = subprocess.Popen(b.ns.argv(REGISTRY_BIN, "serve", str(config)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    registry = LocalRegistry(proc, REGISTRY_PORT)
+    try:
+        registry.wait_ready()
+        yield registry
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def push(b: Banger, registry: LocalRegistry, layout: Path, repo: str, tag: str = "v1") -> str:
+    ref = f"{registry.host}/{repo}:{tag}"
+    b.ns.run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
+             f"docker://{ref}")  # fmt: skip
+    return ref
+
+
+# -- fixtures -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def work() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="bgi-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[Banger]:
+    with banger_env() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def registry(b: Banger, work: Path) -> Iterator[LocalRegistry]:
+    with registry_in(b, work / "registry") as reg:
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def features_ref(b: Banger, registry: LocalRegistry, work: Path) -> tuple[str, list[str]]:
+    """A bootable four-layer image in the registry: (reference, layer digests)."""
+    layout = work / "features"
+    digests = write_layout(layout, base_layer_tar(work / "base.tar"), [LOWER, UPPER])
+    return push(b, registry, layout, "test/features"), digests
+
+
+# -- helpers --------------------------------------------------------------------------
+def images(b: Banger) -> dict[str, dict[str, object]]:
+    return {i["name"]: i for i in json.loads(b.banger("image", "list", "--json").stdout)}
+
+
+def leftovers(b: Banger) -> list[str]:
+    """Everything under the owner's tmp dir and the OCI cache's per-pull layouts."""
+    found = []
+    for d in (b.state_dir / "tmp", b.home / "cache" / "oci" / "pulls"):
+        if d.is_dir():
+            found += [str(p) for p in d.iterdir()]
+    return found
+
+
+def guest(b: Banger, vm: str, script: str) -> str:
+    return b.banger("vm", "ssh", vm, "--", "sh", "-c", script).stdout
+
+
+def debugfs(image: Path, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, str(image)], capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+
+
+# -- tests ----------------------------------------------------------------------------
+def test_pull_boots_with_oci_semantics_and_rm_is_refused_while_used(
+    b: Banger, features_ref: tuple[str, list[str]]
+) -> None:
+    ref, _digests = features_ref
+    pulled = b.banger("image", "pull", ref, "--json")
+    info = json.loads(pulled.stdout)
+    assert info["name"] == "test-features-v1"
+    assert info["digest"] and info["source"] == f"{ref}@{info['digest']}"
+    assert info["config"] == CONFIG
+    assert info["rootfs_size"] > 0 and info["work_seed_size"] > 0 and info["created_at"]
+    shown = b.banger("image", "show", "test-features-v1").stdout
+    assert "APP_MODE=e2e" in shown and "WorkingDir" not in shown.splitlines()[0]
+    assert "working dir" in shown and "/srv" in shown and info["digest"] in shown
+    assert leftovers(b) == []
+    # The file capability is in the published ext4 (the guest may lack getcap).
+    rootfs = Path(info["rootfs"])
+    assert "security.capability" in debugfs(rootfs, "ea_list /usr/local/bin/capped")
+
+    b.banger("vm", "create", "--name", "oci", "--image", "test-features-v1", "--init", "fast",
+             "--start")  # fmt: skip
+    try:
+        checks = guest(b, "oci", "; ".join([
+            "test ! -e /etc/banger-test/deleted && echo deleted-gone",
+            "test ! -e /etc/motd && echo base-file-gone",
+            "cat /etc/banger-test/keep",
+            "ls /srv/data | tr '\\n' ' '; echo",
+            "ls /usr/share/doc/bash | tr '\\n' ' '; echo",
+            "stat -c '%a %u:%g' /usr/local/bin/suid-tool /home/dev/notes /home/dev",
+            "stat -c '%i %h' /usr/local/lib/big.so /usr/local/lib/big-link.so",
+        ])).splitlines()  # fmt: skip
+        assert checks[:5] == ["deleted-gone", "base-file-gone", "keep", "upper ",
+                              "README.banger "]  # fmt: skip
+        assert checks[5:8] == ["4755 0:0", "640 1000:1000", "750 1000:1000"]
+        (ino1, links1), (ino2, links2) = (line.split() for line in checks[8:10])
+        assert ino1 == ino2 and links1 == links2 == "2"
+
+        refused = b.banger("image", "rm", "test-features-v1", check=False)
+        assert refused.returncode != 0
+        assert "oci" in refused.stderr and "used by" in refused.stderr
+        assert "test-features-v1" in images(b)
+    finally:
+        b.banger("vm", "rm", "--force", "oci")
+    b.banger("image", "rm", "test-features-v1")
+    assert "test-features-v1" not in images(b)
+    assert not rootfs.parent.exists()
+
+
+def test_hostile_layer_is_refused_through_the_cli(
+    b: Banger, registry: LocalRegistry, work: Path
+) -> None:
+    sentinel = Path(tempfile.mkdtemp(prefix="bgi-sentinel-", dir=work))
+    sentinel.chmod(0o777)
+    layout = work / "hostile"
+    digests = write_layout(layout, None, [[file("bin/sh", b"#!fake\n", 0o755)],
+                                          [symlink("etc/evil", str(sentinel))],
+                                          [file("etc/evil/pwned", b"x")]])  # fmt: skip
+    ref = push(b, registry, layout, "test/hostile")
+    result = b.banger("image", "pull", ref, "--name", "hostile", check=False)
+    assert result.returncode != 0
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(error_lines) == 1, result.stderr
+    assert digests[2] in error_lines[0]
+    assert list(sentinel.iterdir()) == []
+    assert "hostile" not in images(b)
+    assert leftovers(b) == []
+    assert not (b.state_dir / "images").exists() or all(
+        (p / "image.json").is_file() for p in (b.state_dir / "images").iterdir()
+    )
+
+
+def test_promote_keeps_root_and_work_disk_changes(b: Banger) -> None:
+    b.banger("vm", "create", "--name", "src", "--init", "fast", "--start")
+    try:
+        guest(b, "src", "echo from-root > /etc/promoted-marker; echo from-work > /root/marker")
+        refused = b.banger("image", "promote", "src", "promoted", check=False)
+        assert refused.returncode != 0 and "stop" in refused.stderr
+        b.banger("vm", "stop", "src")
+        info = json.loads(b.banger("image", "promote", "src", "promoted", "--with-work-disk",
+                                   "--json").stdout)  # fmt: skip
+        assert info["source"] == "vm:src"
+        seed = Path(info["work_seed"])
+        assert debugfs(seed, "cat /marker").strip() == "from-work"
+        assert "authorized_keys" not in debugfs(seed, "ls -l /.ssh")
+        assert "ssh_host" not in debugfs(seed, "ls -l /.banger")
+        plain = json.loads(b.banger("image", "promote", "src", "promoted-root", "--json").stdout)
+    finally:
+        b.banger("vm", "rm", "--force", "src")
+    b.banger("vm", "create", "--name", "dst", "--image", "promoted", "--init", "fast", "--start")
+    try:
+        out = guest(b, "dst", "cat /etc/promoted-marker /root/marker")
+        assert out == "from-root\nfrom-work\n"
+    finally:
+        b.banger("vm", "rm", "--force", "dst")
+    ran = b.banger(
+        "vm",
+        "run",
+        "--image",
+        plain["name"],
+        "--init",
+        "fast",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/promoted-marker; test -e /root/marker || echo no-work",
+    )
+    assert ran.stdout == "from-root\nno-work\n"
+    b.banger("image", "rm", "promoted", "promoted-root")
+    assert leftovers(b) == []
+
+
+def test_bundle_round_trip_between_two_homes(b: Banger, work: Path) -> None:
+    outdir = Path(tempfile.mkdtemp(prefix="bgi-bundles-", dir=work))
+    outdir.chmod(0o777)
+    bundle = outdir / "img.bundle"
+    b.banger("image", "export", "debian-bookworm", "-o", str(bundle))
+    assert bundle.is_file() and not [p for p in outdir.iterdir() if p.name.endswith(".partial")]
+    source = json.loads(b.banger("image", "show", "debian-bookworm", "--json").stdout)
+    bundle.chmod(0o644)
+    corrupt = outdir / "corrupt.bundle"
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    corrupt.write_bytes(bytes(data))
+    corrupt.chmod(0o644)
+    with banger_env(seed=False) as other:
+        bad = other.banger("image", "pull", f"bundle:{corrupt}", check=False)
+        assert bad.returncode != 0 and "corrupt" in bad.stderr
+        assert images(other) == {} and leftovers(other) == []
+        got = json.loads(other.banger("image", "pull", f"bundle:{bundle}", "--json").stdout)
+        assert got["name"] == "debian-bookworm" and got["source"] == f"bundle:{bundle}"
+        for key in ("rootfs", "work_seed"):
+            assert _sha256_file(Path(got[key])) == _sha256_file(Path(source[key]))
+        assert leftovers(other) == []
+
+
+def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
+    b: Banger, features_ref: tuple[str, list[str]]
+) -> None:
+    ref, _ = features_ref
+    pull = subprocess.Popen(b.as_owner([str(VENV_BIN / "banger"), "image",
+                                        "pull", ref, "--name", "killed"]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list((b.state_dir / "tmp").glob("pull-*/helper.lock")):
+            assert time.monotonic() < deadline, "the helper never started the pull"
+            assert pull.poll() is None, "the pull ended before the helper started"
+            time.sleep(0.2)
+        time.sleep(2)  # well inside flatten
+        daemon_pid = int((b.runtime_dir / "bangerd.pid").read_text().split()[0])
+        os.kill(daemon_pid, signal.SIGKILL)
+    finally:
+        pull.kill()
+        pull.wait()
+    # The next command starts a new daemon: no half image, and the helper's
+    # directory goes once the helper has noticed and let go.
+    assert "killed" not in images(b)
+    deadline = time.monotonic() + 180
+    while leftovers(b):
+        assert time.monotonic() < deadline, leftovers(b)
+        time.sleep(0.5)
+    assert "killed" not in images(b)
+    # The helper noticed the daemon's lock was released and dropped its work.
+    assert "the daemon that asked for this pull is gone" in (b.state_dir / "helper.log").read_text()
+    assert not any(
+        json.loads((p / "image.json").read_text())["name"] == "killed"
+        for p in (b.state_dir / "images").iterdir()
+    )
+    # The helper is fine: the same image pulls cleanly now.
+    assert json.loads(b.banger("image", "pull", ref, "--name", "again", "--json").stdout)
+    b.banger("image", "rm", "again")
