@@ -10,86 +10,90 @@ raised (from the ``kind`` field of the JSON error body), with its message and
 hint. A daemon that cannot be reached at all raises :class:`DaemonNotReachable`
 (a :class:`~banger.errors.DaemonUnavailable`): the request was never sent, so
 retrying after starting the daemon is safe.
+
+Start-up cost is the point of how this is written (every ``banger`` command
+pays it; ``bench/cli_latency.py`` measures it): the transport is the standard
+library's ``http.client`` over the Unix socket (not httpx: 150 ms of imports),
+and the API models load on first use. Refer to them as ``api.Name`` in code
+that runs (``api`` is :mod:`banger.api_models`, loaded lazily); the plain names
+imported under ``TYPE_CHECKING`` are for annotations only. ``get_json`` returns
+the daemon's JSON unvalidated, so ``--json`` listings never import pydantic.
 """
 
 from __future__ import annotations
 
+import http.client
+import importlib.util
 import json
 import socket
-from collections.abc import Iterable, Iterator
-from types import TracebackType
-from typing import Any, NoReturn, TypeVar
-
-import httpcore
-import httpx
-from httpcore._backends.base import SOCKET_OPTION
-from httpcore._backends.sync import SyncStream
-from pydantic import BaseModel, TypeAdapter, ValidationError
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urlencode
 
 from banger import errors
-from banger.api_models import (
-    DefaultRequest,
-    ErrorBody,
-    ImageBuildRequest,
-    ImageInfo,
-    ImageRegisterRequest,
-    KernelImportRequest,
-    KernelInfo,
-    KernelPullRequest,
-    Operation,
-    OpEvent,
-    SelftestRequest,
-    SSHInfo,
-    VersionInfo,
-    VMCreateRequest,
-    VMDetail,
-    VMStopRequest,
-    VMSummary,
-)
 from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import Paths
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from banger import api_models as api
+    from banger.api_models import (
+        ImageInfo,
+        KernelImportRequest,
+        KernelInfo,
+        Operation,
+        OpEvent,
+        SSHInfo,
+        VersionInfo,
+        VMCreateRequest,
+        VMDetail,
+        VMSummary,
+    )
+
+    M = TypeVar("M", bound=BaseModel)
+else:
+
+    def _lazy_module(name: str) -> ModuleType:
+        """``name``, imported on first attribute access (importlib's documented LazyLoader)."""
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.loader is not None
+        loader = importlib.util.LazyLoader(spec.loader)
+        spec.loader = loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loader.exec_module(module)
+        return module
+
+    api = _lazy_module("banger.api_models")
+    M = TypeVar("M")
 
 #: Connecting is local and instant; reads may wait on real work (an op start).
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 60.0
 
 
-class _UnixBackend(httpcore.SyncBackend):
-    """httpcore's Unix connect, minus its socket leak when the connect fails.
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over the daemon's Unix socket (the host name is only the Host header)."""
 
-    httpcore 1.0 leaves the socket open if ``connect()`` raises (a
-    ResourceWarning per failed attempt; the auto-start wait makes dozens).
-    """
+    def __init__(self, path: str) -> None:
+        super().__init__("bangerd", timeout=CONNECT_TIMEOUT)
+        self.socket_path = path
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
+    def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            sock.settimeout(timeout)
-            sock.connect(path)
-        except TimeoutError as exc:
-            sock.close()
-            raise httpcore.ConnectTimeout(str(exc)) from exc
-        except OSError as exc:
-            sock.close()
-            raise httpcore.ConnectError(str(exc)) from exc
-        return SyncStream(sock)
-
-
-class _UnixTransport(httpx.HTTPTransport):
-    def __init__(self, path: str) -> None:
-        # Plain HTTP over a Unix socket: no TLS ever. verify=False only skips
-        # loading the CA bundle (~70 ms of every `banger` run, bench/cli_latency.py);
-        # the TLS-capable pool it would configure is replaced on the next line.
-        super().__init__(uds=path, verify=False)
-        self._pool = httpcore.ConnectionPool(uds=path, network_backend=_UnixBackend())
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()  # no leaked socket per failed attempt (auto-start polls)
+            raise
+        self.sock = sock
 
 
 class DaemonNotReachable(DaemonUnavailable):
@@ -138,36 +142,47 @@ _BY_STATUS: dict[int, type[BangerError]] = {
 }
 
 
+def _error_body(body: bytes) -> tuple[str, str | None, str] | None:
+    """``(error, hint, kind)`` from an :class:`~banger.api_models.ErrorBody`; None if not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("error"), str):
+        return None
+    hint, kind = data.get("hint"), data.get("kind", "BangerError")
+    if (hint is not None and not isinstance(hint, str)) or not isinstance(kind, str):
+        return None
+    return data["error"], hint, kind
+
+
 def error_from_response(status: int, body: bytes) -> BangerError:
     """Rebuild the daemon's error from a non-2xx response."""
-    try:
-        parsed = ErrorBody.model_validate_json(body)
-    except ValidationError:
+    parsed = _error_body(body)
+    if parsed is None:
         text = body.decode("utf-8", "replace").strip()[:200]
         cls = _BY_STATUS.get(status, BangerError)
         return cls(f"bangerd answered HTTP {status}: {text or 'no body'}", hint=None)
-    if parsed.kind == "CommandError":
-        return RemoteCommandError(parsed.error, parsed.hint)
-    if parsed.kind == "ConfigError":
-        return RemoteConfigError(parsed.error, parsed.hint)
-    cls = _SIMPLE_KINDS.get(parsed.kind) or _BY_STATUS.get(status, BangerError)
-    return cls(parsed.error, parsed.hint)
+    message, hint, kind = parsed
+    if kind == "CommandError":
+        return RemoteCommandError(message, hint)
+    if kind == "ConfigError":
+        return RemoteConfigError(message, hint)
+    cls = _SIMPLE_KINDS.get(kind) or _BY_STATUS.get(status, BangerError)
+    return cls(message, hint)
 
 
 class BangerClient:
-    """Synchronous client; one HTTP connection pool over the daemon socket."""
+    """Synchronous client; one connection per request over the daemon socket."""
 
-    def __init__(self, paths: Paths | None = None, *, timeout: httpx.Timeout | None = None) -> None:
+    def __init__(self, paths: Paths | None = None, *, timeout: float = READ_TIMEOUT) -> None:
         self.paths = paths or Paths.from_env()
         self.socket_path = self.paths.daemon_socket
-        self._http = httpx.Client(
-            transport=_UnixTransport(str(self.socket_path)),
-            base_url="http://bangerd",
-            timeout=timeout or DEFAULT_TIMEOUT,
-        )
+        #: seconds to wait for an answer (connecting has its own, short, timeout)
+        self.timeout = timeout
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: every request uses its own connection (a local connect is cheap)."""
 
     def __enter__(self) -> BangerClient:
         return self
@@ -182,60 +197,52 @@ class BangerClient:
 
     # -- API -----------------------------------------------------------------------
     def version(self) -> VersionInfo:
-        return self._get_model("/v1/version", VersionInfo)
+        return self._get_model("/v1/version", api.VersionInfo)
 
     def config(self) -> dict[str, Any]:
         """The effective config the daemon is running with."""
-        return TypeAdapter(dict[str, Any]).validate_python(self._request("GET", "/v1/config"))
+        return _object(self._request("GET", "/v1/config"))
 
     def list_vms(self) -> list[VMSummary]:
-        return TypeAdapter(list[VMSummary]).validate_python(self._request("GET", "/v1/vms"))
+        return _list_of(api.VMSummary, self._request("GET", "/v1/vms"))
 
     def list_ops(self, *, include_finished: bool = False) -> list[Operation]:
         params = {"all": "true"} if include_finished else None
         data = self._request("GET", "/v1/ops", params=params)
-        return TypeAdapter(list[Operation]).validate_python(data)
+        return _list_of(api.Operation, data)
 
     def get_op(self, op_id: str) -> Operation:
-        return self._get_model(f"/v1/ops/{_segment(op_id)}", Operation)
+        return self._get_model(f"/v1/ops/{_segment(op_id)}", api.Operation)
 
     def selftest(self, *, fail_at: str | None = None, delay_ms: int = 50) -> Operation:
         """Start the diagnostic operation (see ``POST /v1/ops/selftest``)."""
-        body = SelftestRequest(fail_at=fail_at, delay_ms=delay_ms).model_dump()
-        return Operation.model_validate(self._request("POST", "/v1/ops/selftest", json=body))
+        body = api.SelftestRequest(fail_at=fail_at, delay_ms=delay_ms).model_dump()
+        return api.Operation.model_validate(self._request("POST", "/v1/ops/selftest", json=body))
 
     def stream_events(self, op_id: str, *, after: int = 0) -> Iterator[OpEvent]:
         """The op's events, then live ones until it finishes (NDJSON, no read timeout)."""
         url = f"/v1/ops/{_segment(op_id)}/events"
-        timeout = httpx.Timeout(None, connect=5.0)
-        try:
-            with self._http.stream("GET", url, params={"after": after}, timeout=timeout) as resp:
-                if resp.status_code >= 400:
-                    raise error_from_response(resp.status_code, resp.read())
-                for line in resp.iter_lines():
-                    if line.strip():
-                        yield OpEvent.model_validate_json(line)
-        except httpx.TransportError as exc:
-            self._transport_failed(exc)
+        for line in self.stream_lines(url, params={"after": str(after)}):
+            yield api.OpEvent.model_validate_json(line)
 
     # -- VMs -------------------------------------------------------------------------
     def vm_details(self) -> list[VMDetail]:
-        return TypeAdapter(list[VMDetail]).validate_python(self._request("GET", "/v1/vms"))
+        return _list_of(api.VMDetail, self._request("GET", "/v1/vms"))
 
     def create_vm(self, request: VMCreateRequest) -> Operation:
         return self._op("POST", "/v1/vms", request.model_dump(exclude_none=True))
 
     def show_vm(self, ref: str) -> VMDetail:
-        return self._get_model(f"/v1/vms/{_segment(ref)}", VMDetail)
+        return self._get_model(f"/v1/vms/{_segment(ref)}", api.VMDetail)
 
     def vm_ssh_info(self, ref: str) -> SSHInfo:
-        return self._get_model(f"/v1/vms/{_segment(ref)}/ssh", SSHInfo)
+        return self._get_model(f"/v1/vms/{_segment(ref)}/ssh", api.SSHInfo)
 
     def start_vm(self, ref: str) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/start")
 
     def stop_vm(self, ref: str, timeout: float = 30.0) -> Operation:
-        body = VMStopRequest(timeout=timeout).model_dump()
+        body = api.VMStopRequest(timeout=timeout).model_dump()
         return self._op("POST", f"/v1/vms/{_segment(ref)}/stop", body)
 
     def restart_vm(self, ref: str) -> Operation:
@@ -244,58 +251,60 @@ class BangerClient:
     def delete_vm(self, ref: str, *, force: bool = False) -> Operation:
         params = {"force": "true"} if force else None
         data = self._request("DELETE", f"/v1/vms/{_segment(ref)}", params=params)
-        return Operation.model_validate(data)
+        return api.Operation.model_validate(data)
 
     # -- images and kernels --------------------------------------------------------
     def list_images(self) -> list[ImageInfo]:
-        return TypeAdapter(list[ImageInfo]).validate_python(self._request("GET", "/v1/images"))
+        return _list_of(api.ImageInfo, self._request("GET", "/v1/images"))
 
     def show_image(self, ref: str) -> ImageInfo:
-        return self._get_model(f"/v1/images/{_segment(ref)}", ImageInfo)
+        return self._get_model(f"/v1/images/{_segment(ref)}", api.ImageInfo)
 
     def register_image(self, path: str, name: str | None) -> ImageInfo:
-        body = ImageRegisterRequest(path=path, name=name).model_dump(exclude_none=True)
-        return ImageInfo.model_validate(self._request("POST", "/v1/images/register", json=body))
+        body = api.ImageRegisterRequest(path=path, name=name).model_dump(exclude_none=True)
+        return api.ImageInfo.model_validate(self._request("POST", "/v1/images/register", json=body))
 
     def build_image(self, ref: str, name: str | None) -> Operation:
-        body = ImageBuildRequest(ref=ref, name=name).model_dump(exclude_none=True)
+        body = api.ImageBuildRequest(ref=ref, name=name).model_dump(exclude_none=True)
         return self._op("POST", "/v1/images/build", body)
 
     def remove_image(self, ref: str) -> ImageInfo:
-        return ImageInfo.model_validate(self._request("DELETE", f"/v1/images/{_segment(ref)}"))
+        return api.ImageInfo.model_validate(self._request("DELETE", f"/v1/images/{_segment(ref)}"))
 
     def default_image(self) -> ImageInfo | None:
         data = self._request("GET", "/v1/images/default")
-        return None if data is None else ImageInfo.model_validate(data)
+        return None if data is None else api.ImageInfo.model_validate(data)
 
     def set_default_image(self, name: str) -> ImageInfo:
-        body = DefaultRequest(name=name).model_dump()
-        return ImageInfo.model_validate(self._request("PUT", "/v1/images/default", json=body))
+        body = api.DefaultRequest(name=name).model_dump()
+        return api.ImageInfo.model_validate(self._request("PUT", "/v1/images/default", json=body))
 
     def list_kernels(self) -> list[KernelInfo]:
-        return TypeAdapter(list[KernelInfo]).validate_python(self._request("GET", "/v1/kernels"))
+        return _list_of(api.KernelInfo, self._request("GET", "/v1/kernels"))
 
     def show_kernel(self, ref: str) -> KernelInfo:
-        return self._get_model(f"/v1/kernels/{_segment(ref)}", KernelInfo)
+        return self._get_model(f"/v1/kernels/{_segment(ref)}", api.KernelInfo)
 
     def import_kernel(self, request: KernelImportRequest) -> KernelInfo:
         body = request.model_dump(exclude_none=True)
-        return KernelInfo.model_validate(self._request("POST", "/v1/kernels/import", json=body))
+        return api.KernelInfo.model_validate(self._request("POST", "/v1/kernels/import", json=body))
 
     def pull_kernel(self, source: str, name: str | None) -> Operation:
-        body = KernelPullRequest(source=source, name=name).model_dump(exclude_none=True)
+        body = api.KernelPullRequest(source=source, name=name).model_dump(exclude_none=True)
         return self._op("POST", "/v1/kernels/pull", body)
 
     def remove_kernel(self, ref: str) -> KernelInfo:
-        return KernelInfo.model_validate(self._request("DELETE", f"/v1/kernels/{_segment(ref)}"))
+        return api.KernelInfo.model_validate(
+            self._request("DELETE", f"/v1/kernels/{_segment(ref)}")
+        )
 
     def default_kernel(self) -> KernelInfo | None:
         data = self._request("GET", "/v1/kernels/default")
-        return None if data is None else KernelInfo.model_validate(data)
+        return None if data is None else api.KernelInfo.model_validate(data)
 
     def set_default_kernel(self, name: str) -> KernelInfo:
-        body = DefaultRequest(name=name).model_dump()
-        return KernelInfo.model_validate(self._request("PUT", "/v1/kernels/default", json=body))
+        body = api.DefaultRequest(name=name).model_dump()
+        return api.KernelInfo.model_validate(self._request("PUT", "/v1/kernels/default", json=body))
 
     def vm_stats(self, ref: str, *, guest: bool = True) -> dict[str, Any]:
         """Host and guest statistics of a VM (JSON as sent by the daemon)."""
@@ -320,10 +329,37 @@ class BangerClient:
 
     # -- plumbing ------------------------------------------------------------------
     def _op(self, method: str, path: str, body: dict[str, Any] | None = None) -> Operation:
-        return Operation.model_validate(self._request(method, path, json=body))
+        return api.Operation.model_validate(self._request(method, path, json=body))
 
     def _get_model(self, path: str, model: type[M]) -> M:
         return model.model_validate(self._request("GET", path))
+
+    def get_json(self, path: str, *, params: dict[str, str] | None = None) -> Any:
+        """``GET path``: the daemon's JSON as it came, unvalidated (for ``--json`` output)."""
+        return self._request("GET", path, params=params)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Any:
+        """One API call: the answer's JSON, None for an empty answer (204); errors raised."""
+        return self._request(method, path, params=params, json=json)
+
+    def stream_lines(self, path: str, *, params: dict[str, str] | None = None) -> Iterator[bytes]:
+        """``GET path`` as an NDJSON stream: its non-blank lines, with no read timeout."""
+        with self._exchange("GET", path, params=params, body=None, read_timeout=None) as resp:
+            if resp.status >= 400:
+                raise error_from_response(resp.status, resp.read())
+            try:
+                for line in resp:
+                    if line.strip():
+                        yield line
+            except (OSError, http.client.HTTPException) as exc:
+                self._transport_failed(exc)
 
     def _request(
         self,
@@ -333,16 +369,65 @@ class BangerClient:
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
     ) -> Any:
-        try:
-            resp = self._http.request(method, path, params=params, json=json)
-        except httpx.TransportError as exc:
-            self._transport_failed(exc)
-        if resp.status_code >= 400:
-            raise error_from_response(resp.status_code, resp.content)
-        return _json(resp)
+        with self._exchange(method, path, params=params, body=json) as resp:
+            try:
+                content = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self._transport_failed(exc)
+        if resp.status >= 400:
+            raise error_from_response(resp.status, content)
+        return _decode(resp.status, content)
 
-    def _transport_failed(self, exc: httpx.TransportError) -> NoReturn:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    @contextmanager
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        read_timeout: float | None = -1.0,
+    ) -> Iterator[http.client.HTTPResponse]:
+        """Send one request on a new connection; the response is read inside the block.
+
+        The one place the transport and its failures are handled: a failed
+        connect is :class:`DaemonNotReachable` (nothing was sent, retrying is
+        safe), anything later :class:`~banger.errors.DaemonUnavailable`.
+        """
+        conn = _UnixConnection(str(self.socket_path))
+        try:
+            try:
+                conn.connect()
+            except OSError as exc:
+                self._transport_failed(exc, connecting=True)
+            assert conn.sock is not None
+            conn.sock.settimeout(self.timeout if read_timeout == -1.0 else read_timeout)
+            target = f"{path}?{urlencode(params)}" if params else path
+            headers = {"Accept": "application/json"}
+            payload = None
+            if body is not None:
+                payload = _encode(body)
+                headers["Content-Type"] = "application/json"
+            try:
+                conn.request(method, target, body=payload, headers=headers)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                self._transport_failed(exc)
+            yield resp
+        finally:
+            conn.close()
+
+    @property
+    def _http(self) -> _LegacyHTTP:
+        """Transitional: the two httpx calls ``cli/session_cmd.py`` makes on the client.
+
+        Served by this client's one transport; remove once that module uses
+        :meth:`request` and :meth:`stream_lines`.
+        """
+        return _LegacyHTTP(self)
+
+    def _transport_failed(self, exc: BaseException, *, connecting: bool = False) -> NoReturn:
+        if connecting:
             raise DaemonNotReachable(
                 f"bangerd is not running (nothing answers on {self.socket_path})",
                 hint="any banger command starts it; or run `bangerd` yourself",
@@ -360,11 +445,83 @@ def _segment(value: str) -> str:
     return value
 
 
-def _json(resp: httpx.Response) -> Any:
+class _LegacyResponse:
+    """The slice of an httpx response ``cli/session_cmd.py`` reads (see ``BangerClient._http``)."""
+
+    def __init__(self, status: int, content: bytes, lines: Iterator[bytes] | None = None) -> None:
+        self.status_code = status
+        self.content = content
+        self._lines = lines
+
+    def read(self) -> bytes:
+        return self.content
+
+    def iter_lines(self) -> Iterator[str]:
+        for line in self._lines or iter(self.content.splitlines()):
+            yield line.decode("utf-8", "replace").rstrip("\r\n")
+
+
+class _LegacyHTTP:
+    def __init__(self, client: BangerClient) -> None:
+        self._client = client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> _LegacyResponse:
+        with self._client._exchange(method, path, params=params, body=json) as resp:
+            return _LegacyResponse(resp.status, resp.read())
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: object = None,
+    ) -> Iterator[_LegacyResponse]:
+        exchange = self._client._exchange(method, path, params=params, body=None, read_timeout=None)
+        with exchange as resp:
+            if resp.status >= 400:
+                yield _LegacyResponse(resp.status, resp.read())
+            else:
+                yield _LegacyResponse(resp.status, b"", iter(resp))
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _decode(status: int, content: bytes) -> Any:
+    if not content.strip():
+        return None
     try:
-        return resp.json()
-    except json.JSONDecodeError as exc:
+        return json.loads(content)
+    except ValueError as exc:
         raise BangerError(
-            f"bangerd sent a response that is not JSON (HTTP {resp.status_code})",
+            f"bangerd sent a response that is not JSON (HTTP {status})",
             hint="the daemon and CLI versions may differ; restart bangerd",
         ) from exc
+
+
+def _list_of(model: type[M], data: Any) -> list[M]:
+    if not isinstance(data, list):
+        raise BangerError(
+            f"bangerd sent {type(data).__name__} where a list was expected",
+            hint="the daemon and CLI versions may differ; restart bangerd",
+        )
+    return [model.model_validate(item) for item in data]
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise BangerError(
+            f"bangerd sent {type(data).__name__} where an object was expected",
+            hint="the daemon and CLI versions may differ; restart bangerd",
+        )
+    return data
