@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import VENV_BIN, Banger, banger_env
+from tests.e2e.harness import REPO, VENV_BIN, Banger, banger_env
 from tests.image_cache import cached_debian_image
 from tests.registry import (
     CAP_NET_RAW_EP,
@@ -401,3 +401,55 @@ def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
     # The helper is fine: the same image pulls cleanly now.
     assert json.loads(b.banger("image", "pull", ref, "--name", "again", "--json").stdout)
     b.banger("image", "rm", "again")
+
+
+# -- a foreign image ------------------------------------------------------------------
+def finalized_minbase() -> Path:
+    """The cached Debian minbase tree (no systemd/sshd/tmux) after banger's foreign
+    finalize installed them with apt in a chroot, cached; built on the host because
+    apt needs the mirror and the test namespace has no uplink."""
+    import fcntl
+
+    from banger.images.foreign import finalize_foreign
+    from tests.image_cache import CACHE_ROOT
+    from tests.integration.test_oci_foreign import cached_minbase
+
+    minbase = cached_minbase()
+    key = hashlib.sha256((REPO / "src/banger/images/foreign.py").read_bytes()).hexdigest()[:12]
+    target = CACHE_ROOT / f"{minbase.parent.name}-foreign-{key}"
+    with open(CACHE_ROOT / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "tree/usr/sbin/sshd").is_file():
+            staging = Path(tempfile.mkdtemp(prefix="foreign-", dir=CACHE_ROOT))
+            try:
+                subprocess.run(["cp", "-a", "--no-target-directory", str(minbase),
+                                str(staging / "tree")], check=True)  # fmt: skip
+                assert finalize_foreign(staging / "tree")  # it installed something
+                subprocess.run(["rm", "-rf", "--", str(target)], check=True)
+                staging.rename(target)
+            finally:
+                subprocess.run(["rm", "-rf", "--", str(staging)], check=False)
+    return target / "tree"
+
+
+def test_foreign_minbase_image_finalized_by_banger_boots(
+    b: Banger, registry: LocalRegistry, work: Path
+) -> None:
+    tree = finalized_minbase()
+    base = work / "foreign.tar"
+    subprocess.run(["tar", "-C", str(tree), "--numeric-owner", "--xattrs", "--xattrs-include=*",
+                    "--format=posix", "-cf", str(base), "--", *sorted(os.listdir(tree))],
+                   check=True)  # fmt: skip
+    ref = push(b, registry, write_layout_dir(work / "foreign", base), "test/minbase")
+    info = json.loads(b.banger("image", "pull", ref, "--name", "foreign", "--json").stdout)
+    assert info["name"] == "foreign"
+    ran = b.banger("vm", "run", "--image", "foreign", "--init", "fast", "--rm", "--", "sh", "-c",
+                   "dpkg-query -W -f='${Status}\\n' openssh-server tmux systemd-sysv")  # fmt: skip
+    assert ran.stdout.splitlines() == ["install ok installed"] * 3
+    b.banger("image", "rm", "foreign")
+    assert leftovers(b) == []
+
+
+def write_layout_dir(layout: Path, base: Path) -> Path:
+    write_layout(layout, base, [])
+    return layout
