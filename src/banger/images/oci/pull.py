@@ -14,9 +14,11 @@ by other users, device nodes and capabilities, and mkfs must read them all.
 ``owner`` is the daemon's (uid, gid): the published image and the cache
 entries this pull created are handed to it.
 
-The image config (``Env``, ``WorkingDir``, ``User``) and the digest the ref
-resolved to are recorded in the image's ``source``/``description`` (shown by
-``banger image show``).
+The image config (``Env``, ``WorkingDir``, ``User``) is recorded as the
+image's structured ``config`` field (and summarised in its description); the
+digest the ref resolved to ends its ``source``. ``banger image show`` shows
+both. :func:`image_from_layers` is the root half on its own: banger-helper's
+``image_pull`` op runs it on layers the owner's daemon fetched.
 """
 
 from __future__ import annotations
