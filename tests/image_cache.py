@@ -1,15 +1,23 @@
-"""A built Debian image for tests, cached across runs.
+"""A built Debian image for tests, cached across runs, built the way users get it.
 
 ``cached_debian_image()`` returns a directory holding ``rootfs.ext4``,
 ``work-seed.ext4`` and ``image.json`` (a published image directory). The
-first call builds it with the real pipeline (mmdebstrap through the host's apt
-mirror, about a minute); later calls, in this run or the next, reuse it. The
-cache key hashes everything that changes the result: suite, package list, the
-finalize/ext4/work-seed sources and the fast-init script. A file lock makes
-concurrent test processes build it once.
+first call builds it through the production path — ``banger image build
+debian:<suite>`` run by an unprivileged throwaway owner: the CLI auto-starts
+``bangerd`` as that owner, whose ImageService asks a real ``banger-helper``
+(root) for its ``image_build`` op (mmdebstrap through the host's apt mirror,
+about a minute or two), then adopts the result the helper handed over — so
+the image every guest test boots is one the real first-use path made. Later
+calls, in this run or the next, reuse it. The cache key hashes everything that
+changes the result: suite, package list, the image-building sources and the
+helper op / daemon service that drive them. A file lock makes concurrent test
+processes build it once.
 
-Needs root (the build does). Callers must not modify the returned files:
-copy them (``cp --sparse=always``) or use a qcow2 overlay.
+Helper and daemon run in the host network namespace: the build needs the
+package mirror, and neither creates a bridge, tap or NAT rule for it.
+
+Needs root (it creates a user and runs the helper). Callers must not modify
+the returned files: copy them (``cp --sparse=always``) or use a qcow2 overlay.
 """
 
 from __future__ import annotations
@@ -17,38 +25,54 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+from contextlib import suppress
 from importlib import resources
 from pathlib import Path
+from typing import TextIO
 
-from banger.images.build import build_image
+from banger.cli.helper_start import helper_argv
 from banger.images.distro import DEFAULT_PACKAGES
 from banger.images.publish import read_image
 from banger.paths import Paths
+from tests.support import User, throwaway_user
 
 CACHE_ROOT = Path(os.environ.get("BANGER_TEST_CACHE", "/var/cache/banger-test"))
 SUITE = "bookworm"
+VENV_BIN = Path(sys.executable).parent
+#: (package, file) pairs whose text changes the built image or how it is built.
 _KEYED_SOURCES = (
-    "banger-fast-init.sh",
-    "finalize.py",
-    "treepath.py",
-    "ext4build.py",
-    "workseed.py",
-    "publish.py",
-    "build.py",
-    "distro.py",
+    *(
+        ("banger.images", name)
+        for name in (
+            "banger-fast-init.sh",
+            "finalize.py",
+            "treepath.py",
+            "ext4build.py",
+            "workseed.py",
+            "publish.py",
+            "build.py",
+            "distro.py",
+        )
+    ),
+    ("banger.helper", "image_build.py"),
+    ("banger.daemon", "images_svc.py"),
 )
+BUILD_TIMEOUT = 1800
 
 
 def image_key(suite: str = SUITE) -> str:
     digest = hashlib.sha256()
-    digest.update(f"suite={suite}\n".encode())
+    digest.update(f"suite={suite}\nvia=banger image build\n".encode())
     digest.update(("packages=" + ",".join(DEFAULT_PACKAGES) + "\n").encode())
-    package = resources.files("banger.images")
-    for name in _KEYED_SOURCES:
-        digest.update(f"--- {name}\n".encode())
-        digest.update((package / name).read_bytes())
+    for package, name in _KEYED_SOURCES:
+        digest.update(f"--- {package}/{name}\n".encode())
+        digest.update((resources.files(package) / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -60,21 +84,91 @@ def cached_debian_image(suite: str = SUITE) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "image.json").is_file():
             return target
-        home = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE_ROOT))
+        # Short: the owner's sockets live under it (108-byte sun_path limit).
+        home = Path(tempfile.mkdtemp(prefix="bi-", dir=CACHE_ROOT))
+        log_path = CACHE_ROOT / f"{target.name}.build.log"
         try:
-            paths = Paths.from_env({"BANGER_HOME": str(home)})
-            log = (home / "build.log").open("w")
-            with log:
-                entry = build_image(
-                    f"debian:{suite}",
-                    paths=paths,
-                    mirror=os.environ.get("BANGER_TEST_DEBIAN_MIRROR") or None,
-                    progress=lambda line: print(line, file=log, flush=True),
-                )
+            with log_path.open("w") as log:
+                built = build_as_owner(suite, home, log)
             if target.exists():
                 shutil.rmtree(target)
-            entry.path.rename(target)
+            built.rename(target)
+            # The throwaway owner is gone: hand the files to root, readable by all.
+            for path in (target, *target.iterdir()):
+                os.chown(path, 0, 0, follow_symlinks=False)
         finally:
             shutil.rmtree(home, ignore_errors=True)
         read_image(target)  # sanity: the moved directory still parses
         return target
+
+
+def build_as_owner(suite: str, home: Path, log: TextIO) -> Path:
+    """``banger image build debian:<suite>`` as a throwaway owner; the published image dir."""
+    with throwaway_user("bgi") as user:
+        paths = Paths.from_env({"BANGER_HOME": str(home)})
+        for d in (home, paths.state_dir, paths.runtime_dir, paths.config_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chown(d, user.uid, user.gid)
+        mirror = os.environ.get("BANGER_TEST_DEBIAN_MIRROR")
+        if mirror:
+            paths.config_file.write_text(f'[images]\ndebian_mirror = "{mirror}"\n')
+            os.chown(paths.config_file, user.uid, user.gid)
+        helper = _start_helper(paths, user)
+        try:
+            result = subprocess.run(
+                _as_owner(user, home, "image", "build", f"debian:{suite}"),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=BUILD_TIMEOUT,
+                check=False,
+            )
+        finally:
+            with suppress(OSError, ValueError):
+                _stop(int(paths.daemon_pidfile.read_text().split()[0]))
+            _stop(helper)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"banger image build debian:{suite} exited {result.returncode}; see {log.name}"
+            )
+        [built] = list(paths.images_dir.iterdir())
+        return built
+
+
+def _start_helper(paths: Paths, user: User) -> int:
+    result = subprocess.run(
+        helper_argv(paths, user.uid, [str(VENV_BIN / "banger-helper")]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"banger-helper did not start: {result.stderr}")
+    return int(result.stdout.split()[-1])
+
+
+def _as_owner(user: User, home: Path, *args: str) -> list[str]:
+    env = {
+        "HOME": str(user.home),
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "BANGER_HOME": str(home),
+        "LANG": "C.UTF-8",
+    }
+    return [
+        "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+        "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+        str(VENV_BIN / "banger"), *args,
+    ]  # fmt: skip
+
+
+def _stop(pid: int) -> None:
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with suppress(ProcessLookupError, OSError):
+        fd = os.pidfd_open(pid)
+        try:
+            if not select.select([fd], [], [], 20)[0]:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(fd)
