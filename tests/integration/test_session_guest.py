@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
 import select
 import shutil
@@ -95,18 +96,33 @@ async def collect(
 
 
 async def test_follow_streams_every_line_in_order_then_the_exit_status(
-    conn: asyncssh.SSHClientConnection, layout: GuestLayout
+    conn: asyncssh.SSHClientConnection, layout: GuestLayout, short_tmp: Path
 ) -> None:
-    script = 'for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.25; done; exit 3'
+    # lines 4-6 wait until the test has seen line 3 through the follow: proof
+    # that output streams while the session runs, however loaded the machine
+    go = short_tmp / "go"
+    script = (
+        'for i in 1 2 3; do echo "line $i"; sleep 0.2; done;'
+        f" while [ ! -e {go} ]; do sleep 0.1; done;"
+        ' for i in 4 5 6; do echo "line $i"; sleep 0.2; done; exit 3'
+    )
     info = await sessions.start(conn, ["sh", "-c", script], name="count", layout=layout)
     assert (info.name, info.state, info.exit_status) == ("count", SessionStatus.RUNNING, None)
     assert info.command == ("sh", "-c", script)
-    began = time.monotonic()
-    chunks, ended = await collect(conn, "count", layout)
-    assert time.monotonic() - began > 0.8, "follow returned before the session ended"
-    assert len(chunks) > 1, "output arrived in one piece: it was not streamed"
+    chunks: list[LogChunk] = []
+    ended: SessionEnded | None = None
+    async with asyncio.timeout(60):
+        async for event in sessions.follow(conn, "count", layout=layout):
+            if isinstance(event, LogChunk):
+                chunks.append(event)
+                if b"line 3" in b"".join(c.data for c in chunks):
+                    go.touch()
+            else:
+                ended = event
+    assert ended is not None, "follow ended without SessionEnded"
     offsets = [c.offset for c in chunks]
     assert offsets == sorted(offsets) and offsets[0] == 0
+    assert all(b.offset == a.offset + len(a.data) for a, b in itertools.pairwise(chunks))
     assert text(b"".join(c.data for c in chunks)) == "".join(f"line {i}\n" for i in range(1, 7))
     assert ended.info.state is SessionStatus.EXITED and ended.info.exit_status == 3
 

@@ -1,23 +1,268 @@
-"""``banger session``: tmux sessions in a VM (placeholders until sessions land)."""
+"""``banger session``: long-running commands in a VM under tmux.
+
+The daemon keeps the records and talks to the guest; ``attach`` asks the
+daemon whether the session runs, then runs the system ``ssh -t`` with ``tmux
+attach`` itself, so the terminal (modes, window size, resize) is ssh's and
+tmux's own: ``C-b d`` detaches and leaves the session running.
+
+(The HTTP calls live here for now; they belong in :mod:`banger.client`.)
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from banger.cli.placeholder import add_placeholders
+from banger.cli.output import print_json, print_json_line, print_table
+from banger.cli.state import CliState, get_state, json_option
+from banger.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from banger.client import BangerClient
 
 
 @click.group(name="session")
 def session() -> None:
-    """Long-running sessions (tmux) inside a VM."""
+    """Long-running sessions (tmux) inside a VM: start, list, attach, logs, send, stop."""
 
 
-add_placeholders(
-    session,
-    [
-        ("list", "List sessions"),
-        ("new", "Start a session in a VM"),
-        ("attach", "Attach to a session"),
-        ("kill", "End a session"),
-    ],
-)
+def _path(vm: str, name: str | None = None, *rest: str) -> str:
+    from banger.client import _segment
+
+    parts = ["/v1/vms", _segment(vm), "sessions"]
+    if name is not None:
+        parts.append(_segment(name))
+    return "/".join([*parts, *rest])
+
+
+def _request(
+    state: CliState,
+    method: str,
+    path: str,
+    *,
+    body: dict[str, Any] | None = None,
+    params: dict[str, str] | None = None,
+    empty: bool = False,
+) -> Any:
+    """One API call; ``empty`` for the answers without a body (204)."""
+    if empty:
+        return state.call(lambda c: _no_content(c, method, path, body))
+    return state.call(lambda c: c._request(method, path, json=body, params=params))
+
+
+def _no_content(c: BangerClient, method: str, path: str, body: dict[str, Any] | None) -> None:
+    import httpx
+
+    from banger.client import error_from_response
+
+    try:
+        resp = c._http.request(method, path, json=body)
+    except httpx.TransportError as exc:
+        c._transport_failed(exc)
+    if resp.status_code >= 400:
+        raise error_from_response(resp.status_code, resp.content)
+
+
+def _env(pairs: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"--env: expected KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def _when(value: str | None) -> str:
+    return "" if not value else value.replace("T", " ")[:19]
+
+
+def _print_sessions(state: CliState, sessions: list[dict[str, Any]]) -> None:
+    if state.json:
+        print_json(sessions)
+        return
+    print_table(
+        ["VM", "NAME", "STATE", "EXIT", "STARTED", "ENDED", "COMMAND"],
+        [
+            [
+                s["vm"],
+                s["name"],
+                s["state"],
+                "" if s["exit_status"] is None else s["exit_status"],
+                _when(s["started_at"]),
+                _when(s["ended_at"]),
+                " ".join(s["command"])[:60],
+            ]
+            for s in sessions
+        ],
+    )
+
+
+@session.command(name="start", context_settings={"ignore_unknown_options": True})
+@click.argument("vm")
+@click.option("--name", "-n", help="Session name (unique in the VM); generated if omitted.")
+@click.option("--cwd", help="Working directory in the guest (default /root).")
+@click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the command (repeat).")
+@click.option("--attach", "-a", is_flag=True, help="Attach to it at once.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@json_option
+def start(
+    vm: str,
+    name: str | None,
+    cwd: str | None,
+    env: tuple[str, ...],
+    attach: bool,
+    command: tuple[str, ...],
+) -> int:
+    """Start COMMAND (after --) detached under tmux in VM; it outlives this shell."""
+    state = get_state()
+    body: dict[str, Any] = {"command": list(command), "env": _env(env)}
+    if name is not None:
+        body["name"] = name
+    if cwd is not None:
+        body["cwd"] = cwd
+    created = _request(state, "POST", _path(vm), body=body)
+    if attach:
+        return attach_session(state, vm, created["name"])
+    if state.json:
+        print_json(created)
+    else:
+        click.echo(created["name"])
+    return 0
+
+
+@session.command(name="list")
+@click.argument("vm", required=False)
+@json_option
+def list_sessions(vm: str | None) -> None:
+    """List sessions (of one VM, or all), checked against the guests."""
+    state = get_state()
+    params = {"vm": vm} if vm else None
+    _print_sessions(state, _request(state, "GET", "/v1/sessions", params=params))
+
+
+def attach_session(state: CliState, vm: str, name: str) -> int:
+    from banger.api_models import SSHInfo
+    from banger.cli.sshexec import argv_for, run_ssh
+    from banger.guest.sessions import attach_argv
+
+    if not sys.stdin.isatty():
+        raise InvalidArgument(
+            "attach needs a terminal", hint=f"banger session logs -f {vm} {name} works without one"
+        )
+    info = _request(state, "GET", _path(vm, name, "attach"))
+    ssh = SSHInfo.model_validate(info["ssh"])
+    return run_ssh(attach_argv(argv_for(ssh, None, tty=True), name))
+
+
+@session.command(name="attach")
+@click.argument("vm")
+@click.argument("name")
+def attach(vm: str, name: str) -> int:
+    """Attach this terminal to a session; C-b d detaches and leaves it running."""
+    return attach_session(get_state(), vm, name)
+
+
+@session.command(name="logs")
+@click.argument("vm")
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the session ends.")
+@click.option("--tail", "-n", type=click.IntRange(min=0), help="Only the last N lines first.")
+@json_option
+def logs(vm: str, name: str, follow: bool, tail: int | None) -> int:
+    """Print a session's terminal output; with -f, exit with the session's status."""
+    state = get_state()
+    params = {"follow": "true" if follow else "false"}
+    if tail is not None:
+        params["tail"] = str(tail)
+    status = 0
+    for event in _stream(state, _path(vm, name, "logs"), params):
+        if state.json:
+            print_json_line(event)
+        if event["kind"] == "output" and not state.json:
+            sys.stdout.buffer.write(base64.b64decode(event["data"]))
+            sys.stdout.buffer.flush()
+        elif event["kind"] == "error":
+            from banger.errors import BangerError
+
+            raise BangerError(event["error"], event.get("hint"))
+        elif event["kind"] == "end" and follow:
+            session_data = event["session"]
+            exit_status = session_data.get("exit_status")
+            status = exit_status if isinstance(exit_status, int) else 1
+            if not state.json:
+                click.echo(
+                    f"[session {name} {session_data['state']}"
+                    + (f" with status {exit_status}]" if exit_status is not None else "]"),
+                    err=True,
+                )
+    return min(status, 255)
+
+
+def _stream(state: CliState, path: str, params: dict[str, str]) -> Any:
+    import httpx
+
+    from banger.client import error_from_response
+
+    def opened(c: BangerClient) -> Any:
+        timeout = httpx.Timeout(None, connect=5.0)
+        return c._http.stream("GET", path, params=params, timeout=timeout)
+
+    client = state.client()
+    state.call(lambda c: c.version())  # starts the daemon if needed
+    try:
+        with opened(client) as resp:
+            if resp.status_code >= 400:
+                raise error_from_response(resp.status_code, resp.read())
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+    except httpx.TransportError as exc:
+        client._transport_failed(exc)
+
+
+@session.command(name="send")
+@click.argument("vm")
+@click.argument("name")
+@click.argument("text")
+@click.option("--enter", is_flag=True, help="Press Enter after the text.")
+def send(vm: str, name: str, text: str, enter: bool) -> None:
+    """Type TEXT into a session's terminal."""
+    state = get_state()
+    body = {"text": text, "enter": enter}
+    _request(state, "POST", _path(vm, name, "send"), body=body, empty=True)
+
+
+@session.command(name="stop")
+@click.argument("vm")
+@click.argument("name")
+@click.option("--signal", "-s", "signal", default="TERM", show_default=True)
+@click.option("--timeout", "-t", type=float, default=10.0, show_default=True,
+              help="Seconds to wait before SIGKILL.")  # fmt: skip
+@json_option
+def stop(vm: str, name: str, signal: str, timeout: float) -> None:
+    """Signal a session's command, wait, then kill it."""
+    state = get_state()
+    body = {"signal": signal, "timeout": timeout}
+    result = _request(state, "POST", _path(vm, name, "stop"), body=body)
+    if state.json:
+        print_json(result)
+        return
+    status = result["session"]["exit_status"]
+    click.echo(
+        f"{name}: {result['outcome']}" + (f" (status {status})" if status is not None else "")
+    )
+
+
+@session.command(name="rm")
+@click.argument("vm")
+@click.argument("names", nargs=-1, required=True)
+def rm(vm: str, names: tuple[str, ...]) -> None:
+    """Forget finished sessions (record and guest log), freeing their names."""
+    state = get_state()
+    for name in names:
+        _request(state, "DELETE", _path(vm, name), empty=True)

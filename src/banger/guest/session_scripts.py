@@ -299,7 +299,8 @@ if [ -e "$dir/exit" ] || ! tmux -S "$sock" has-session -t "$target" 2>/dev/null;
     echo "banger: session $name is not running" >&2
     exit 5
 fi
-infocmp -- "${TERM:-dumb}" >/dev/null 2>&1 || TERM=xterm-256color
+case ${TERM:-dumb} in dumb | unknown) TERM=xterm-256color ;; esac
+infocmp -- "$TERM" >/dev/null 2>&1 || TERM=xterm-256color
 export TERM
 # -u: the ssh session carries no LANG, and tmux would draw non-ASCII as '_'
 exec tmux -u -S "$sock" attach-session -t "$target"

@@ -26,7 +26,7 @@ import json
 import re
 import secrets
 import shlex
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -301,7 +301,7 @@ async def follow(
     *,
     offset: int = 0,
     layout: GuestLayout = DEFAULT_LAYOUT,
-) -> AsyncIterator[FollowEvent]:
+) -> AsyncGenerator[FollowEvent, None]:
     """The log from ``offset`` on as it grows, then one :class:`SessionEnded`.
 
     Closing the iterator early (the user pressed Ctrl-C, the API client went

@@ -1,0 +1,273 @@
+"""SessionService: the daemon's side of ``banger session`` (records + guest tmux sessions).
+
+Every session has a store record (name unique per VM, argv, state, exit
+status, times) and a directory + tmux session in the guest
+(:mod:`banger.guest.sessions`). The store is reconciled with the guest when
+sessions are listed and when the daemon starts: a session that ended while
+nobody watched gets its exit status; the open sessions of a VM that is not
+running (stopped, failed, rebooted) become *lost*.
+
+The store has no ``lost`` state yet: a lost session is stored as ``failed``
+with no exit status, and shown as ``lost`` (:func:`shown_state`).
+
+Starting a session and reconciling one VM's records are serialised per VM
+(a listing taken while a start is half done would call the new session
+lost). Neither takes the VM's lifecycle lock: a session operation is a few
+SSH round trips and must not queue behind a long workspace transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager, suppress
+from dataclasses import dataclass
+
+import asyncssh
+
+from banger.daemon.vms.service import VMService
+from banger.errors import BangerError, Conflict, NotFound
+from banger.guest import sessions as guest
+from banger.guest.session_scripts import DEFAULT_LAYOUT, GuestLayout, run_file
+from banger.guest.sessions import LogChunk, SessionEnded, SessionStatus, SessionUpdate
+from banger.guest.ssh import open_connection
+from banger.store import SessionRecord, SessionState, VMRecord, VMState
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 30.0
+#: Startup reconciliation must not hold the daemon up for an unreachable guest.
+STARTUP_CONNECT_TIMEOUT = 10.0
+
+
+def shown_state(record: SessionRecord) -> str:
+    """What users see: ``failed`` in the store means lost (see the module doc)."""
+    if record.state is SessionState.FAILED:
+        return SessionStatus.LOST.value
+    if record.state is SessionState.STARTING:
+        return SessionStatus.RUNNING.value
+    return record.state.value
+
+
+@dataclass(frozen=True)
+class SessionView:
+    vm: str
+    record: SessionRecord
+
+    @property
+    def state(self) -> str:
+        return shown_state(self.record)
+
+
+def _running(vm: VMRecord, vms: VMService) -> bool:
+    return vm.state == VMState.RUNNING and vm.ip is not None and vms.alive(vm)
+
+
+def _require_running(vm: VMRecord, vms: VMService) -> None:
+    if not _running(vm, vms):
+        raise Conflict(
+            f"VM {vm.name} is {vm.state.value}, not running",
+            hint=f"start it first: banger vm start {vm.name}",
+        )
+
+
+class SessionService:
+    def __init__(self, vms: VMService, layout: GuestLayout = DEFAULT_LAYOUT) -> None:
+        self.vms = vms
+        self.store = vms.store
+        self.layout = layout
+        self._vm_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # -- plumbing ---------------------------------------------------------------
+    async def _vm(self, ref: str) -> VMRecord:
+        return await asyncio.to_thread(self.store.resolve_vm, ref)
+
+    @asynccontextmanager
+    async def _connect(
+        self, vm: VMRecord, timeout: float = CONNECT_TIMEOUT
+    ) -> AsyncIterator[asyncssh.SSHClientConnection]:
+        _require_running(vm, self.vms)
+        async with open_connection(self.vms.pipeline.ssh_target(vm), timeout) as conn:
+            yield conn
+
+    async def _record(self, vm: VMRecord, name: str) -> SessionRecord:
+        guest.validate_name(name)
+        try:
+            return await asyncio.to_thread(self.store.get_session_by_name, vm.id, name)
+        except NotFound:
+            raise NotFound(
+                f"VM {vm.name} has no session named {name!r}",
+                hint=f"banger session list {vm.name} shows them",
+            ) from None
+
+    async def _apply(self, updates: Sequence[SessionUpdate]) -> None:
+        for update in updates:
+            if update.state is SessionStatus.LOST:
+                state, status = SessionState.FAILED, None
+            elif update.state is SessionStatus.EXITED:
+                state, status = SessionState.EXITED, update.exit_status
+            else:
+                state, status = SessionState.RUNNING, None
+            await asyncio.to_thread(
+                self.store.update_session, update.session_id, state=state, exit_status=status
+            )
+
+    async def _reconcile_vm(
+        self, vm: VMRecord, timeout: float = CONNECT_TIMEOUT
+    ) -> list[SessionRecord]:
+        """Bring one VM's records in line with its guest; return them afterwards."""
+        async with self._vm_locks[vm.id]:
+            records = await asyncio.to_thread(self.store.list_sessions, vm.id)
+            if not any(not r.state.finished for r in records):
+                return records
+            if vm.state == VMState.PAUSED:
+                return records  # frozen, not gone: nothing to learn and nothing lost
+            listing: guest.GuestListing | None = None
+            if _running(vm, self.vms):
+                try:
+                    async with self._connect(vm, timeout) as conn:
+                        listing = await guest.listing(conn, self.layout)
+                except BangerError as exc:
+                    # unreachable is not proof of loss: keep the records as they are
+                    log.warning("sessions of %s not reconciled: %s", vm.name, exc.message)
+                    return records
+            await self._apply(guest.reconcile(records, listing))
+            return await asyncio.to_thread(self.store.list_sessions, vm.id)
+
+    # -- API --------------------------------------------------------------------
+    async def reconcile_all(self) -> int:
+        """At daemon start: reconcile every VM concurrently; returns how many records changed."""
+        vms = await asyncio.to_thread(self.store.list_vms)
+        before = {r.id: r.state for r in await asyncio.to_thread(self.store.list_sessions)}
+        await asyncio.gather(
+            *(self._reconcile_vm(vm, STARTUP_CONNECT_TIMEOUT) for vm in vms),
+            return_exceptions=True,
+        )
+        after = await asyncio.to_thread(self.store.list_sessions)
+        return sum(1 for r in after if before.get(r.id) != r.state)
+
+    async def list(self, ref: str | None = None) -> list[SessionView]:
+        vms = [await self._vm(ref)] if ref else await asyncio.to_thread(self.store.list_vms)
+        views: list[SessionView] = []
+        for vm in vms:
+            for record in await self._reconcile_vm(vm):
+                views.append(SessionView(vm.name, record))
+        return views
+
+    async def show(self, ref: str, name: str) -> SessionView:
+        vm = await self._vm(ref)
+        await self._reconcile_vm(vm)
+        return SessionView(vm.name, await self._record(vm, name))
+
+    async def start(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        name: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> SessionView:
+        vm = await self._vm(ref)
+        _require_running(vm, self.vms)
+        name = guest.validate_name(name) if name is not None else guest.generate_name(argv)
+        # the guest checks the argv, cwd and env too; checking first keeps bad input
+        # from leaving a record behind
+        run_file(self.layout, name, argv, cwd, env)
+        async with self._vm_locks[vm.id]:
+            record = await asyncio.to_thread(self.store.create_session, vm.id, name, list(argv))
+            try:
+                async with self._connect(vm) as conn:
+                    await guest.start(conn, argv, name=name, cwd=cwd, env=env, layout=self.layout)
+            except BaseException:
+                await asyncio.to_thread(self.store.delete_session, record.id)
+                raise
+            record = await asyncio.to_thread(
+                self.store.update_session, record.id, state=SessionState.RUNNING
+            )
+        return SessionView(vm.name, record)
+
+    async def logs(self, ref: str, name: str, tail: int | None) -> bytes:
+        vm = await self._vm(ref)
+        await self._record(vm, name)
+        async with self._connect(vm) as conn:
+            return await guest.logs(conn, name, tail=tail, layout=self.layout)
+
+    async def follow(
+        self, ref: str, name: str, tail: int | None
+    ) -> AsyncGenerator[LogChunk | SessionView, None]:
+        """The log (its last ``tail`` lines, or all), then new output until the session ends.
+
+        The last item is the session's record after the end (reconciled, so it
+        carries the exit status).
+        """
+        vm = await self._vm(ref)
+        await self._record(vm, name)
+        async with self._connect(vm) as conn:
+            offset = 0
+            if tail is not None:
+                # `tail -n` counts lines, a follow counts bytes: read it all once,
+                # send the last lines, follow from the end
+                whole = await guest.logs(conn, name, layout=self.layout)
+                offset = len(whole)
+                kept = b"".join(whole.splitlines(keepends=True)[-tail:]) if tail else b""
+                if kept:
+                    yield LogChunk(kept, offset - len(kept))
+            stream = guest.follow(conn, name, offset=offset, layout=self.layout)
+            async with aclosing(stream):  # a client that leaves stops the guest's tail
+                async for event in stream:
+                    if isinstance(event, SessionEnded):
+                        break
+                    yield event
+        vm = await asyncio.to_thread(self.store.get_vm, vm.id)
+        await self._reconcile_vm(vm)
+        yield SessionView(vm.name, await self._record(vm, name))
+
+    async def send(self, ref: str, name: str, text: str, enter: bool) -> None:
+        vm = await self._vm(ref)
+        await self._record(vm, name)
+        async with self._connect(vm) as conn:
+            await guest.send(conn, name, text, enter=enter, layout=self.layout)
+
+    async def stop(
+        self, ref: str, name: str, signal: str, timeout: float
+    ) -> tuple[str, SessionView]:
+        vm = await self._vm(ref)
+        record = await self._record(vm, name)
+        async with self._connect(vm) as conn:
+            result = await guest.stop(
+                conn, name, signal=signal, timeout=timeout, layout=self.layout
+            )
+        update = SessionUpdate(
+            record.id, name, result.info.state, result.info.exit_status, result.info.ended_at
+        )
+        await self._apply([update])
+        return result.outcome, SessionView(vm.name, await self._record(vm, name))
+
+    async def remove(self, ref: str, name: str) -> None:
+        """Forget a finished session: its guest directory (log) and its record."""
+        vm = await self._vm(ref)
+        record = await self._record(vm, name)
+        if _running(vm, self.vms):
+            async with self._connect(vm) as conn:
+                # already gone in the guest is fine (a new work disk, or removed by hand)
+                with suppress(NotFound):
+                    await guest.forget(conn, name, self.layout)
+        elif not record.state.finished:
+            raise Conflict(
+                f"session {name!r} of VM {vm.name} may still be running",
+                hint=f"start the VM so banger can check: banger vm start {vm.name}",
+            )
+        await asyncio.to_thread(self.store.delete_session, record.id)
+
+    async def attach_check(self, ref: str, name: str) -> SessionView:
+        """Before the CLI runs ``ssh -t … tmux attach``: the VM runs and the session does."""
+        view = await self.show(ref, name)
+        if view.state != SessionStatus.RUNNING.value:
+            raise Conflict(
+                f"session {name!r} of VM {view.vm} is {view.state}, not running",
+                hint=f"banger session logs {view.vm} {name} shows its output",
+            )
+        return view

@@ -1,0 +1,152 @@
+"""Sessions against a real guest, through the CLI → bangerd → SSH → tmux in the guest.
+
+One installation and one fast-init VM (``sess``) are shared by the module;
+the last test stops the VM (its sessions become lost), so it runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import VENV_BIN, Banger, _daemon_pid, _stop, banger_env
+from tests.integration.test_session_guest import HOSTILE, Terminal
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+VM = "sess"
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[Banger]:
+    with banger_env() as env:
+        env.banger("vm", "create", "--name", VM, "--init", "fast", "--start")
+        yield env
+
+
+def sessions(b: Banger) -> dict[str, dict[str, Any]]:
+    listed = json.loads(b.banger("session", "list", VM, "--json").stdout)
+    return {s["name"]: s for s in listed}
+
+
+def follow(b: Banger, name: str) -> subprocess.CompletedProcess[str]:
+    return b.banger("session", "logs", "-f", VM, name, check=False, timeout=300)
+
+
+def test_logs_follow_streams_in_order_and_ends_with_the_status(b: Banger) -> None:
+    script = 'for i in 1 2 3 4 5; do echo "line $i"; sleep 1; done; exit 3'
+    started = b.banger("session", "start", VM, "--name", "count", "--", "sh", "-c", script)
+    assert started.stdout.strip() == "count"
+    result = follow(b, "count")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.replace("\r\n", "\n") == "".join(f"line {i}\n" for i in range(1, 6))
+    assert "[session count exited with status 3]" in result.stderr
+    listed = sessions(b)["count"]
+    assert (listed["state"], listed["exit_status"]) == ("exited", 3)
+    assert listed["command"] == ["sh", "-c", script] and listed["ended_at"]
+    tail = b.banger("session", "logs", "--tail", "2", VM, "count")
+    assert tail.stdout.replace("\r\n", "\n") == "line 4\nline 5\n"
+
+
+def test_a_session_that_ended_unwatched_shows_its_status(b: Banger) -> None:
+    b.banger("session", "start", VM, "--name", "quick", "--", "sh", "-c", "exit 4")
+    deadline = time.monotonic() + 60
+    while sessions(b)["quick"]["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (sessions(b)["quick"]["state"], sessions(b)["quick"]["exit_status"]) == ("exited", 4)
+    dup = b.banger("session", "start", VM, "--name", "quick", "--", "true", check=False)
+    assert dup.returncode == 4 and "already has a session named 'quick'" in dup.stderr
+    b.banger("session", "rm", VM, "quick")
+    assert "quick" not in sessions(b)
+
+
+def test_hostile_arguments_reach_the_guest_unchanged(b: Banger) -> None:
+    writer = 'printf "%s\\0" "$@" "$PWD" "$V" > /root/argv.out'
+    b.banger(
+        "session", "start", VM, "--name", "hostile", "--cwd", "/tmp", "--env", "V=$HOME 'x' ✓",
+        "--", "sh", "-c", writer, "sh", *HOSTILE,
+    )  # fmt: skip
+    assert follow(b, "hostile").returncode == 0
+    out = b.banger("vm", "ssh", VM, "--", "cat", "/root/argv.out").stdout
+    assert out.split("\0")[:-1] == [*HOSTILE, "/tmp", "$HOME 'x' ✓"]
+
+
+def test_send_and_stop(b: Banger) -> None:
+    program = 'IFS= read -r line; printf "got:[%s]\\n" "$line"'
+    b.banger("session", "start", VM, "--name", "reader", "--", "sh", "-c", program)
+    b.banger("session", "send", VM, "reader", "hello 'guest' $x", "--enter")
+    result = follow(b, "reader")
+    assert result.returncode == 0
+    assert "got:[hello 'guest' $x]" in result.stdout
+
+    handles = 'trap "echo bye; exit 7" TERM; while :; do sleep 0.2; done'
+    ignores = 'trap "" TERM; while :; do sleep 0.2; done'
+    b.banger("session", "start", VM, "--name", "polite", "--", "sh", "-c", handles)
+    b.banger("session", "start", VM, "--name", "stubborn", "--", "sh", "-c", ignores)
+    polite = json.loads(b.banger("session", "stop", VM, "polite", "--json").stdout)
+    assert (polite["outcome"], polite["session"]["exit_status"]) == ("signalled", 7)
+    began = time.monotonic()
+    stubborn = json.loads(
+        b.banger("session", "stop", VM, "stubborn", "--timeout", "2", "--json").stdout
+    )
+    assert time.monotonic() - began >= 2
+    assert (stubborn["outcome"], stubborn["session"]["exit_status"]) == ("killed", 137)
+    assert sessions(b)["stubborn"]["state"] == "exited"
+
+
+def _attach(b: Banger, name: str) -> bytes:
+    argv = b.as_owner(["env", "TERM=xterm-256color", str(VENV_BIN / "banger"), "session",
+                       "attach", VM, name])  # fmt: skip
+    term = Terminal(argv, {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}, rows=30, cols=100)
+    try:
+        term.expect(b"ready", timeout=120)
+        term.type(b"size\r")
+        term.expect(b"size:29 100", timeout=60)
+        term.type(b"ping\r")
+        term.expect(b"echo:ping", timeout=60)
+        time.sleep(0.5)  # C-b, then d, at human speed (tmux treats fast input as a paste)
+        term.type(b"\x02")
+        time.sleep(0.5)
+        term.type(b"d")
+        term.expect(b"[detached", timeout=60)
+        assert term.proc.wait(timeout=60) == 0
+        return term.seen
+    finally:
+        term.close()
+
+
+def test_attach_through_a_pty_and_detach_leaves_it_running(b: Banger) -> None:
+    program = (
+        'while IFS= read -r l; do if [ "$l" = size ]; then echo "size:$(stty size)";'
+        ' else echo "echo:$l"; fi; done'
+    )
+    b.banger("session", "start", VM, "--name", "shell", "--", "sh", "-c", "echo ready; " + program)
+    _attach(b, "shell")
+    assert sessions(b)["shell"]["state"] == "running"
+    log = b.banger("session", "logs", VM, "shell").stdout.replace("\r\n", "\n")
+    assert "echo:ping\n" in log
+
+
+def test_daemon_restart_keeps_sessions_and_a_stopped_vm_loses_them(b: Banger) -> None:
+    b.banger("session", "start", VM, "--name", "survivor", "--", "sleep", "600")
+    _stop(_daemon_pid(b))  # the next CLI call starts a new bangerd, which reconciles
+    listed = sessions(b)
+    assert listed["survivor"]["state"] == "running"
+    assert listed["shell"]["state"] == "running"
+    b.banger("session", "send", VM, "shell", "after restart", "--enter")
+    log = b.banger("session", "logs", VM, "shell").stdout
+    assert "echo:after restart" in log
+
+    b.banger("vm", "stop", VM, timeout=300)
+    listed = sessions(b)
+    assert (listed["survivor"]["state"], listed["survivor"]["exit_status"]) == ("lost", None)
+    assert listed["shell"]["state"] == "lost"
+    assert (listed["count"]["state"], listed["count"]["exit_status"]) == ("exited", 3)
+    refused = b.banger("session", "attach", VM, "survivor", check=False)
+    assert refused.returncode != 0
