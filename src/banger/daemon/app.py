@@ -34,6 +34,9 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(workspace_router(services.stack))
         app.include_router(image_router(services.stack))
         app.include_router(kernel_router(services.stack))
+        from banger.daemon.routes_sessions import session_router
+
+        app.include_router(session_router(services.stack))
     else:
         app.include_router(vms_router(services))
     return app

@@ -83,6 +83,11 @@ async def _serve(services: Services, sock: socket.socket, *, grace: float, debug
     app = create_app(services)
     if services.stack is not None:
         await services.stack.vms.reattach()
+        from banger.daemon.routes_sessions import reconcile_sessions_at_start
+
+        changed = await reconcile_sessions_at_start(services.stack)
+        if changed:
+            log.info("reconciled %d session(s) with their guests", changed)
     background = Background.start(services)
     log.info("bangerd ready")
     try:
