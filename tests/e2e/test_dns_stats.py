@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +148,23 @@ def test_set_applies_at_restart_and_refuses_shrink_and_running_growth(b: Banger)
     after = int(ssh(b, "dns-b", "df", "-Pk", "/root").stdout.splitlines()[1].split()[1])
     assert after - before > 400 * 1024  # KiB: the 512 MiB growth, less ext4 overhead
     assert show(b, "dns-b")["work_disk_size"] == grown
+
+
+def test_set_restart_applies_now(b: Banger) -> None:
+    out = json.loads(b.banger("vm", "set", "dns-b", "--cpus", "1", "--restart", "--json").stdout)
+    assert out["operation"]["kind"] == "vm.restart" and out["operation"]["state"] == "succeeded"
+    assert (out["vm"]["vcpus"], out["vm"]["state"]) == (1, "running")
+    assert ssh(b, "dns-b", "nproc").stdout.strip() == "1"
+
+
+def test_doctor_reports_the_resolver_serving(b: Banger) -> None:
+    gateway = ".".join([*str(show(b, "dns-a")["ip"]).split(".")[:3], "1"])
+    checks = json.loads(b.banger("doctor", "--json", check=False).stdout)
+    dns = next(c for c in checks if c["name"] == "vm dns")
+    assert f"bangerd answers for <vm>.banger on {gateway}:53" in dns["detail"]
+    if Path("/run/systemd/resolve").is_dir():  # the helper linked systemd-resolved
+        assert dns["status"] == "pass", dns
+    else:
+        assert dns["status"] == "warn", dns
+        assert "systemd-resolved is not running" in dns["detail"]
+        assert f"server=/banger/{gateway}" in dns["fix"]
