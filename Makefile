@@ -42,6 +42,12 @@ unit: $(STAMP)
 test: testdeps $(STAMP) lint typecheck
 	$(BIN)/pytest
 
+# smoke: the driver-level end to end on this host's VMM. On a KVM host with
+# Firecracker installed, run as root: make smoke VMM=firecracker
+VMM ?= qemu
+smoke: testdeps $(STAMP)
+	BANGER_SMOKE_VMM=$(VMM) $(BIN)/pytest -q tests/smoke tests/e2e/test_pause_e2e.py
+
 # Benchmarks: ratios within one run, never timed assertions (see bench/results/latest.md).
 bench: testdeps $(STAMP)
 	$(BIN)/python -m bench.run
