@@ -171,7 +171,7 @@ class ImageService:
         if record is not None:
             return record
         wanted = ref or self.config.vm.image
-        await op.event("info", f"image {wanted} is not here yet: building it (a few minutes)")
+        await op.event("notice", f"image {wanted} is not here yet: building it (a few minutes)")
         info = await self.build(wanted, None, op)
         return await asyncio.to_thread(self.store.get_image, info.id)
 

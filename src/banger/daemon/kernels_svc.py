@@ -154,7 +154,7 @@ class KernelService:
         if record is not None:
             return record
         source = ref or self.config.vm.kernel
-        await op.event("info", f"kernel {source} is not here yet: pulling it")
+        await op.event("notice", f"kernel {source} is not here yet: pulling it")
         info = await self.pull(source, None, op)
         return await asyncio.to_thread(self.store.get_kernel, info.id)
 
