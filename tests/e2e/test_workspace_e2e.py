@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -193,6 +194,21 @@ def test_no_host_identity_is_a_notice(env: Env) -> None:
         b.banger("vm", "rm", "noid")
 
 
+def test_an_unreadable_synced_file_fails_the_create_and_leaves_nothing(env: Env) -> None:
+    b = env.b
+    netrc = env.home / ".netrc-test"
+    netrc.chmod(0)
+    try:
+        result = b.banger("vm", "create", "--name", "unreadable", "--init", "fast", check=False)
+    finally:
+        netrc.chmod(0o644)
+    assert result.returncode != 0
+    assert "failed at stage prepare_work_disk" in result.stderr, result.stderr
+    assert "file_sync: cannot read ~/.netrc-test: Permission denied" in result.stderr
+    names = [vm["name"] for vm in json.loads(b.banger("vm", "list", "--json").stdout)]
+    assert names == [VM]
+
+
 # -- workspaces -------------------------------------------------------------------
 
 
@@ -316,10 +332,11 @@ def test_concurrent_prepares_of_one_vm_never_interleave(env: Env) -> None:
             f"""
             mkdir -p {path} && cd {path} && git init -q
             for i in $(seq 1 300); do printf '{name} %s\\n' $i > {name}-$i.txt; done
+            head -c 16M /dev/urandom > {name}-big.bin  # transfers long enough to overlap
             git add . && git commit -q -m {name}
             """,
         )
-        trees[name] = sorted(f"{name}-{i}.txt" for i in range(1, 301))
+        trees[name] = sorted([f"{name}-big.bin", *(f"{name}-{i}.txt" for i in range(1, 301))])
     banger = str(VENV_BIN / "banger")
     procs = [
         subprocess.Popen(
@@ -337,9 +354,24 @@ def test_concurrent_prepares_of_one_vm_never_interleave(env: Env) -> None:
     tree = guest_tree(b, "/root/shared")
     assert tree in (trees["alpha"], trees["beta"]), tree[:5]
     assert guest(b, "ls -A /root | grep -c banger-new || true") == "0\n"
-    ops = json.loads(b.banger("ops", "list", "--all", "--json").stdout)
-    prepares = [o for o in ops if o["kind"] == "workspace.prepare" and o["target"] == VM]
-    assert all(o["state"] == "succeeded" for o in prepares)
+    # serialised: one prepare connected only after the other had its result
+    windows = sorted(transfer_windows(b)[-2:])
+    assert len(windows) == 2 and windows[0][1] <= windows[1][0], windows
+
+
+def transfer_windows(b: Banger) -> list[tuple[str, str]]:
+    """(connect stage, result event) times of each workspace.prepare, oldest first."""
+    db_path = f"file:{b.state_dir / 'banger.db'}?mode=ro"
+    with sqlite3.connect(db_path, uri=True) as db:
+        rows = db.execute(
+            "SELECT o.id, o.created_at,"
+            " (SELECT at FROM op_events e WHERE e.op_id = o.id AND e.kind = 'stage'"
+            "  AND e.stage = 'connect'),"
+            " (SELECT at FROM op_events e WHERE e.op_id = o.id AND e.kind = 'result')"
+            " FROM operations o WHERE o.kind = 'workspace.prepare' AND o.state = 'succeeded'"
+            " ORDER BY o.created_at"
+        ).fetchall()
+    return [(connect, result) for _, _, connect, result in rows]
 
 
 def test_vm_run_in_a_repository_starts_in_its_copy(env: Env, repo: Path) -> None:

@@ -153,14 +153,15 @@ class WorkspaceService:
                     result = await prepare_workspace(shell, repo, dest=target, progress=progress)
                 finally:
                     await progress.flush()
-            for warning in result.warnings:
-                await op.event("warning", warning)
-            size = result.bytes / MIB
-            await op.event(
-                EV_RESULT,
-                f"{result.files} files ({size:.1f} MiB) copied to {vm.name}:{result.dest}",
-                prepare_data(vm.name, result),
-            )
+                # reported before the lock goes: events order the transfers as they ran
+                for warning in result.warnings:
+                    await op.event("warning", warning)
+                size = result.bytes / MIB
+                await op.event(
+                    EV_RESULT,
+                    f"{result.files} files ({size:.1f} MiB) copied to {vm.name}:{result.dest}",
+                    prepare_data(vm.name, result),
+                )
 
         return await self.vms.ops.start("workspace.prepare", vm.name, body)
 
@@ -186,12 +187,12 @@ class WorkspaceService:
                 result = await export_workspace(
                     shell, repo, vm=vm.name, guest_path=source, branch=name, force=force
                 )
-            count = len(result.commits)
-            await op.event(
-                EV_RESULT,
-                f"branch {result.branch}: {count} commit{'s' if count != 1 else ''}, "
-                f"{len(result.files_changed)} files changed",
-                export_data(vm.name, result),
-            )
+                count = len(result.commits)
+                await op.event(
+                    EV_RESULT,
+                    f"branch {result.branch}: {count} commit{'s' if count != 1 else ''}, "
+                    f"{len(result.files_changed)} files changed",
+                    export_data(vm.name, result),
+                )
 
         return await self.vms.ops.start("workspace.export", vm.name, body)
