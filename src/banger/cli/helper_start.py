@@ -70,8 +70,16 @@ def helper_command() -> list[str]:
     return [sys.executable, "-m", "banger.helper.main"]
 
 
-def helper_argv(paths: Paths, owner_uid: int, command: Sequence[str] | None = None) -> list[str]:
-    """The full ``banger-helper`` command line serving ``owner_uid`` for ``paths``."""
+def helper_argv(
+    paths: Paths,
+    owner_uid: int,
+    command: Sequence[str] | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The full ``banger-helper`` command line serving ``owner_uid`` for ``paths``.
+
+    ``extra``: more flags, e.g. :func:`jailer_flags` (``--jailer … --firecracker …``).
+    """
     return [
         *(helper_command() if command is None else command),
         "--socket",
@@ -82,7 +90,16 @@ def helper_argv(paths: Paths, owner_uid: int, command: Sequence[str] | None = No
         str(paths.state_dir),
         "--log",
         str(paths.helper_log),
+        *extra,
     ]
+
+
+def jailer_flags(paths: Paths) -> list[str]:
+    """The owner's ``firecracker.jailer`` as helper flags (:mod:`banger.jailer_flags`)."""
+    from banger.config import load_config
+    from banger.jailer_flags import helper_jailer_flags
+
+    return helper_jailer_flags(load_config(paths=paths).firecracker)
 
 
 def manual_hint(argv: Sequence[str]) -> str:
@@ -130,7 +147,7 @@ def ensure_helper(paths: Paths) -> HelperStart | None:
         return None
     if helper_answers(paths):
         return None
-    argv = helper_argv(paths, os.getuid())
+    argv = helper_argv(paths, os.getuid(), extra=jailer_flags(paths))
     sudo = None if os.geteuid() == 0 else passwordless_sudo()
     if os.geteuid() == 0:
         start = HelperStart(tuple(argv), via_sudo=False)
@@ -155,9 +172,10 @@ def _run(start: HelperStart, paths: Paths) -> None:
     try:
         result = proc.run(start.argv, timeout=START_TIMEOUT)
     except CommandError as exc:
+        argv = start.argv[2:] if start.via_sudo else start.argv  # without "sudo -n"
         raise HelperError(
             f"could not start banger-helper: {exc.message}",
-            hint=f"see {paths.helper_log}; or {manual_hint(helper_argv(paths, os.getuid()))}",
+            hint=f"see {paths.helper_log}; or {manual_hint(argv)}",
         ) from None
     # banger-helper prints the pid of its detached server (the process that
     # bound the socket has exited: SO_PEERCRED would name that one). Kept so

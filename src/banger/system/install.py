@@ -98,6 +98,16 @@ def owner_paths(owner: Owner) -> Paths:
     return Paths.from_env(env, home=owner.home)
 
 
+def owner_jailer_flags(owner: Owner) -> tuple[str, ...]:
+    """The owner's ``firecracker.jailer`` setting as helper flags (:mod:`banger.jailer_flags`)."""
+    from banger.config import load_config
+    from banger.jailer_flags import helper_jailer_flags
+
+    paths = owner_paths(owner)
+    config = load_config(paths.config_file, home=owner.home)
+    return tuple(helper_jailer_flags(config.firecracker))
+
+
 def build_layout(owner: Owner, binaries: dict[str, Path]) -> ServiceLayout:
     return ServiceLayout(
         owner=owner.name,
@@ -107,6 +117,7 @@ def build_layout(owner: Owner, binaries: dict[str, Path]) -> ServiceLayout:
         state_dir=owner_paths(owner).state_dir,
         bangerd=binaries["bangerd"],
         banger_helper=binaries["banger-helper"],
+        jailer_flags=owner_jailer_flags(owner),
     )
 
 
