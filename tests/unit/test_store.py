@@ -154,6 +154,12 @@ def test_migrate_from_each_earlier_version(tmp_path: Path, start: int) -> None:
         (now, now),
     )
     conn.execute("INSERT INTO ip_leases VALUES ('172.30.0.2', 'v1', ?)", (now,))
+    # before v4 a lost session was stored as 'failed'
+    conn.execute(
+        "INSERT INTO sessions (id, vm_id, name, command, state, started_at)"
+        " VALUES ('s1', 'v1', 'agent', '[\"bash\"]', 'failed', ?)",
+        (now,),
+    )
     conn.close()
 
     with Store.open(old) as store:
@@ -166,6 +172,7 @@ def test_migrate_from_each_earlier_version(tmp_path: Path, start: int) -> None:
         assert [lease.vm_id for lease in store.list_leases()] == ["v1"]
         store.update_vm("v1", labels={"team": "infra"})
         assert store.get_vm("v1").labels == {"team": "infra"}
+        assert store.get_session("s1").state is SessionState.LOST  # v4
 
     fresh = tmp_path / "fresh.db"
     Store.open(fresh).close()

@@ -5,10 +5,9 @@ status, times) and a directory + tmux session in the guest
 (:mod:`banger.guest.sessions`). The store is reconciled with the guest when
 sessions are listed and when the daemon starts: a session that ended while
 nobody watched gets its exit status; the open sessions of a VM that is not
-running (stopped, failed, rebooted) become *lost*.
-
-The store has no ``lost`` state yet: a lost session is stored as ``failed``
-with no exit status, and shown as ``lost`` (:func:`shown_state`).
+running (stopped, failed, rebooted) become *lost* (state ``lost``, no exit
+status). An exited session's ``ended_at`` is the guest's own record of when it
+ended, not when the daemon noticed.
 
 Starting a session and reconciling one VM's records are serialised per VM
 (a listing taken while a start is half done would call the new session
@@ -43,8 +42,8 @@ STARTUP_CONNECT_TIMEOUT = 10.0
 
 
 def shown_state(record: SessionRecord) -> str:
-    """What users see: ``failed`` in the store means lost (see the module doc)."""
-    if record.state is SessionState.FAILED:
+    """What users see: running, exited or lost."""
+    if record.state in (SessionState.LOST, SessionState.FAILED):  # failed: never since v4
         return SessionStatus.LOST.value
     if record.state is SessionState.STARTING:
         return SessionStatus.RUNNING.value
@@ -105,13 +104,17 @@ class SessionService:
     async def _apply(self, updates: Sequence[SessionUpdate]) -> None:
         for update in updates:
             if update.state is SessionStatus.LOST:
-                state, status = SessionState.FAILED, None
+                state, status = SessionState.LOST, None
             elif update.state is SessionStatus.EXITED:
                 state, status = SessionState.EXITED, update.exit_status
             else:
                 state, status = SessionState.RUNNING, None
             await asyncio.to_thread(
-                self.store.update_session, update.session_id, state=state, exit_status=status
+                self.store.update_session,
+                update.session_id,
+                state=state,
+                exit_status=status,
+                ended_at=update.ended_at if state.finished else None,
             )
 
     async def _reconcile_vm(

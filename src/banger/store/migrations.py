@@ -25,42 +25,57 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None] | None = None
 
 
-def _allow_paused_state(conn: sqlite3.Connection) -> None:
-    """v3: add ``'paused'`` to the ``vms.state`` CHECK (``banger vm pause``).
+def _widen_check(conn: sqlite3.Connection, table: str, old: str, new: str) -> None:
+    """Rewrite one CHECK list of ``table`` in place: ``old`` (found exactly once) → ``new``.
 
-    SQLite cannot alter a CHECK, and rebuilding ``vms`` would cascade-delete its
-    children (``ip_leases``, ``sessions``: ``foreign_keys`` cannot be turned off
-    inside the migration's transaction). Widening a CHECK changes nothing on
-    disk, so this uses SQLite's documented procedure for removing constraints
-    ("Making Other Kinds Of Table Schema Changes", lang_altertable.html §7):
-    rewrite the table's definition in ``sqlite_schema`` and bump
-    ``schema_version``, in the same transaction as the version bump.
+    SQLite cannot alter a CHECK, and rebuilding a table would cascade-delete its
+    children (``foreign_keys`` cannot be turned off inside the migration's
+    transaction). Widening a CHECK changes nothing on disk, so this uses
+    SQLite's documented procedure for removing constraints ("Making Other Kinds
+    Of Table Schema Changes", lang_altertable.html §7): rewrite the table's
+    definition in ``sqlite_schema`` and bump ``schema_version``, in the same
+    transaction as the version bump. An unexpected definition is refused.
     """
     (create,) = conn.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'vms'"
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
     ).fetchone()
-    old = "'deleting')"
     if create.count(old) != 1:
-        raise ValueError("vms.state CHECK is not the one schema v1 created")
+        raise ValueError(f"{table}.state CHECK is not the one this migration expects")
     (version,) = conn.execute("PRAGMA schema_version").fetchone()
     conn.execute("PRAGMA writable_schema = ON")
     try:
         conn.execute(
-            "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'vms'",
-            (create.replace(old, "'deleting', 'paused')"),),
+            "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?",
+            (create.replace(old, new), table),
         )
         conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
     finally:
         conn.execute("PRAGMA writable_schema = OFF")
     problems = [tuple(row) for row in conn.execute("PRAGMA quick_check")]
     if problems != [("ok",)]:
-        raise ValueError(f"integrity check after widening vms.state: {problems}")
+        raise ValueError(f"integrity check after widening {table}.state: {problems}")
+
+
+def _allow_paused_state(conn: sqlite3.Connection) -> None:
+    """v3: add ``'paused'`` to the ``vms.state`` CHECK (``banger vm pause``)."""
+    _widen_check(conn, "vms", "'deleting')", "'deleting', 'paused')")
+
+
+def _allow_lost_sessions(conn: sqlite3.Connection) -> None:
+    """v4: add ``'lost'`` to the ``sessions.state`` CHECK (the session's VM stopped under it).
+
+    Until v4 a lost session was stored as ``'failed'`` with no exit status, and
+    nothing else wrote ``'failed'``: those rows are lost sessions and say so now.
+    """
+    _widen_check(conn, "sessions", "'exited', 'failed')", "'exited', 'failed', 'lost')")
+    conn.execute("UPDATE sessions SET state = 'lost' WHERE state = 'failed'")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", schema.V1),
     Migration(2, "vm labels, operations index", schema.V2),
     Migration(3, "vm state 'paused'", apply=_allow_paused_state),
+    Migration(4, "session state 'lost'", apply=_allow_lost_sessions),
 )
 
 

@@ -36,11 +36,14 @@ class SessionState(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     EXITED = "exited"
+    #: not written since schema v4 (which turned every such row into ``lost``)
     FAILED = "failed"
+    #: ended with no exit status known: its VM stopped or rebooted under it
+    LOST = "lost"
 
     @property
     def finished(self) -> bool:
-        return self in (SessionState.EXITED, SessionState.FAILED)
+        return self in (SessionState.EXITED, SessionState.FAILED, SessionState.LOST)
 
 
 @dataclass(frozen=True)

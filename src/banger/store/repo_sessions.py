@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from banger.errors import Conflict, NotFound
 from banger.store.base import Repo, dump_json, integrity_error, load_json, new_id
-from banger.store.db import from_iso, maybe_iso
+from banger.store.db import from_iso, maybe_iso, to_iso
 from banger.store.records import SessionRecord, SessionState
 
 
@@ -85,13 +86,20 @@ class SessionRepo(Repo):
         *,
         state: SessionState | None = None,
         exit_status: int | None = None,
+        ended_at: datetime | None = None,
     ) -> SessionRecord:
-        """Record progress; reaching exited/failed stamps ``ended_at``."""
+        """Record progress; a finished state stamps ``ended_at`` (now, unless given).
+
+        ``ended_at`` is the moment it really ended when that is known (the
+        guest records it), which may be long before the daemon noticed.
+        """
         with self._db.transaction() as conn:
             values: dict[str, Any] = {}
             if state is not None:
                 values["state"] = state.value
                 values["ended_at"] = self._db.now() if state.finished else None
+            if ended_at is not None:
+                values["ended_at"] = to_iso(ended_at)
             if exit_status is not None:
                 values["exit_status"] = exit_status
             if values:
