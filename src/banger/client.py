@@ -27,7 +27,7 @@ import importlib.util
 import json
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -327,6 +327,94 @@ class BangerClient:
     def workspace_export(self, ref: str, body: dict[str, Any]) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/workspace/export", body)
 
+    # -- image transfer (operations: follow them with stream_events) ---------------
+    def pull_image(self, ref: str, name: str | None = None) -> Operation:
+        """Pull an OCI reference, ``oci-archive:PATH`` or ``bundle:PATH|URL`` (paths absolute)."""
+        return self._op("POST", "/v1/images/pull", {"ref": ref, "name": name})
+
+    def export_image(self, ref: str, output: str) -> Operation:
+        """Write image ``ref`` as a bundle at ``output`` (absolute: the daemon has its own cwd)."""
+        return self._op("POST", f"/v1/images/{_segment(ref)}/export", {"output": output})
+
+    def promote_image(self, vm: str, name: str, *, with_work_disk: bool = False) -> Operation:
+        """Make stopped VM ``vm``'s root disk (and optionally its work disk) image ``name``."""
+        body = {"vm": vm, "name": name, "with_work_disk": with_work_disk}
+        return self._op("POST", "/v1/images/promote", body)
+
+    # -- sessions (JSON as the daemon sends it: SessionModel in routes_sessions) ---
+    def list_sessions(self, vm: str | None = None) -> list[dict[str, Any]]:
+        """Every session, or one VM's, reconciled with the guests first."""
+        data = self._request("GET", "/v1/sessions", params={"vm": vm} if vm else None)
+        return [_object(item) for item in _list(data)]
+
+    def start_session(
+        self,
+        vm: str,
+        command: Sequence[str],
+        *,
+        name: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Start ``command`` (an argv, no shell) detached under tmux in ``vm``; its record."""
+        body: dict[str, Any] = {"command": list(command), "env": dict(env or {})}
+        if name is not None:
+            body["name"] = name
+        if cwd is not None:
+            body["cwd"] = cwd
+        return _object(self._request("POST", _session_path(vm), json=body))
+
+    def show_session(self, vm: str, name: str) -> dict[str, Any]:
+        return _object(self._request("GET", _session_path(vm, name)))
+
+    def session_ssh_info(self, vm: str, name: str) -> SSHInfo:
+        """Check the session runs (Conflict if not); how to ``ssh -t … tmux attach`` to it."""
+        data = _object(self._request("GET", _session_path(vm, name, "attach")))
+        return api.SSHInfo.model_validate(data.get("ssh"))
+
+    def session_logs(
+        self, vm: str, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The session's log events: ``output`` (base64 ``data``), then ``end`` with its record.
+
+        With ``follow``, output arrives as the session writes it and ``end``
+        comes once it has ended. An ``error`` event (the guest connection
+        failed mid-stream) is raised as the :class:`BangerError` it names.
+        """
+        params = {"follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = str(tail)
+        for line in self.stream_lines(_session_path(vm, name, "logs"), params=params):
+            try:
+                event = _object(json.loads(line))
+            except ValueError as exc:
+                raise BangerError(
+                    "bangerd sent a log event that is not JSON",
+                    hint="the daemon and CLI versions may differ; restart bangerd",
+                ) from exc
+            if event.get("kind") == "error":
+                raise BangerError(str(event.get("error")), event.get("hint"))
+            yield event
+
+    def send_to_session(self, vm: str, name: str, text: str, *, enter: bool = False) -> None:
+        """Type ``text`` into the session's terminal (and Enter)."""
+        body = {"text": text, "enter": enter}
+        self._request("POST", _session_path(vm, name, "send"), json=body)
+
+    def stop_session(
+        self, vm: str, name: str, *, signal: str = "TERM", timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Signal the session, wait ``timeout`` s, then SIGKILL: ``{outcome, session}``."""
+        body = {"signal": signal, "timeout": timeout}
+        # the daemon answers only after the wait: give the read that much more
+        read_timeout = self.timeout + max(timeout, 0.0)
+        path = _session_path(vm, name, "stop")
+        return _object(self._request("POST", path, json=body, read_timeout=read_timeout))
+
+    def remove_session(self, vm: str, name: str) -> None:
+        """Forget a finished session (its record and guest log)."""
+        self._request("DELETE", _session_path(vm, name))
+
     # -- plumbing ------------------------------------------------------------------
     def _op(self, method: str, path: str, body: dict[str, Any] | None = None) -> Operation:
         return api.Operation.model_validate(self._request(method, path, json=body))
@@ -368,8 +456,10 @@ class BangerClient:
         *,
         params: dict[str, str] | None = None,
         json: dict[str, Any] | None = None,
+        read_timeout: float = -1.0,
     ) -> Any:
-        with self._exchange(method, path, params=params, body=json) as resp:
+        exchange = self._exchange(method, path, params=params, body=json, read_timeout=read_timeout)
+        with exchange as resp:
             try:
                 content = resp.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -417,15 +507,6 @@ class BangerClient:
         finally:
             conn.close()
 
-    @property
-    def _http(self) -> _LegacyHTTP:
-        """Transitional: the two httpx calls ``cli/session_cmd.py`` makes on the client.
-
-        Served by this client's one transport; remove once that module uses
-        :meth:`request` and :meth:`stream_lines`.
-        """
-        return _LegacyHTTP(self)
-
     def _transport_failed(self, exc: BaseException, *, connecting: bool = False) -> NoReturn:
         if connecting:
             raise DaemonNotReachable(
@@ -445,52 +526,11 @@ def _segment(value: str) -> str:
     return value
 
 
-class _LegacyResponse:
-    """The slice of an httpx response ``cli/session_cmd.py`` reads (see ``BangerClient._http``)."""
-
-    def __init__(self, status: int, content: bytes, lines: Iterator[bytes] | None = None) -> None:
-        self.status_code = status
-        self.content = content
-        self._lines = lines
-
-    def read(self) -> bytes:
-        return self.content
-
-    def iter_lines(self) -> Iterator[str]:
-        for line in self._lines or iter(self.content.splitlines()):
-            yield line.decode("utf-8", "replace").rstrip("\r\n")
-
-
-class _LegacyHTTP:
-    def __init__(self, client: BangerClient) -> None:
-        self._client = client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-    ) -> _LegacyResponse:
-        with self._client._exchange(method, path, params=params, body=json) as resp:
-            return _LegacyResponse(resp.status, resp.read())
-
-    @contextmanager
-    def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        timeout: object = None,
-    ) -> Iterator[_LegacyResponse]:
-        exchange = self._client._exchange(method, path, params=params, body=None, read_timeout=None)
-        with exchange as resp:
-            if resp.status >= 400:
-                yield _LegacyResponse(resp.status, resp.read())
-            else:
-                yield _LegacyResponse(resp.status, b"", iter(resp))
+def _session_path(vm: str, name: str | None = None, *rest: str) -> str:
+    parts = ["/v1/vms", _segment(vm), "sessions"]
+    if name is not None:
+        parts.append(_segment(name))
+    return "/".join([*parts, *rest])
 
 
 def _encode(body: dict[str, Any]) -> bytes:
@@ -510,12 +550,16 @@ def _decode(status: int, content: bytes) -> Any:
 
 
 def _list_of(model: type[M], data: Any) -> list[M]:
+    return [model.model_validate(item) for item in _list(data)]
+
+
+def _list(data: Any) -> list[Any]:
     if not isinstance(data, list):
         raise BangerError(
             f"bangerd sent {type(data).__name__} where a list was expected",
             hint="the daemon and CLI versions may differ; restart bangerd",
         )
-    return [model.model_validate(item) for item in data]
+    return data
 
 
 def _object(data: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,15 +13,16 @@ from banger.cli.state import CliState, get_state, json_option
 
 if TYPE_CHECKING:
     from banger.api_models import Operation
+    from banger.client import BangerClient
 
 BUNDLE_PREFIX = "bundle:"
 
 
-def _run(state: CliState, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def _run(state: CliState, start: Callable[[BangerClient], Operation]) -> dict[str, Any]:
     """Start an operation, follow it, return the data of its last ``info`` event."""
     from banger.cli.progress import follow
 
-    op: Operation = state.call(lambda c: c._op(method, path, body))
+    op = state.call(start)
     follow(state, op)
     data: dict[str, Any] = {}
     for event in state.client().stream_events(op.id):
@@ -60,7 +62,7 @@ def pull(ref: str, name: str | None) -> None:
     """Pull an OCI image (debian:bookworm, host:5000/x:y, oci-archive:PATH) or bundle:PATH|URL."""
     state = get_state()
     ref = absolute_archive_ref(absolute_bundle_ref(ref))
-    _show_image(state, _run(state, "POST", "/v1/images/pull", {"ref": ref, "name": name}))
+    _show_image(state, _run(state, lambda c: c.pull_image(ref, name)))
 
 
 @click.command(name="export")
@@ -70,11 +72,9 @@ def pull(ref: str, name: str | None) -> None:
 @json_option
 def export(name: str, output: Path) -> None:
     """Write image NAME as a single-file bundle (zstd, sparse-aware, sha256 manifest)."""
-    from banger.client import _segment
-
     state = get_state()
-    body = {"output": str(output.absolute())}
-    data = _run(state, "POST", f"/v1/images/{_segment(name)}/export", body)
+    target = str(output.absolute())
+    data = _run(state, lambda c: c.export_image(name, target))
     if state.json:
         print_json(data)
     else:
@@ -90,5 +90,5 @@ def export(name: str, output: Path) -> None:
 def promote(vm: str, new_name: str, with_work_disk: bool) -> None:
     """Make a stopped VM's root disk (and optionally its work disk) a new image."""
     state = get_state()
-    body = {"vm": vm, "name": new_name, "with_work_disk": with_work_disk}
-    _show_image(state, _run(state, "POST", "/v1/images/promote", body))
+    promoted = _run(state, lambda c: c.promote_image(vm, new_name, with_work_disk=with_work_disk))
+    _show_image(state, promoted)

@@ -5,13 +5,13 @@ daemon whether the session runs, then runs the system ``ssh -t`` with ``tmux
 attach`` itself, so the terminal (modes, window size, resize) is ssh's and
 tmux's own: ``C-b d`` detaches and leaves the session running.
 
-(The HTTP calls live here for now; they belong in :mod:`banger.client`.)
+The API calls are :class:`~banger.client.BangerClient` methods; this module
+only parses arguments and prints.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -28,43 +28,6 @@ if TYPE_CHECKING:
 @click.group(name="session")
 def session() -> None:
     """Long-running sessions (tmux) inside a VM: start, list, attach, logs, send, stop."""
-
-
-def _path(vm: str, name: str | None = None, *rest: str) -> str:
-    from banger.client import _segment
-
-    parts = ["/v1/vms", _segment(vm), "sessions"]
-    if name is not None:
-        parts.append(_segment(name))
-    return "/".join([*parts, *rest])
-
-
-def _request(
-    state: CliState,
-    method: str,
-    path: str,
-    *,
-    body: dict[str, Any] | None = None,
-    params: dict[str, str] | None = None,
-    empty: bool = False,
-) -> Any:
-    """One API call; ``empty`` for the answers without a body (204)."""
-    if empty:
-        return state.call(lambda c: _no_content(c, method, path, body))
-    return state.call(lambda c: c._request(method, path, json=body, params=params))
-
-
-def _no_content(c: BangerClient, method: str, path: str, body: dict[str, Any] | None) -> None:
-    import httpx
-
-    from banger.client import error_from_response
-
-    try:
-        resp = c._http.request(method, path, json=body)
-    except httpx.TransportError as exc:
-        c._transport_failed(exc)
-    if resp.status_code >= 400:
-        raise error_from_response(resp.status_code, resp.content)
 
 
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -120,12 +83,8 @@ def start(
 ) -> int:
     """Start COMMAND (after --) detached under tmux in VM; it outlives this shell."""
     state = get_state()
-    body: dict[str, Any] = {"command": list(command), "env": _env(env)}
-    if name is not None:
-        body["name"] = name
-    if cwd is not None:
-        body["cwd"] = cwd
-    created = _request(state, "POST", _path(vm), body=body)
+    variables = _env(env)
+    created = state.call(lambda c: c.start_session(vm, command, name=name, cwd=cwd, env=variables))
     if attach:
         return attach_session(state, vm, created["name"])
     if state.json:
@@ -141,12 +100,11 @@ def start(
 def list_sessions(vm: str | None) -> None:
     """List sessions (of one VM, or all), checked against the guests."""
     state = get_state()
-    params = {"vm": vm} if vm else None
-    _print_sessions(state, _request(state, "GET", "/v1/sessions", params=params))
+    _print_sessions(state, state.call(lambda c: c.list_sessions(vm)))
 
 
 def attach_session(state: CliState, vm: str, name: str) -> int:
-    from banger.api_models import SSHInfo
+    """Attach this terminal to session ``name`` of ``vm``; ssh's exit status (0 on detach)."""
     from banger.cli.sshexec import argv_for, run_ssh
     from banger.guest.sessions import attach_argv
 
@@ -154,8 +112,7 @@ def attach_session(state: CliState, vm: str, name: str) -> int:
         raise InvalidArgument(
             "attach needs a terminal", hint=f"banger session logs -f {vm} {name} works without one"
         )
-    info = _request(state, "GET", _path(vm, name, "attach"))
-    ssh = SSHInfo.model_validate(info["ssh"])
+    ssh = state.call(lambda c: c.session_ssh_info(vm, name))
     return run_ssh(attach_argv(argv_for(ssh, None, tty=True), name))
 
 
@@ -176,20 +133,14 @@ def attach(vm: str, name: str) -> int:
 def logs(vm: str, name: str, follow: bool, tail: int | None) -> int:
     """Print a session's terminal output; with -f, exit with the session's status."""
     state = get_state()
-    params = {"follow": "true" if follow else "false"}
-    if tail is not None:
-        params["tail"] = str(tail)
+    state.call(lambda c: c.version())  # a stream starts lazily: start the daemon first
     status = 0
-    for event in _stream(state, _path(vm, name, "logs"), params):
+    for event in state.client().session_logs(vm, name, follow=follow, tail=tail):
         if state.json:
             print_json_line(event)
         if event["kind"] == "output" and not state.json:
             sys.stdout.buffer.write(base64.b64decode(event["data"]))
             sys.stdout.buffer.flush()
-        elif event["kind"] == "error":
-            from banger.errors import BangerError
-
-            raise BangerError(event["error"], event.get("hint"))
         elif event["kind"] == "end" and follow:
             session_data = event["session"]
             exit_status = session_data.get("exit_status")
@@ -203,28 +154,6 @@ def logs(vm: str, name: str, follow: bool, tail: int | None) -> int:
     return min(status, 255)
 
 
-def _stream(state: CliState, path: str, params: dict[str, str]) -> Any:
-    import httpx
-
-    from banger.client import error_from_response
-
-    def opened(c: BangerClient) -> Any:
-        timeout = httpx.Timeout(None, connect=5.0)
-        return c._http.stream("GET", path, params=params, timeout=timeout)
-
-    client = state.client()
-    state.call(lambda c: c.version())  # starts the daemon if needed
-    try:
-        with opened(client) as resp:
-            if resp.status_code >= 400:
-                raise error_from_response(resp.status_code, resp.read())
-            for line in resp.iter_lines():
-                if line.strip():
-                    yield json.loads(line)
-    except httpx.TransportError as exc:
-        client._transport_failed(exc)
-
-
 @session.command(name="send")
 @click.argument("vm")
 @click.argument("name")
@@ -232,9 +161,7 @@ def _stream(state: CliState, path: str, params: dict[str, str]) -> Any:
 @click.option("--enter", is_flag=True, help="Press Enter after the text.")
 def send(vm: str, name: str, text: str, enter: bool) -> None:
     """Type TEXT into a session's terminal."""
-    state = get_state()
-    body = {"text": text, "enter": enter}
-    _request(state, "POST", _path(vm, name, "send"), body=body, empty=True)
+    get_state().call(lambda c: c.send_to_session(vm, name, text, enter=enter))
 
 
 @session.command(name="stop")
@@ -247,8 +174,7 @@ def send(vm: str, name: str, text: str, enter: bool) -> None:
 def stop(vm: str, name: str, signal: str, timeout: float) -> None:
     """Signal a session's command, wait, then kill it."""
     state = get_state()
-    body = {"signal": signal, "timeout": timeout}
-    result = _request(state, "POST", _path(vm, name, "stop"), body=body)
+    result = state.call(lambda c: c.stop_session(vm, name, signal=signal, timeout=timeout))
     if state.json:
         print_json(result)
         return
@@ -265,4 +191,8 @@ def rm(vm: str, names: tuple[str, ...]) -> None:
     """Forget finished sessions (record and guest log), freeing their names."""
     state = get_state()
     for name in names:
-        _request(state, "DELETE", _path(vm, name), empty=True)
+
+        def remove(c: BangerClient, name: str = name) -> None:
+            c.remove_session(vm, name)
+
+        state.call(remove)
