@@ -87,6 +87,8 @@ def send(http: httpx.Client, case: Case) -> httpx.Response:
 class FuzzTally:
     requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    #: Time spent waiting for operations the fuzz started (see the test's settle()).
+    settle_seconds: float = 0.0
 
     def add(self, status: int) -> None:
         self.requests += 1
@@ -99,7 +101,7 @@ def fuzz_operation(
     tally: FuzzTally,
     *,
     negative: bool,
-    after_each: Callable[[], None] | None = None,
+    after_each: Callable[[httpx.Response], None] | None = None,
 ) -> None:
     """Hypothesis over one operation; raises the first failing case (shrunk)."""
     mode = (
@@ -114,7 +116,7 @@ def fuzz_operation(
         tally.add(response.status_code)
         case.validate_response(response, checks=checks)
         if after_each is not None:
-            after_each()
+            after_each(response)
 
     try:
         run()
