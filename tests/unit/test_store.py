@@ -157,8 +157,8 @@ def test_migrate_from_each_earlier_version(tmp_path: Path, start: int) -> None:
     # before v4 a lost session was stored as 'failed'
     conn.execute(
         "INSERT INTO sessions (id, vm_id, name, command, state, started_at)"
-        " VALUES ('s1', 'v1', 'agent', '[\"bash\"]', 'failed', ?)",
-        (now,),
+        " VALUES ('s1', 'v1', 'agent', '[\"bash\"]', ?, ?)",
+        ("failed" if start < 4 else "lost", now),
     )
     conn.close()
 

@@ -20,11 +20,13 @@ from banger.store.records import (
     VMState,
 )
 from banger.store.repo_artifacts import ImageChanges, KernelChanges
+from banger.store.repo_snapshots import AddressTaken, SnapshotRecord
 from banger.store.repo_vms import VMChanges
 from banger.store.store import Store
 
 __all__ = [
     "MIGRATIONS",
+    "AddressTaken",
     "IPLease",
     "ImageChanges",
     "ImageRecord",
@@ -36,6 +38,7 @@ __all__ = [
     "OperationRecord",
     "SessionRecord",
     "SessionState",
+    "SnapshotRecord",
     "Store",
     "StoreError",
     "SubnetFull",

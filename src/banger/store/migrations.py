@@ -76,6 +76,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "vm labels, operations index", schema.V2),
     Migration(3, "vm state 'paused'", apply=_allow_paused_state),
     Migration(4, "session state 'lost'", apply=_allow_lost_sessions),
+    Migration(5, "vm snapshots", schema.V5),
 )
 
 

@@ -199,6 +199,19 @@ class ArtifactRepo(Repo):
                     f"{noun} {row_id!r} is used by VMs: {', '.join(users)}",
                     hint="delete those VMs first",
                 )
+            # Snapshot rows RESTRICT the delete too (schema v5): their disks need it.
+            snapshots = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT name FROM snapshots WHERE {column} = ? ORDER BY name",  # noqa: S608
+                    (row_id,),
+                )
+            ]
+            if snapshots:
+                raise Conflict(
+                    f"{noun} {row_id!r} is used by snapshots: {', '.join(snapshots)}",
+                    hint="remove them first: banger vm snapshot-rm NAME",
+                )
             cursor = conn.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))  # noqa: S608
             if cursor.rowcount == 0:
                 raise NotFound(f"no {noun} with id {row_id!r}")

@@ -110,3 +110,31 @@ ALTER TABLE vms ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'
     CHECK (json_valid(labels) AND json_type(labels) = 'object');
 CREATE INDEX operations_by_finished ON operations (finished_at, created_at);
 """
+
+# v5: VM snapshots (`banger vm snapshot`, `vm create --from-snapshot`). A snapshot
+# outlives the VM it was taken from, so vm_id is not a foreign key; the image and
+# kernel its disks and memory depend on are (RESTRICT: not deletable under it).
+# ip and mac are the guest's own, kept in its memory: a restore takes that lease.
+V5 = """
+CREATE TABLE snapshots (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    vm_id           TEXT NOT NULL,
+    vm_name         TEXT NOT NULL,
+    vmm             TEXT NOT NULL CHECK (vmm IN ('firecracker', 'qemu')),
+    image_id        TEXT REFERENCES images (id) ON DELETE RESTRICT,
+    kernel_id       TEXT REFERENCES kernels (id) ON DELETE RESTRICT,
+    init_mode       TEXT NOT NULL CHECK (init_mode IN ('systemd', 'fast')),
+    vcpus           INTEGER NOT NULL CHECK (vcpus >= 1),
+    memory_mib      INTEGER NOT NULL CHECK (memory_mib >= 1),
+    work_disk_size  INTEGER NOT NULL CHECK (work_disk_size > 0),
+    ip              TEXT NOT NULL,
+    mac             TEXT NOT NULL,
+    size            INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+    created_at      TEXT NOT NULL,
+    meta            TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(meta))
+);
+CREATE INDEX snapshots_by_vm ON snapshots (vm_id);
+CREATE INDEX snapshots_by_image ON snapshots (image_id);
+CREATE INDEX snapshots_by_kernel ON snapshots (kernel_id);
+"""
