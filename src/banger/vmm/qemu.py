@@ -25,6 +25,7 @@ import signal
 import socket
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from banger.errors import Conflict, stderr_tail
@@ -170,15 +171,16 @@ class QemuDriver:
     def capabilities(self) -> VMMCapabilities:
         return VMMCapabilities(
             pause=True,
-            snapshot=False,
+            snapshot=True,
             qcow2=True,
             tap_by_fd=True,
             graceful_stop=True,
             accelerators=("kvm", "tcg"),
         )
 
-    async def launch(self, spec: LaunchSpec) -> VMMProcess:
-        argv = qemu_argv(spec, self.binary)
+    async def launch(self, spec: LaunchSpec, extra_args: Sequence[str] = ()) -> VMMProcess:
+        """Start QEMU for ``spec``; ``extra_args`` go last (``-incoming`` for a restore)."""
+        argv = [*qemu_argv(spec, self.binary), *extra_args]
         exe = shutil.which(self.binary)
         if exe is None:
             raise VMMError(
@@ -347,3 +349,36 @@ class QemuDriver:
 
     async def resume(self, proc: VMMProcess) -> None:
         await self._control(proc, "cont")
+
+    # -- snapshots (banger.vmm.qemu_snapshot) ---------------------------------------
+
+    async def snapshot(self, proc: VMMProcess, state_file: Path, *, resume: bool = True) -> bool:
+        """Pause the guest and save its state to ``state_file``; returns whether it ran.
+
+        With ``resume`` false the guest stays paused (its disks flushed and
+        inactive) so the caller can copy them; ``resume()`` continues it.
+        """
+        from banger.vmm.qemu_snapshot import save_state
+
+        if not self._alive(proc):
+            raise Conflict(f"VM {proc.vm_id} is not running (its QEMU process has exited)")
+        async with await QMPClient.connect(proc.control_socket, self.control_timeout) as qmp:
+            was_running = await save_state(qmp, state_file)
+            if was_running and resume:
+                await qmp.execute("cont")
+        return was_running
+
+    async def restore(self, spec: LaunchSpec, state_file: Path) -> VMMProcess:
+        """A new QEMU for ``spec`` running the guest saved in ``state_file``."""
+        from banger.vmm.qemu_snapshot import INCOMING_ARGS, load_state
+
+        proc = await self.launch(spec, INCOMING_ARGS)
+        try:
+            async with await QMPClient.connect(proc.control_socket, self.control_timeout) as qmp:
+                await load_state(qmp, state_file)
+                await qmp.execute("cont")
+        except BaseException:
+            send_signal(proc.pid, proc.start_time, signal.SIGKILL)
+            await self.wait(proc, self.quit_timeout)
+            raise
+        return proc

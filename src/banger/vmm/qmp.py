@@ -10,11 +10,15 @@ events.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import itertools
 import json
 import logging
+import os
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -102,8 +106,13 @@ class QMPClient:
                     future.set_exception(QMPError(reason))
             self._pending.clear()
 
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Run ``command``; its ``return`` value, or :class:`QMPError` with QEMU's message."""
+    async def execute(
+        self, command: str, arguments: dict[str, Any] | None = None, *, fds: Sequence[int] = ()
+    ) -> Any:
+        """Run ``command``; its ``return`` value, or :class:`QMPError` with QEMU's message.
+
+        ``fds`` travel with the command as SCM_RIGHTS (``getfd``, ``add-fd``).
+        """
         if self._closed_reason is not None:
             raise QMPError(self._closed_reason)
         request_id = str(next(self._ids))
@@ -113,8 +122,12 @@ class QMPClient:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._writer.write(json.dumps(request).encode() + b"\n")
-            await self._writer.drain()
+            data = json.dumps(request).encode() + b"\n"
+            if fds:
+                self._send_with_fds(data, fds)
+            else:
+                self._writer.write(data)
+                await self._writer.drain()
             reply = await future
         except OSError as exc:
             raise QMPError(f"QMP {command}: connection failed: {exc}") from None
@@ -124,6 +137,26 @@ class QMPClient:
             error = reply["error"]
             raise QMPError(f"QMP {command}: {error.get('desc', error)}", error.get("class"))
         return reply.get("return")
+
+    def _send_with_fds(self, data: bytes, fds: Sequence[int]) -> None:
+        """One ``sendmsg`` carrying the command's bytes and the descriptors.
+
+        QEMU takes descriptors from the message that carries the command, so the
+        request cannot go through the stream's buffer. asyncio's transport socket
+        has no ``sendmsg``: a duplicate of the connection's descriptor does it
+        (left non-blocking; a short message into an empty buffer goes at once).
+        """
+        if self._writer.transport.get_write_buffer_size():
+            raise QMPError("QMP: cannot pass a descriptor while output is still buffered")
+        sock = self._writer.get_extra_info("socket")
+        with socket.socket(fileno=os.dup(sock.fileno())) as raw:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+            try:
+                sent = raw.sendmsg([data], ancillary)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(data):
+                raise QMPError("QMP: the socket did not take the whole request with descriptors")
 
     async def wait_event(self, *names: str, timeout: float | None = None) -> dict[str, Any] | None:
         """The next event named one of ``names`` (earlier others are dropped); None on timeout."""

@@ -1,0 +1,97 @@
+"""QEMU snapshot save/restore against real QEMU (the halting kernel of test_qemu_driver).
+
+The proof that a restore runs the *saved* memory rather than a fresh boot: the
+two VMs boot kernel files that differ in one marker. After the restore, the
+new QEMU's RAM (``pmemsave``) holds the first VM's marker and not its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from banger.errors import Conflict
+from banger.vmm.base import VMState
+from banger.vmm.qemu import QemuDriver
+from banger.vmm.qemu_snapshot import SnapshotError
+from banger.vmm.qmp import QMPClient
+from tests.integration.test_qemu_driver import halting_kernel, make_spec
+
+#: Inside the protected-mode part of the halting kernel, which lands at 1 MiB + 0x400.
+MARKER_OFFSET = 0x800
+
+
+def marked_kernel(path: Path, marker: bytes) -> Path:
+    halting_kernel(path)
+    image = bytearray(path.read_bytes())
+    image[MARKER_OFFSET : MARKER_OFFSET + len(marker)] = marker
+    path.write_bytes(bytes(image))
+    return path
+
+
+async def low_memory(socket: Path, out: Path) -> bytes:
+    async with await QMPClient.connect(socket) as qmp:
+        await qmp.execute("pmemsave", {"val": 0, "size": 0x200000, "filename": str(out)})
+    return out.read_bytes()
+
+
+async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
+    driver = QemuDriver(control_timeout=5.0, quit_timeout=5.0)
+    a_dir, b_dir = short_tmp / "a", short_tmp / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    spec_a = dataclasses.replace(
+        make_spec(a_dir), kernel=marked_kernel(a_dir / "k", b"MARKER-AAAA")
+    )
+    state = short_tmp / "state"
+    a = await driver.launch(spec_a)
+    try:
+        # The guest loads its kernel through fw_cfg once it runs: wait for the marker.
+        for _ in range(50):
+            if b"MARKER-AAAA" in await low_memory(a.control_socket, a_dir / "m"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the first VM never loaded its kernel")
+        assert await driver.snapshot(a, state, resume=False) is True
+        status = await driver.status(a)
+        assert status.state is VMState.PAUSED and status.detail == "postmigrate"
+        assert state.stat().st_size > 64 << 10 and state.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(FileExistsError):  # never overwrites a state file
+            await driver.snapshot(a, state)
+        await driver.resume(a)  # cont re-activates the disks after a completed save
+        assert (await driver.status(a)).state is VMState.RUNNING
+    finally:
+        await driver.stop(a, graceful_timeout=0)
+
+    spec_b = dataclasses.replace(
+        make_spec(b_dir), vm_id="t2", kernel=marked_kernel(b_dir / "k", b"MARKER-BBBB")
+    )
+    b = await driver.restore(spec_b, state)
+    try:
+        assert (await driver.status(b)).state is VMState.RUNNING
+        memory = await low_memory(b.control_socket, b_dir / "m")
+        assert b"MARKER-AAAA" in memory and b"MARKER-BBBB" not in memory
+        assert "-incoming" in b.argv and b.argv[-3:] == ("-incoming", "defer", "-S")
+    finally:
+        await driver.stop(b, graceful_timeout=0)
+    with pytest.raises(Conflict, match="not running"):
+        await driver.snapshot(b, short_tmp / "again")
+
+
+async def test_a_broken_state_file_fails_the_restore_and_leaves_no_qemu(short_tmp: Path) -> None:
+    driver = QemuDriver(control_timeout=5.0, quit_timeout=5.0)
+    state = short_tmp / "state"
+    state.write_bytes(os.urandom(4096))
+    spec = make_spec(short_tmp)
+    with pytest.raises(SnapshotError, match="loading the guest state failed"):
+        await driver.restore(spec, state)
+    left = subprocess.run(
+        ["pgrep", "-f", f"process=banger-{spec.vm_id}"], capture_output=True, check=False
+    )
+    assert left.returncode == 1, left.stdout  # no QEMU left behind
