@@ -14,6 +14,8 @@ which is what the tests do)::
     state_dir/tmp/                    build directories, renamed into place when whole
     cache_dir/                        downloads (kernel packages, OCI layers)
     runtime_dir/bangerd.sock          daemon API socket (0600)
+                                      (/run/banger when ``banger system install``
+                                      runs the services for this user)
     runtime_dir/helper.sock           root helper socket
     runtime_dir/vm-<id>.qmp|.fc       per-VM VMM control sockets
 
@@ -31,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from banger.errors import InvalidArgument
+from banger.errors import BangerError, InvalidArgument
 
 #: Linux ``sizeof(sockaddr_un.sun_path)``, including the terminating NUL.
 SUN_PATH_MAX = 108
@@ -40,6 +42,8 @@ SUN_PATH_MAX = 108
 SYSTEM_RUNTIME_DIR = Path("/run/banger")
 #: Install metadata written by ``banger system install``.
 INSTALL_METADATA = Path("/etc/banger/install.toml")
+#: Reads the install metadata from elsewhere (tests, a --prefix tree).
+INSTALL_METADATA_ENV = "BANGER_INSTALL_METADATA"
 
 
 def check_socket_path(path: Path) -> Path:
@@ -90,6 +94,51 @@ def check_private_dir(path: Path) -> Path:
     return path
 
 
+def install_metadata_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the system install's metadata is: ``BANGER_INSTALL_METADATA``, else /etc/banger."""
+    env = os.environ if env is None else env
+    override = env.get(INSTALL_METADATA_ENV)
+    return Path(override) if override else INSTALL_METADATA
+
+
+@dataclass(frozen=True)
+class SystemInstall:
+    """What the CLI needs from ``install.toml``: whose services they are, and their sockets."""
+
+    metadata: Path
+    owner: str
+    owner_uid: int
+    runtime_dir: Path
+
+    @property
+    def serves_me(self) -> bool:
+        return self.owner_uid == os.getuid()
+
+
+def system_install(env: Mapping[str, str] | None = None) -> SystemInstall | None:
+    """The two-service install on this machine, or None when nothing is installed.
+
+    The one place the CLI reads the install metadata (:mod:`banger.system.metadata`
+    writes it). An unreadable file is an error, not "not installed": guessing
+    would start a second daemon next to the installed one.
+    """
+    path = install_metadata_path(env)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BangerError(
+            f"{path}: cannot read the install metadata: {exc.strerror}",
+            hint="it should be world-readable; reinstall with `sudo banger system install`",
+        ) from None
+    from banger.system.metadata import InstallMetadata
+
+    metadata = InstallMetadata.from_toml(text, str(path))
+    runtime = metadata.paths.get("runtime_dir", str(SYSTEM_RUNTIME_DIR))
+    return SystemInstall(path, metadata.owner, metadata.owner_uid, Path(runtime))
+
+
 @dataclass(frozen=True)
 class Paths:
     config_dir: Path
@@ -99,7 +148,15 @@ class Paths:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, home: Path | None = None) -> Paths:
-        """Resolve the layout from ``BANGER_HOME``/``BANGER_RUNTIME_DIR`` or XDG."""
+        """Resolve the layout from ``BANGER_HOME``/``BANGER_RUNTIME_DIR`` or XDG.
+
+        Runtime directory, first that applies: ``BANGER_RUNTIME_DIR``;
+        ``BANGER_HOME/run``; the system install's (``/run/banger``) when it
+        serves this user; ``$XDG_RUNTIME_DIR/banger``; ``/tmp/banger-<uid>``.
+        ``BANGER_HOME`` is a self-contained layout, so it never uses the
+        installed services (their daemon keeps its state in the owner's XDG
+        directories, not there).
+        """
         env = os.environ if env is None else env
         home = home if home is not None else Path(env.get("HOME") or Path.home())
         runtime_override = env.get("BANGER_RUNTIME_DIR")
@@ -117,8 +174,11 @@ class Paths:
             value = env.get(name)
             return Path(value) if value and Path(value).is_absolute() else default
 
+        installed = None if runtime_override else system_install(env)
         if runtime_override:
             runtime = Path(runtime_override)
+        elif installed is not None and installed.serves_me:
+            runtime = installed.runtime_dir
         elif env.get("XDG_RUNTIME_DIR"):
             runtime = Path(env["XDG_RUNTIME_DIR"]) / "banger"
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -159,3 +160,29 @@ def test_error_lines() -> None:
         "2025 banger-helper[1] ERROR nat: nft failed",
     ]
     assert error_lines(log, limit=1) == ["2025 banger-helper[1] ERROR nat: nft failed"]
+
+
+def test_runtime_dir_is_a_layout_parameter_below_run() -> None:
+    from dataclasses import replace
+
+    from banger.errors import InvalidArgument
+    from banger.system.install import check_runtime_dir
+
+    layout = replace(
+        LAYOUT,
+        runtime_dir=Path("/run/bgt-1/banger"),
+        helper_log=Path("/var/log/bgt-1/banger/helper.log"),
+    )
+    helper, daemon = settings(helper_unit(layout)), settings(daemon_unit(layout))
+    assert helper["RuntimeDirectory"] == ["bgt-1/banger"]
+    assert helper["LogsDirectory"] == ["bgt-1/banger"]
+    assert "/run/bgt-1/banger/helper.sock" in helper["ExecStart"][0]
+    assert daemon["Environment"] == ["BANGER_RUNTIME_DIR=/run/bgt-1/banger"]
+    # The default stays /run/banger.
+    assert settings(helper_unit(LAYOUT))["RuntimeDirectory"] == ["banger"]
+    assert check_runtime_dir(Path("/run/x/../banger")) == Path("/run/banger")
+    for bad in ("/tmp/banger", "/run", "run/banger", "/run/../etc"):
+        with pytest.raises(
+            InvalidArgument, match=r"--runtime-dir .*: must be a directory under /run"
+        ):
+            check_runtime_dir(Path(bad))

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from banger.errors import DaemonUnavailable, stderr_tail
-from banger.paths import INSTALL_METADATA, Paths
+from banger.paths import Paths, SystemInstall, system_install
 
 NO_AUTOSTART_ENV = "BANGER_NO_AUTOSTART"
 READY_TIMEOUT = 10.0
@@ -43,13 +43,26 @@ def ensure_daemon(paths: Paths, unreachable: DaemonUnavailable) -> None:
         raise DaemonUnavailable(
             unreachable.message, hint=f"auto-start is off ({NO_AUTOSTART_ENV}=1); run `bangerd`"
         ) from unreachable
-    if INSTALL_METADATA.exists():
-        raise DaemonUnavailable(
-            unreachable.message,
-            hint="banger is installed as a system service: `banger system status` shows why "
-            "it is not running, `banger system restart` starts it",
-        ) from unreachable
+    installed = system_install()
+    if installed is not None:
+        raise installed_not_answering(installed) from unreachable
     start_daemon(paths)
+
+
+def installed_not_answering(installed: SystemInstall) -> DaemonUnavailable:
+    """The system services own the daemon: say where to look instead of starting one."""
+    if not installed.serves_me:
+        return DaemonUnavailable(
+            f"banger is installed as a system service for {installed.owner}, not for uid "
+            f"{os.getuid()} ({installed.metadata})",
+            hint=f"run banger as {installed.owner}, or reinstall: "
+            "sudo banger system install --owner $USER",
+        )
+    return DaemonUnavailable(
+        "bangerd.service is installed but not answering: `systemctl status bangerd`",
+        hint="`banger system status` checks the whole install; "
+        "`sudo banger system restart` restarts both services",
+    )
 
 
 def start_daemon(paths: Paths, *, timeout: float = READY_TIMEOUT) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banger.errors import CommandError, HelperError
-from banger.paths import INSTALL_METADATA, Paths
+from banger.paths import Paths, system_install
 
 NO_AUTOSTART_ENV = "BANGER_NO_AUTOSTART"
 #: Commands (group, name) whose daemon work calls the helper: they create or
@@ -143,7 +143,7 @@ def ensure_helper(paths: Paths) -> HelperStart | None:
     starting one is not ours to do). Raises :class:`HelperError` with the
     exact command to run when it cannot be started from here.
     """
-    if os.environ.get(NO_AUTOSTART_ENV) == "1" or INSTALL_METADATA.exists():
+    if os.environ.get(NO_AUTOSTART_ENV) == "1" or system_install() is not None:
         return None
     if helper_answers(paths):
         return None

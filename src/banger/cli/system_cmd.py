@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from banger.cli.doctor_cmd import root_flag
+from banger.paths import SYSTEM_RUNTIME_DIR
 
 _prefix_option = click.option(
     "--prefix",
@@ -24,13 +25,24 @@ def system() -> None:
 @system.command("install")
 @click.option("--owner", help="User the daemon runs as (default: the user who ran sudo).")
 @_prefix_option
+@click.option(
+    "--runtime-dir",
+    type=click.Path(path_type=Path),
+    default=SYSTEM_RUNTIME_DIR,
+    show_default=True,
+    help="Socket directory, under /run (the helper log goes to /var/log/<same name>).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.pass_context
-def install_cmd(ctx: click.Context, owner: str | None, prefix: Path | None, as_json: bool) -> None:
+def install_cmd(
+    ctx: click.Context, owner: str | None, prefix: Path | None, runtime_dir: Path, as_json: bool
+) -> None:
     """Write the two units and /etc/banger/install.toml, then enable and start them."""
     from banger.system.install import install, resolve_owner
 
-    result = install(resolve_owner(owner), prefix.absolute() if prefix else None)
+    result = install(
+        resolve_owner(owner), prefix.absolute() if prefix else None, runtime_dir=runtime_dir
+    )
     if as_json or root_flag(ctx, "json"):
         click.echo(
             json.dumps(

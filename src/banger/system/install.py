@@ -24,13 +24,14 @@ from pathlib import Path
 
 import banger
 from banger.errors import BangerError, InvalidArgument, NotFound
-from banger.paths import INSTALL_METADATA, SYSTEM_RUNTIME_DIR, Paths
+from banger.paths import INSTALL_METADATA, SYSTEM_RUNTIME_DIR, Paths, install_metadata_path
 from banger.proc import run
 from banger.system.metadata import InstallMetadata
 from banger.system.units import (
     DAEMON_UNIT,
-    HELPER_LOG,
     HELPER_UNIT,
+    LOG_ROOT,
+    RUN_ROOT,
     ServiceLayout,
     daemon_unit,
     helper_unit,
@@ -92,9 +93,21 @@ def find_binaries() -> dict[str, Path]:
     return found
 
 
-def owner_paths(owner: Owner) -> Paths:
-    """The owner's banger layout as the services see it (sockets under /run/banger)."""
-    env = {"HOME": str(owner.home), "BANGER_RUNTIME_DIR": str(SYSTEM_RUNTIME_DIR)}
+def check_runtime_dir(path: Path) -> Path:
+    """A runtime directory systemd can create for a system unit: strictly under /run."""
+    path = Path(os.path.normpath(path))
+    if not path.is_absolute() or path == RUN_ROOT or not path.is_relative_to(RUN_ROOT):
+        raise InvalidArgument(
+            f"--runtime-dir {path}: must be a directory under {RUN_ROOT}",
+            hint="systemd creates it from the helper unit's RuntimeDirectory=, which is "
+            f"relative to {RUN_ROOT}; the default is {SYSTEM_RUNTIME_DIR}",
+        )
+    return path
+
+
+def owner_paths(owner: Owner, runtime_dir: Path = SYSTEM_RUNTIME_DIR) -> Paths:
+    """The owner's banger layout as the services see it (sockets under ``runtime_dir``)."""
+    env = {"HOME": str(owner.home), "BANGER_RUNTIME_DIR": str(runtime_dir)}
     return Paths.from_env(env, home=owner.home)
 
 
@@ -108,7 +121,10 @@ def owner_jailer_flags(owner: Owner) -> tuple[str, ...]:
     return tuple(helper_jailer_flags(config.firecracker))
 
 
-def build_layout(owner: Owner, binaries: dict[str, Path]) -> ServiceLayout:
+def build_layout(
+    owner: Owner, binaries: dict[str, Path], runtime_dir: Path = SYSTEM_RUNTIME_DIR
+) -> ServiceLayout:
+    runtime_dir = check_runtime_dir(runtime_dir)
     return ServiceLayout(
         owner=owner.name,
         owner_uid=owner.uid,
@@ -118,6 +134,9 @@ def build_layout(owner: Owner, binaries: dict[str, Path]) -> ServiceLayout:
         bangerd=binaries["bangerd"],
         banger_helper=binaries["banger-helper"],
         jailer_flags=owner_jailer_flags(owner),
+        runtime_dir=runtime_dir,
+        # /run/<name> -> /var/log/<name>/helper.log: one name for both.
+        helper_log=LOG_ROOT / runtime_dir.relative_to(RUN_ROOT) / "helper.log",
     )
 
 
@@ -178,8 +197,18 @@ def require_real_system() -> None:
         raise BangerError("installing system services needs root", hint="run it with sudo")
 
 
+def metadata_target(prefix: Path | None) -> Path:
+    """``install.toml`` on the target system: with no prefix, where the CLI looks for it."""
+    return INSTALL_METADATA if prefix is not None else install_metadata_path()
+
+
+def metadata_path(prefix: Path | None) -> Path:
+    """``install.toml`` as seen from here."""
+    return under(prefix, metadata_target(prefix))
+
+
 def read_metadata(prefix: Path | None) -> InstallMetadata | None:
-    path = under(prefix, INSTALL_METADATA)
+    path = metadata_path(prefix)
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -232,13 +261,14 @@ def install(
     *,
     binaries: dict[str, Path] | None = None,
     now: datetime | None = None,
+    runtime_dir: Path = SYSTEM_RUNTIME_DIR,
 ) -> InstallResult:
     if prefix is None:
         require_real_system()
     elif not prefix.is_dir():
         raise InvalidArgument(f"--prefix {prefix}: not a directory")
     binaries = binaries or find_binaries()
-    layout = build_layout(owner, binaries)
+    layout = build_layout(owner, binaries, runtime_dir)
     metadata = build_metadata(owner, binaries, layout, now or datetime.now(UTC))
     previous = read_metadata(prefix)
     files = {
@@ -246,7 +276,8 @@ def install(
         UNIT_DIR / DAEMON_UNIT: daemon_unit(layout),
     }
     created: list[Path] = []
-    for target in [*files, INSTALL_METADATA]:
+    meta_target = metadata_target(prefix)
+    for target in [*files, meta_target]:
         _make_dirs(under(prefix, target).parent, created)
     created_dirs = (
         *(previous.created_dirs if previous else ()),
@@ -255,7 +286,7 @@ def install(
     metadata = replace(metadata, created_dirs=created_dirs)
     if previous is not None and replace(previous, installed_at=metadata.installed_at) == metadata:
         metadata = previous  # nothing changed: keep the original install time
-    files[INSTALL_METADATA] = metadata.to_toml()
+    files[meta_target] = metadata.to_toml()
 
     written: list[Path] = []
     unchanged: list[Path] = []
@@ -291,7 +322,9 @@ def purge_targets(metadata: InstallMetadata) -> list[Path]:
     """
     keys = ("state_dir", "cache_dir", "runtime_dir")
     paths = [Path(metadata.paths[k]) for k in keys if k in metadata.paths]
-    return [*paths, HELPER_LOG.parent]
+    if "helper_log" in metadata.paths:
+        paths.append(Path(metadata.paths["helper_log"]).parent)
+    return paths
 
 
 def uninstall(prefix: Path | None, *, purge: bool = False) -> list[Path]:
@@ -300,15 +333,13 @@ def uninstall(prefix: Path | None, *, purge: bool = False) -> list[Path]:
         require_real_system()
     metadata = read_metadata(prefix)
     if metadata is None:
-        raise NotFound(
-            f"banger is not installed as a system service (no {under(prefix, INSTALL_METADATA)})"
-        )
+        raise NotFound(f"banger is not installed as a system service (no {metadata_path(prefix)})")
     if prefix is None:
         # Daemon first: it still uses the helper while stopping its VMs.
         run(["systemctl", "disable", "--now", DAEMON_UNIT], timeout=SYSTEMCTL_TIMEOUT, check=False)
         run(["systemctl", "disable", "--now", HELPER_UNIT], timeout=SYSTEMCTL_TIMEOUT, check=False)
     removed: list[Path] = []
-    for unit_file in [*metadata.units, str(INSTALL_METADATA)]:
+    for unit_file in [*metadata.units, str(metadata_target(prefix))]:
         path = under(prefix, unit_file)
         if path.exists() or path.is_symlink():
             path.unlink()
@@ -322,7 +353,7 @@ def uninstall(prefix: Path | None, *, purge: bool = False) -> list[Path]:
             pass
     if purge:
         for target in purge_targets(metadata):
-            if target.name != "banger":
+            if not target.name.startswith("banger"):
                 # Never rmtree what the metadata claims without the name we gave it.
                 continue
             path = under(prefix, target)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import banger
-from banger.paths import INSTALL_METADATA
 from banger.proc import run
-from banger.system.install import read_metadata, systemd_running, under
+from banger.system.install import metadata_path, read_metadata, systemd_running, under
 from banger.system.metadata import InstallMetadata
 from banger.system.probes import probe_daemon, probe_helper
 
@@ -135,7 +134,7 @@ def _versions(
 def gather_status(prefix: Path | None = None) -> StatusReport:
     metadata = read_metadata(prefix)
     if metadata is None:
-        where = under(prefix, INSTALL_METADATA)
+        where = metadata_path(prefix)
         return StatusReport(
             False, False, None, [], [], {"cli": banger.__version__}, False, {},
             [f"not installed: no {where}"],

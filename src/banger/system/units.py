@@ -8,6 +8,10 @@ through ``BANGER_RUNTIME_DIR``)::
     /run/banger/bangerd.sock     owner 0600               (bangerd)
     /var/log/banger/helper.log   root 0600                (helper's LogsDirectory)
 
+The runtime directory is a parameter (``--runtime-dir``, under /run; the
+helper's log directory takes the same name under /var/log) so that a test can
+run the units' exact command lines without touching the real /run/banger.
+
 The helper runs with ``Group=<owner group>`` so that systemd creates
 ``/run/banger`` group-owned by the owner: that is what lets the unprivileged
 daemon put its own socket next to the helper's. ``RuntimeDirectoryPreserve``
@@ -24,6 +28,9 @@ from banger.paths import SYSTEM_RUNTIME_DIR
 HELPER_UNIT = "banger-helper.service"
 DAEMON_UNIT = "bangerd.service"
 HELPER_LOG = Path("/var/log/banger/helper.log")
+#: systemd's roots for ``RuntimeDirectory=`` and ``LogsDirectory=`` in system units.
+RUN_ROOT = Path("/run")
+LOG_ROOT = Path("/var/log")
 
 #: The helper's capability bounding set, each with the reason it is needed.
 HELPER_CAPABILITIES: tuple[tuple[str, str], ...] = (
@@ -65,6 +72,16 @@ class ServiceLayout:
     @property
     def helper_socket(self) -> Path:
         return self.runtime_dir / "helper.sock"
+
+    @property
+    def runtime_directory(self) -> str:
+        """``RuntimeDirectory=``: the runtime dir relative to /run (systemd creates it)."""
+        return str(self.runtime_dir.relative_to(RUN_ROOT))
+
+    @property
+    def logs_directory(self) -> str:
+        """``LogsDirectory=``: the helper log's directory relative to /var/log."""
+        return str(self.helper_log.parent.relative_to(LOG_ROOT))
 
     @property
     def daemon_socket(self) -> Path:
@@ -127,13 +144,13 @@ Before={DAEMON_UNIT}
 [Service]
 Type=simple
 ExecStart={_exec(list(helper_exec_start(layout)))}
-# Root, but with the owner's group: systemd then creates /run/banger as
+# Root, but with the owner's group: systemd then creates {layout.runtime_dir} as
 # root:{layout.owner_group} 0770, where bangerd (running as {layout.owner}) puts its socket.
 Group={layout.owner_group}
-RuntimeDirectory={layout.runtime_dir.name}
+RuntimeDirectory={unit_quote(layout.runtime_directory)}
 RuntimeDirectoryMode=0770
 RuntimeDirectoryPreserve=yes
-LogsDirectory={layout.helper_log.parent.name}
+LogsDirectory={unit_quote(layout.logs_directory)}
 LogsDirectoryMode=0700
 UMask=0077
 Restart=on-failure
