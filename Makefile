@@ -52,6 +52,10 @@ smoke: testdeps $(STAMP)
 bench: testdeps $(STAMP)
 	$(BIN)/python -m bench.run
 
+# Longer hostile-input runs: the same property/schemathesis suites, fresh random inputs.
+fuzz: testdeps $(STAMP)
+	BANGER_FUZZ_EXAMPLES=500 $(BIN)/pytest tests/reliability tests/unit/test_helper_validate.py tests/unit/test_config_file_sync_props.py -p no:cacheprovider
+
 build: $(STAMP)
 	$(BIN)/pip wheel --no-deps -w dist .
 

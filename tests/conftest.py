@@ -7,6 +7,9 @@ import pytest
 
 from tests.support import short_tmpdir
 
+# Prints the reliability COUNTS line and fails the run on any recorded leak.
+pytest_plugins = ["tests.reliability_counts"]
+
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
