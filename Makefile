@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: deps
-	$(BIN)/banger doctor
+	@scripts/run-demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -42,11 +42,16 @@ unit: $(STAMP)
 test: testdeps $(STAMP) lint typecheck
 	$(BIN)/pytest
 
-# smoke: the driver-level end to end on this host's VMM. On a KVM host with
-# Firecracker installed, run as root: make smoke VMM=firecracker
+# smoke (root): the whole first-use path from an empty BANGER_HOME — image build
+# and kernel pull in the host namespace, the VM in a throwaway network namespace.
+# On a KVM host with Firecracker installed: make smoke VMM=firecracker
 VMM ?= qemu
 smoke: testdeps $(STAMP)
-	BANGER_SMOKE_VMM=$(VMM) $(BIN)/pytest -q tests/smoke tests/e2e/test_pause_e2e.py
+ifeq ($(VMM),firecracker)
+	BANGER_SMOKE_VMM=firecracker $(BIN)/pytest -q tests/smoke tests/e2e/test_pause_e2e.py
+else
+	scripts/smoke
+endif
 
 # Benchmarks: ratios within one run, never timed assertions (see bench/results/latest.md).
 bench: testdeps $(STAMP)

@@ -11,6 +11,14 @@ from tests.support import short_tmpdir
 pytest_plugins = ["tests.reliability_counts"]
 
 
+@pytest.fixture(autouse=True)
+def _no_autostart_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Safety net: a CLI run in a test never starts bangerd or a root helper by
+    itself (a helper started in the host namespace would create a bridge and
+    NAT there). Tests of the auto-start pass BANGER_NO_AUTOSTART=0 explicitly."""
+    monkeypatch.setenv("BANGER_NO_AUTOSTART", "1")
+
+
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
     with short_tmpdir() as path:
