@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any
 
 from banger.api_models import Operation, OpEvent
+from banger.daemon import stage_delay
 from banger.daemon.records import event_model, operation_model
 from banger.errors import BangerError, DaemonUnavailable
 from banger.store import OpState, Store
@@ -68,6 +69,7 @@ class OpHandle:
         self.current_stage = name
         await asyncio.to_thread(self._ops.store.update_operation, self.id, stage=name)
         await self._ops.publish(self.id, EV_STAGE, name, message or name, {})
+        await stage_delay.pause(name, self.id)  # test-only hook; inert unless set at start
 
     async def event(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
         await self._ops.publish(self.id, kind, self.current_stage, message, dict(data or {}))

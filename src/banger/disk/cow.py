@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Protocol
 
 from banger import proc
+from banger.disk.durable import publish_file
 from banger.disk.workdisk import sparse_copy
 from banger.errors import CommandError, Conflict, HelperError, InvalidArgument, NotFound
 
@@ -61,7 +62,7 @@ def _prepare(base: Path, dest: Path) -> Path:
 
 
 def _publish(tmp: Path, dest: Path) -> None:
-    tmp.rename(dest)
+    publish_file(tmp, dest)  # fsync, rename, fsync the directory
 
 
 class Qcow2Overlay:

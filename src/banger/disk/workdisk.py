@@ -18,6 +18,7 @@ from pathlib import Path
 from banger import proc
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit, image_path
+from banger.disk.durable import publish_file
 from banger.errors import BangerError, CommandError, Conflict, InvalidArgument, NotFound
 
 MIB = 1024 * 1024
@@ -96,7 +97,7 @@ def create_work_disk(seed: Path, dest: Path, size_bytes: int) -> Path:
         # which e2fsck/resize2fs (and the VMM) cannot open for writing.
         tmp.chmod(0o600)
         grow_work_disk(tmp, size_bytes)
-        tmp.rename(dest)
+        publish_file(tmp, dest)  # fsync, rename, fsync the directory
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -15,19 +15,30 @@ Ordering rules (also in docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from banger.daemon.vms.lock_order import DEBUG_LOCKS_ENV, LockOrderCheck
+
 
 class VMLocks:
-    def __init__(self) -> None:
+    def __init__(self, *, check_order: bool | None = None) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
+        # Rule 2 checked at run time when BANGER_DEBUG_LOCKS=1 (read once, here).
+        enabled = os.environ.get(DEBUG_LOCKS_ENV) == "1" if check_order is None else check_order
+        self.order = LockOrderCheck() if enabled else None
 
     @asynccontextmanager
     async def hold(self, vm_id: str) -> AsyncIterator[None]:
         lock = self._locks.setdefault(vm_id, asyncio.Lock())
-        async with lock:
-            yield
+        if self.order is None:
+            async with lock:
+                yield
+            return
+        with self.order.taking(vm_id):
+            async with lock:
+                yield
 
     def forget(self, vm_id: str) -> None:
         """Drop a deleted VM's lock (called while holding it; waiters still get it)."""
