@@ -20,6 +20,7 @@ from banger.cli.kernel_cmd import kernel
 from banger.cli.ops_cmd import ops
 from banger.cli.output import print_error, print_json
 from banger.cli.session_cmd import session
+from banger.cli.snapshot_cmd import register as register_snapshots
 from banger.cli.state import CliState, get_state, json_option
 from banger.cli.system_cmd import system
 from banger.cli.vm_cmd import vm
@@ -77,6 +78,7 @@ def version() -> None:
 for _group in (vm, image, kernel, session, workspace, system, config, ops):
     cli.add_command(_group)
 register_vm_control(vm)
+register_snapshots(vm)
 
 
 def _doctor_command() -> click.Command:

@@ -175,10 +175,14 @@ def _created_vm(state: CliState, op: Operation) -> VMDetail:
 
 
 @vm.command(name="create")
+@click.argument("new_name", metavar="[NAME]", required=False)
 @_create_options
 @click.option("--start/--no-start", default=False, help="Also start it (default: no).")
+@click.option("--from-snapshot", metavar="SNAP",
+              help="Restore snapshot SNAP: the new VM continues the saved guest.")  # fmt: skip
 @json_option
 def create(
+    new_name: str | None,
     name: str | None,
     image: str | None,
     kernel: str | None,
@@ -187,9 +191,21 @@ def create(
     disk_size: str | None,
     init: str | None,
     start: bool,
+    from_snapshot: str | None,
 ) -> None:
-    """Create a VM (disks, keys); --start boots it too."""
+    """Create a VM (disks, keys); --start boots it too. NAME is the same as --name."""
     state = get_state()
+    if new_name and name and new_name != name:
+        raise InvalidArgument(f"name: given twice ({new_name!r} and --name {name!r})")
+    name = name or new_name
+    if from_snapshot is not None:
+        from banger.cli.snapshot_cmd import restore
+
+        given = {"--image": image, "--kernel": kernel, "--cpus": cpus, "--memory": memory,
+                 "--disk-size": disk_size, "--init": init}  # fmt: skip
+        op = restore(state, from_snapshot, name, [k for k, v in given.items() if v is not None])
+        _print_vm(state, state.client().show_vm(op.target or name or ""))
+        return
     request = _create_request(name, image, kernel, cpus, memory, disk_size, init, start)
     op = state.call(lambda c: c.create_vm(request))
     _print_vm(state, _created_vm(state, op))

@@ -1,0 +1,253 @@
+"""``banger vm create NEW --from-snapshot SNAP``: a new VM running a saved guest.
+
+The new VM gets copies of the snapshot's disks (never the snapshot's own files:
+the guest writes them) and continues where the snapshot's guest was: same
+processes, same memory, same uptime — no boot.
+
+What the guest's memory fixes, the restore keeps:
+
+- its **address and MAC** (the kernel configured them at boot, the guest's
+  ARP peers know them): the new VM leases exactly the snapshot's address, so
+  a restore is refused — naming the holder — while another VM holds it, which
+  includes the VM the snapshot was taken from until it is deleted. Two guests
+  from one snapshot at once would be two hosts with one address.
+- its **sshd host key**: the new VM's pinned key is the snapshot's key pair.
+- its **hostname** stays the source VM's until the new VM is rebooted (a
+  later ``vm restart`` boots it normally, with its own name and MAC).
+
+QEMU: ``-incoming defer -S``, ``migrate-incoming`` from the state file, ``cont``.
+Firecracker (plain mode): ``PUT /snapshot/load`` with a network override for
+the new tap and ``resume_vm``; Firecracker reopens the disks at the host paths
+the snapshot recorded (the source VM's directory), so links to the new VM's
+copies are placed there for the load only, and only where nothing exists
+(:func:`.snapshot_files.links_at`). The source VM is gone by then anyway: it
+held the address.
+
+Stages: record (VM row + exact lease, one transaction) → root_disk (copies)
+→ network (tap, pinned key) → launch (restore) → wait_ssh → running; every
+stage has an undo, so a failed restore leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from banger.api_models import Operation
+from banger.daemon.ops import OpHandle
+from banger.daemon.vms import snapshot_files as files
+from banger.daemon.vms.names import check_name
+from banger.daemon.vms.snapshots import Snapshots, SnapshotUnsupported, driver_kind, refuse_jailed
+from banger.daemon.vms.undo import UndoStack
+from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
+from banger.errors import Conflict, NotFound
+from banger.kernels.store import read_kernel
+from banger.store import AddressTaken, SnapshotRecord, VMRecord, VMState
+from banger.vmm.base import LaunchSpec, VMMDriver, VMMProcess
+
+RESTORED_FROM_KEY = "restored_from"
+
+
+class SnapshotRestore:
+    def __init__(self, snapshots: Snapshots) -> None:
+        self.snapshots = snapshots
+        self.vms = snapshots.vms
+        self.store = snapshots.store
+        self.paths = snapshots.paths
+
+    def plan(self, ref: str, name: str) -> SnapshotRecord:
+        """Everything checkable before an operation starts (a 4xx here creates nothing)."""
+        check_name(name)
+        snap = self.store.resolve_snapshot(ref)
+        try:
+            self.store.get_vm_by_name(name)
+        except NotFound:
+            pass
+        else:
+            raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
+        subnet = self.vms.config.network.subnet
+        if snap.ip not in subnet:
+            raise Conflict(
+                f"snapshot {snap.name}: its guest has address {snap.ip}, outside "
+                f"network.subnet {subnet} (the guest keeps the address it was saved with)",
+                hint="restore it with the subnet it was taken on",
+            )
+        holder = self.store.ip_holder(snap.ip)
+        if holder is not None:
+            raise AddressTaken(snap.ip, holder)
+        pipeline = self.vms.pipeline
+        driver = pipeline.drivers.get(snap.vmm) if pipeline.drivers else pipeline.driver
+        if driver.name != snap.vmm:
+            raise SnapshotUnsupported(f"snapshot {snap.name} is a {snap.vmm} snapshot")
+        refuse_jailed(driver_kind(driver))
+        taken_on = snap.meta.get("accelerator")
+        if snap.vmm == "qemu" and taken_on and taken_on != pipeline.accel.kind:
+            raise SnapshotUnsupported(
+                f"snapshot {snap.name} was taken under {taken_on}; this host runs QEMU guests "
+                f"with {pipeline.accel.kind} (the saved CPU state does not carry over)",
+            )
+        if snap.kernel_id is None or snap.image_id is None:
+            raise NotFound(f"snapshot {snap.name} has no kernel or image recorded")
+        return snap
+
+    async def restore(self, ref: str, name: str) -> Operation:
+        snap = await asyncio.to_thread(self.plan, ref, name)
+
+        async def body(op: OpHandle) -> None:
+            self.snapshots.busy.add(snap.id)
+            try:
+                await self._restore(snap, name, op)
+            finally:
+                self.snapshots.busy.discard(snap.id)
+
+        return await self.vms.ops.start("vm.restore", name, body)
+
+    async def _restore(self, snap: SnapshotRecord, name: str, op: OpHandle) -> None:
+        await op.stage("record")
+        layout = files.SnapshotLayout(
+            files.snapshot_dir(self.paths, snap.id), str(snap.meta["root_file"])
+        )
+        vm = await asyncio.to_thread(self._record, snap, name)
+        await op.event(
+            "info",
+            f"VM {vm.name} has id {vm.id}; restoring snapshot {snap.name} of {snap.vm_name} "
+            f"at {snap.ip}",
+            {"vm": vm.id},
+        )
+        undo = UndoStack()
+        undo.push("VM record", lambda: asyncio.to_thread(self.vms._forget_row, vm))
+        async with self.vms.locks.hold(vm.id):
+            try:
+                vm = await self._disks(vm, snap, layout, op, undo)
+                await self._boot(vm, snap, layout, op, undo)
+            except BaseException:
+                await self.vms._unwind(undo, op)
+                raise
+            undo.discard()
+
+    def _record(self, snap: SnapshotRecord, name: str) -> VMRecord:
+        """The row and the exact lease in one transaction: both or neither."""
+        with self.store.transaction():
+            vm = self.store.create_vm(
+                name=name,
+                image_id=snap.image_id,
+                kernel_id=snap.kernel_id,
+                vmm=snap.vmm,
+                config={
+                    VMM_REASON_KEY: f"restored from snapshot {snap.name} (taken on {snap.vmm})",
+                    RESTORED_FROM_KEY: snap.id,
+                },
+                init_mode=snap.init_mode,
+                vcpus=snap.vcpus,
+                memory_mib=snap.memory_mib,
+                work_disk_size=snap.work_disk_size,
+            )
+            self.store.claim_ip(vm.id, snap.ip)
+            return self.store.get_vm(vm.id)
+
+    async def _disks(
+        self,
+        vm: VMRecord,
+        snap: SnapshotRecord,
+        layout: files.SnapshotLayout,
+        op: OpHandle,
+        undo: UndoStack,
+    ) -> VMRecord:
+        await op.stage("root_disk")
+        vm_dir = self.paths.vm_dir(vm.id)
+        await asyncio.to_thread(vm_dir.mkdir, 0o700, True)
+        undo.push("vm directory", lambda: asyncio.to_thread(shutil.rmtree, vm_dir, True))
+        qcow2 = layout.root.endswith(".qcow2")
+        root = self.paths.vm_root_disk(vm.id, "qcow2" if qcow2 else "ext4")
+        await asyncio.to_thread(
+            files.restore_disks,
+            layout,
+            root,
+            self.paths.vm_work_disk(vm.id),
+            self.paths.vm_host_key(vm.id),
+        )
+        await op.event("info", "disks and sshd host key copied from the snapshot")
+        return await asyncio.to_thread(
+            self.store.update_vm,
+            vm.id,
+            root_strategy="qcow2" if qcow2 else "copy",
+            config={**vm.config, "root_disk": str(root)},
+        )
+
+    async def _boot(
+        self,
+        vm: VMRecord,
+        snap: SnapshotRecord,
+        layout: files.SnapshotLayout,
+        op: OpHandle,
+        undo: UndoStack,
+    ) -> None:
+        pipeline = self.vms.pipeline
+        kernel = await asyncio.to_thread(read_kernel, self.paths.kernel_dir(snap.kernel_id or ""))
+        vm, fd = await pipeline.network(vm, op, undo)
+        try:
+            # The guest's NIC keeps the MAC its kernel knows (the network stage gave a new one).
+            vm = await asyncio.to_thread(self.store.update_vm, vm.id, mac=snap.mac)
+            spec = pipeline.launch_spec(vm, kernel, pipeline.root_disk_of(vm), fd)
+            spec = dataclasses.replace(
+                spec, mac=snap.mac, cmdline=str(snap.meta.get("cmdline") or spec.cmdline)
+            )
+            if spec.tap_fd is None:  # Firecracker opens the tap by name
+                os.close(fd)
+                fd = -1
+            await op.stage("launch")
+            driver = pipeline.driver_for(vm)
+            proc = await self._launch(driver, spec, snap, layout)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+        async def kill() -> None:
+            await driver.stop(proc, graceful_timeout=0)
+
+        undo.push(f"VMM pid {proc.pid}", kill)
+        config: dict[str, Any] = {
+            **vm.config,
+            "vmm_process": proc.to_json(),
+            "accelerator": spec.accelerator,
+            "cmdline": spec.cmdline,
+            "root_disk": str(spec.root_disk.path),
+            "root_format": spec.root_disk.format,
+        }
+        vm = await asyncio.to_thread(
+            self.store.update_vm,
+            vm.id,
+            pid=proc.pid,
+            pid_start_time=proc.start_time,
+            config=config,
+        )
+        await op.event("info", f"{driver.name} restored the guest (pid {proc.pid})")
+        await pipeline.wait_ssh(vm, proc, op)
+        await op.stage("running")
+        await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.RUNNING, last_error=None)
+
+    async def _launch(
+        self,
+        driver: VMMDriver,
+        spec: LaunchSpec,
+        snap: SnapshotRecord,
+        layout: files.SnapshotLayout,
+    ) -> VMMProcess:
+        from banger.vmm.firecracker.driver import FirecrackerDriver
+        from banger.vmm.firecracker.plan import SnapshotFiles
+        from banger.vmm.qemu import QemuDriver
+
+        if isinstance(driver, QemuDriver):
+            return await driver.restore(spec, layout.state)
+        if isinstance(driver, FirecrackerDriver):
+            recorded = snap.meta.get("drive_paths") or {}
+            links = {Path(str(recorded["root"])): spec.root_disk.path}
+            if spec.work_disk is not None:
+                links[Path(str(recorded["work"]))] = spec.work_disk
+            with files.links_at(links):
+                return await driver.restore(spec, SnapshotFiles(layout.state, layout.memory))
+        raise SnapshotUnsupported(f"the {driver.name} driver cannot restore snapshots")

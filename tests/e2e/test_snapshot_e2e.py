@@ -1,0 +1,118 @@
+"""``banger vm snapshot`` and ``vm create --from-snapshot`` with a real QEMU/TCG guest.
+
+One boot. VM ``sa`` gets state that lives only in memory (a file in the
+``/dev/shm`` tmpfs and a background ``sleep`` started over SSH) and a file on
+its work disk (``/root``). After ``vm snapshot sa`` and ``vm rm sa``, ``vm
+create sb --from-snapshot`` continues that guest — no reboot: the same
+``boot_id``, an uptime that kept counting, the tmpfs file and the process still
+there, the ``/root`` file, the snapshot's address and the source's hostname —
+reached over SSH with the pinned host key (StrictHostKeyChecking=yes).
+Restoring while another VM holds the address is refused, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Banger, banger_env
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+SETUP = (
+    "echo kept-in-memory > /dev/shm/marker; "
+    "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/pid; "
+    "echo on-the-work-disk > /root/note; sync"
+)
+PROBE = (
+    "cat /dev/shm/marker; "
+    'kill -0 "$(cat /dev/shm/pid)" && echo sleeper-alive; '
+    "cat /root/note; cat /proc/sys/kernel/random/boot_id; cut -d' ' -f1 /proc/uptime; hostname"
+)
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[Banger]:
+    with banger_env() as env:
+        yield env
+
+
+def js(b: Banger, *args: str) -> Any:
+    return json.loads(b.banger(*args, "--json").stdout)
+
+
+def guest(b: Banger, vm: str, script: str) -> list[str]:
+    return b.banger("vm", "ssh", vm, "--", "sh", "-c", script).stdout.split("\n")
+
+
+def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
+    b.banger("vm", "create", "sa", "--init", "fast", "--start")
+    shown = js(b, "vm", "show", "sa")
+    ip, mac = shown["ip"], shown["mac"]
+    guest(b, "sa", SETUP)
+    before = guest(b, "sa", PROBE)
+    assert before[:3] == ["kept-in-memory", "sleeper-alive", "on-the-work-disk"], before
+    boot_id, uptime = before[3], float(before[4])
+
+    # Only a running (or paused) VM has memory to save.
+    b.banger("vm", "create", "idle")
+    refused = b.banger("vm", "snapshot", "idle", check=False)
+    assert refused.returncode != 0 and "only a running or paused VM" in refused.stderr
+    bad = b.banger("vm", "snapshot", "sa", "--name", "Not_A_Label", check=False)
+    assert bad.returncode != 0 and "snapshot name: 'Not_A_Label' is not a DNS label" in bad.stderr
+
+    snap = js(b, "vm", "snapshot", "sa", "--name", "s1")
+    assert (snap["name"], snap["vm"], snap["vmm"], snap["ip"], snap["mac"]) == (
+        "s1", "sa", "qemu", ip, mac,
+    )  # fmt: skip
+    assert snap["size"] > 1 << 20
+    # The source resumed: it still answers, same boot.
+    assert js(b, "vm", "show", "sa")["state"] == "running"
+    assert guest(b, "sa", PROBE)[3] == boot_id
+    again = b.banger("vm", "snapshot", "sa", "--name", "s1", check=False)
+    assert again.returncode != 0 and "a snapshot named 's1' already exists" in again.stderr
+
+    # While sa holds the address, a restore is refused and leaves nothing behind.
+    taken = b.banger("vm", "create", "sb", "--from-snapshot", "s1", check=False)
+    assert taken.returncode != 0, taken.stdout
+    assert f"address {ip} is held by VM sa" in taken.stderr and "banger vm rm sa" in taken.stderr
+    assert sorted(v["name"] for v in js(b, "vm", "list")) == ["idle", "sa"]
+    fixed = b.banger("vm", "create", "sb", "--from-snapshot", "s1", "--cpus", "2", check=False)
+    assert fixed.returncode != 0 and "--cpus: not with --from-snapshot" in fixed.stderr
+
+    b.banger("vm", "rm", "sa", "idle")
+    assert [s["name"] for s in js(b, "vm", "snapshots", "sa")] == ["s1"]  # sa is gone
+
+    restored = js(b, "vm", "create", "sb", "--from-snapshot", "s1")
+    assert restored["state"] == "running" and restored["ip"] == ip and restored["mac"] == mac
+    assert restored["vmm_reason"] == "restored from snapshot s1 (taken on qemu)"
+    after = guest(b, "sb", PROBE)
+    assert after[:3] == ["kept-in-memory", "sleeper-alive", "on-the-work-disk"], after
+    assert after[3] == boot_id  # no reboot
+    assert float(after[4]) >= uptime  # its clock kept counting from where it was
+    assert after[5] == "sa"  # the hostname lives in the guest's memory
+
+    # --stop leaves the VM paused after the snapshot; resume continues it.
+    snap2 = js(b, "vm", "snapshot", "sb", "--stop")
+    assert snap2["name"].startswith("sb-") and snap2["vm"] == "sb"
+    assert js(b, "vm", "show", "sb")["state"] == "paused"
+    b.banger("vm", "resume", "sb")
+    assert guest(b, "sb", PROBE)[3] == boot_id
+
+    listed = js(b, "vm", "snapshots")
+    assert [s["name"] for s in listed] == ["s1", snap2["name"]]
+    assert [s["name"] for s in js(b, "vm", "snapshots", "sb")] == [snap2["name"]]
+    removed = js(b, "vm", "snapshot-rm", "s1", snap2["name"])
+    assert [s["name"] for s in removed] == ["s1", snap2["name"]]
+    assert js(b, "vm", "snapshots") == []
+    gone = b.banger("vm", "snapshot-rm", "s1", check=False)
+    assert gone.returncode != 0 and "no snapshot named 's1'" in gone.stderr
+    # sb does not need the snapshot's files to keep running.
+    assert guest(b, "sb", "cat /dev/shm/marker")[0] == "kept-in-memory"
+    b.banger("vm", "rm", "sb")
+    snapshots_dir = b.state_dir / "snapshots"
+    assert not snapshots_dir.exists() or list(snapshots_dir.iterdir()) == []
