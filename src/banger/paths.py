@@ -66,6 +66,11 @@ def check_private_dir(path: Path) -> Path:
     can swap the sockets inside it and impersonate the daemon. So it must be
     a real directory (not a symlink), owned by us or by root, and writable by
     nobody else. A missing directory is fine (it will be created 0700).
+
+    One exception, the system install's layout (``/run/banger``: root, our
+    group, 0770, made by systemd for banger-helper.service): root made it
+    writable for our group on purpose, and that group may use the helper's
+    socket anyway, so its members are trusted already.
     """
     try:
         st = os.lstat(path)
@@ -85,7 +90,7 @@ def check_private_dir(path: Path) -> Path:
             f"(uid {os.geteuid()})",
             hint=hint,
         )
-    if st.st_mode & 0o022:
+    if st.st_mode & 0o002 or (st.st_mode & 0o020 and not _system_layout(st)):
         raise InvalidArgument(
             f"runtime directory {path} is writable by other users "
             f"(mode {stat.S_IMODE(st.st_mode):o})",
@@ -130,13 +135,17 @@ def system_install(env: Mapping[str, str] | None = None) -> SystemInstall | None
     except OSError as exc:
         raise BangerError(
             f"{path}: cannot read the install metadata: {exc.strerror}",
-            hint="it should be world-readable; reinstall with `sudo banger system install`",
+            hint="it should be world-readable (0644); reinstall with `sudo banger system install`",
         ) from None
     from banger.system.metadata import InstallMetadata
 
     metadata = InstallMetadata.from_toml(text, str(path))
     runtime = metadata.paths.get("runtime_dir", str(SYSTEM_RUNTIME_DIR))
     return SystemInstall(path, metadata.owner, metadata.owner_uid, Path(runtime))
+
+
+def _system_layout(st: os.stat_result) -> bool:
+    return st.st_uid == 0 and st.st_gid == os.getegid()
 
 
 @dataclass(frozen=True)

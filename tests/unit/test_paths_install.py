@@ -77,3 +77,24 @@ def test_unreadable_metadata_is_an_error_naming_the_file(tmp_path: Path) -> None
     meta.write_text("owner = 3\n")
     with pytest.raises(BangerError, match=r"i\.toml: unreadable install metadata: owner"):
         Paths.from_env(env_for(tmp_path, meta))
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to root and another group")
+def test_private_dir_check_accepts_the_system_layout_only(tmp_path: Path) -> None:
+    """/run/banger is root:<owner group> 0770 (systemd's RuntimeDirectory for the helper)."""
+    from banger.errors import InvalidArgument
+    from banger.paths import check_private_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    os.chown(run, 0, os.getegid())
+    run.chmod(0o770)
+    assert check_private_dir(run) == run
+    os.chown(run, 0, os.getegid() + 4242)  # writable by a group that is not ours
+    with pytest.raises(InvalidArgument, match="writable by other users"):
+        check_private_dir(run)
+    os.chown(run, 0, os.getegid())
+    run.chmod(0o777)
+    with pytest.raises(InvalidArgument, match="writable by other users"):
+        check_private_dir(run)

@@ -213,6 +213,11 @@ def read_metadata(prefix: Path | None) -> InstallMetadata | None:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise BangerError(
+            f"{path}: cannot read the install metadata: {exc.strerror}",
+            hint="it should be world-readable (0644); reinstall with `sudo banger system install`",
+        ) from None
     return InstallMetadata.from_toml(text, str(path))
 
 

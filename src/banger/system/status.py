@@ -154,7 +154,14 @@ def gather_status(prefix: Path | None = None) -> StatusReport:
     daemon = probe_daemon(daemon_path)
     sockets = [
         _socket_state(
-            "helper", helper_path, 0, metadata.owner_gid, 0o660, helper.up, helper.detail
+            # banger-helper hands its socket to --owner-uid/--owner-gid (0660).
+            "helper",
+            helper_path,
+            metadata.owner_uid,
+            metadata.owner_gid,
+            0o660,
+            helper.up,
+            helper.detail,
         ),
         _socket_state(
             "daemon", daemon_path, metadata.owner_uid, None, 0o600, daemon.up, daemon.detail
