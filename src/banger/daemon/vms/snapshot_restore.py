@@ -41,7 +41,13 @@ from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
-from banger.daemon.vms.snapshots import Snapshots, SnapshotUnsupported, driver_kind, refuse_jailed
+from banger.daemon.vms.snapshots import (
+    FC_DRIVE_PATHS_KEY,
+    Snapshots,
+    SnapshotUnsupported,
+    driver_kind,
+    refuse_jailed,
+)
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.errors import Conflict, NotFound
@@ -218,6 +224,12 @@ class SnapshotRestore:
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
         }
+        if snap.vmm == "firecracker":
+            config[FC_DRIVE_PATHS_KEY] = {
+                "pid": proc.pid,
+                "start_time": proc.start_time,
+                "paths": snap.meta.get("drive_paths") or {},
+            }
         vm = await asyncio.to_thread(
             self.store.update_vm,
             vm.id,

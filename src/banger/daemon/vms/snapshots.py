@@ -44,6 +44,8 @@ from banger.vmm.base import VMState as VMMState
 
 #: ``snapshot.json`` / API shape version.
 FORMAT = 1
+#: VM config key: the drive paths a restored Firecracker process still records.
+FC_DRIVE_PATHS_KEY = "firecracker_drive_paths"
 
 
 class SnapshotUnsupported(BangerError):
@@ -262,6 +264,26 @@ class Snapshots:
             return running
         raise SnapshotUnsupported(f"vm snapshot: the {kind} driver cannot take snapshots")
 
+    def _firecracker_drive_paths(self, vm: VMRecord) -> dict[str, str]:
+        """The host paths Firecracker's own state records for the disks.
+
+        A VM booted by banger: its own files. A VM restored from a snapshot:
+        the paths *that* snapshot recorded (Firecracker keeps them across a
+        load), for as long as the restored process runs — a cold restart
+        opens the VM's own files again.
+        """
+        carried = vm.config.get(FC_DRIVE_PATHS_KEY)
+        if (
+            isinstance(carried, dict)
+            and carried.get("pid") == vm.pid
+            and carried.get("start_time") == vm.pid_start_time
+        ):
+            return {str(k): str(v) for k, v in dict(carried["paths"]).items()}
+        return {
+            "root": str(self.vms.pipeline.root_disk_of(vm).path),
+            "work": str(self.paths.vm_work_disk(vm.id)),
+        }
+
     def _publish(
         self,
         vm: VMRecord,
@@ -283,11 +305,8 @@ class Snapshots:
             "left_paused": left_paused,
         }
         if kind == "firecracker":
-            # Where this Firecracker had its disks: its state file names them (see restore).
-            meta["drive_paths"] = {
-                "root": str(self.vms.pipeline.root_disk_of(vm).path),
-                "work": str(self.paths.vm_work_disk(vm.id)),
-            }
+            # Where this Firecracker has its disks open: its state file names them.
+            meta["drive_paths"] = self._firecracker_drive_paths(vm)
         fields: dict[str, Any] = {
             "id": snapshot_id,
             "name": name,
