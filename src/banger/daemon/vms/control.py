@@ -7,8 +7,8 @@ nothing (no SSH, no ping); the store says ``paused`` (schema v3), and a
 daemon restart keeps it paused. Stopping a paused VM resumes it first so that
 the guest can power off.
 
-Snapshots (``vm snapshot``, ``vm create --from-snapshot``) are not offered
-yet: see :data:`SNAPSHOT_UNSUPPORTED`.
+Snapshots (``vm snapshot``, ``vm create --from-snapshot``) build on pause:
+see :mod:`.snapshots` and :mod:`.snapshot_restore`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,6 @@ from banger.daemon.vms.service import VMService
 from banger.errors import Conflict
 from banger.store import VMRecord, VMState
 from banger.vmm.base import VMMProcess
-
-#: Why there is no ``vm snapshot`` yet (also the error text, should a route ask).
-SNAPSHOT_UNSUPPORTED = (
-    "vm snapshot is not supported yet: Firecracker restores disks at the host paths the "
-    "snapshot recorded (the source VM's own files), so a second VM from one snapshot needs "
-    "jailer mode's fixed in-jail paths; QEMU's driver has no snapshot support"
-)
 
 
 class VMControl:
