@@ -432,6 +432,13 @@ def check_vm_dns(ctx: DoctorContext) -> CheckResult:
     return check(ctx)
 
 
+def check_reconciliation(ctx: DoctorContext) -> CheckResult:
+    """What bangerd repaired at its last start (state/reconcile.json)."""
+    from banger.doctor_reconcile import check_reconciliation as check  # imports this module
+
+    return check(ctx)
+
+
 CHECKS: tuple[Check, ...] = (
     check_virtualisation,
     check_firecracker,
@@ -449,6 +456,7 @@ CHECKS: tuple[Check, ...] = (
     check_daemon,
     check_helper,
     check_vm_dns,
+    check_reconciliation,
 )
 
 

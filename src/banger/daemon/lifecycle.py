@@ -8,6 +8,7 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from banger import __version__
 from banger.config import load_config
@@ -19,6 +20,9 @@ from banger.daemon.server import serve
 from banger.daemon.services import Services
 from banger.paths import Paths
 from banger.store import Store
+
+if TYPE_CHECKING:
+    from banger.daemon.reconcile import Startup
 
 log = logging.getLogger("banger.daemon")
 
@@ -44,14 +48,13 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
             store = Store.open(paths.db)
             try:
                 ops = Operations(store)
-                interrupted = ops.fail_interrupted()
-                if interrupted:
-                    log.warning("marked %d operation(s) interrupted by the last stop", interrupted)
+                from banger.daemon import reconcile, stage_delay
                 from banger.daemon.dns_svc import DNSService
-                from banger.daemon.images_cleanup import cleanup_image_leftovers
                 from banger.daemon.vms.stack import build_stack
 
-                cleanup_image_leftovers(paths)  # before serving: no half pull is visible
+                stage_delay.configure_from_env()  # test-only hook, read once, here
+                # Before serving: interrupted ops failed, temp/half-published files gone.
+                startup = reconcile.before_serving(paths, store, ops)
 
                 services = Services(
                     paths=paths,
@@ -62,7 +65,7 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                     stack=build_stack(paths, config, store, ops),
                     dns=DNSService.for_daemon(config, paths.helper_socket, store),
                 )
-                forced = asyncio.run(_serve(services, sock, grace=grace, debug=debug))
+                forced = asyncio.run(_serve(services, sock, startup, grace=grace, debug=debug))
             finally:
                 store.close()
         finally:
@@ -77,12 +80,19 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
     return 0
 
 
-async def _serve(services: Services, sock: socket.socket, *, grace: float, debug: bool) -> bool:
+async def _serve(
+    services: Services, sock: socket.socket, startup: Startup, *, grace: float, debug: bool
+) -> bool:
+    from banger.daemon import reconcile
     from banger.daemon.background import Background
+    from banger.daemon.vms.shutdown import stop_all
+    from banger.daemon.vms.watch import VMMWatch
 
     app = create_app(services)
+    # Store vs host (VMMs, taps, leases, interrupted creates), re-attach; state/reconcile.json.
+    await reconcile.after_stack(services.stack, startup)
+    watch = VMMWatch.start(services.stack.vms) if services.stack is not None else None
     if services.stack is not None:
-        await services.stack.vms.reattach()
         from banger.daemon.routes_sessions import reconcile_sessions_at_start
 
         changed = await reconcile_sessions_at_start(services.stack)
@@ -92,6 +102,15 @@ async def _serve(services: Services, sock: socket.socket, *, grace: float, debug
     log.info("bangerd ready")
     try:
         state = await serve(app, sock, services.ops, grace=grace, debug=debug)
+        if watch is not None:
+            await watch.close()
+        if services.stack is not None and services.config.daemon.stop_vms_on_shutdown:
+            if state.forced:
+                log.warning("forced shutdown: VMs left running (re-attached at the next start)")
+            else:
+                await stop_all(services.stack.vms)
     finally:
+        if watch is not None:
+            await watch.close()
         await background.close()
     return state.forced
