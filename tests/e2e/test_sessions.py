@@ -1,15 +1,18 @@
 """Sessions against a real guest, through the CLI → bangerd → SSH → tmux in the guest.
 
 One installation and one fast-init VM (``sess``) are shared by the module;
-the last test stops the VM (its sessions become lost), so it runs last.
+the last test stops the VM (its sessions become lost), so it runs last. The
+``vm run --session`` tests boot VMs of their own.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -133,6 +136,81 @@ def test_attach_through_a_pty_and_detach_leaves_it_running(b: Banger) -> None:
     assert "echo:ping\n" in log
 
 
+def _vm_run_session(b: Banger, vm: str, program: str) -> Terminal:
+    """``banger vm run --rm --session main -- sh -c PROGRAM`` on a real pty, up to ``ready``."""
+    command = ["sh", "-c", "echo ready; " + program]
+    argv = b.as_owner(["env", "TERM=xterm-256color", str(VENV_BIN / "banger"), "vm", "run",
+                       "--name", vm, "--init", "fast", "--no-workspace", "--rm",
+                       "--session", "main", "--", *command])  # fmt: skip
+    term = Terminal(argv, {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}, rows=30, cols=100)
+    try:
+        term.expect(b"ready", timeout=600)
+    except BaseException:
+        term.close()
+        raise
+    return term
+
+
+def _vm_names(b: Banger) -> list[str]:
+    return [v["name"] for v in json.loads(b.banger("vm", "list", "--json").stdout)]
+
+
+def test_vm_run_session_that_ends_while_attached_is_removed_with_its_status(b: Banger) -> None:
+    term = _vm_run_session(b, "runs", 'IFS= read -r l; echo "got:$l"; exit 5')
+    try:
+        term.type(b"hello 'x' $HOME\r")
+        term.expect(b"got:hello 'x' $HOME", timeout=60)
+        assert term.proc.wait(timeout=300) == 5
+        term.expect(b"[session main exited with status 5]", timeout=10)
+    finally:
+        term.close()
+    assert "runs" not in _vm_names(b)  # --rm: the session ended, so the VM went
+
+
+def test_vm_run_session_detached_keeps_running_and_keeps_its_vm(b: Banger) -> None:
+    term = _vm_run_session(b, "keeps", 'while IFS= read -r l; do echo "echo:$l"; done')
+    try:
+        term.type(b"ping\r")
+        term.expect(b"echo:ping", timeout=60)
+        time.sleep(0.5)  # C-b, then d, at human speed (tmux treats fast input as a paste)
+        term.type(b"\x02")
+        time.sleep(0.5)
+        term.type(b"d")
+        assert term.proc.wait(timeout=120) == 0
+        term.expect(b"--rm: VM keeps kept while its session runs", timeout=10)
+        assert b"banger session attach keeps main" in term.seen
+    finally:
+        term.close()
+    assert "keeps" in _vm_names(b)
+    listed = json.loads(b.banger("session", "list", "keeps", "--json").stdout)
+    assert [(s["name"], s["state"]) for s in listed] == [("main", "running")]
+    b.banger("session", "send", "keeps", "main", "still here", "--enter")
+    deadline = time.monotonic() + 60
+    while "echo:still here" not in b.banger("session", "logs", "keeps", "main").stdout:
+        assert time.monotonic() < deadline, "the detached session stopped answering"
+        time.sleep(0.5)
+    b.banger("vm", "rm", "--force", "keeps", timeout=300)
+
+
+def test_vm_run_session_refused_before_any_vm_exists(b: Banger) -> None:
+    before = _vm_names(b)
+    no_tty = b.banger("vm", "run", "--session", "x", "--", "true", check=False)
+    assert no_tty.returncode == 2 and "--session attaches this terminal" in no_tty.stderr
+    bad = b.banger("vm", "run", "--session", "Bad Name", "--", "true", check=False)
+    assert bad.returncode == 2 and "--session: name: not a valid session name" in bad.stderr
+    bare = b.banger("vm", "run", "--session", "x", check=False)
+    assert bare.returncode == 2 and "--session: needs a COMMAND" in bare.stderr
+    assert _vm_names(b) == before
+
+
+def test_an_unwatched_session_keeps_the_guests_end_time(b: Banger) -> None:
+    b.banger("session", "start", VM, "--name", "early", "--", "true")
+    time.sleep(8)  # nobody lists it meanwhile: the daemon learns of the end late
+    noticed = datetime.now(UTC)
+    ended = datetime.fromisoformat(sessions(b)["early"]["ended_at"])
+    assert noticed - ended > timedelta(seconds=4), (noticed, ended)
+
+
 def test_daemon_restart_keeps_sessions_and_a_stopped_vm_loses_them(b: Banger) -> None:
     b.banger("session", "start", VM, "--name", "survivor", "--", "sleep", "600")
     _stop(_daemon_pid(b))  # the next CLI call starts a new bangerd, which reconciles
@@ -150,3 +228,9 @@ def test_daemon_restart_keeps_sessions_and_a_stopped_vm_loses_them(b: Banger) ->
     assert (listed["count"]["state"], listed["count"]["exit_status"]) == ("exited", 3)
     refused = b.banger("session", "attach", VM, "survivor", check=False)
     assert refused.returncode != 0
+    db = sqlite3.connect(f"file:{b.state_dir / 'banger.db'}?mode=ro", uri=True)
+    try:  # stored as lost (schema v4), not as failed
+        stored = dict(db.execute("SELECT name, state FROM sessions").fetchall())
+    finally:
+        db.close()
+    assert (stored["survivor"], stored["shell"], stored["count"]) == ("lost", "lost", "exited")

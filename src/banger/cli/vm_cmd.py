@@ -308,6 +308,8 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
 @click.option("--rm", "remove", is_flag=True, help="Delete the VM afterwards (even on failure).")
 @click.option("--no-workspace", is_flag=True,
               help="Inside a git repository: do not copy it in (and start in /root).")  # fmt: skip
+@click.option("--session", "session_name", metavar="NAME",
+              help="Run COMMAND as session NAME, attached (C-b d detaches).")  # fmt: skip
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(
     name: str | None,
@@ -319,16 +321,22 @@ def run(
     init: str | None,
     remove: bool,
     no_workspace: bool,
+    session_name: str | None,
     command: tuple[str, ...],
 ) -> int:
     """Create and start a VM, then run COMMAND in it (or a shell); exit status is COMMAND's.
 
     Inside a git repository, the repository is copied in first (see `banger
     workspace prepare`) and COMMAND or the shell starts in its guest copy.
+    With --session, COMMAND runs as a session this terminal attaches to; --rm
+    then removes the VM only once the session has ended (not after a detach).
     """
+    from banger.cli import run_session
     from banger.cli.sshexec import argv_for, run_ssh
     from banger.cli.workspace_cmd import argv_in_workspace, repository_here
 
+    if session_name is not None:
+        run_session.check_session_run(session_name, command)
     state = get_state()
     repo = None if no_workspace else repository_here()
     request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True)
@@ -338,12 +346,17 @@ def run(
     try:
         _follow(state, op)
         info = state.client().vm_ssh_info(vm_name)
-        if repo is None:
+        if session_name is not None:
+            status = run_session.run_as_session(state, vm_name, session_name, command, repo)
+        elif repo is None:
             status = run_ssh(argv_for(info, command or None))
         else:
             status = run_ssh(argv_in_workspace(state, info, repo, command))
     finally:
-        if remove:
+        if remove and session_name and run_session.session_still_runs(state, vm_name, session_name):
+            click.echo(f"--rm: VM {vm_name} kept while its session runs; `banger vm rm {vm_name}`"
+                       " when done", err=True)  # fmt: skip
+        elif remove:
             _remove_quietly(state, vm_name)
     return status
 
