@@ -19,6 +19,7 @@ Runs before the daemon serves, so no operation can be using any of these:
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -33,6 +34,9 @@ from banger.store import Store
 log = logging.getLogger(__name__)
 
 WORK_DISK_NAME = "work.ext4"
+#: Store ids (``secrets.token_hex(6)``): only such entries are banger's to judge; anything
+#: else (``lost+found`` of a mounted filesystem, the owner's own files) is never touched.
+STORE_ID = re.compile(r"[0-9a-f]{12}")
 TEMP_DISK_PATTERN = ".*.tmp-*"
 
 
@@ -76,7 +80,7 @@ def half_published(paths: Paths, store: Store, report: ReconcileReport) -> None:
     )
     for noun, directory, ids, delete in kinds:
         present = (
-            {e.name for e in directory.iterdir() if e.is_dir() and not e.name.startswith(".")}
+            {e.name for e in directory.iterdir() if e.is_dir() and STORE_ID.fullmatch(e.name)}
             if directory.is_dir()
             else set()
         )
@@ -100,7 +104,11 @@ def half_published(paths: Paths, store: Store, report: ReconcileReport) -> None:
 def vm_leftovers(paths: Paths, store: Store, report: ReconcileReport) -> None:
     vms = {vm.id: vm for vm in store.list_vms()}
     vms_dir = paths.vms_dir
-    present = {e.name for e in vms_dir.iterdir() if e.is_dir()} if vms_dir.is_dir() else set()
+    present = (
+        {e.name for e in vms_dir.iterdir() if e.is_dir() and STORE_ID.fullmatch(e.name)}
+        if vms_dir.is_dir()
+        else set()
+    )
     for name in sorted(present - set(vms)):
         entry = vms_dir / name
         if (entry / WORK_DISK_NAME).exists():

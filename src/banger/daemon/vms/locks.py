@@ -15,11 +15,14 @@ Ordering rules (also in docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from banger.daemon.vms.lock_order import DEBUG_LOCKS_ENV, LockOrderCheck
+
+log = logging.getLogger(__name__)
 
 
 class VMLocks:
@@ -28,6 +31,10 @@ class VMLocks:
         # Rule 2 checked at run time when BANGER_DEBUG_LOCKS=1 (read once, here).
         enabled = os.environ.get(DEBUG_LOCKS_ENV) == "1" if check_order is None else check_order
         self.order = LockOrderCheck() if enabled else None
+        if self.order is not None:
+            log.warning(
+                "%s=1: every VM lock acquisition is checked against rule 2", DEBUG_LOCKS_ENV
+            )
 
     @asynccontextmanager
     async def hold(self, vm_id: str) -> AsyncIterator[None]:
