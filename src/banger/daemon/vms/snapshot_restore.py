@@ -110,7 +110,9 @@ class SnapshotRestore:
             finally:
                 self.snapshots.busy.discard(snap.id)
 
-        return await self.vms.ops.start("vm.restore", name, body)
+        # A restore is a create: "vm.create", so that startup reconciliation rolls an
+        # interrupted one back like any interrupted create (record, lease, disks, VMM).
+        return await self.vms.ops.start("vm.create", name, body)
 
     async def _restore(self, snap: SnapshotRecord, name: str, op: OpHandle) -> None:
         await op.stage("record")
