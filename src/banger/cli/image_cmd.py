@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from banger.cli.output import print_fields, print_json, print_table
+from banger.cli.artifact_cmd import list_artifacts, remove_artifacts, show_or_set_default
+from banger.cli.output import print_fields, print_json
 from banger.cli.state import CliState, get_state, json_option
 
 if TYPE_CHECKING:
     from banger.api_models import ImageInfo
-    from banger.client import BangerClient
 
 MIB = 1024 * 1024
 
@@ -53,24 +52,17 @@ def _print_image(state: CliState, info: ImageInfo) -> None:
 @json_option
 def list_images() -> None:
     """List images."""
-    state = get_state()
-    images = state.call(lambda c: c.list_images())
-    if state.json:
-        print_json([i.model_dump(mode="json") for i in images])
-        return
-    print_table(
+    list_artifacts(
+        lambda c: c.list_images(),
         ["NAME", "ID", "SOURCE", "SIZE", "CREATED", "DEFAULT", "USED BY"],
-        [
-            [
-                i.name,
-                i.id,
-                i.source,
-                f"{i.size // MIB}M",
-                i.created_at.strftime("%Y-%m-%d %H:%M") if i.created_at else "",
-                "*" if i.default else "",
-                ", ".join(i.used_by),
-            ]
-            for i in images
+        lambda i: [
+            i.name,
+            i.id,
+            i.source,
+            f"{i.size // MIB}M",
+            i.created_at.strftime("%Y-%m-%d %H:%M") if i.created_at else "",
+            "*" if i.default else "",
+            ", ".join(i.used_by),
         ],
     )
 
@@ -114,15 +106,7 @@ def build(ref: str, name: str | None) -> None:
 @json_option
 def rm(names: tuple[str, ...]) -> None:
     """Remove images (refused while a VM uses one)."""
-    state = get_state()
-    removed = []
-    for n in names:
-        removed.append(state.call(partial(_remove, name=n)))
-    if state.json:
-        print_json([i.model_dump(mode="json") for i in removed])
-    else:
-        for info in removed:
-            click.echo(f"removed image {info.name} ({info.id})")
+    remove_artifacts("image", names, lambda c, n: c.remove_image(n))
 
 
 @image.command(name="default")
@@ -130,22 +114,13 @@ def rm(names: tuple[str, ...]) -> None:
 @json_option
 def default(name: str | None) -> None:
     """Show the default image, or make NAME the default."""
-    state = get_state()
-    if name is None:
-        info = state.call(lambda c: c.default_image())
-        if info is None:
-            if state.json:
-                print_json(None)
-            else:
-                click.echo("no default image yet (the first `vm run` builds debian:bookworm)")
-            return
-    else:
-        info = state.call(lambda c: c.set_default_image(name))
-    _print_image(state, info)
-
-
-def _remove(client: BangerClient, name: str) -> ImageInfo:
-    return client.remove_image(name)
+    show_or_set_default(
+        name,
+        get_default=lambda c: c.default_image(),
+        set_default=lambda c, n: c.set_default_image(n),
+        none_yet="no default image yet (the first `vm run` builds debian:bookworm)",
+        print_info=_print_image,
+    )
 
 
 def _config_fields(info: ImageInfo) -> list[tuple[str, str | None]]:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from banger.cli.output import print_fields, print_json, print_table
+from banger.cli.artifact_cmd import list_artifacts, remove_artifacts, show_or_set_default
+from banger.cli.output import print_fields, print_json
 from banger.cli.state import CliState, get_state, json_option
 
 if TYPE_CHECKING:
     from banger.api_models import KernelInfo
-    from banger.client import BangerClient
 
 
 @click.group(name="kernel")
@@ -45,16 +44,16 @@ def _print_kernel(state: CliState, info: KernelInfo) -> None:
 @json_option
 def list_kernels() -> None:
     """List kernels."""
-    state = get_state()
-    kernels = state.call(lambda c: c.list_kernels())
-    if state.json:
-        print_json([k.model_dump(mode="json") for k in kernels])
-        return
-    print_table(
+    list_artifacts(
+        lambda c: c.list_kernels(),
         ["NAME", "ID", "VERSION", "SOURCE", "DEFAULT", "USED BY"],
-        [
-            [k.name, k.id, k.version, k.source, "*" if k.default else "", ", ".join(k.used_by)]
-            for k in kernels
+        lambda k: [
+            k.name,
+            k.id,
+            k.version,
+            k.source,
+            "*" if k.default else "",
+            ", ".join(k.used_by),
         ],
     )
 
@@ -112,15 +111,7 @@ def import_(path: Path, initrd: Path | None, modules: Path | None, name: str | N
 @json_option
 def rm(names: tuple[str, ...]) -> None:
     """Remove kernels (refused while a VM uses one)."""
-    state = get_state()
-    removed = []
-    for n in names:
-        removed.append(state.call(partial(_remove, name=n)))
-    if state.json:
-        print_json([k.model_dump(mode="json") for k in removed])
-    else:
-        for info in removed:
-            click.echo(f"removed kernel {info.name} ({info.id})")
+    remove_artifacts("kernel", names, lambda c, n: c.remove_kernel(n))
 
 
 @kernel.command(name="default")
@@ -128,19 +119,10 @@ def rm(names: tuple[str, ...]) -> None:
 @json_option
 def default(name: str | None) -> None:
     """Show the default kernel, or make NAME the default."""
-    state = get_state()
-    if name is None:
-        info = state.call(lambda c: c.default_kernel())
-        if info is None:
-            if state.json:
-                print_json(None)
-            else:
-                click.echo("no default kernel yet (the first `vm run` pulls debian)")
-            return
-    else:
-        info = state.call(lambda c: c.set_default_kernel(name))
-    _print_kernel(state, info)
-
-
-def _remove(client: BangerClient, name: str) -> KernelInfo:
-    return client.remove_kernel(name)
+    show_or_set_default(
+        name,
+        get_default=lambda c: c.default_kernel(),
+        set_default=lambda c, n: c.set_default_kernel(n),
+        none_yet="no default kernel yet (the first `vm run` pulls debian)",
+        print_info=_print_kernel,
+    )
