@@ -27,9 +27,11 @@ import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from banger.api_models import ImageInfo
 from banger.config import Config
+from banger.daemon.artifacts_svc import DEFAULT_KEY, ArtifactService
 from banger.daemon.ops import OpHandle
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit
@@ -55,7 +57,6 @@ from banger.store import ImageRecord, Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEY = "default"
 #: Files a banger-finalized rootfs always has.
 FINALIZED_MARKERS = (FAST_INIT_PATH, "/etc/ssh/sshd_config.d/10-banger.conf")
 #: An image build downloads a few hundred MB and runs package scripts.
@@ -77,7 +78,10 @@ def empty_work_seed(out: Path, stage: Path) -> None:
     ext4.apply(out, edit, stage_dir=stage)
 
 
-class ImageService:
+class ImageService(ArtifactService[ImageRecord, ImageInfo]):
+    noun = "image"
+    a_noun = "an image"
+
     def __init__(
         self,
         paths: Paths,
@@ -86,11 +90,30 @@ class ImageService:
         publish_lock: asyncio.Lock,
         helper: Callable[[float | None], HelperClient],
     ) -> None:
-        self.paths = paths
-        self.config = config
-        self.store = store
-        self.publish_lock = publish_lock
+        super().__init__(paths, config, store, publish_lock)
         self._helper = helper
+
+    # -- rows ------------------------------------------------------------------------
+    def _rows(self) -> list[ImageRecord]:
+        return self.store.list_images()
+
+    def _row(self, artifact_id: str) -> ImageRecord:
+        return self.store.get_image(artifact_id)
+
+    def _update_meta(self, artifact_id: str, meta: dict[str, Any]) -> None:
+        self.store.update_image(artifact_id, meta=meta)
+
+    def _delete_row(self, artifact_id: str) -> None:
+        self.store.delete_image(artifact_id)
+
+    def _remove_directory(self, artifact_id: str) -> None:
+        target = self.paths.image_dir(artifact_id)
+        if target.exists():
+            target.chmod(0o700)
+            shutil.rmtree(target, ignore_errors=True)
+
+    def _configured_default(self) -> str:
+        return self.config.vm.image
 
     # -- reading ---------------------------------------------------------------------
     def entry(self, record: ImageRecord) -> ImageEntry:
@@ -140,15 +163,6 @@ class ImageService:
             )
         return record
 
-    def default_record(self) -> ImageRecord | None:
-        marked = [r for r in self.store.list_images() if r.meta.get(DEFAULT_KEY)]
-        if marked:
-            return marked[0]
-        return self.find(self.config.vm.image)
-
-    async def list(self) -> list[ImageInfo]:
-        return await asyncio.to_thread(lambda: [self.info(r) for r in self.store.list_images()])
-
     async def show(self, ref: str) -> ImageInfo:
         return await asyncio.to_thread(lambda: self.info(self.get(ref)))
 
@@ -177,17 +191,16 @@ class ImageService:
 
     # -- changing ------------------------------------------------------------------
     def _record(self, entry: ImageEntry) -> ImageRecord:
-        try:
-            return self.store.create_image(
+        return self._row_for_directory(
+            lambda: self.store.create_image(
                 id=entry.id,
                 name=entry.name,
                 source=entry.source,
                 size=entry.rootfs_allocated,
                 meta={"description": entry.description, "init_modes": list(entry.init_modes)},
-            )
-        except BaseException:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            raise
+            ),
+            entry.path,
+        )
 
     def _staging(self) -> Path:
         self.paths.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -233,13 +246,6 @@ class ImageService:
         finally:
             shutil.rmtree(stage, ignore_errors=True)
         return self.info(self._record(entry))
-
-    def _check_row_free(self, name: str) -> None:
-        if any(r.name == name for r in self.store.list_images()):
-            raise InvalidArgument(
-                f"name: an image named {name!r} exists already",
-                hint=f"remove it first (banger image rm {name}) or pick another name",
-            )
 
     def _publish(self, stage: Path, name: str, meta: ImageMeta) -> ImageEntry:
         return publish_image(
@@ -295,43 +301,6 @@ class ImageService:
         final = self.paths.image_dir(entry.id)
         built.rename(final)
         return read_image(final)
-
-    async def remove(self, ref: str) -> ImageInfo:
-        def work() -> ImageInfo:
-            record = self.get(ref)
-            info = self.info(record)
-            self.store.delete_image(record.id)  # refuses, naming the VMs, while one uses it
-            target = self.paths.image_dir(record.id)
-            if target.exists():
-                target.chmod(0o700)
-                shutil.rmtree(target, ignore_errors=True)
-            return info
-
-        async with self.publish_lock:
-            return await asyncio.to_thread(work)
-
-    async def set_default(self, ref: str) -> ImageInfo:
-        def work() -> ImageInfo:
-            chosen = self.get(ref)
-            with self.store.transaction():
-                for record in self.store.list_images():
-                    meta = dict(record.meta)
-                    if record.id == chosen.id:
-                        meta[DEFAULT_KEY] = True
-                    else:
-                        meta.pop(DEFAULT_KEY, None)
-                    if meta != record.meta:
-                        self.store.update_image(record.id, meta=meta)
-            return self.info(self.store.get_image(chosen.id))
-
-        return await asyncio.to_thread(work)
-
-    async def get_default(self) -> ImageInfo | None:
-        def work() -> ImageInfo | None:
-            record = self.default_record()
-            return None if record is None else self.info(record)
-
-        return await asyncio.to_thread(work)
 
 
 def _name_from(path: Path) -> str:

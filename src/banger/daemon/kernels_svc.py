@@ -17,20 +17,18 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from banger.api_models import KernelCapability, KernelImportRequest, KernelInfo
-from banger.config import Config
+from banger.daemon.artifacts_svc import DEFAULT_KEY, ArtifactService
 from banger.daemon.ops import OpHandle
 from banger.daemon.progress import ThreadProgress
 from banger.errors import InvalidArgument, NotFound
 from banger.kernels.pull import import_kernel, parse_source, pull_kernel
 from banger.kernels.store import KernelEntry, read_kernel
-from banger.paths import Paths
-from banger.store import KernelRecord, Store
+from banger.store import KernelRecord
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KEY = "default"
 
 
 def kernel_capability_list(entry: KernelEntry) -> list[KernelCapability]:
@@ -56,14 +54,28 @@ def _absolute(field: str, value: str | None) -> Path | None:
     return path
 
 
-class KernelService:
-    def __init__(
-        self, paths: Paths, config: Config, store: Store, publish_lock: asyncio.Lock
-    ) -> None:
-        self.paths = paths
-        self.config = config
-        self.store = store
-        self.publish_lock = publish_lock
+class KernelService(ArtifactService[KernelRecord, KernelInfo]):
+    noun = "kernel"
+    a_noun = "a kernel"
+
+    # -- rows ------------------------------------------------------------------------
+    def _rows(self) -> list[KernelRecord]:
+        return self.store.list_kernels()
+
+    def _row(self, artifact_id: str) -> KernelRecord:
+        return self.store.get_kernel(artifact_id)
+
+    def _update_meta(self, artifact_id: str, meta: dict[str, Any]) -> None:
+        self.store.update_kernel(artifact_id, meta=meta)
+
+    def _delete_row(self, artifact_id: str) -> None:
+        self.store.delete_kernel(artifact_id)
+
+    def _remove_directory(self, artifact_id: str) -> None:
+        shutil.rmtree(self.paths.kernel_dir(artifact_id), ignore_errors=True)
+
+    def _configured_default(self) -> str:
+        return self.config.vm.kernel
 
     # -- reading ---------------------------------------------------------------------
     def entry(self, record: KernelRecord) -> KernelEntry:
@@ -114,18 +126,6 @@ class KernelService:
             )
         return record
 
-    def default_record(self) -> KernelRecord | None:
-        marked = [r for r in self.store.list_kernels() if r.meta.get(DEFAULT_KEY)]
-        if marked:
-            return marked[0]
-        return self.find(self.config.vm.kernel)
-
-    async def list(self) -> list[KernelInfo]:
-        def work() -> list[KernelInfo]:
-            return [self.info(r) for r in self.store.list_kernels()]
-
-        return await asyncio.to_thread(work)
-
     async def show(self, ref: str) -> KernelInfo:
         return await asyncio.to_thread(lambda: self.info(self.get(ref), capabilities=True))
 
@@ -160,25 +160,21 @@ class KernelService:
 
     # -- changing ------------------------------------------------------------------
     def _record(self, entry: KernelEntry) -> KernelRecord:
-        try:
-            return self.store.create_kernel(
+        return self._row_for_directory(
+            lambda: self.store.create_kernel(
                 id=entry.id,
                 name=entry.name,
                 source=entry.source,
                 version=entry.version,
                 sha256=entry.sha256.get(entry.kernel),
                 meta={"kernel": entry.kernel, "initrd": entry.initrd},
-            )
-        except BaseException:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            raise
+            ),
+            entry.path,
+        )
 
     def _check_name_free(self, name: str | None) -> None:
-        if name is not None and any(r.name == name for r in self.store.list_kernels()):
-            raise InvalidArgument(
-                f"name: a kernel named {name!r} exists already",
-                hint=f"remove it first (banger kernel rm {name}) or pick another name",
-            )
+        if name is not None:
+            self._check_row_free(name)
 
     async def import_(self, request: KernelImportRequest) -> KernelInfo:
         path = _absolute("path", request.path)
@@ -216,38 +212,3 @@ class KernelService:
             info = await asyncio.to_thread(work)
         await op.event("info", f"kernel {info.name} ({info.version}) ready", {"kernel": info.id})
         return info
-
-    async def remove(self, ref: str) -> KernelInfo:
-        def work() -> KernelInfo:
-            record = self.get(ref)
-            info = self.info(record)
-            # The store refuses (naming the VMs) while a VM row references the kernel.
-            self.store.delete_kernel(record.id)
-            shutil.rmtree(self.paths.kernel_dir(record.id), ignore_errors=True)
-            return info
-
-        async with self.publish_lock:
-            return await asyncio.to_thread(work)
-
-    async def set_default(self, ref: str) -> KernelInfo:
-        def work() -> KernelInfo:
-            chosen = self.get(ref)
-            with self.store.transaction():
-                for record in self.store.list_kernels():
-                    meta = dict(record.meta)
-                    if record.id == chosen.id:
-                        meta[DEFAULT_KEY] = True
-                    else:
-                        meta.pop(DEFAULT_KEY, None)
-                    if meta != record.meta:
-                        self.store.update_kernel(record.id, meta=meta)
-            return self.info(self.store.get_kernel(chosen.id))
-
-        return await asyncio.to_thread(work)
-
-    async def get_default(self) -> KernelInfo | None:
-        def work() -> KernelInfo | None:
-            record = self.default_record()
-            return None if record is None else self.info(record)
-
-        return await asyncio.to_thread(work)
