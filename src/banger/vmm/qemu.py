@@ -15,9 +15,7 @@ arrives as soon as QEMU's main loop runs. In the child they are always fd 3
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -28,10 +26,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from banger.errors import Conflict, stderr_tail
+from banger.errors import Conflict
 from banger.paths import check_socket_path
-from banger.proc import command_env
-from banger.procinfo import is_same_process, process_start_time, reap, send_signal, wait_for_exit
+from banger.procinfo import send_signal
 from banger.vmm.base import (
     Disk,
     LaunchSpec,
@@ -42,6 +39,16 @@ from banger.vmm.base import (
     VMMStatus,
     VMState,
 )
+from banger.vmm.process import (
+    EarlyExit,
+    is_alive,
+    kill,
+    log_tail,
+    ready_or_exit,
+    spawn_in_session,
+    start_time_of_child,
+    wait_reaped,
+)
 from banger.vmm.qmp import QMPClient, QMPError
 
 log = logging.getLogger(__name__)
@@ -50,16 +57,6 @@ QEMU_BINARY = "qemu-system-x86_64"
 #: Descriptor numbers inside the QEMU process.
 TAP_FD = 3
 QMP_FD = 4
-#: Signals that may be ignored in the daemon (Python ignores SIGPIPE and SIGXFSZ) and
-#: would stay ignored across exec: QEMU gets them back at their defaults.
-_RESET_SIGNALS = (
-    signal.SIGPIPE,
-    signal.SIGXFSZ,
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGQUIT,
-)
 #: QMP ``query-status`` values that mean "not executing guest code, but resumable".
 _PAUSED = {"paused", "prelaunch", "suspended", "inmigrate", "postmigrate", "finish-migrate"}
 
@@ -117,11 +114,6 @@ def qemu_argv(spec: LaunchSpec, binary: str = QEMU_BINARY) -> list[str]:
     return argv
 
 
-def _high_dup(fd: int) -> int:
-    """A close-on-exec copy numbered >= 10, so it cannot be clobbered by the dup2s to 0-4."""
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-
-
 def _bind_listening(path: Path) -> socket.socket:
     check_socket_path(path)
     with contextlib.suppress(FileNotFoundError):
@@ -136,15 +128,6 @@ def _bind_listening(path: Path) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _log_since(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read()[-8192:].decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 class QemuDriver:
@@ -195,36 +178,17 @@ class QemuDriver:
             log_offset = os.fstat(log_fd).st_size
             devnull = os.open(os.devnull, os.O_RDONLY)
             owned.append(devnull)
-            sources = [(devnull, 0), (log_fd, 1), (log_fd, 2), (listener.fileno(), QMP_FD)]
+            fds = [(devnull, 0), (log_fd, 1), (log_fd, 2), (listener.fileno(), QMP_FD)]
             if spec.tap_fd is not None:
-                sources.append((spec.tap_fd, TAP_FD))
-            actions = []
-            for source, target in sources:
-                high = _high_dup(source)
-                owned.append(high)
-                actions.append((os.POSIX_SPAWN_DUP2, high, target))
+                fds.append((spec.tap_fd, TAP_FD))
             log.debug("launching VM %s: %s", spec.vm_id, argv)
-            try:
-                pid = os.posix_spawn(
-                    exe,
-                    argv,
-                    command_env(),
-                    file_actions=actions,
-                    setsid=True,
-                    setsigdef=_RESET_SIGNALS,
-                    setsigmask=set(),
-                )
-            except OSError as exc:
-                raise VMMError(f"cannot start QEMU ({exe}): {exc.strerror or exc}") from None
+            pid = spawn_in_session(exe, argv, fds, "QEMU")
         finally:
             for fd in owned:
                 os.close(fd)
             # QEMU holds its own copy of the listening socket now.
             listener.close()
-        start_time = process_start_time(pid)
-        if start_time is None:  # cannot happen for an unreaped child; be explicit anyway
-            reap(pid)
-            raise VMMError(f"QEMU for VM {spec.vm_id} vanished right after start")
+        start_time = start_time_of_child(pid, "QEMU", spec.vm_id)
         proc = VMMProcess(self.name, spec.vm_id, pid, start_time, spec.control_socket, tuple(argv))
         try:
             await self._await_qmp(proc, spec.vmm_log, log_offset)
@@ -236,51 +200,29 @@ class QemuDriver:
 
     async def _await_qmp(self, proc: VMMProcess, vmm_log: Path, log_offset: int) -> None:
         """Wait for QEMU's greeting, or its early death (then raise with its stderr tail)."""
-        connect = asyncio.create_task(QMPClient.connect(proc.control_socket, self.start_timeout))
-        exited = asyncio.create_task(wait_for_exit(proc.pid, None))
         try:
-            await asyncio.wait({connect, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if connect.done() and connect.exception() is None:
-                return  # the client is closed below
-            # Either QEMU died, or the socket failed: give a dying QEMU a moment to finish.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), 2.0)
-            if exited.done():
-                status = reap(proc.pid)
-                how = (
-                    f"exit status {os.waitstatus_to_exitcode(status)}"
-                    if status is not None
-                    else "exited"
-                )
-                tail = stderr_tail(_log_since(vmm_log, log_offset), lines=5)
-                raise VMMError(
-                    f"QEMU for VM {proc.vm_id} failed to start ({how}): {tail or 'no output'}",
-                    hint=f"see {vmm_log}",
-                )
-            error = connect.exception()
+            # If the socket fails, a dying QEMU gets 2 s to finish dying, to be reported as such.
+            await ready_or_exit(
+                QMPClient.connect(proc.control_socket, self.start_timeout),
+                proc.pid,
+                grace=2.0,
+                discard=QMPClient.close,
+            )
+        except EarlyExit as exc:
+            how = f"exit status {exc.exit_code}" if exc.status is not None else "exited"
+            tail = log_tail(vmm_log, log_offset)
+            raise VMMError(
+                f"QEMU for VM {proc.vm_id} failed to start ({how}): {tail or 'no output'}",
+                hint=f"see {vmm_log}",
+            ) from None
+        except Exception as error:
             raise VMMError(
                 f"QEMU for VM {proc.vm_id} did not answer on {proc.control_socket}: {error}",
                 hint=f"see {vmm_log}",
-            )
-        finally:
-            for task in (connect, exited):
-                task.cancel()
-            results = await asyncio.gather(connect, exited, return_exceptions=True)
-            for result in results:
-                if isinstance(result, QMPClient):
-                    await result.close()
+            ) from None
 
     async def wait(self, proc: VMMProcess, timeout: float | None) -> bool:
-        done = await wait_for_exit(proc.pid, timeout, proc.start_time)
-        if done:
-            reap(proc.pid)
-        return done
-
-    def _alive(self, proc: VMMProcess) -> bool:
-        if is_same_process(proc.pid, proc.start_time):
-            return True
-        reap(proc.pid)
-        return False
+        return await wait_reaped(proc, timeout)
 
     async def _execute(self, proc: VMMProcess, *commands: str) -> list[object]:
         async with await QMPClient.connect(proc.control_socket, self.control_timeout) as qmp:
@@ -292,7 +234,7 @@ class QemuDriver:
         def result(method: str) -> StopResult:
             return StopResult(method, time.monotonic() - started)  # type: ignore[arg-type]
 
-        if not self._alive(proc):
+        if not is_alive(proc):
             return result("already-exited")
         # QMP answering is what makes the polite steps worth waiting for; a hung QEMU
         # (no answer within control_timeout) goes straight to SIGKILL.
@@ -320,13 +262,11 @@ class QemuDriver:
             else:
                 if await self.wait(proc, self.quit_timeout):
                     return result("quit")
-        send_signal(proc.pid, proc.start_time, signal.SIGKILL)
-        if await self.wait(proc, self.quit_timeout):
-            return result("killed")
-        raise VMMError(f"QEMU for VM {proc.vm_id} (pid {proc.pid}) survived SIGKILL")
+        await kill(proc, self.quit_timeout, "QEMU")
+        return result("killed")
 
     async def status(self, proc: VMMProcess) -> VMMStatus:
-        if not self._alive(proc):
+        if not is_alive(proc):
             return VMMStatus(VMState.EXITED)
         try:
             (reply,) = await self._execute(proc, "query-status")
@@ -340,7 +280,7 @@ class QemuDriver:
         return VMMStatus(VMState.OTHER, detail)
 
     async def _control(self, proc: VMMProcess, command: str) -> None:
-        if not self._alive(proc):
+        if not is_alive(proc):
             raise Conflict(f"VM {proc.vm_id} is not running (its QEMU process has exited)")
         await self._execute(proc, command)
 
@@ -360,7 +300,7 @@ class QemuDriver:
         """
         from banger.vmm.qemu_snapshot import save_state
 
-        if not self._alive(proc):
+        if not is_alive(proc):
             raise Conflict(f"VM {proc.vm_id} is not running (its QEMU process has exited)")
         async with await QMPClient.connect(proc.control_socket, self.control_timeout) as qmp:
             was_running = await save_state(qmp, state_file)

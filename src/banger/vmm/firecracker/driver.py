@@ -20,7 +20,6 @@ SIGTERM handler, so there is no softer signal worth sending.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -32,10 +31,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from banger.errors import Conflict, InvalidArgument, stderr_tail
+from banger.errors import Conflict, InvalidArgument
 from banger.paths import check_socket_path
-from banger.proc import command_env
-from banger.procinfo import is_same_process, process_start_time, reap, send_signal, wait_for_exit
+from banger.procinfo import reap, send_signal, wait_for_exit
 from banger.vmm.base import (
     LaunchSpec,
     StopResult,
@@ -58,19 +56,20 @@ from banger.vmm.firecracker.plan import (
     restore_requests,
     snapshot_requests,
 )
+from banger.vmm.process import (
+    EarlyExit,
+    is_alive,
+    kill,
+    log_tail,
+    ready_or_exit,
+    spawn_in_session,
+    start_time_of_child,
+    wait_reaped,
+)
 
 log = logging.getLogger(__name__)
 
 FIRECRACKER_BINARY = "firecracker"
-#: Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
-_RESET_SIGNALS = (
-    signal.SIGPIPE,
-    signal.SIGXFSZ,
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGQUIT,
-)
 
 
 def instance_id(vm_id: str) -> str:
@@ -133,15 +132,6 @@ async def wait_for_socket(path: Path, timeout: float) -> None:
             raise VMMError(f"Firecracker API socket {path} did not appear within {timeout:g}s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def _tail(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return stderr_tail(f.read()[-8192:].decode("utf-8", "replace"), lines=5)
-    except OSError:
-        return ""
 
 
 def _fresh_file(path: Path) -> None:
@@ -210,10 +200,7 @@ class FirecrackerDriver:
             _fresh_file(path)
         argv = firecracker_argv(exe, spec)
         pid, log_offset = self._spawn(exe, argv, spec)
-        start_time = process_start_time(pid)
-        if start_time is None:  # an unreaped child always has one; be explicit anyway
-            reap(pid)
-            raise VMMError(f"Firecracker for VM {spec.vm_id} vanished right after start")
+        start_time = start_time_of_child(pid, "Firecracker", spec.vm_id)
         proc = VMMProcess(self.name, spec.vm_id, pid, start_time, spec.control_socket, tuple(argv))
         try:
             await self._await_api(proc, spec.vmm_log, log_offset)
@@ -234,7 +221,7 @@ class FirecrackerDriver:
                 ) from None
             if isinstance(exc, VMMError) and status is not None:
                 how = exit_reason(os.waitstatus_to_exitcode(status))
-                tail = _tail(spec.vmm_log, log_offset)
+                tail = log_tail(spec.vmm_log, log_offset)
                 raise VMMError(
                     f"Firecracker for VM {spec.vm_id} {how}: {tail or 'no output'}",
                     hint=f"see {spec.vmm_log}",
@@ -252,24 +239,9 @@ class FirecrackerDriver:
             vmm_log = os.open(spec.vmm_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             owned.append(vmm_log)
             log_offset = os.fstat(vmm_log).st_size
-            actions = [
-                (os.POSIX_SPAWN_DUP2, devnull, 0),
-                (os.POSIX_SPAWN_DUP2, console, 1),
-                (os.POSIX_SPAWN_DUP2, vmm_log, 2),
-            ]
+            fds = [(devnull, 0), (console, 1), (vmm_log, 2)]
             log.debug("launching VM %s: %s", spec.vm_id, argv)
-            try:
-                pid = os.posix_spawn(
-                    exe,
-                    argv,
-                    command_env(),
-                    file_actions=actions,
-                    setsid=True,  # a Ctrl-C aimed at the daemon must not reach the guests
-                    setsigdef=_RESET_SIGNALS,
-                    setsigmask=set(),
-                )
-            except OSError as exc:
-                raise VMMError(f"cannot start Firecracker ({exe}): {exc.strerror or exc}") from None
+            pid = spawn_in_session(exe, argv, fds, "Firecracker")
         finally:
             for fd in owned:
                 os.close(fd)
@@ -277,52 +249,30 @@ class FirecrackerDriver:
 
     async def _await_api(self, proc: VMMProcess, vmm_log: Path, log_offset: int) -> None:
         """The API socket answering, or an early exit reported with its reason."""
-        ready = asyncio.create_task(wait_for_socket(proc.control_socket, self.start_timeout))
-        exited = asyncio.create_task(wait_for_exit(proc.pid, None))
         try:
-            await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if ready.done() and ready.exception() is None:
-                return
-            if not exited.done():
-                # The socket never came (or failed): the process may be about to exit.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(exited), 1.0)
-            if exited.done():
-                status = reap(proc.pid)
-                how = exit_reason(os.waitstatus_to_exitcode(status) if status is not None else None)
-                tail = _tail(vmm_log, log_offset)
-                raise VMMError(
-                    f"Firecracker for VM {proc.vm_id} {how}: {tail or 'no output'}",
-                    hint=f"see {vmm_log}",
-                )
-            error = ready.exception()
-            assert error is not None
-            raise error
-        finally:
-            for task in (ready, exited):
-                task.cancel()
-            await asyncio.gather(ready, exited, return_exceptions=True)
+            # If the socket never comes (or fails), the process may be about to exit.
+            await ready_or_exit(
+                wait_for_socket(proc.control_socket, self.start_timeout), proc.pid, grace=1.0
+            )
+        except EarlyExit as exc:
+            how = exit_reason(exc.exit_code)
+            tail = log_tail(vmm_log, log_offset)
+            raise VMMError(
+                f"Firecracker for VM {proc.vm_id} {how}: {tail or 'no output'}",
+                hint=f"see {vmm_log}",
+            ) from None
 
     # -- control -------------------------------------------------------------------
 
     def _client(self, proc: VMMProcess) -> FirecrackerClient:
         return FirecrackerClient(proc.control_socket, timeout=self.control_timeout)
 
-    def _alive(self, proc: VMMProcess) -> bool:
-        if is_same_process(proc.pid, proc.start_time):
-            return True
-        reap(proc.pid)
-        return False
-
     def _require_alive(self, proc: VMMProcess) -> None:
-        if not self._alive(proc):
+        if not is_alive(proc):
             raise Conflict(f"VM {proc.vm_id} is not running (its Firecracker process has exited)")
 
     async def wait(self, proc: VMMProcess, timeout: float | None) -> bool:
-        done = await wait_for_exit(proc.pid, timeout, proc.start_time)
-        if done:
-            reap(proc.pid)
-        return done
+        return await wait_reaped(proc, timeout)
 
     async def instance_state(self, proc: VMMProcess) -> str:
         """Firecracker's own state: ``Not started``, ``Running`` or ``Paused``."""
@@ -331,7 +281,7 @@ class FirecrackerDriver:
         return str(info.get("state", "")) if isinstance(info, dict) else ""
 
     async def status(self, proc: VMMProcess) -> VMMStatus:
-        if not self._alive(proc):
+        if not is_alive(proc):
             return VMMStatus(VMState.EXITED)
         try:
             detail = await self.instance_state(proc)
@@ -376,7 +326,7 @@ class FirecrackerDriver:
         def result(method: str) -> StopResult:
             return StopResult(method, time.monotonic() - started)  # type: ignore[arg-type]
 
-        if not self._alive(proc):
+        if not is_alive(proc):
             return result("already-exited")
         if (
             graceful_timeout > 0
@@ -384,10 +334,8 @@ class FirecrackerDriver:
             and await self.wait(proc, graceful_timeout)
         ):
             return result("graceful")
-        send_signal(proc.pid, proc.start_time, signal.SIGKILL)
-        if await self.wait(proc, self.kill_timeout):
-            return result("killed")
-        raise VMMError(f"Firecracker for VM {proc.vm_id} (pid {proc.pid}) survived SIGKILL")
+        await kill(proc, self.kill_timeout, "Firecracker")
+        return result("killed")
 
     async def _ask_guest_to_stop(self, proc: VMMProcess) -> bool:
         """Send Ctrl-Alt-Del (resuming a paused guest first); False when that cannot work."""
