@@ -164,12 +164,14 @@ class Pipeline:
         ip = await asyncio.to_thread(self.store.allocate_ip, vm.id, subnet)
         await self.hostnet.ensure()
         tap = tap_name(vm.id)
-        fd = await self.hostnet.open_tap(tap)
 
         async def delete_tap() -> None:
             await self.hostnet.delete_tap(tap)
 
+        # Pushed first: a helper that dies after making the tap but before handing over
+        # its descriptor leaves a tap this undo still removes (delete_tap is idempotent).
         undo.push(f"tap {tap}", delete_tap)
+        fd = await self.hostnet.open_tap(tap)
         host_pub = await asyncio.to_thread(sshkeys.read_public_key, self.paths.vm_host_key(vm.id))
         names = [vm.name, str(ip)]
         await asyncio.to_thread(
