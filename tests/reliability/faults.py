@@ -1,0 +1,279 @@
+"""Fault-injection support: control bangerd and banger-helper, and list what they left behind.
+
+Works on an e2e :class:`~tests.e2e.harness.Banger` (namespace, owner user,
+root helper, auto-started daemon). Everything is read from the real places:
+the store (read-only SQLite), ``ip link`` and ``nft`` inside the namespace,
+``pgrep`` for the owner's processes, the state directory's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from banger.config import Config
+from tests.e2e.harness import VENV_BIN, Banger, _start_helper
+
+STAGE_DELAY_ENV = "BANGER_TEST_STAGE_DELAY"
+DEBUG_LOCKS_ENV = "BANGER_DEBUG_LOCKS"
+STORE_ID = re.compile(r"[0-9a-f]{12}")
+
+
+# -- processes ------------------------------------------------------------------------
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} still alive after {timeout}s")
+        time.sleep(0.05)
+
+
+def daemon_pid(b: Banger) -> int | None:
+    try:
+        pid = int((b.runtime_dir / "bangerd.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if alive(pid) else None
+
+
+def kill9_daemon(b: Banger) -> int:
+    pid = daemon_pid(b)
+    assert pid is not None, "bangerd is not running"
+    os.kill(pid, signal.SIGKILL)
+    wait_gone(pid)
+    return pid
+
+
+def stop_daemon(b: Banger) -> None:
+    """SIGTERM and wait: the graceful stop a systemd restart does."""
+    pid = daemon_pid(b)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    wait_gone(pid, 90)
+
+
+def force_stop_daemon(b: Banger) -> None:
+    """SIGTERM twice: running operations are cancelled at once (their undo still runs)."""
+    pid = daemon_pid(b)
+    assert pid is not None, "bangerd is not running"
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.3)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    wait_gone(pid, 60)
+
+
+def start_daemon(b: Banger, **extra_env: str) -> None:
+    """Auto-start bangerd through the CLI with ``extra_env`` (read once, at its start)."""
+    assert daemon_pid(b) is None, "stop bangerd first"
+    saved = dict(b.env)
+    b.env.update(extra_env)
+    try:
+        b.banger("vm", "list", "--json", timeout=120)
+    finally:
+        b.env.clear()
+        b.env.update(saved)
+    assert daemon_pid(b) is not None
+
+
+def restart_daemon(b: Banger, **extra_env: str) -> None:
+    stop_daemon(b)
+    start_daemon(b, **extra_env)
+
+
+def kill9_helper(b: Banger) -> None:
+    assert b.helper_pid is not None
+    os.kill(b.helper_pid, signal.SIGKILL)
+    wait_gone(b.helper_pid)
+    b.helper_pid = None
+
+
+def restart_helper(b: Banger) -> None:
+    (b.runtime_dir / "helper.sock").unlink(missing_ok=True)
+    _start_helper(b)
+
+
+def log_offset(b: Banger) -> int:
+    try:
+        return (b.state_dir / "bangerd.log").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_log(b: Banger, offset: int, needle: str, timeout: float = 120.0) -> str:
+    """Wait until bangerd's log, from ``offset``, has a line containing ``needle``."""
+    path = b.state_dir / "bangerd.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(FileNotFoundError), open(path, "rb") as f:
+            f.seek(offset)
+            for line in f.read().decode(errors="replace").splitlines():
+                if needle in line:
+                    return line
+        time.sleep(0.05)
+    raise AssertionError(f"no {needle!r} in {path} within {timeout}s")
+
+
+def cli_background(b: Banger, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        b.as_owner([str(VENV_BIN / "banger"), *args]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+# -- the store ----------------------------------------------------------------------------
+def query(b: Banger, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{b.state_dir / 'banger.db'}?mode=ro", uri=True) as db:
+        return [tuple(row) for row in db.execute(sql, params)]
+
+
+@dataclass(frozen=True)
+class OpRow:
+    kind: str
+    target: str
+    stage: str | None
+    state: str
+    error: str | None
+
+
+def ops_on(b: Banger, target: str) -> list[OpRow]:
+    rows = query(
+        b,
+        "SELECT kind, target, stage, state, error FROM operations WHERE target = ? "
+        "ORDER BY created_at",
+        target,
+    )
+    return [OpRow(*(None if v is None else str(v) for v in row)) for row in rows]  # type: ignore[arg-type]
+
+
+def vm_json(b: Banger, name: str) -> dict[str, object]:
+    data = json.loads(b.banger("vm", "show", name, "--json").stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def reconcile_report(b: Banger) -> dict[str, list[str]]:
+    data = json.loads((b.state_dir / "reconcile.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# -- what is left behind ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Kept:
+    """A running VM that must survive: its id, tap and VMM pid are not leaks."""
+
+    vm_id: str
+    tap: str
+    pid: int
+
+
+def kept_vm(b: Banger, name: str) -> Kept:
+    shown = vm_json(b, name)
+    assert shown["state"] == "running", shown
+    return Kept(str(shown["id"]), str(shown["tap"]), int(str(shown["pid"])))
+
+
+def nat_entries(b: Banger) -> list[str]:
+    out = b.host("nft", "-j", "list", "table", "ip", "banger")
+    if out.returncode != 0:
+        return []
+    comments = set()
+    for item in json.loads(out.stdout).get("nftables", []):
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if isinstance(rule, dict) and "comment" in rule:
+            comments.add(str(rule["comment"]))
+    return sorted(comments)
+
+
+def leftovers(b: Banger, kept: list[Kept]) -> dict[str, list[str]]:
+    """Everything banger holds beyond what the ``kept`` VMs need, by kind."""
+    ids = {k.vm_id for k in kept}
+    net = Config().network
+    found: dict[str, list[str]] = {}
+    found["vm records"] = [
+        f"{r[1]} ({r[0]})" for r in query(b, "SELECT id, name FROM vms") if r[0] not in ids
+    ]
+    found["taps"] = [t for t in b.taps() if t not in {k.tap for k in kept}]
+    found["leases"] = [
+        f"{r[0]} -> {r[1]}" for r in query(b, "SELECT ip, vm_id FROM ip_leases") if r[1] not in ids
+    ]
+    wanted_nat = f"banger-nat {net.bridge} {net.subnet}"
+    found["nft entries"] = [c for c in nat_entries(b) if c != wanted_nat]
+    pids = {k.pid for k in kept}
+    procs = []
+    for name in ("qemu-system", "qemu-img", "debugfs", "e2fsck", "resize2fs", "ssh"):
+        for line in b.owner_processes(name):
+            if int(line.split()[0]) not in pids and "bangerd" not in line:
+                procs.append(line[:160])
+    found["processes"] = procs
+    tmp = b.state_dir / "tmp"
+    found["temp files"] = sorted(str(p) for p in tmp.iterdir()) if tmp.is_dir() else []
+    vms = b.state_dir / "vms"
+    vm_dirs = [p for p in vms.iterdir() if STORE_ID.fullmatch(p.name)] if vms.is_dir() else []
+    found["vm directories"] = sorted(p.name for p in vm_dirs if p.name not in ids)
+    found["temp files"] += sorted(str(t) for d in vm_dirs for t in d.glob(".*.tmp-*"))
+    for kind, table in (("images", "images"), ("kernels", "kernels")):
+        rows = {str(r[0]) for r in query(b, f"SELECT id FROM {table}")}
+        directory = b.state_dir / kind
+        dirs = {p.name for p in directory.iterdir()} if directory.is_dir() else set()
+        found[f"half-published {kind}"] = sorted(
+            [f"{d}: directory without a record" for d in dirs - rows]
+            + [f"{r}: record without a directory" for r in rows - dirs]
+        )
+    return found
+
+
+# -- a small filesystem ------------------------------------------------------------------
+@contextmanager
+def small_filesystem(mountpoint: Path, size_mib: int, uid: int, gid: int) -> Iterator[Path]:
+    """A loop-mounted ext4 of ``size_mib`` at ``mountpoint`` (created), owned by ``uid``."""
+    fd, image_name = tempfile.mkstemp(prefix="banger-smallfs-", suffix=".ext4", dir="/var/tmp")
+    os.close(fd)
+    image = Path(image_name)
+    try:
+        subprocess.run(["truncate", "-s", f"{size_mib}M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True)
+        mountpoint.mkdir(mode=0o700, exist_ok=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+        try:
+            os.chown(mountpoint, uid, gid)
+            mountpoint.chmod(0o700)
+            yield mountpoint
+        finally:
+            if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+                subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+    finally:
+        image.unlink(missing_ok=True)
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
