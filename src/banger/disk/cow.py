@@ -65,65 +65,66 @@ def _publish(tmp: Path, dest: Path) -> None:
     publish_file(tmp, dest)  # fsync, rename, fsync the directory
 
 
-class Qcow2Overlay:
-    name: ClassVar[str] = "qcow2"
+class _OneFileDisk:
+    """A strategy whose disk is one file in the VM directory.
+
+    The file is written under a temporary name and published (fsync, rename,
+    fsync the directory) only when complete, so a crash never leaves a
+    half-written root disk under the final name; removing it is unlinking it.
+    """
+
+    name: ClassVar[str]
     requires_helper: ClassVar[bool] = False
+    #: the file's name in the VM directory, and what QEMU should read it as
+    file_name: ClassVar[str]
+    format: ClassVar[DiskFormat]
+
+    def _fill(self, base: Path, tmp: Path) -> None:
+        """Write the disk for ``base`` to ``tmp``."""
+        raise NotImplementedError
 
     def create(self, base: Path, vm_dir: Path) -> RootDisk:
-        dest = vm_dir / "root.qcow2"
+        dest = vm_dir / self.file_name
         tmp = _prepare(base, dest)
+        try:
+            self._fill(base, tmp)
+            _publish(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return RootDisk(dest, self.format, self.name)
+
+    def remove(self, root_disk: RootDisk) -> None:
+        root_disk.path.unlink(missing_ok=True)
+
+
+class Qcow2Overlay(_OneFileDisk):
+    name: ClassVar[str] = "qcow2"
+    file_name: ClassVar[str] = "root.qcow2"
+    format: ClassVar[DiskFormat] = "qcow2"
+
+    def _fill(self, base: Path, tmp: Path) -> None:
         # absolute backing path: a relative one resolves against the overlay's dir
         backing = str(base.resolve())
-        try:
-            proc.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", "raw", str(tmp)]
-            )
-            _publish(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return RootDisk(dest, "qcow2", self.name)
-
-    def remove(self, root_disk: RootDisk) -> None:
-        root_disk.path.unlink(missing_ok=True)
+        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", "raw", str(tmp)])
 
 
-class Reflink:
+class Reflink(_OneFileDisk):
     name: ClassVar[str] = "reflink"
-    requires_helper: ClassVar[bool] = False
+    file_name: ClassVar[str] = "root.ext4"
+    format: ClassVar[DiskFormat] = "raw"
 
-    def create(self, base: Path, vm_dir: Path) -> RootDisk:
-        dest = vm_dir / "root.ext4"
-        tmp = _prepare(base, dest)
-        try:
-            proc.run(["cp", "--reflink=always", "--", str(base), str(tmp)])
-            _publish(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return RootDisk(dest, "raw", self.name)
-
-    def remove(self, root_disk: RootDisk) -> None:
-        root_disk.path.unlink(missing_ok=True)
+    def _fill(self, base: Path, tmp: Path) -> None:
+        proc.run(["cp", "--reflink=always", "--", str(base), str(tmp)])
 
 
-class SparseCopy:
+class SparseCopy(_OneFileDisk):
     name: ClassVar[str] = "copy"
-    requires_helper: ClassVar[bool] = False
+    file_name: ClassVar[str] = "root.ext4"
+    format: ClassVar[DiskFormat] = "raw"
 
-    def create(self, base: Path, vm_dir: Path) -> RootDisk:
-        dest = vm_dir / "root.ext4"
-        tmp = _prepare(base, dest)
-        try:
-            sparse_copy(base, tmp)
-            _publish(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return RootDisk(dest, "raw", self.name)
-
-    def remove(self, root_disk: RootDisk) -> None:
-        root_disk.path.unlink(missing_ok=True)
+    def _fill(self, base: Path, tmp: Path) -> None:
+        sparse_copy(base, tmp)
 
 
 # -- device-mapper snapshot (built here, run by the helper) -------------------
