@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from banger.disk import durable
 from banger.errors import Conflict, InvalidArgument
-from banger.images import publish as publish_mod
 from banger.images.publish import ImageMeta, list_images, publish_image, read_image
 
 
@@ -60,7 +60,7 @@ def test_failure_mid_publish_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     images, tmp = tmp_path / "images", tmp_path / "tmp"
-    real_fsync = publish_mod._fsync_path
+    real_fsync = durable.fsync_path
     calls: list[Path] = []
 
     def failing_fsync(path: Path) -> None:
@@ -70,7 +70,7 @@ def test_failure_mid_publish_leaves_nothing(
         real_fsync(path)
 
     # The one fault injected here is a disk error: the code under test is real.
-    monkeypatch.setattr(publish_mod, "_fsync_path", failing_fsync)
+    monkeypatch.setattr(durable, "fsync_path", failing_fsync)
     with pytest.raises(OSError, match="injected"):
         publish_image(images, tmp, "img", *inputs(tmp_path / "a"), ImageMeta("x"))
     assert calls

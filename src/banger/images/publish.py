@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from banger.disk import durable
 from banger.errors import BangerError, Conflict, InvalidArgument
 from banger.images.common import check_image_name
 from banger.images.finalize import FINALIZE_VERSION, INIT_MODES
@@ -127,14 +128,6 @@ def new_image_id() -> str:
     return secrets.token_hex(6)
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _move_into(src: Path, dst: Path) -> None:
     """Rename when on one filesystem; else a sparse-aware copy, then remove src."""
     try:
@@ -201,13 +194,11 @@ def publish_image(
         # write (a VMM opening the base read-write) fail loudly.
         for file in (ROOTFS_NAME, WORK_SEED_NAME, META_NAME):
             (staging / file).chmod(0o444)
-            _fsync_path(staging / file)
+            durable.fsync_path(staging / file)
         if owner is not None:
             for path in (staging, *(staging / f for f in (ROOTFS_NAME, WORK_SEED_NAME, META_NAME))):
                 os.chown(path, *owner)
-        _fsync_path(staging)
-        staging.rename(final)
-        _fsync_path(images_dir)
+        durable.publish_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

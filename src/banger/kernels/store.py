@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from banger.disk import durable
 from banger.errors import BangerError, Conflict, InvalidArgument
 from banger.kernels.binfmt import is_bzimage, is_elf
 
@@ -173,18 +174,10 @@ def verify_kernel(entry: KernelEntry) -> None:
             )
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
     dst.chmod(0o444)  # published files are never written again
-    _fsync(dst)
+    durable.fsync_path(dst)
 
 
 def _add_vmlinux(staging: Path, kernel_name: str, hashes: dict[str, str]) -> dict[str, Any]:
@@ -279,9 +272,7 @@ def publish_kernel(
             f.flush()
             os.fsync(f.fileno())
         (staging / META_NAME).chmod(0o444)
-        _fsync(staging)
-        staging.rename(final)
-        _fsync(kernels_dir)
+        durable.publish_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
