@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.service import VMService
-from banger.errors import BangerError
+from banger.daemon.vms.stopped import delete_tap_or_warn, mark_stopped
 from banger.store import VMRecord, VMState
 
 log = logging.getLogger(__name__)
@@ -68,18 +67,6 @@ async def _stop_one(vms: VMService, vm: VMRecord, guest_wait: float) -> None:
             await vms.pipeline.guest_poweroff(vm)
         if vm.ip is None or not await driver.wait(proc, guest_wait):
             how = (await driver.stop(proc, graceful_timeout=5.0)).method
-        tap = vm.tap or tap_name(vm.id)
-        try:
-            await vms.pipeline.hostnet.delete_tap(tap)
-        except (BangerError, OSError) as exc:
-            log.warning("VM %s: tap %s not deleted (next start removes it): %s", vm.name, tap, exc)
-        await asyncio.to_thread(
-            vms.store.update_vm,
-            vm.id,
-            state=VMState.STOPPED,
-            pid=None,
-            pid_start_time=None,
-            tap=None,
-            last_error=None,
-        )
+        await delete_tap_or_warn(vms, vm, log, "next start removes it")
+        await mark_stopped(vms, vm, None)
         log.info("VM %s stopped for the daemon's shutdown (%s)", vm.name, how)

@@ -20,9 +20,9 @@ import logging
 import os
 import signal
 
-from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.service import VMService
-from banger.errors import BangerError, NotFound
+from banger.daemon.vms.stopped import delete_tap_or_warn, mark_stopped
+from banger.errors import NotFound
 from banger.procinfo import reap, wait_for_exit
 from banger.store import VMState
 
@@ -121,19 +121,7 @@ class VMMWatch:
             if vms.alive(vm):
                 return
             reason = exit_reason(pid, reap(pid))
-            await asyncio.to_thread(
-                vms.store.update_vm,
-                vm.id,
-                state=VMState.STOPPED,
-                pid=None,
-                pid_start_time=None,
-                tap=None,
-                last_error=reason,
-            )
+            await mark_stopped(vms, vm, reason)
             log.warning("VM %s: %s; marked stopped", vm.name, reason)
             self.noticed.append(vm.name)
-            tap = vm.tap or tap_name(vm.id)
-            try:
-                await vms.pipeline.hostnet.delete_tap(tap)
-            except (BangerError, OSError) as exc:
-                log.warning("VM %s: tap %s not deleted (next start retries): %s", vm.name, tap, exc)
+            await delete_tap_or_warn(vms, vm, log, "next start retries")
