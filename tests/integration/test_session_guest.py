@@ -30,27 +30,21 @@ from banger.guest import sessions
 from banger.guest.session_scripts import GuestLayout
 from banger.guest.sessions import LogChunk, SessionEnded, SessionStatus
 from banger.guest.ssh import open_connection, ssh_argv, wait_for_ssh
-from tests.integration.test_guest_ssh import SSHD, Sshd, make_sshd
+from tests.sshd import (
+    Sshd,
+    needs_sshd,
+    sshd_fixture,  # noqa: F401 (provides the sshd fixture)
+)
 from tests.support import needs_root
 
 pytestmark = [
     pytest.mark.root,
     needs_root,
-    pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is not installed"),
+    needs_sshd,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
 ]
 
 HOSTILE = ["it's", '"double"', "$HOME", "`id`", "$(id)", "a\nb", "ünïcödé ☃", "", "*", "; true"]
-
-
-@pytest.fixture
-def sshd(short_tmp: Path) -> Iterator[Sshd]:
-    server = make_sshd(short_tmp)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import shlex
 import stat
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -29,13 +29,17 @@ from banger.workspace import (
     export_workspace,
     prepare_workspace,
 )
-from tests.integration.test_guest_ssh import SSHD, Sshd, make_sshd
+from tests.sshd import (
+    Sshd,
+    needs_sshd,
+    sshd_fixture,  # noqa: F401 (provides the sshd fixture)
+)
 from tests.support import needs_root
 
 pytestmark = [
     pytest.mark.root,
     needs_root,
-    pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is not installed"),
+    needs_sshd,
 ]
 
 BINARY = bytes(range(256)) * 4
@@ -95,16 +99,6 @@ def repo(tmp_path: Path, host_home: Path) -> Path:
     git(r, "commit", "-q", "-m", "fourth")
     (r / "gone.txt").unlink()
     return r
-
-
-@pytest.fixture
-def sshd(short_tmp: Path) -> Iterator[Sshd]:
-    server = make_sshd(short_tmp)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
