@@ -7,28 +7,77 @@ Exit status (documented in the README; :attr:`BangerError.exit_code` carries it)
 
 from __future__ import annotations
 
-import logging
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
 from banger import __version__
-from banger.cli.config_cmd import config
-from banger.cli.image_cmd import image
-from banger.cli.kernel_cmd import kernel
-from banger.cli.ops_cmd import ops
 from banger.cli.output import print_error, print_json
-from banger.cli.session_cmd import session
-from banger.cli.snapshot_cmd import register as register_snapshots
 from banger.cli.state import CliState, get_state, json_option
-from banger.cli.system_cmd import system
-from banger.cli.vm_cmd import vm
-from banger.cli.vm_control_cmd import register as register_vm_control
-from banger.cli.workspace_cmd import workspace
 
 
-@click.group(name="banger", context_settings={"help_option_names": ["-h", "--help"]})
+def _vm_group() -> click.Command:
+    from banger.cli.snapshot_cmd import register as register_snapshots
+    from banger.cli.vm_cmd import vm
+    from banger.cli.vm_control_cmd import register as register_vm_control
+
+    if "pause" not in vm.commands:  # register once, however often it is loaded
+        register_vm_control(vm)
+        register_snapshots(vm)
+    return vm
+
+
+def _from(module: str, attr: str) -> Callable[[], click.Command]:
+    def load() -> click.Command:
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    return load
+
+
+def _doctor_command() -> click.Command:
+    """`banger doctor` lives in its own module (another area); tolerate its absence."""
+    try:
+        from banger.cli.doctor_cmd import doctor
+    except ModuleNotFoundError as exc:
+        if exc.name != "banger.cli.doctor_cmd":
+            raise
+        from banger.cli.placeholder import placeholder_command
+
+        return placeholder_command("", "doctor", "Check this machine can run banger")
+    return doctor
+
+
+#: Command groups, imported only when named (or when --help lists them): each
+#: pulls in its own dependencies, and `banger vm list --json` should not pay
+#: for the image, session or system modules (measured by bench/cli_latency).
+LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
+    "config": _from("banger.cli.config_cmd", "config"),
+    "doctor": _doctor_command,
+    "image": _from("banger.cli.image_cmd", "image"),
+    "kernel": _from("banger.cli.kernel_cmd", "kernel"),
+    "ops": _from("banger.cli.ops_cmd", "ops"),
+    "session": _from("banger.cli.session_cmd", "session"),
+    "system": _from("banger.cli.system_cmd", "system"),
+    "vm": _vm_group,
+    "workspace": _from("banger.cli.workspace_cmd", "workspace"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            self.add_command(LAZY_COMMANDS[cmd_name](), name=cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(name="banger", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON output.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.version_option(__version__, "--version", prog_name="banger", message="%(prog)s %(version)s")
@@ -39,6 +88,8 @@ def cli(ctx: click.Context, json_output: bool, debug: bool) -> None:
     state.json = state.json or json_output
     state.debug = state.debug or debug
     if debug:
+        import logging
+
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     ctx.call_on_close(state.close)
 
@@ -73,28 +124,6 @@ def version() -> None:
             f"bangerd {daemon.version} (api {daemon.api}, pid {daemon.pid}, uid {daemon.uid}, "
             f"up since {daemon.started_at.astimezone().strftime('%Y-%m-%d %H:%M:%S')})"
         )
-
-
-for _group in (vm, image, kernel, session, workspace, system, config, ops):
-    cli.add_command(_group)
-register_vm_control(vm)
-register_snapshots(vm)
-
-
-def _doctor_command() -> click.Command:
-    """`banger doctor` lives in its own module (another area); tolerate its absence."""
-    try:
-        from banger.cli.doctor_cmd import doctor
-    except ModuleNotFoundError as exc:
-        if exc.name != "banger.cli.doctor_cmd":
-            raise
-        from banger.cli.placeholder import placeholder_command
-
-        return placeholder_command("", "doctor", "Check this machine can run banger")
-    return doctor
-
-
-cli.add_command(_doctor_command(), name="doctor")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
