@@ -103,6 +103,7 @@ def test_the_report_round_trips_and_doctor_reads_it(short_tmp: Path) -> None:
     report.fixed("lease 10.0.0.2: released")
     report.write(report_path(paths))
     assert read_report(report_path(paths)) == report
+    assert report_path(paths).stat().st_mode & 0o777 == 0o600
     result = check_reconciliation(ctx)
     assert result.status == "pass" and "repaired 2: tap bt-1: deleted (and 1 more)" in result.detail
     report.fail("tap bt-2: helper down")

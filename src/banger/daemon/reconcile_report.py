@@ -68,7 +68,10 @@ class ReconcileReport:
 
     def write(self, path: Path) -> None:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
+        tmp.unlink(missing_ok=True)
+        # 0600 like everything of the owner's: it names VMs, taps and paths.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
             json.dump(self.to_json(), f, indent=2)
             f.write("\n")
             f.flush()
