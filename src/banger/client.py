@@ -29,13 +29,14 @@ import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 from banger import errors
 from banger.errors import BangerError, DaemonUnavailable
-from banger.paths import Paths
+from banger.paths import Paths, check_private_dir
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -86,6 +87,10 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = path
 
     def connect(self) -> None:
+        # Never talk to a socket in a directory another user could have
+        # squatted (the /tmp/banger-<uid> fallback): it could be a fake daemon.
+        # bangerd refuses such a directory too; this is the client's half.
+        check_private_dir(Path(self.socket_path).parent)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)

@@ -110,11 +110,6 @@ def test_daemon_refuses_a_symlinked_runtime_dir(
     assert list(target.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    reason="the client-side check (paths.check_private_dir before connecting) belongs in "
-    "banger/client.py's _UnixBackend; pending with that file's owner",
-    strict=True,
-)
 def test_cli_will_not_talk_to_a_squatters_socket(
     owner: User, stranger: User, fallback_dir: Path, reliability_counts: ReliabilityCounts
 ) -> None:
