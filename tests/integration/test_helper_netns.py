@@ -325,18 +325,19 @@ except HelperError as exc:
 
 def test_only_the_owner_is_served(start_helper: StartHelper) -> None:
     with throwaway_user("bgo") as owner, throwaway_user("bgx") as stranger:
-        # The stranger's group may open the socket (0660): only SO_PEERCRED stands between.
-        helper = start_helper(owner_uid=owner.uid, owner_gid=stranger.gid)
+        # root:<owner's group> 0660, and the stranger is in that group too: it may
+        # open the socket, so only SO_PEERCRED stands between it and the ops.
+        helper = start_helper(owner_uid=owner.uid, owner_gid=owner.gid)
         st = helper.socket.lstat()
-        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
-            owner.uid,
-            stranger.gid,
-            0o660,
-        )
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, owner.gid, 0o660)
 
         def ping_as(user: User) -> dict[str, Any]:
+            argv = [
+                "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}",
+                f"--groups={owner.gid}", sys.executable, "-c", CLIENT, str(helper.socket),
+            ]  # fmt: skip
             out = subprocess.run(
-                as_user(user, sys.executable, "-c", CLIENT, str(helper.socket)),
+                argv,
                 capture_output=True,
                 text=True,
                 check=True,

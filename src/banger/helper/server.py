@@ -131,8 +131,13 @@ class HelperServer:
             sock.bind(os.fspath(self.socket_path))
         finally:
             os.umask(old_umask)
-        gid = self.owner_gid if self.owner_gid is not None else -1
-        os.chown(self.socket_path, self.owner_uid, gid, follow_symlinks=False)
+        if self.owner_gid is not None:
+            # The system-install layout: root:<owner's group> 0660. The owner
+            # reaches it through its group and cannot change its mode; the
+            # peer-uid check below still refuses everyone but the owner.
+            os.chown(self.socket_path, 0, self.owner_gid, follow_symlinks=False)
+        else:
+            os.chown(self.socket_path, self.owner_uid, -1, follow_symlinks=False)
         sock.listen(16)
         self._listener = sock
         self._inode = os.lstat(self.socket_path).st_ino

@@ -154,10 +154,10 @@ def gather_status(prefix: Path | None = None) -> StatusReport:
     daemon = probe_daemon(daemon_path)
     sockets = [
         _socket_state(
-            # banger-helper hands its socket to --owner-uid/--owner-gid (0660).
+            # With --owner-gid, banger-helper's socket is root:<owner's group> 0660.
             "helper",
             helper_path,
-            metadata.owner_uid,
+            0,
             metadata.owner_gid,
             0o660,
             helper.up,

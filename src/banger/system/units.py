@@ -4,7 +4,7 @@ Runtime layout the units set up (the CLI and the daemon find the sockets there
 through ``BANGER_RUNTIME_DIR``)::
 
     /run/banger/                 root:<owner group> 0770  (helper's RuntimeDirectory)
-    /run/banger/helper.sock      owner:<owner group> 0660 (banger-helper --owner-uid/-gid)
+    /run/banger/helper.sock      root:<owner group> 0660 (banger-helper --owner-gid)
     /run/banger/bangerd.sock     owner 0600               (bangerd)
     /var/log/banger/helper.log   root 0600                (helper's LogsDirectory)
 
