@@ -211,7 +211,8 @@ def create(
     _print_vm(state, _created_vm(state, op))
 
 
-def _lifecycle(verb: str, name: str, call: Any) -> None:
+def run_lifecycle(verb: str, name: str, call: Any) -> None:
+    """Start a lifecycle operation, follow it, then print ``NAME: VERB`` (or its JSON)."""
     state = get_state()
     op = state.call(call)
     final = _follow(state, op)
@@ -226,7 +227,7 @@ def _lifecycle(verb: str, name: str, call: Any) -> None:
 @json_option
 def start(name: str) -> None:
     """Boot a stopped VM and wait until SSH answers."""
-    _lifecycle("running", name, lambda c: c.start_vm(name))
+    run_lifecycle("running", name, lambda c: c.start_vm(name))
 
 
 @vm.command(name="stop")
@@ -236,7 +237,7 @@ def start(name: str) -> None:
 @json_option
 def stop(name: str, timeout: float) -> None:
     """Power a VM off (gracefully, then forcibly after --timeout)."""
-    _lifecycle("stopped", name, lambda c: c.stop_vm(name, timeout))
+    run_lifecycle("stopped", name, lambda c: c.stop_vm(name, timeout))
 
 
 @vm.command(name="restart")
@@ -244,7 +245,7 @@ def stop(name: str, timeout: float) -> None:
 @json_option
 def restart(name: str) -> None:
     """Stop, then start a VM."""
-    _lifecycle("running", name, lambda c: c.restart_vm(name))
+    run_lifecycle("running", name, lambda c: c.restart_vm(name))
 
 
 @vm.command(name="rm")
@@ -254,7 +255,7 @@ def restart(name: str) -> None:
 def rm(names: tuple[str, ...], force: bool) -> None:
     """Delete VMs: stop if needed, then release tap, lease, disks and files."""
     for name in names:
-        _lifecycle("deleted", name, lambda c, n=name: c.delete_vm(n, force=force))
+        run_lifecycle("deleted", name, lambda c, n=name: c.delete_vm(n, force=force))
 
 
 @vm.command(name="logs")
