@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,7 +135,7 @@ def check_owner_can_run(user: User) -> None:
         )
 
 
-def _start_helper(b: Banger) -> None:
+def _start_helper(b: Banger, extra_env: Mapping[str, str] | None = None) -> None:
     log = b.state_dir / "helper.log"
     result = subprocess.run(
         b.ns.argv(
@@ -153,6 +153,7 @@ def _start_helper(b: Banger) -> None:
         text=True,
         check=False,
         timeout=30,
+        env={**os.environ, **(extra_env or {})},
     )
     if result.returncode != 0:
         raise AssertionError(f"banger-helper did not start: {result.stderr}")

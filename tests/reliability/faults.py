@@ -26,6 +26,9 @@ from tests.e2e.harness import VENV_BIN, Banger, _start_helper
 
 STAGE_DELAY_ENV = "BANGER_TEST_STAGE_DELAY"
 DEBUG_LOCKS_ENV = "BANGER_DEBUG_LOCKS"
+HELPER_DELAY_ENV = "BANGER_TEST_HELPER_DELAY"
+DAEMON_LOG = "bangerd.log"
+HELPER_LOG = "helper.log"
 STORE_ID = re.compile(r"[0-9a-f]{12}")
 
 
@@ -112,21 +115,32 @@ def kill9_helper(b: Banger) -> None:
     b.helper_pid = None
 
 
-def restart_helper(b: Banger) -> None:
+def restart_helper(b: Banger, **extra_env: str) -> None:
+    """Start a new helper (the old one is gone) with ``extra_env`` (read once, at its start)."""
     (b.runtime_dir / "helper.sock").unlink(missing_ok=True)
-    _start_helper(b)
+    _start_helper(b, extra_env)
 
 
-def log_offset(b: Banger) -> int:
+def stop_helper(b: Banger) -> None:
+    """SIGTERM and wait: the helper finishes its requests and removes its socket."""
+    assert b.helper_pid is not None
+    os.kill(b.helper_pid, signal.SIGTERM)
+    wait_gone(b.helper_pid)
+    b.helper_pid = None
+
+
+def log_offset(b: Banger, log: str = DAEMON_LOG) -> int:
     try:
-        return (b.state_dir / "bangerd.log").stat().st_size
+        return (b.state_dir / log).stat().st_size
     except FileNotFoundError:
         return 0
 
 
-def wait_for_log(b: Banger, offset: int, needle: str, timeout: float = 120.0) -> str:
-    """Wait until bangerd's log, from ``offset``, has a line containing ``needle``."""
-    path = b.state_dir / "bangerd.log"
+def wait_for_log(
+    b: Banger, offset: int, needle: str, timeout: float = 120.0, log: str = DAEMON_LOG
+) -> str:
+    """Wait until a log in the state dir (bangerd's by default), from ``offset``, has ``needle``."""
+    path = b.state_dir / log
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with suppress(FileNotFoundError), open(path, "rb") as f:

@@ -13,7 +13,11 @@ temp files, VM directories, half-published images/kernels).
 bangerd is killed at a chosen stage with the test-only hook
 ``BANGER_TEST_STAGE_DELAY=<stage>:<seconds>``: the operation records the
 stage, logs a marker and sleeps; the test waits for the marker and kills.
-Image-build disk-full is not covered here: a distro build needs a network.
+The helper is killed mid-op the same way, with its own test-only hook
+``BANGER_TEST_HELPER_DELAY=<op>:<seconds>`` (the op does its work, logs a
+marker in helper.log and sleeps before replying). Image-build disk-full is in
+test_image_build_disk_full.py: a distro build needs the package mirror, so it
+runs in the host namespace.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
 from tests.reliability.faults import (
     DEBUG_LOCKS_ENV,
+    HELPER_DELAY_ENV,
+    HELPER_LOG,
     STAGE_DELAY_ENV,
     Kept,
     alive,
@@ -51,6 +57,7 @@ from tests.reliability.faults import (
     small_filesystem,
     start_daemon,
     stop_daemon,
+    stop_helper,
     vm_json,
     wait_for_log,
 )
@@ -244,6 +251,42 @@ def test_helper_and_bangerd_killed_after_the_tap_was_made(
     start_daemon(b)
     reliability_counts.restart(2)
     assert_interrupted(world, "tapleft", "launch")
+    report = reconcile_report(b)
+    assert f"tap {stray[0]}: deleted, no running VM owns it" in report["repaired"], report
+    assert_consistent(world, reliability_counts)
+
+
+def test_helper_killed_mid_op_after_it_made_the_tap(
+    world: World, reliability_counts: ReliabilityCounts
+) -> None:
+    """kill -9 inside ``open_tap``: the tap exists on the host, the daemon never got its fd."""
+    b = world.b
+    stop_helper(b)
+    restart_helper(b, **{HELPER_DELAY_ENV: "open_tap:300"})
+    offset = log_offset(b, HELPER_LOG)
+    cli = cli_background(b, "vm", "create", "--name", "midtap", "--init", "fast", "--start")
+    try:
+        wait_for_log(b, offset, "open_tap done, sleeping", log=HELPER_LOG)
+        stray = [t for t in b.taps() if t != world.keeper.tap]
+        assert len(stray) == 1, "the helper should be holding a new tap"
+        kill9_helper(b)
+        reliability_counts.fault()
+        _out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode != 0
+    assert "network" in err and "Traceback" not in err, err
+    op = next(op for op in ops_on(b, "midtap") if op.kind == "vm.create")
+    assert op.state == "failed" and op.stage == "network", op
+    assert "helper" in (op.error or "").lower(), op
+    # The create's undo could not ask the dead helper to delete the tap: it is
+    # still there until a helper is back and the next daemon start reconciles.
+    assert stray[0] in b.taps()
+    restart_helper(b)
+    restart_daemon(b)
+    reliability_counts.restart(2)
     report = reconcile_report(b)
     assert f"tap {stray[0]}: deleted, no running VM owns it" in report["repaired"], report
     assert_consistent(world, reliability_counts)

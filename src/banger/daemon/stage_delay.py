@@ -38,15 +38,18 @@ class StageDelay:
 _active: StageDelay | None = None
 
 
-def parse(value: str) -> StageDelay | None:
-    """``"<stage>:<seconds>"`` → :class:`StageDelay`; None (with a warning) if malformed."""
+def parse(value: str, env: str = ENV) -> StageDelay | None:
+    """``"<stage>:<seconds>"`` → :class:`StageDelay`; None (with a warning) if malformed.
+
+    ``env`` only names the variable in the warning (the helper's op hook parses the same way).
+    """
     match = _SPEC.fullmatch(value.strip())
     if match is None:
-        log.warning("ignoring %s=%r: expected <stage>:<seconds>", ENV, value)
+        log.warning("ignoring %s=%r: expected <name>:<seconds>", env, value)
         return None
     seconds = float(match[2])
     if not 0 < seconds <= MAX_SECONDS:
-        log.warning("ignoring %s=%r: seconds must be in (0, %d]", ENV, value, MAX_SECONDS)
+        log.warning("ignoring %s=%r: seconds must be in (0, %d]", env, value, MAX_SECONDS)
         return None
     return StageDelay(match[1], seconds)
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
-from banger.helper import image_build, image_pull
+from banger.helper import image_build, image_pull, op_delay
 from banger.helper.jailer_ops import policy_from_flags
 from banger.helper.jailer_ops import register as register_jailer_ops
 from banger.helper.ops import Operations
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 "banger-helper must run as root", hint="start it with sudo or as a system service"
             )
         setup_logging(args.log, args.debug)
+        op_delay.configure_from_env()  # test-only hook, read once, here
         context = Context.from_dirs(args.allow_root)
         register_jailer_ops(
             policy_from_flags(

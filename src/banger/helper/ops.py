@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import banger
-from banger.helper import image_build, image_pull, links, nat, ops_dns
+from banger.helper import image_build, image_pull, links, nat, op_delay, ops_dns
 from banger.helper.validate import (
     OPS,
     BindDnsArgs,
@@ -43,6 +43,11 @@ class Operations:
         self._lock = threading.Lock()
 
     def run(self, request: Request) -> Outcome:
+        outcome = self._run(request)
+        op_delay.pause_after(request.op)  # test-only hook; inert unless set at start
+        return outcome
+
+    def _run(self, request: Request) -> Outcome:
         if isinstance(request.args, image_build.ImageBuildArgs):
             # Minutes of work: it must not hold up tap and bridge ops.
             return Outcome(image_build.image_build(request.args, self.owner_uid))
