@@ -41,6 +41,7 @@ from tests.registry import (
     symlink,
     whiteout,
 )
+from tests.reliability.faults import kill9_helper, restart_helper, stop_daemon
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
@@ -399,6 +400,46 @@ def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
         for p in (b.state_dir / "images").iterdir()
     )
     # The helper is fine: the same image pulls cleanly now.
+    assert json.loads(b.banger("image", "pull", ref, "--name", "again", "--json").stdout)
+    b.banger("image", "rm", "again")
+
+
+def test_helper_killed_mid_pull_leaves_nothing_after_a_restart(
+    b: Banger, features_ref: tuple[str, list[str]]
+) -> None:
+    """The helper dies inside flatten: root's half tree stays until the restarted pair cleans."""
+    ref, _ = features_ref
+    pull = subprocess.Popen(b.as_owner([str(VENV_BIN / "banger"), "image",
+                                        "pull", ref, "--name", "helperless"]),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list((b.state_dir / "tmp").glob("pull-*/helper.lock")):
+            assert time.monotonic() < deadline, "the helper never started the pull"
+            assert pull.poll() is None, "the pull ended before the helper started"
+            time.sleep(0.2)
+        time.sleep(2)  # well inside flatten
+        kill9_helper(b)
+        _out, err = pull.communicate(timeout=120)
+    finally:
+        if pull.poll() is None:
+            pull.kill()
+            pull.wait()
+    assert pull.returncode != 0 and "helper" in err and "Traceback" not in err, err
+    assert "helperless" not in images(b)
+    # The owner's daemon could not delete root's half-flattened tree.
+    [left] = list((b.state_dir / "tmp").glob("pull-*"))
+    assert any(p.lstat().st_uid == 0 for p in left.rglob("*")), "no root-owned leftovers"
+
+    restart_helper(b)
+    stop_daemon(b)  # the next command starts a daemon; its reconciliation asks the helper
+    assert "helperless" not in images(b)
+    assert leftovers(b) == []
+    repaired = json.loads((b.state_dir / "reconcile.json").read_text())["repaired"]
+    assert f"tmp/{left.name}: removed by the helper (root's files of an interrupted image op)" in (
+        repaired
+    ), repaired
     assert json.loads(b.banger("image", "pull", ref, "--name", "again", "--json").stdout)
     b.banger("image", "rm", "again")
 

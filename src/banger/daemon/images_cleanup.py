@@ -53,7 +53,7 @@ def _remove(path: Path, removed: list[Path]) -> None:
         log.warning("could not remove leftover %s (owned by another user?)", path)
 
 
-def _helper_busy(pull_dir: Path) -> bool:
+def helper_busy(pull_dir: Path) -> bool:
     try:
         fd = os.open(pull_dir / HELPER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -96,7 +96,7 @@ def cleanup_image_leftovers(paths: Paths) -> Cleanup:
             for leftover in sorted(tmp.glob(pattern)):
                 _remove(leftover, result.removed)
         for pull_dir in sorted(tmp.glob(PULL_PATTERN)):
-            if _helper_busy(pull_dir):
+            if helper_busy(pull_dir):
                 result.waiting.append(pull_dir)
             else:
                 _remove(pull_dir, result.removed)

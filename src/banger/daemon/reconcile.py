@@ -19,7 +19,10 @@ serves its first request (so no operation can race a repair):
      (:meth:`VMService.reattach`);
    - VMM processes of this owner serving a VM no record runs are killed;
    - ``bt-…`` taps that no running VM owns are deleted through the helper;
-   - leases whose VM is gone are released; control sockets of deleted VMs removed.
+   - leases whose VM is gone are released; control sockets of deleted VMs removed;
+   - staging directories of image ops (``tmp/register-*``, ``tmp/pull-*``) that
+     the file repairs could not remove — a helper killed mid-op leaves root's
+     files there — are removed by the helper's ``remove_staging`` op.
 
    A work disk that a VM record references is never deleted: only the disks
    of an interrupted create (whose record goes too) are.
@@ -40,12 +43,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from banger.daemon import reconcile_files
+from banger.daemon.images_cleanup import helper_busy
 from banger.daemon.ops import Operations
 from banger.daemon.reconcile_probe import banger_taps, vmm_processes
 from banger.daemon.reconcile_report import ReconcileReport, report_path
 from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError
+from banger.helper.staging import NAME as STAGING_NAME
 from banger.paths import Paths
 from banger.procinfo import reap, send_signal, wait_for_exit
 from banger.store import Store, VMRecord, VMState
@@ -109,6 +114,7 @@ async def after_stack(stack: VMStack | None, startup: Startup) -> ReconcileRepor
             _delete_stray_taps,
             _release_orphan_leases,
             _remove_stale_sockets,
+            _remove_root_owned_staging,
         ):
             try:
                 await step(stack, startup)
@@ -221,3 +227,30 @@ async def _remove_stale_sockets(stack: VMStack, startup: Startup) -> None:
             if vm_id not in known:
                 sock.unlink(missing_ok=True)
                 startup.report.fixed(f"{sock.name}: removed (its VM is gone)")
+
+
+async def _remove_root_owned_staging(stack: VMStack, startup: Startup) -> None:
+    tmp = startup.paths.tmp_dir
+    leftovers = await asyncio.to_thread(
+        lambda: (
+            sorted(e for e in tmp.iterdir() if STAGING_NAME.fullmatch(e.name))
+            if tmp.is_dir()
+            else []
+        )
+    )
+    for entry in leftovers:
+        if await asyncio.to_thread(helper_busy, entry):
+            continue  # the helper still works in it; the pull cleanup waits for it
+        where = str(entry.relative_to(startup.paths.state_dir))
+        try:
+            await stack.hostnet.helper.acall("remove_staging", path=str(entry))
+        except (BangerError, OSError) as exc:
+            message = exc.message if isinstance(exc, BangerError) else str(exc)
+            if "in use by a running image op" in message:  # a build outlived the old daemon
+                startup.report.keep(f"{where}: not removed yet: {message}")
+            else:
+                startup.report.fail(f"{where}: root's files of an interrupted image op: {message}")
+        else:
+            startup.report.fixed(
+                f"{where}: removed by the helper (root's files of an interrupted image op)"
+            )

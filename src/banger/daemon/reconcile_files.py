@@ -28,6 +28,7 @@ from pathlib import Path
 from banger.daemon.images_cleanup import PULL_PATTERN, cleanup_image_leftovers
 from banger.daemon.reconcile_report import ReconcileReport
 from banger.errors import BangerError
+from banger.helper.staging import NAME as STAGING_NAME
 from banger.paths import Paths
 from banger.store import Store
 
@@ -69,6 +70,8 @@ def temp_leftovers(paths: Paths, report: ReconcileReport) -> None:
             continue
         if _remove(entry):
             report.fixed(f"{_rel(paths, entry)}: removed (temporary file of an interrupted build)")
+        elif STAGING_NAME.fullmatch(entry.name):
+            continue  # root's files of a killed helper: reconcile.after_stack asks the helper
         else:
             report.fail(f"{_rel(paths, entry)}: could not remove")
 

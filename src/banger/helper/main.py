@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
-from banger.helper import image_build, image_pull, op_delay
+from banger.helper import image_build, image_pull, op_delay, staging
 from banger.helper.jailer_ops import policy_from_flags
 from banger.helper.jailer_ops import register as register_jailer_ops
 from banger.helper.ops import Operations
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         image_build.register()
         image_pull.register()
+        staging.register()
         server = HelperServer(
             args.socket,
             owner_uid=args.owner_uid,

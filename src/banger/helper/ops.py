@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import banger
-from banger.helper import image_build, image_pull, links, nat, op_delay, ops_dns
+from banger.helper import image_build, image_pull, links, nat, op_delay, ops_dns, staging
 from banger.helper.validate import (
     OPS,
     BindDnsArgs,
@@ -50,9 +50,14 @@ class Operations:
     def _run(self, request: Request) -> Outcome:
         if isinstance(request.args, image_build.ImageBuildArgs):
             # Minutes of work: it must not hold up tap and bridge ops.
-            return Outcome(image_build.image_build(request.args, self.owner_uid))
+            with staging.in_use(request.args.out_dir):
+                return Outcome(image_build.image_build(request.args, self.owner_uid))
         if isinstance(request.args, image_pull.ImagePullArgs):
-            return Outcome(image_pull.image_pull(request.args, self.owner_uid))
+            with staging.in_use(request.args.out_dir):
+                return Outcome(image_pull.image_pull(request.args, self.owner_uid))
+        if isinstance(request.args, staging.RemoveStagingArgs):
+            # File work on the owner's disk, possibly a whole image tree: outside the lock.
+            return Outcome(staging.remove_staging(request.args, self.owner_uid))
         if request.op in ("start_jailer", "teardown_jail"):
             from banger.helper import jailer_ops
 

@@ -1,0 +1,151 @@
+"""The helper's ``remove_staging`` op: delete what a killed helper left in the owner's tmp/.
+
+``image_build`` and ``image_pull`` work as root inside a staging directory
+the daemon made, ``<state>/tmp/register-<hex>`` or ``<state>/tmp/pull-<hex>``,
+and hand everything to the owner when they finish. A helper killed mid-op
+hands nothing over: root-owned files stay behind that the owner cannot
+delete. The daemon's startup reconciliation asks for exactly this::
+
+    {"op": "remove_staging", "args": {"path": "<state>/tmp/pull-1a2b3c4d"}}
+
+- ``path`` lies inside an ``--allow-root`` directory with no symlink
+  component, its parent is named ``tmp`` and its name is
+  ``register-<8 hex>`` or ``pull-<8 hex>``: nothing else can be named;
+- the directory is the owner's (the daemon made it);
+- no running op of this helper works in it (:func:`in_use`);
+- the removal walks by descriptor (``O_NOFOLLOW`` at every level, so a
+  symlink the owner swaps in is unlinked, never followed) and refuses to
+  enter another filesystem: a mount left under the directory (mmdebstrap
+  mounts /proc and /sys in its chroot) is reported, not emptied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from banger.errors import Conflict, InvalidArgument
+from banger.helper.validate import OPS, Context, OpSpec, checked_path
+
+log = logging.getLogger(__name__)
+
+OP = "remove_staging"
+NAME = re.compile(r"(register|pull)-[0-9a-f]{8}")
+#: Deeper than any image tree; a deeper one was made to exhaust the walk.
+MAX_DEPTH = 256
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_busy: set[Path] = set()
+_busy_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RemoveStagingArgs:
+    path: Path
+
+
+def check_staging_path(ctx: Context, value: object) -> Path:
+    path = checked_path(ctx, value, must_exist=True)
+    if path.parent.name != "tmp" or not NAME.fullmatch(path.name):
+        raise ValueError("must be <state>/tmp/register-<8 hex> or <state>/tmp/pull-<8 hex>")
+    return path
+
+
+SPEC = OpSpec(
+    {"path": check_staging_path},
+    RemoveStagingArgs,
+    "remove a staging directory an interrupted image op left in the owner's tmp/",
+)
+
+
+def register() -> None:
+    OPS[OP] = SPEC
+
+
+def unregister() -> None:
+    OPS.pop(OP, None)
+
+
+@contextmanager
+def in_use(path: Path) -> Iterator[None]:
+    """Mark ``path`` as worked in by a running op: ``remove_staging`` refuses it meanwhile."""
+    with _busy_lock:
+        _busy.add(path)
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _busy.discard(path)
+
+
+def _mount_points_under(path: Path) -> list[str]:
+    """Mount points strictly below ``path`` (from this process's mount table)."""
+    prefix = str(path) + "/"
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4:
+                # Octal escapes (\040 for a space) as the kernel writes them.
+                point = fields[4].encode().decode("unicode_escape")
+                if point.startswith(prefix):
+                    found.append(point)
+    return found
+
+
+def _empty(dir_fd: int, where: str, dev: int, depth: int) -> int:
+    """Delete everything in the directory ``dir_fd``; the number of entries removed."""
+    if depth > MAX_DEPTH:
+        raise InvalidArgument(f"{OP}: {where} is nested deeper than {MAX_DEPTH} levels")
+    removed = 0
+    for name in os.listdir(dir_fd):  # by descriptor: no path lookup
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
+            removed += 1
+            continue
+        if st.st_dev != dev:
+            raise Conflict(f"{OP}: {where}/{name} is another filesystem; unmount it first")
+        child = os.open(name, _O_DIR, dir_fd=dir_fd)
+        try:
+            if os.fstat(child).st_dev != dev:  # swapped between the stat and the open
+                raise Conflict(f"{OP}: {where}/{name} is another filesystem; unmount it first")
+            removed += _empty(child, f"{where}/{name}", dev, depth + 1)
+        finally:
+            os.close(child)
+        os.rmdir(name, dir_fd=dir_fd)
+        removed += 1
+    return removed
+
+
+def remove_staging(args: RemoveStagingArgs, owner_uid: int) -> dict[str, Any]:
+    path = args.path
+    with _busy_lock:
+        if path in _busy:
+            raise Conflict(f"{OP}: {path} is in use by a running image op of this helper")
+    mounts = _mount_points_under(path)
+    if mounts:
+        raise Conflict(f"{OP}: {mounts[0]} is mounted under {path}; unmount it first")
+    parent_fd = os.open(path.parent, _O_DIR)
+    try:
+        fd = os.open(path.name, _O_DIR, dir_fd=parent_fd)
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != owner_uid:
+                raise InvalidArgument(f"{OP}.args.path: {path} is not the owner's directory")
+            removed = _empty(fd, str(path), st.st_dev, 0)
+        finally:
+            os.close(fd)
+        os.rmdir(path.name, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
+    log.info("%s: removed %s (%d entries)", OP, path, removed)
+    return {"path": str(path), "removed": removed + 1}
