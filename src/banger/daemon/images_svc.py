@@ -287,7 +287,7 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
                 built = out / "images" / str(result["id"])
                 entry = await asyncio.to_thread(self._adopt, built)
             finally:
-                await asyncio.to_thread(shutil.rmtree, out, True)
+                await asyncio.to_thread(_remove_build_stage, out)
             info = await asyncio.to_thread(lambda: self.info(self._record(entry)))
         await op.event("info", f"image {info.name} ready", {"image": info.id})
         return info
@@ -301,6 +301,18 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
         final = self.paths.image_dir(entry.id)
         built.rename(final)
         return read_image(final)
+
+
+def _remove_build_stage(out: Path) -> None:
+    """Remove a build's staging directory; say so when something in it is not ours to remove.
+
+    The helper removes its own (root-owned) leftovers of a failed build, so
+    anything still here is a bug worth a log line, not a silent leak.
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    if out.exists():
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))[:10]
+        log.warning("image build: cannot remove %s (left: %s)", out, ", ".join(left) or "-")
 
 
 def _name_from(path: Path) -> str:

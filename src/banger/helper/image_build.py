@@ -18,15 +18,25 @@ for the result), progress lines are appended to ``out_dir/progress.log``,
 and everything left at the top of ``out_dir`` is handed to the owner
 (published files via ``publish_image(owner=…)``), who moves the image into
 place. It runs outside the helper's network-op lock: a build takes minutes.
+
+A failed build leaves nothing of root's in ``out_dir``: what it made there
+(``tmp/``, ``images/``, root-owned and 0700) is removed by descriptor, so
+the owner can delete ``out_dir`` itself. Progress is best effort: a write
+that fails (the disk the build fills is the one the log is on) drops the
+line instead of failing — or killing — the build it reports on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pwd
 import re
+import shutil
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +48,8 @@ _SUITE = re.compile(r"[a-z]{2,32}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _MIRROR = re.compile(r"https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 PROGRESS_NAME = "progress.log"
+
+log = logging.getLogger(__name__)
 
 _build_lock = threading.Lock()
 
@@ -114,6 +126,34 @@ def _owner_dir_fd(out_dir: Path, owner_uid: int) -> int:
     return fd
 
 
+def _progress_writer(log_fd: int) -> Callable[[str], None]:
+    """Append a line to the progress file; a failed write (ENOSPC) only loses that line."""
+
+    def write(line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(log_fd, (line + "\n").encode("utf-8", "replace"))
+
+    return write
+
+
+def _remove_leftovers(dir_fd: int) -> None:
+    """Remove what a failed build left at the top of ``out_dir``, except the progress file.
+
+    By descriptor (``rmtree(dir_fd=)`` never follows a symlink the owner could
+    plant): these are root's directories, which the owner could not empty.
+    """
+    for name in os.listdir(dir_fd):
+        if name == PROGRESS_NAME:
+            continue
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                shutil.rmtree(name, dir_fd=dir_fd)
+            else:
+                os.unlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            log.warning("image_build: cannot remove %s of the failed build: %s", name, exc)
+
+
 def image_build(args: ImageBuildArgs, owner_uid: int) -> dict[str, Any]:
     from banger.images.build import build_image
     from banger.paths import Paths
@@ -123,12 +163,12 @@ def image_build(args: ImageBuildArgs, owner_uid: int) -> dict[str, Any]:
     try:
         log_fd = os.open(
             PROGRESS_NAME,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o644,
             dir_fd=dir_fd,
         )
-        os.fchown(log_fd, owner_uid, owner_gid)
-        with os.fdopen(log_fd, "a", buffering=1, encoding="utf-8") as progress:
+        try:
+            os.fchown(log_fd, owner_uid, owner_gid)
             out = args.out_dir
             paths = Paths(config_dir=out / "config", state_dir=out, cache_dir=out / "cache",
                           runtime_dir=out / "run")  # fmt: skip
@@ -139,8 +179,13 @@ def image_build(args: ImageBuildArgs, owner_uid: int) -> dict[str, Any]:
                     mirror=args.mirror,
                     name=args.name,
                     owner=(owner_uid, owner_gid),
-                    progress=lambda line: print(line, file=progress),
+                    progress=_progress_writer(log_fd),
                 )
+        except BaseException:
+            _remove_leftovers(dir_fd)
+            raise
+        finally:
+            os.close(log_fd)
         # Hand over what the build left at the top (images/, tmp/, cache/): the
         # owner renames images/<id> into place and deletes the rest.
         for name in os.listdir(dir_fd):  # noqa: PTH208 - by descriptor, as above

@@ -4,14 +4,22 @@
 ``rootfs.ext4`` and ``work-seed.ext4``, publish. Everything happens in one
 build directory under ``paths.tmp_dir`` (same filesystem as the images
 directory, so publication is a rename), removed whatever happens.
+
+A full disk is the likeliest way a build fails (a tree of a few hundred MB,
+then an image of it), and each tool words it differently (apt, dpkg, mke2fs,
+a Python write): :func:`disk_full_as_error` turns all of them into one
+:class:`DiskFull` line naming the filesystem and the step.
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+from banger.errors import BangerError, CommandError
 from banger.images.aptsources import resolve_debian_mirror
 from banger.images.common import Progress, check_image_name, no_progress, require_root
 from banger.images.distro import DEFAULT_PACKAGES, build_debian_rootfs, parse_distro_ref
@@ -31,6 +39,56 @@ from banger.paths import Paths
 #: allocated); room for the guest to install packages into its CoW root.
 DEFAULT_ROOTFS_SIZE = 2048 * MiB
 ROOTFS_LABEL = "banger-root"
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+#: How tools say ENOSPC/EDQUOT in their output (C locale: banger.proc sets it).
+_FULL_WORDS = ("no space left on device", "disk quota exceeded")
+
+
+class DiskFull(BangerError):
+    """A build step ran out of space: one line naming the filesystem and the step."""
+
+    http_status = 507  # Insufficient Storage
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding ``path`` (or its nearest existing parent)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    dev = path.stat().st_dev
+    while path != path.parent and path.parent.stat().st_dev == dev:
+        path = path.parent
+    return path
+
+
+def disk_full_is_said(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that found no space (or quota) left."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if isinstance(exc, CommandError):
+        text = f"{exc.stderr}\n{exc.message}".lower()
+        return any(word in text for word in _FULL_WORDS)
+    return False
+
+
+@contextmanager
+def disk_full_as_error(step: str, where: Path) -> Iterator[None]:
+    """Re-raise a disk-full failure of ``step`` (writing under ``where``) as :class:`DiskFull`.
+
+    Anything else passes through unchanged: only a failure that says it found
+    no space is worded as one.
+    """
+    try:
+        yield
+    except (OSError, CommandError) as exc:
+        if not disk_full_is_said(exc):
+            raise
+        fs = mount_point(where)
+        raise DiskFull(
+            f"image build failed: no space left on device under {fs} ({step})",
+            hint=f"free space on the filesystem holding {fs}, or point BANGER_HOME at a larger"
+            " one; an image build needs about 1 GiB there while it runs",
+        ) from exc
 
 
 def build_dir(paths: Paths, image_id: str) -> Path:
@@ -54,22 +112,26 @@ def image_from_tree(
 ) -> ImageEntry:
     """Finalize ``tree`` (inside ``work``), make both ext4 images and publish them."""
     progress("finalizing the image tree")
-    finalize_tree(tree, home_out=work / "home")
+    with disk_full_as_error("finalizing the tree", work):
+        finalize_tree(tree, home_out=work / "home")
     progress("writing rootfs.ext4")
-    make_ext4_from_tree(tree, work / "rootfs.ext4", rootfs_size, ROOTFS_LABEL)
+    with disk_full_as_error("mkfs.ext4 rootfs.ext4", work):
+        make_ext4_from_tree(tree, work / "rootfs.ext4", rootfs_size, ROOTFS_LABEL)
     progress("writing work-seed.ext4")
-    make_work_seed(work / "home", work / "work-seed.ext4")
+    with disk_full_as_error("mkfs.ext4 work-seed.ext4", work):
+        make_work_seed(work / "home", work / "work-seed.ext4")
     progress(f"publishing image {name}")
-    return publish_image(
-        paths.images_dir,
-        paths.tmp_dir,
-        name,
-        work / "rootfs.ext4",
-        work / "work-seed.ext4",
-        meta,
-        image_id=image_id,
-        owner=owner,
-    )
+    with disk_full_as_error("publishing", work):
+        return publish_image(
+            paths.images_dir,
+            paths.tmp_dir,
+            name,
+            work / "rootfs.ext4",
+            work / "work-seed.ext4",
+            meta,
+            image_id=image_id,
+            owner=owner,
+        )
 
 
 def build_image(
@@ -93,15 +155,17 @@ def build_image(
     require_root(f"building image {ref}")
     resolved_mirror = resolve_debian_mirror(mirror)
     image_id = new_image_id()
-    work = build_dir(paths, image_id)
+    with disk_full_as_error("creating the build directory", paths.tmp_dir):
+        work = build_dir(paths, image_id)
     try:
-        tree = build_debian_rootfs(
-            distro.suite,
-            work / "tree",
-            mirror=resolved_mirror,
-            packages=packages,
-            progress=progress,
-        )
+        with disk_full_as_error("mmdebstrap", work):
+            tree = build_debian_rootfs(
+                distro.suite,
+                work / "tree",
+                mirror=resolved_mirror,
+                packages=packages,
+                progress=progress,
+            )
         return image_from_tree(
             tree,
             work,
