@@ -16,7 +16,14 @@ import pytest
 from banger import proc
 from banger.errors import CommandError
 from banger.helper.image_build import PROGRESS_NAME, _progress_writer, _remove_leftovers
-from banger.images.build import DiskFull, disk_full_as_error, mount_point
+from banger.images.build import (
+    DiskFull,
+    disk_full_as_error,
+    mount_point,
+    mounts_under,
+    remove_build_dir,
+)
+from tests.support import needs_root
 
 
 def test_mount_point_of_a_missing_path_is_its_filesystems() -> None:
@@ -81,3 +88,25 @@ def test_leftovers_of_a_failed_build_are_removed_but_the_progress_file(tmp_path:
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == [PROGRESS_NAME]
     assert (outside / "keep").is_file()  # the symlink went, not what it points at
+
+
+@pytest.mark.root
+@needs_root
+def test_a_build_dir_with_mounts_left_is_removed_without_crossing_them(tmp_path: Path) -> None:
+    """What a killed mmdebstrap leaves: a bind mount of a host directory inside the tree."""
+    host = tmp_path / "host dir"  # a space: mountinfo escapes it
+    host.mkdir()
+    (host / "precious").write_text("x")
+    work = tmp_path / "build-1"
+    (work / "tree" / "sys").mkdir(parents=True)
+    (work / "tree" / "proc").mkdir()
+    proc.run(["mount", "--bind", host, work / "tree" / "sys"])
+    proc.run(["mount", "-t", "tmpfs", "tmpfs", work / "tree" / "proc"])
+    try:
+        assert set(mounts_under(work)) == {work / "tree" / "sys", work / "tree" / "proc"}
+        remove_build_dir(work)
+        assert not work.exists()
+        assert (host / "precious").read_text() == "x"
+    finally:
+        for point in mounts_under(tmp_path):
+            proc.run(["umount", "--lazy", point], check=False)

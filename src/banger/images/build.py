@@ -14,11 +14,14 @@ a Python write): :func:`disk_full_as_error` turns all of them into one
 from __future__ import annotations
 
 import errno
+import logging
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from banger import proc
 from banger.errors import BangerError, CommandError
 from banger.images.aptsources import resolve_debian_mirror
 from banger.images.common import Progress, check_image_name, no_progress, require_root
@@ -39,6 +42,7 @@ from banger.paths import Paths
 #: allocated); room for the guest to install packages into its CoW root.
 DEFAULT_ROOTFS_SIZE = 2048 * MiB
 ROOTFS_LABEL = "banger-root"
+log = logging.getLogger(__name__)
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 #: How tools say ENOSPC/EDQUOT in their output (C locale: banger.proc sets it).
 _FULL_WORDS = ("no space left on device", "disk quota exceeded")
@@ -89,6 +93,36 @@ def disk_full_as_error(step: str, where: Path) -> Iterator[None]:
             hint=f"free space on the filesystem holding {fs}, or point BANGER_HOME at a larger"
             " one; an image build needs about 1 GiB there while it runs",
         ) from exc
+
+
+def mounts_under(directory: Path) -> list[Path]:
+    """Mount points strictly inside ``directory``, deepest first (from /proc/self/mountinfo)."""
+    prefix = f"{directory.absolute()}/"
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # Field 5 is the mount point, with space, tab, newline and \\ octal-escaped.
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if point.startswith(prefix):
+            found.append(Path(point))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_build_dir(work: Path) -> None:
+    """Remove a build directory, never across a mount point.
+
+    mmdebstrap (root mode) mounts /proc, an rbind of /sys and device nodes
+    inside the tree and removes them itself; if it died first (killed, out of
+    memory), they are still there, and a recursive delete would walk into the
+    host's /sys. Detach them first (lazily: a process still inside must not
+    keep the tree, and the mounts, around).
+    """
+    for point in mounts_under(work):
+        proc.run(["umount", "--lazy", point], check=False)
+    left = mounts_under(work)
+    if left:
+        log.warning("not removing %s: still mounted inside: %s", work, left)
+        return
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def build_dir(paths: Paths, image_id: str) -> Path:
@@ -178,4 +212,4 @@ def build_image(
             progress=progress,
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_build_dir(work)
