@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +164,9 @@ def cli_background(b: Banger, *args: str) -> subprocess.Popen[str]:
 
 # -- the store ----------------------------------------------------------------------------
 def query(b: Banger, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(f"file:{b.state_dir / 'banger.db'}?mode=ro", uri=True) as db:
+    # closing(): a connection's own context manager commits but never closes, and an open
+    # banger.db keeps the small test filesystem busy at unmount.
+    with closing(sqlite3.connect(f"file:{b.state_dir / 'banger.db'}?mode=ro", uri=True)) as db:
         return [tuple(row) for row in db.execute(sql, params)]
 
 

@@ -29,6 +29,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -329,6 +330,56 @@ def test_a_full_disk_during_work_disk_provisioning_fails_cleanly(
         big.unlink(missing_ok=True)
     restart_daemon(b)
     reliability_counts.restart()
+    assert_consistent(world, reliability_counts)
+
+
+def test_bangerd_killed_mid_provisioning_leaves_its_scratch_files_to_reconciliation(
+    world: World, reliability_counts: ReliabilityCounts
+) -> None:
+    """kill -9 while debugfs writes a synced file: the scratch files are under state/tmp."""
+    b = world.b
+    big = b.user.home / "mid.bin"
+    config_dir = b.home / "config"
+    config = config_dir / "config.toml"
+    chunk = bytes(range(256)) * 4096
+    with open(big, "wb") as f:
+        for _ in range(120):  # 120 MiB: debugfs takes a moment to write it
+            f.write(chunk)
+    os.chown(big, b.user.uid, b.user.gid)
+    big.chmod(0o600)
+    config_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chown(config_dir, b.user.uid, b.user.gid)
+    config.write_text('[[file_sync]]\nhost = "~/mid.bin"\nguest = "~/mid.bin"\n')
+    os.chown(config, b.user.uid, b.user.gid)
+    tmp = b.state_dir / "tmp"
+    try:
+        restart_daemon(b)
+        cli = cli_background(b, "vm", "create", "--name", "midprov", "--init", "fast")
+        try:
+            deadline = time.monotonic() + 120
+            while not list(tmp.glob("banger-provision-*")):
+                assert time.monotonic() < deadline, "provisioning never staged under state/tmp"
+                assert cli.poll() is None, "the create ended before provisioning was caught"
+                time.sleep(0.02)
+            kill9_daemon(b)
+            reliability_counts.fault()
+            scratch = sorted(p.name for p in tmp.iterdir())  # what the crash left
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+            cli.communicate(timeout=60)  # reaps it and closes its pipes
+    finally:
+        config.unlink(missing_ok=True)
+        big.unlink(missing_ok=True)
+    assert [n for n in scratch if n.startswith("banger-provision-")], scratch
+    assert not list(Path("/tmp").glob("banger-provision-*")), "provisioning staged in /tmp"
+    start_daemon(b)
+    reliability_counts.restart()
+    assert_interrupted(world, "midprov", "prepare_work_disk")
+    repaired = reconcile_report(b)["repaired"]
+    for name in scratch:
+        line = f"tmp/{name}: removed (temporary file of an interrupted build)"
+        assert line in repaired, (name, repaired)
     assert_consistent(world, reliability_counts)
 
 

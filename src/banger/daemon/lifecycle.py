@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +56,11 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                 stage_delay.configure_from_env()  # test-only hook, read once, here
                 # Before serving: interrupted ops failed, temp/half-published files gone.
                 startup = reconcile.before_serving(paths, store, ops)
+                # Scratch files (provisioning stages, debugfs scripts, the generated
+                # .gitconfig) go under state/tmp, not /tmp: what a crash leaves there
+                # the next start's reconciliation removes, as it just did.
+                paths.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                tempfile.tempdir = str(paths.tmp_dir)
 
                 services = Services(
                     paths=paths,
