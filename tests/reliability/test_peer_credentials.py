@@ -2,14 +2,15 @@
 
 Two locks stand in the way, and each is tested on its own:
 
-- the daemon socket: 0600, owner's, inside the owner's 0700 runtime dir
-  (created under a 0177 umask, so it is never briefly open): connecting is
-  EACCES for anyone else, even when the directories above it are opened up;
-- the helper socket: the same file-mode lock, and behind it ``SO_PEERCRED``:
-  even a socket whose mode lets a stranger connect (a misconfigured group or
-  mode) serves them nothing — a refusal line, no descriptor, no change on the
-  host. (tests/integration/test_helper_netns.py checks the refusal for
-  ``ping`` with a shared group; here it is the privileged ops that matter.)
+- the file modes: both sockets 0600, owner's, inside the owner's 0700 runtime
+  dir (created under a 0177 umask, so never briefly open): connecting is
+  EACCES for anyone else, even when the directories above are opened up;
+- behind them ``SO_PEERCRED`` on both sockets: even a socket whose mode lets a
+  stranger connect (a misconfigured group or mode) serves them nothing — the
+  helper a refusal line and no descriptor, bangerd one 403 before it parses
+  the request — and nothing changes on the host. (tests/integration/
+  test_helper_netns.py checks the helper's refusal for ``ping`` with a shared
+  group; here it is the privileged ops that matter.)
 
 Plus the daemon's state (database, logs, keys) is unreadable to the stranger.
 The installation is the e2e harness's: namespace, owner user, root helper,
@@ -179,6 +180,43 @@ def test_helper_refuses_a_stranger_even_through_an_open_socket(
     assert_nothing_changed(b)
     log = (b.state_dir / "helper.log").read_text()
     assert f"uid={stranger.uid}" in log and "refused connection" in log
+    assert_owner_is_served(b)
+
+
+def test_daemon_refuses_a_stranger_even_through_an_open_socket(
+    installation: Banger, stranger: User, reliability_counts: ReliabilityCounts
+) -> None:
+    """The same misconfiguration on bangerd's socket: SO_PEERCRED answers 403 and closes."""
+    b = installation
+    sock = daemon_sock(b)
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (b.home, b.runtime_dir, sock)}
+    targets = [
+        Target("list", sock, http_get("/v1/vms")),
+        Target("version", sock, http_get("/v1/version")),
+        Target("create", sock, "POST /v1/vms HTTP/1.1\r\nHost: bangerd\r\n"
+               "content-type: application/json\r\ncontent-length: 15\r\n\r\n"
+               '{"name":"evil"}'),
+    ]  # fmt: skip
+    try:
+        for d in (b.home, b.runtime_dir):
+            d.chmod(0o711)
+        sock.chmod(0o666)
+        got = probe_as(stranger, targets, prefix=b.ns.argv())
+        reliability_counts.hostile(len(targets))
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    for target in targets:
+        result = got[target.key]
+        assert result.get("connected"), result  # the file mode let them in ...
+        head, _, body = result["reply"].partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 403 Forbidden"), result  # ... only the refusal
+        assert json.loads(body)["error"] == (
+            f"permission denied: uid {stranger.uid} is not this daemon's owner"
+        )
+    assert "evil" not in b.banger("vm", "list", "--json").stdout
+    log = (b.state_dir / "bangerd.log").read_text()
+    assert f"uid={stranger.uid}: not the owner" in log
     assert_owner_is_served(b)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Generator
@@ -22,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from banger.daemon.ops import Operations
+from banger.daemon.peer import owner_only
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ async def serve(
 ) -> ShutdownState:
     config = uvicorn.Config(
         app,
+        http=owner_only(os.getuid()),  # SO_PEERCRED behind the socket's 0600
         log_config=None,
         lifespan="off",
         access_log=debug,
