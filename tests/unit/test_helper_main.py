@@ -16,6 +16,7 @@ from banger.helper.main import open_log, parse_args
 ALLOWED_BANGER = {
     "banger",
     "banger.errors",
+    "banger.delay_spec",
     "banger.proc",
     "banger.paths",
     "banger.helper",

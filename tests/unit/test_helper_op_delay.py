@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from banger.daemon.stage_delay import StageDelay
+from banger.delay_spec import StageDelay
 from banger.helper import op_delay
 from banger.helper.ops import Operations
 from banger.helper.validate import Request

@@ -14,44 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from banger import delay_spec
+from banger.delay_spec import StageDelay as StageDelay
 
 log = logging.getLogger(__name__)
 
 ENV = "BANGER_TEST_STAGE_DELAY"
 #: Logged (with the stage and the operation id) right before the sleep; tests wait for it.
 MARKER = "test stage delay"
-#: An upper bound so a stray setting cannot park an operation for days.
-MAX_SECONDS = 3600.0
-
-_SPEC = re.compile(r"([a-z_]{1,40}):(\d+(?:\.\d+)?)")
-
-
-@dataclass(frozen=True)
-class StageDelay:
-    stage: str
-    seconds: float
-
 
 _active: StageDelay | None = None
 
 
-def parse(value: str, env: str = ENV) -> StageDelay | None:
-    """``"<stage>:<seconds>"`` → :class:`StageDelay`; None (with a warning) if malformed.
-
-    ``env`` only names the variable in the warning (the helper's op hook parses the same way).
-    """
-    match = _SPEC.fullmatch(value.strip())
-    if match is None:
-        log.warning("ignoring %s=%r: expected <name>:<seconds>", env, value)
-        return None
-    seconds = float(match[2])
-    if not 0 < seconds <= MAX_SECONDS:
-        log.warning("ignoring %s=%r: seconds must be in (0, %d]", env, value, MAX_SECONDS)
-        return None
-    return StageDelay(match[1], seconds)
+def parse(value: str) -> StageDelay | None:
+    """``"<stage>:<seconds>"`` → :class:`StageDelay`; None (with a warning) if malformed."""
+    return delay_spec.parse(value, ENV)
 
 
 def configure_from_env(env: Mapping[str, str] | None = None) -> StageDelay | None:

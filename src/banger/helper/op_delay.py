@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from banger.daemon.stage_delay import StageDelay, parse
+from banger.delay_spec import StageDelay, parse
 
 log = logging.getLogger(__name__)
 
