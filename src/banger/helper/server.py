@@ -290,6 +290,10 @@ class HelperServer:
             log.warning("rejected request from %s: %s", peer, exc)
             err = exc if isinstance(exc, RequestInvalid) else InvalidArgument(str(exc))
             return error_reply(request_id, err), []
+        except Exception as exc:  # a checker's bug costs one refusal, never the connection
+            log.exception("validating a request from %s failed", peer)
+            err = InvalidArgument(f"request refused: validation failed ({type(exc).__name__})")
+            return error_reply(request_id, err), []
         log.info("request %r from %s: %s %s", request.id, peer, request.op, request.args)
         try:
             outcome: Outcome = self.operations.run(request)

@@ -45,6 +45,9 @@ PRIVATE_NETWORKS = tuple(
 )
 _CIDR_SHAPE = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}/[1-9][0-9]?")
 _ID_MAX = 128
+#: Linux's limits (limits.h): a longer path or name cannot name a file; say so up front.
+PATH_MAX = 4096
+NAME_MAX = 255
 _LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"(?:{_LABEL}\.)*[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
 _DOMAIN_MAX = 253
@@ -232,6 +235,8 @@ def checked_path(ctx: Context, value: object, *, must_exist: bool = True) -> Pat
         raise ValueError("must be an absolute path")
     if posixpath.normpath(text) != text or text.startswith("//"):
         raise ValueError("must be normalised (no '.', '..', '//' or trailing '/')")
+    if len(text.encode()) >= PATH_MAX or any(len(p.encode()) > NAME_MAX for p in text.split("/")):
+        raise ValueError(f"must be shorter than {PATH_MAX} bytes, each name at most {NAME_MAX}")
     path = Path(text)
     root = next((r for r in ctx.allow_roots if path.is_relative_to(r) and path != r), None)
     if root is None:
@@ -247,6 +252,8 @@ def checked_path(ctx: Context, value: object, *, must_exist: bool = True) -> Pat
             if last and not must_exist:
                 return path
             raise ValueError(f"{current} does not exist") from None
+        except OSError as exc:  # EACCES, ELOOP, ...: a refusal naming the field, not a crash
+            raise ValueError(f"{current}: {exc.strerror}") from None
         if stat.S_ISLNK(st.st_mode):
             raise ValueError(f"{current} is a symlink")
         if not last and not stat.S_ISDIR(st.st_mode):
