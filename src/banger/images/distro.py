@@ -10,9 +10,11 @@ package-name rule, and an output path inside banger's tmp directory (the
 caller checks that). The daemon never runs it directly.
 
 The command line is built by the pure :func:`mmdebstrap_argv` (tested without
-the binary). mmdebstrap's default ``cleanup`` hooks already drop the apt
-package lists and caches from the tree; finalize is a separate Python step on
-the finished tree (:mod:`banger.images.finalize`).
+the binary); :mod:`banger.images.tether` wraps it so that a killed helper
+leaves no mmdebstrap running and nothing mounted. mmdebstrap's default
+``cleanup`` hooks already drop the apt package lists and caches from the
+tree; finalize is a separate Python step on the finished tree
+(:mod:`banger.images.finalize`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from banger.errors import InvalidArgument
 from banger.images.aptsources import check_mirror
 from banger.images.common import Progress, no_progress, require_root
-from banger.proc import run_streaming
+from banger.images.tether import run_streaming_group
 
 #: What every distro image gets on top of ``minbase``. kmod is left out on
 #: purpose: banger's initramfs loads every module the guest needs, so the
@@ -129,12 +131,15 @@ def build_debian_rootfs(
     """Build a Debian minbase tree in ``out_dir`` (which must not exist yet).
 
     Needs root (see the module docstring). mmdebstrap's stderr lines are
-    passed to ``progress`` as they arrive. Returns ``out_dir``.
+    passed to ``progress`` as they arrive. Returns ``out_dir``. mmdebstrap
+    and everything it starts die with the calling process, and its mounts
+    (/proc, /sys, /dev in the tree) are never in the host's mount table
+    (:func:`banger.images.tether.group_dies_with_caller`).
     """
     require_root(f"building debian:{suite}")
     if out_dir.exists():
         raise InvalidArgument(f"build directory {out_dir} exists already")
     argv = mmdebstrap_argv(suite, out_dir, mirror=mirror, packages=packages)
     progress(f"building debian:{suite} from {mirror}")
-    run_streaming(argv, progress)
+    run_streaming_group(argv, progress)
     return out_dir
