@@ -108,7 +108,7 @@ print(json.dumps([round((b - a) * 1000, 2) for a, b in zip(t, t[1:])]))
 """
 PHASE_NAMES = (
     "import banger.cli.main (click, logging, every command module)",
-    "import banger.client (http.client; models stay unloaded)",
+    "import banger.client (banger.http_unix; models stay unloaded)",
     "construct the client",
     "request (connect, daemon answers, JSON decoded)",
     "render JSON",
@@ -196,12 +196,9 @@ def run(ctx: BenchContext) -> BenchResult:
 
 def _explanation(imports: float) -> str:
     return (
-        f"imports take {imports * 1000:.0f} ms of it (tables below). `vm list --json` no longer "
-        "loads httpx or pydantic (stdlib http.client, the daemon's JSON passed through: "
-        "about 500 → 215 ms of CPU per run when this was changed). Left: `banger.cli.main` "
-        "imports click, logging and every command module (config_cmd alone pulls ipaddress "
-        "via banger.config) before it parses argv — a lazily loading click group and "
-        "`import logging` only under --debug (cli/main.py) are the next step; then "
-        "http.client's own imports (ssl, email: 10–20 ms), which a minimal HTTP/1.1 reader "
-        "in banger.client would avoid"
+        f"imports take {imports * 1000:.0f} ms of it (tables below). `vm list --json` loads "
+        "neither httpx nor pydantic (the daemon's JSON is passed through), command groups load "
+        "only when named (cli/main.py LazyGroup), and the transport is banger.http_unix, a "
+        "minimal HTTP/1.1 exchange, instead of http.client (whose ssl and email imports cost "
+        "20-30 ms). What is left is mostly click itself (~40 ms of imports)"
     )

@@ -13,7 +13,8 @@ retrying after starting the daemon is safe.
 
 Start-up cost is the point of how this is written (every ``banger`` command
 pays it; ``bench/cli_latency.py`` measures it): the transport is the standard
-library's ``http.client`` over the Unix socket (not httpx: 150 ms of imports),
+:mod:`banger.http_unix` over the Unix socket (not httpx: 150 ms of imports; not
+even ``http.client``, whose ``email`` and ``ssl`` imports cost 20-30 ms),
 and the API models load on first use. Refer to them as ``api.Name`` in code
 that runs (``api`` is :mod:`banger.api_models`, loaded lazily); the plain names
 imported under ``TYPE_CHECKING`` are for annotations only. ``get_json`` returns
@@ -22,7 +23,6 @@ the daemon's JSON unvalidated, so ``--json`` listings never import pydantic.
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import json
 import socket
@@ -34,7 +34,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
-from banger import errors
+from banger import errors, http_unix
 from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import Paths, check_private_dir
 
@@ -79,26 +79,20 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over the daemon's Unix socket (the host name is only the Host header)."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__("bangerd", timeout=CONNECT_TIMEOUT)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        # Never talk to a socket in a directory another user could have
-        # squatted (the /tmp/banger-<uid> fallback): it could be a fake daemon.
-        # bangerd refuses such a directory too; this is the client's half.
-        check_private_dir(Path(self.socket_path).parent)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()  # no leaked socket per failed attempt (auto-start polls)
-            raise
-        self.sock = sock
+def _connect(path: str) -> socket.socket:
+    """A socket connected to the daemon at ``path`` (HTTP goes over it: :mod:`banger.http_unix`)."""
+    # Never talk to a socket in a directory another user could have
+    # squatted (the /tmp/banger-<uid> fallback): it could be a fake daemon.
+    # bangerd refuses such a directory too; this is the client's half.
+    check_private_dir(Path(path).parent)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(path)
+    except BaseException:
+        sock.close()  # no leaked socket per failed attempt (auto-start polls)
+        raise
+    return sock
 
 
 class DaemonNotReachable(DaemonUnavailable):
@@ -451,7 +445,7 @@ class BangerClient:
                 for line in resp:
                     if line.strip():
                         yield line
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http_unix.ProtocolError) as exc:
                 self._transport_failed(exc)
 
     def _request(
@@ -467,7 +461,7 @@ class BangerClient:
         with exchange as resp:
             try:
                 content = resp.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http_unix.ProtocolError) as exc:
                 self._transport_failed(exc)
         if resp.status >= 400:
             raise error_from_response(resp.status, content)
@@ -482,35 +476,34 @@ class BangerClient:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         read_timeout: float | None = -1.0,
-    ) -> Iterator[http.client.HTTPResponse]:
+    ) -> Iterator[http_unix.Response]:
         """Send one request on a new connection; the response is read inside the block.
 
         The one place the transport and its failures are handled: a failed
         connect is :class:`DaemonNotReachable` (nothing was sent, retrying is
         safe), anything later :class:`~banger.errors.DaemonUnavailable`.
         """
-        conn = _UnixConnection(str(self.socket_path))
         try:
-            try:
-                conn.connect()
-            except OSError as exc:
-                self._transport_failed(exc, connecting=True)
-            assert conn.sock is not None
-            conn.sock.settimeout(self.timeout if read_timeout == -1.0 else read_timeout)
+            sock = _connect(str(self.socket_path))
+        except OSError as exc:
+            self._transport_failed(exc, connecting=True)
+        try:
+            sock.settimeout(self.timeout if read_timeout == -1.0 else read_timeout)
             target = f"{path}?{urlencode(params)}" if params else path
             headers = {"Accept": "application/json"}
             payload = None
             if body is not None:
                 payload = _encode(body)
                 headers["Content-Type"] = "application/json"
-            try:
-                conn.request(method, target, body=payload, headers=headers)
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                self._transport_failed(exc)
-            yield resp
+            with sock.makefile("rb") as stream:
+                try:
+                    http_unix.send_request(sock, method, target, headers, payload)
+                    resp = http_unix.read_response(stream)
+                except (OSError, http_unix.ProtocolError) as exc:
+                    self._transport_failed(exc)
+                yield resp
         finally:
-            conn.close()
+            sock.close()
 
     def _transport_failed(self, exc: BaseException, *, connecting: bool = False) -> NoReturn:
         if connecting:
