@@ -27,31 +27,30 @@ package mirror and creates no bridge, tap or NAT rule.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from banger.errors import HelperError
-from banger.helper.client import HelperClient
-from banger.paths import Paths
-from tests.image_cache import _as_owner, _start_helper, _stop
-from tests.reliability.faults import alive, free_bytes, small_filesystem, wait_gone
+from tests.reliability.build_world import (
+    BUILD_TIMEOUT,
+    World,
+    check_helper,
+    error_lines,
+    mounts_under,
+    ops,
+    owner_home,
+    root_owned,
+    serving,
+    stop_daemon,
+)
+from tests.reliability.faults import free_bytes, small_filesystem
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import User, needs_root, short_tmpdir, throwaway_user
+from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 
-BUILD_TIMEOUT = 1200
-#: Files the test's own helper writes as root (not the build's doing).
-HELPER_FILES = ("state/helper.log", "run/helper.sock")
 #: Free space may differ by a few blocks: bangerd's log and database grow.
 FREE_SLACK = 4 * 1024 * 1024
 
@@ -64,101 +63,18 @@ class Case:
     step: str
 
 
-@dataclass
-class Install:
-    case: Case
-    user: User
-    home: Path
-    paths: Paths
-    helper_pid: int
-
-    def banger(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            _as_owner(self.user, self.home, *args),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        result = self.banger(*args)
-        assert result.returncode == 0, f"banger {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-
 @pytest.fixture
-def install(request: pytest.FixtureRequest) -> Iterator[Install]:
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
     case: Case = request.param
-    with throwaway_user("bgd") as user, short_tmpdir("bgd-") as home:
-        paths = Paths.from_env({"BANGER_HOME": str(home)})
-        os.chown(home, user.uid, user.gid)
-        for d in (paths.runtime_dir, paths.config_dir):
-            d.mkdir(mode=0o700)
-            os.chown(d, user.uid, user.gid)
-        mirror = os.environ.get("BANGER_TEST_DEBIAN_MIRROR")
-        if mirror:
-            paths.config_file.write_text(f'[images]\ndebian_mirror = "{mirror}"\n')
-            os.chown(paths.config_file, user.uid, user.gid)
-        with small_filesystem(paths.state_dir, case.size_mib, user.uid, user.gid):
-            helper = _start_helper(paths, user)
-            b = Install(case, user, home, paths, helper)
-            try:
-                yield b
-            finally:
-                stop_daemon(b)
-                _stop(b.helper_pid)
+    with (
+        owner_home("bgd") as (user, home, paths),
+        small_filesystem(paths.state_dir, case.size_mib, user.uid, user.gid),
+        serving(user, home, paths) as w,
+    ):
+        yield w
 
 
-def daemon_pid(b: Install) -> int | None:
-    try:
-        pid = int(b.paths.daemon_pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if alive(pid) else None
-
-
-def stop_daemon(b: Install) -> None:
-    pid = daemon_pid(b)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        wait_gone(pid, 90)
-
-
-def error_lines(stderr: str) -> list[str]:
-    """What the CLI said after the build's progress lines (stage, notes, indented progress)."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    while lines and lines[0].startswith(("▸ ", "  ", "note:", "warning:")):
-        lines.pop(0)
-    return lines
-
-
-def ops(b: Install) -> list[tuple[str, str | None, str, str | None]]:
-    # closing(): a connection's own context manager commits but leaves it open,
-    # and an open database file keeps the small filesystem from unmounting.
-    db_uri = f"file:{b.paths.state_dir / 'banger.db'}?mode=ro"
-    with closing(sqlite3.connect(db_uri, uri=True)) as db:
-        rows = db.execute("SELECT kind, stage, state, error FROM operations ORDER BY created_at")
-        return [(str(r[0]), r[1], str(r[2]), r[3]) for r in rows]
-
-
-def root_owned(b: Install) -> list[str]:
-    """Paths under BANGER_HOME owned by root, except the helper's own files and lost+found."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(b.home):
-        top = Path(dirpath)
-        if top == b.paths.state_dir and "lost+found" in dirnames:
-            dirnames.remove("lost+found")
-        for name in dirnames + filenames:
-            path = top / name
-            rel = str(path.relative_to(b.home))
-            if rel not in HELPER_FILES and path.lstat().st_uid == 0:
-                found.append(rel)
-    return sorted(found)
-
-
-def leftovers(b: Install, free_before: int) -> dict[str, list[str]]:
+def leftovers(b: World, free_before: int) -> dict[str, list[str]]:
     state = b.paths.state_dir
     found: dict[str, list[str]] = {}
     found["images listed"] = [str(i) for i in json.loads(b.ok("image", "list", "--json"))]
@@ -170,39 +86,30 @@ def leftovers(b: Install, free_before: int) -> dict[str, list[str]]:
         sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")) if tmp.is_dir() else []
     )
     found["root-owned files"] = root_owned(b)
-    found["mounts under the state dir"] = [
-        line.split()[1]
-        for line in Path("/proc/self/mounts").read_text().splitlines()
-        if line.split()[1].startswith(f"{state}/")
-    ]
+    found["mounts under the state dir"] = mounts_under(state)
     lost = free_before - free_bytes(state)
     found["space not given back"] = [f"{lost} bytes"] if lost > FREE_SLACK else []
     return found
 
 
-def check_helper(b: Install) -> None:
-    """The helper survived the failed build: it answers, and still refuses bad requests."""
-    assert alive(b.helper_pid), "banger-helper died during the failed build"
-    client = HelperClient(b.paths.helper_socket, timeout=30)
-    client.call("ping")
-    with pytest.raises(HelperError, match="out_dir"):
-        client.call("image_build", suite="bookworm", name="x", out_dir="/etc", mirror=None)
+# mmdebstrap's downloads (~100 MiB of .debs) and the unpacked tree do not fit.
+DURING_MMDEBSTRAP = Case(200, "mmdebstrap")
+# The tree (~380 MiB) fits, its ext4 image (as much again) does not.
+DURING_MKFS = Case(700, "mkfs.ext4 rootfs.ext4")
 
 
 @pytest.mark.parametrize(
-    "install",
+    ("world", "case"),
     [
-        # mmdebstrap's downloads (~100 MiB of .debs) and the unpacked tree do not fit.
-        pytest.param(Case(200, "mmdebstrap"), id="during-mmdebstrap"),
-        # The tree (~380 MiB) fits, its ext4 image (as much again) does not.
-        pytest.param(Case(700, "mkfs.ext4 rootfs.ext4"), id="during-mkfs"),
+        pytest.param(DURING_MMDEBSTRAP, DURING_MMDEBSTRAP, id="during-mmdebstrap"),
+        pytest.param(DURING_MKFS, DURING_MKFS, id="during-mkfs"),
     ],
-    indirect=True,
+    indirect=["world"],
 )
 def test_disk_full_during_image_build(
-    install: Install, reliability_counts: ReliabilityCounts
+    world: World, case: Case, reliability_counts: ReliabilityCounts
 ) -> None:
-    b = install
+    b = world
     assert json.loads(b.ok("image", "list", "--json")) == []  # auto-starts bangerd
     free_before = free_bytes(b.paths.state_dir)
 
@@ -219,7 +126,7 @@ def test_disk_full_during_image_build(
     assert said[0].startswith("error: "), result.stderr
     assert "build_image" in said[0], result.stderr
     assert "no space left on device" in said[0].lower(), result.stderr
-    assert f"({b.case.step})" in said[0], result.stderr
+    assert f"({case.step})" in said[0], result.stderr
     assert len(said) == 1 or said[1].startswith("hint: "), result.stderr
 
     [(kind, stage, state, error)] = ops(b)
