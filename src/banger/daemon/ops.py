@@ -29,6 +29,7 @@ from banger.daemon import stage_delay
 from banger.daemon.records import event_model, operation_model
 from banger.errors import BangerError, DaemonUnavailable
 from banger.store import OpState, Store
+from banger.store.errors import DatabaseFull
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,12 @@ class OpHandle:
         await stage_delay.pause(name, self.id)  # test-only hook; inert unless set at start
 
     async def event(self, kind: str, message: str, data: Mapping[str, Any] | None = None) -> None:
-        await self._ops.publish(self.id, kind, self.current_stage, message, dict(data or {}))
+        try:
+            await self._ops.publish(self.id, kind, self.current_stage, message, dict(data or {}))
+        except DatabaseFull as exc:
+            # A progress line is not worth failing the operation for: whatever filled
+            # the disk fails on its own, with its own message (and frees its space).
+            log.warning("op %s: event not recorded (%s): %s", self.id, exc.message, message)
 
 
 class Operations:

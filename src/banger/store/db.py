@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from banger.store.errors import StoreError
+from banger.store.errors import DatabaseFull, StoreError
 
 Clock = Callable[[], datetime]
 
@@ -117,7 +117,7 @@ class Database:
             self._depth += 1
             try:
                 yield self.conn
-            except BaseException:
+            except BaseException as exc:
                 self._depth -= 1
                 if not self.conn.in_transaction:
                     pass  # SQLite already rolled back (e.g. disk full)
@@ -126,12 +126,30 @@ class Database:
                 else:
                     self.conn.execute(f"ROLLBACK TO sp{depth}")
                     self.conn.execute(f"RELEASE sp{depth}")
+                self._raise_if_full(exc)
                 raise
             self._depth -= 1
-            if depth == 0:
-                self.conn.execute("COMMIT")
-            else:
-                self.conn.execute(f"RELEASE sp{depth}")
+            try:
+                if depth == 0:
+                    self.conn.execute("COMMIT")
+                else:
+                    self.conn.execute(f"RELEASE sp{depth}")
+            except sqlite3.OperationalError as exc:
+                if self.conn.in_transaction and depth == 0:
+                    self.conn.execute("ROLLBACK")
+                self._raise_if_full(exc)
+                raise
+
+    def _raise_if_full(self, exc: BaseException) -> None:
+        """A full filesystem is the user's to fix: say so, instead of an internal error."""
+        if isinstance(exc, sqlite3.OperationalError) and (
+            getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or "database or disk is full" in str(exc)
+        ):
+            raise DatabaseFull(
+                f"no space left on device for banger's database {self.path}",
+                hint="free space on that filesystem, or point BANGER_HOME at a larger one",
+            ) from exc
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:

@@ -12,5 +12,11 @@ class StoreError(BangerError):
     exit_code = 8
 
 
+class DatabaseFull(StoreError):
+    """SQLite could not write: the filesystem under the database is full (SQLITE_FULL)."""
+
+    http_status = 507
+
+
 class SubnetFull(Conflict):
     """Every address in the VM subnet is leased or reserved."""

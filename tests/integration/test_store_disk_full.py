@@ -1,0 +1,88 @@
+"""A full filesystem under banger's database: a clear error, nothing half-written, and
+operations that keep going when only a progress line could not be recorded.
+
+Real SQLite on a real, tiny tmpfs (root mounts it in a private directory), filled by
+the store itself; no fake errors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from banger.daemon.ops import Operations
+from banger.store import OpState, Store
+from banger.store.errors import DatabaseFull
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, needs_root]
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "none", str(mnt)],
+                   check=True)  # fmt: skip
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(store: Store, op_id: str) -> int:
+    """Append events until the database cannot grow; how many made it."""
+    blob = "x" * 4000
+    for count in range(10_000):
+        try:
+            store.append_event(op_id, "info", None, blob, {})
+        except DatabaseFull:
+            return count
+    raise AssertionError("512 KiB never filled up")
+
+
+def test_a_full_disk_is_one_clear_error_and_the_store_lives_on(tiny: Path) -> None:
+    reserve = tiny / "reserve"
+    reserve.write_bytes(b"r" * 131072)  # another file on the filesystem, to free later
+    with Store.open(tiny / "banger.db") as store:
+        op = store.create_operation("test.fill", "x")
+        written = fill(store, op.id)
+        assert written > 10
+        with pytest.raises(DatabaseFull) as info:
+            store.append_event(op.id, "info", None, "x" * 4000, {})
+        assert info.value.message == (
+            f"no space left on device for banger's database {tiny}/banger.db"
+        )
+        assert info.value.hint and "BANGER_HOME" in info.value.hint
+        # Nothing half-written, and reads still work.
+        assert len(store.events_since(op.id)) == written
+        # Space back (the other file goes): writes work again on the same connection.
+        reserve.unlink()
+        store.update_operation(op.id, state=OpState.FAILED, error="disk full")
+    with Store.open(tiny / "banger.db") as again:
+        assert again.get_operation(op.id).state == OpState.FAILED
+        assert len(again.events_since(op.id)) == written
+
+
+async def test_an_operation_survives_a_progress_line_that_could_not_be_recorded(
+    tiny: Path,
+) -> None:
+    filler = tiny / "filler"
+    with Store.open(tiny / "banger.db") as store:
+        ops = Operations(store)
+        async with ops.run("test.op", "x") as op:
+            await op.stage("work")
+            # Fill the rest of the filesystem with a plain file, as a build would.
+            with open(filler, "wb") as f, pytest.raises(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+                    os.fsync(f.fileno())
+            await op.event("info", "x" * 200_000)  # cannot be stored: logged, not fatal
+            filler.unlink()  # the failing step cleans up after itself
+        record = store.get_operation(op.id)
+        assert record.state == OpState.SUCCEEDED
