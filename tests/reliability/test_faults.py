@@ -37,6 +37,7 @@ from tests.e2e.harness import Banger, banger_env, seed_artifacts
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
 from tests.reliability.faults import (
+    DAEMON_LOG,
     DEBUG_LOCKS_ENV,
     HELPER_DELAY_ENV,
     HELPER_LOG,
@@ -100,8 +101,10 @@ def world() -> Iterator[World]:
                 stop_daemon(b)  # nothing may hold files on the small filesystem
 
 
-def assert_consistent(w: World, counts: ReliabilityCounts, *, same_vmm: bool = True) -> None:
-    """Keeper re-attached with its file; nothing else held anywhere."""
+def assert_consistent(
+    w: World, counts: ReliabilityCounts, *, same_vmm: bool = True, also: tuple[Kept, ...] = ()
+) -> None:
+    """Keeper re-attached with its file; nothing else held anywhere (but what ``also`` holds)."""
     b = w.b
     keeper = kept_vm(b, "keeper")
     if same_vmm:
@@ -109,7 +112,7 @@ def assert_consistent(w: World, counts: ReliabilityCounts, *, same_vmm: bool = T
     w.keeper = keeper
     marker = b.banger("vm", "ssh", "keeper", "--", "cat", "/root/marker").stdout
     assert marker == MARKER + "\n"
-    counts.check_leaks(leftovers(b, [keeper]))
+    counts.check_leaks(leftovers(b, [keeper, *also]))
     assert "lock order violation" not in (b.state_dir / "bangerd.log").read_text()
 
 
@@ -125,27 +128,39 @@ def assert_interrupted(w: World, name: str, stage: str) -> None:
     assert name not in [vm["name"] for vm in names]
 
 
-def _create_until(b: Banger, name: str, stage: str) -> subprocess.Popen[str]:
-    """``vm create --start`` in the background, returned once bangerd sleeps before ``stage``."""
-    offset = log_offset(b)
+def _create_until(
+    b: Banger, name: str, marker: str, log: str = DAEMON_LOG
+) -> subprocess.Popen[str]:
+    """``vm create --start`` in the background, returned once ``marker`` is in ``log``."""
+    offset = log_offset(b, log)
     cli = cli_background(b, "vm", "create", "--name", name, "--init", "fast", "--start")
     try:
-        wait_for_log(b, offset, f"before stage {stage}")
+        wait_for_log(b, offset, marker, log=log)
     except BaseException:
         cli.kill()
-        cli.wait()
+        cli.communicate()
         raise
     return cli
 
 
-def _failed(cli: subprocess.Popen[str]) -> None:
+def _failed(cli: subprocess.Popen[str]) -> str:
+    """Wait for the CLI, which must fail; its stderr."""
     try:
-        _out, err = cli.communicate(timeout=60)
+        _out, err = cli.communicate(timeout=120)
     finally:
         if cli.poll() is None:
             cli.kill()
-            cli.wait()
+            cli.communicate()
     assert cli.returncode != 0, err
+    assert "Traceback" not in err, err
+    return err
+
+
+def _failed_for_want_of_the_helper(b: Banger, name: str, err: str) -> None:
+    assert "network" in err, err
+    op = next(op for op in ops_on(b, name) if op.kind == "vm.create")
+    assert op.state == "failed" and op.stage == "network", op
+    assert "helper" in (op.error or "").lower(), op
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -160,7 +175,7 @@ def test_a_create_failing_or_crashing_at_each_stage_leaves_nothing(
     # 1. A failure (the op cancelled by a forced shutdown): the undo stack alone cleans up,
     #    so the next start's reconciliation finds nothing of it to repair.
     undone = f"undo-{slug}"
-    cli = _create_until(b, undone, stage)
+    cli = _create_until(b, undone, f"before stage {stage}")
     force_stop_daemon(b)
     reliability_counts.fault()
     _failed(cli)
@@ -176,7 +191,7 @@ def test_a_create_failing_or_crashing_at_each_stage_leaves_nothing(
 
     # 2. A crash (kill -9 at the same point): reconciliation repairs at the next start.
     crashed = f"crash-{slug}"
-    cli = _create_until(b, crashed, stage)
+    cli = _create_until(b, crashed, f"before stage {stage}")
     kill9_daemon(b)
     reliability_counts.fault()
     _failed(cli)
@@ -189,6 +204,52 @@ def test_a_create_failing_or_crashing_at_each_stage_leaves_nothing(
             line.startswith(f"VM {crashed}: create interrupted at stage {stage}; rolled back")
             for line in report["repaired"]
         ), report
+    assert_consistent(world, reliability_counts)
+
+
+#: The stages of ``vm start`` on a stopped VM (the create-only ones are not run again).
+START_STAGES = ["network", "launch", "wait_ssh"]
+
+
+def test_a_start_crashing_at_each_stage_keeps_the_vm_and_its_work_disk(
+    world: World, reliability_counts: ReliabilityCounts
+) -> None:
+    """kill -9 bangerd inside ``vm start`` of a stopped VM: never its data, never a leak."""
+    b = world.b
+    b.banger("vm", "create", "--name", "starter", "--init", "fast", "--start")
+    b.banger("vm", "ssh", "starter", "--", "sh", "-c", "echo kept > /root/kept && sync")
+    b.banger("vm", "stop", "starter")
+    vm_id = str(vm_json(b, "starter")["id"])
+    stopped = Kept(vm_id, tap="", pid=-1)
+    for stage in START_STAGES:
+        restart_daemon(b, **{STAGE_DELAY_ENV: f"{stage}:300"})
+        offset = log_offset(b)
+        cli = cli_background(b, "vm", "start", "starter")
+        try:
+            wait_for_log(b, offset, f"before stage {stage}")
+        finally:
+            kill9_daemon(b)
+            reliability_counts.fault()
+            cli.kill()
+            cli.communicate()
+        start_daemon(b)
+        reliability_counts.restart()
+        op = next(op for op in reversed(ops_on(b, "starter")) if op.kind == "vm.start")
+        assert op.state == "failed" and op.stage == stage and "interrupted" in (op.error or "")
+        shown = vm_json(b, "starter")
+        # Before wait_ssh no VMM exists yet: the VM is stopped, with the reason. At
+        # wait_ssh the VMM was already booting the guest, and outlives bangerd: it is
+        # re-attached as running, as any VMM the previous daemon left alive.
+        if stage == "wait_ssh":
+            assert shown["state"] == "running", shown
+            b.banger("vm", "stop", "starter")
+        else:
+            assert shown["state"] == "stopped", shown
+            assert f"vm.start interrupted at stage {stage}" in str(shown["last_error"]), shown
+        assert_consistent(world, reliability_counts, also=(stopped,))
+    b.banger("vm", "start", "starter")
+    assert b.banger("vm", "ssh", "starter", "--", "cat", "/root/kept").stdout == "kept\n"
+    b.banger("vm", "rm", "--force", "starter")
     assert_consistent(world, reliability_counts)
 
 
@@ -206,25 +267,14 @@ def test_helper_killed_while_a_create_waits_for_it(
     """The helper dies just before the network stage asks it for a tap: the create fails there."""
     b = world.b
     restart_daemon(b, **{STAGE_DELAY_ENV: "network:3"})
-    offset = log_offset(b)
-    cli = cli_background(b, "vm", "create", "--name", "helperless", "--init", "fast", "--start")
-    try:
-        wait_for_log(b, offset, "before stage network")
-        kill9_helper(b)
-        reliability_counts.fault()
-        _out, err = cli.communicate(timeout=120)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
-    assert cli.returncode != 0
-    assert "network" in err, err
+    cli = _create_until(b, "helperless", "before stage network")
+    kill9_helper(b)
+    reliability_counts.fault()
+    err = _failed(cli)
     restart_helper(b)
     restart_daemon(b)
     reliability_counts.restart(2)
-    op = next(op for op in ops_on(b, "helperless") if op.kind == "vm.create")
-    assert op.state == "failed" and op.stage == "network", op
-    assert "helper" in (op.error or "").lower(), op
+    _failed_for_want_of_the_helper(b, "helperless", err)
     assert_consistent(world, reliability_counts)
 
 
@@ -234,18 +284,11 @@ def test_helper_and_bangerd_killed_after_the_tap_was_made(
     """Both die holding a lease and a tap; the restarted pair removes them."""
     b = world.b
     restart_daemon(b, **{STAGE_DELAY_ENV: "launch:300"})
-    offset = log_offset(b)
-    cli = cli_background(b, "vm", "create", "--name", "tapleft", "--init", "fast", "--start")
-    try:
-        wait_for_log(b, offset, "before stage launch")
-        kill9_helper(b)
-        kill9_daemon(b)
-        reliability_counts.fault(2)
-        cli.communicate(timeout=60)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
+    cli = _create_until(b, "tapleft", "before stage launch")
+    kill9_helper(b)
+    kill9_daemon(b)
+    reliability_counts.fault(2)
+    _failed(cli)
     stray = [t for t in b.taps() if t != world.keeper.tap]
     assert len(stray) == 1, "the interrupted create should have left its tap"
     restart_helper(b)
@@ -264,24 +307,13 @@ def test_helper_killed_mid_op_after_it_made_the_tap(
     b = world.b
     stop_helper(b)
     restart_helper(b, **{HELPER_DELAY_ENV: "open_tap:300"})
-    offset = log_offset(b, HELPER_LOG)
-    cli = cli_background(b, "vm", "create", "--name", "midtap", "--init", "fast", "--start")
-    try:
-        wait_for_log(b, offset, "open_tap done, sleeping", log=HELPER_LOG)
-        stray = [t for t in b.taps() if t != world.keeper.tap]
-        assert len(stray) == 1, "the helper should be holding a new tap"
-        kill9_helper(b)
-        reliability_counts.fault()
-        _out, err = cli.communicate(timeout=120)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
-    assert cli.returncode != 0
-    assert "network" in err and "Traceback" not in err, err
-    op = next(op for op in ops_on(b, "midtap") if op.kind == "vm.create")
-    assert op.state == "failed" and op.stage == "network", op
-    assert "helper" in (op.error or "").lower(), op
+    cli = _create_until(b, "midtap", "open_tap done, sleeping", HELPER_LOG)
+    stray = [t for t in b.taps() if t != world.keeper.tap]
+    kill9_helper(b)
+    reliability_counts.fault()
+    err = _failed(cli)
+    assert len(stray) == 1, "the helper should have been holding a new tap"
+    _failed_for_want_of_the_helper(b, "midtap", err)
     # The create's undo could not ask the dead helper to delete the tap: it is
     # still there until a helper is back and the next daemon start reconciles.
     assert stray[0] in b.taps()

@@ -149,9 +149,17 @@ async def _roll_back_interrupted_creates(stack: VMStack, startup: Startup) -> No
 async def _mark_dead_vmms(stack: VMStack, startup: Startup) -> None:
     vms = stack.vms
     for vm in await asyncio.to_thread(startup.store.list_vms):
-        if vm.state not in CLAIMS_A_VMM or vms.alive(vm):
+        if vms.alive(vm):
             continue
         op = startup.interrupted_on(vm, ("vm.start", "vm.restart", "vm.stop", "vm.rm"))
+        if vm.state not in CLAIMS_A_VMM:
+            if op is not None and op.kind in ("vm.start", "vm.restart"):
+                # Interrupted before it launched anything: the VM never left its
+                # state, but `vm show` should still say why it is not running.
+                reason = f"{op.kind} interrupted at stage {op.stage or '(none)'}: bangerd stopped"
+                await asyncio.to_thread(startup.store.update_vm, vm.id, last_error=reason)
+                startup.report.fixed(f"VM {vm.name}: left {vm.state.value} ({reason})")
+            continue
         if op is not None:
             reason = f"{op.kind} interrupted at stage {op.stage or '(none)'}: bangerd stopped"
         elif vm.pid is not None:
