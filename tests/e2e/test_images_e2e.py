@@ -365,14 +365,12 @@ def test_bundle_round_trip_between_two_homes(b: Banger, work: Path) -> None:
         assert leftovers(other) == []
 
 
-def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
-    b: Banger, features_ref: tuple[str, list[str]]
-) -> None:
-    ref, _ = features_ref
-    pull = subprocess.Popen(b.as_owner([str(VENV_BIN / "banger"), "image",
-                                        "pull", ref, "--name", "killed"]),
+def pull_until_flattening(b: Banger, ref: str, name: str) -> subprocess.Popen[str]:
+    """``image pull`` in the background, returned while the helper flattens its layers."""
+    pull = subprocess.Popen(b.as_owner([str(VENV_BIN / "banger"), "image", "pull", ref,
+                                        "--name", name]),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while not list((b.state_dir / "tmp").glob("pull-*/helper.lock")):
@@ -380,11 +378,24 @@ def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
             assert pull.poll() is None, "the pull ended before the helper started"
             time.sleep(0.2)
         time.sleep(2)  # well inside flatten
+    except BaseException:
+        pull.kill()
+        pull.communicate()
+        raise
+    return pull
+
+
+def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
+    b: Banger, features_ref: tuple[str, list[str]]
+) -> None:
+    ref, _ = features_ref
+    pull = pull_until_flattening(b, ref, "killed")
+    try:
         daemon_pid = int((b.runtime_dir / "bangerd.pid").read_text().split()[0])
         os.kill(daemon_pid, signal.SIGKILL)
     finally:
         pull.kill()
-        pull.wait()
+        pull.communicate()
     # The next command starts a new daemon: no half image, and the helper's
     # directory goes once the helper has noticed and let go.
     assert "killed" not in images(b)
@@ -409,17 +420,8 @@ def test_helper_killed_mid_pull_leaves_nothing_after_a_restart(
 ) -> None:
     """The helper dies inside flatten: root's half tree stays until the restarted pair cleans."""
     ref, _ = features_ref
-    pull = subprocess.Popen(b.as_owner([str(VENV_BIN / "banger"), "image",
-                                        "pull", ref, "--name", "helperless"]),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    pull = pull_until_flattening(b, ref, "helperless")
     try:
-        deadline = time.monotonic() + 300
-        while not list((b.state_dir / "tmp").glob("pull-*/helper.lock")):
-            assert time.monotonic() < deadline, "the helper never started the pull"
-            assert pull.poll() is None, "the pull ended before the helper started"
-            time.sleep(0.2)
-        time.sleep(2)  # well inside flatten
         kill9_helper(b)
         _out, err = pull.communicate(timeout=120)
     finally:

@@ -25,6 +25,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,23 +153,29 @@ def test_opened_directories_still_leave_the_socket_files_closed(
     assert_nothing_changed(b)
 
 
-def test_helper_refuses_a_stranger_even_through_an_open_socket(
-    installation: Banger, stranger: User, reliability_counts: ReliabilityCounts
-) -> None:
-    """File modes gone wrong (0666, traversable dirs): SO_PEERCRED still refuses."""
-    b = installation
-    sock = helper_sock(b)
+def probe_through_an_open_socket(
+    b: Banger, sock: Path, stranger: User, targets: list[Target]
+) -> dict[str, Any]:
+    """Probe as ``stranger`` while ``sock`` is 0666 and the dirs above it traversable."""
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (b.home, b.runtime_dir, sock)}
     try:
         for d in (b.home, b.runtime_dir):
             d.chmod(0o711)
         sock.chmod(0o666)
-        targets = privileged_requests(b)
-        got = probe_as(stranger, targets, prefix=b.ns.argv())
-        reliability_counts.hostile(len(targets))
+        return probe_as(stranger, targets, prefix=b.ns.argv())
     finally:
         for p, mode in modes.items():
             p.chmod(mode)
+
+
+def test_helper_refuses_a_stranger_even_through_an_open_socket(
+    installation: Banger, stranger: User, reliability_counts: ReliabilityCounts
+) -> None:
+    """File modes gone wrong (0666, traversable dirs): SO_PEERCRED still refuses."""
+    b = installation
+    targets = privileged_requests(b)
+    got = probe_through_an_open_socket(b, helper_sock(b), stranger, targets)
+    reliability_counts.hostile(len(targets))
     for target in targets:
         result = got[target.key]
         assert result.get("connected"), result  # the file mode let them in ...
@@ -189,7 +196,6 @@ def test_daemon_refuses_a_stranger_even_through_an_open_socket(
     """The same misconfiguration on bangerd's socket: SO_PEERCRED answers 403 and closes."""
     b = installation
     sock = daemon_sock(b)
-    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in (b.home, b.runtime_dir, sock)}
     targets = [
         Target("list", sock, http_get("/v1/vms")),
         Target("version", sock, http_get("/v1/version")),
@@ -197,15 +203,8 @@ def test_daemon_refuses_a_stranger_even_through_an_open_socket(
                "content-type: application/json\r\ncontent-length: 15\r\n\r\n"
                '{"name":"evil"}'),
     ]  # fmt: skip
-    try:
-        for d in (b.home, b.runtime_dir):
-            d.chmod(0o711)
-        sock.chmod(0o666)
-        got = probe_as(stranger, targets, prefix=b.ns.argv())
-        reliability_counts.hostile(len(targets))
-    finally:
-        for p, mode in modes.items():
-            p.chmod(mode)
+    got = probe_through_an_open_socket(b, sock, stranger, targets)
+    reliability_counts.hostile(len(targets))
     for target in targets:
         result = got[target.key]
         assert result.get("connected"), result  # the file mode let them in ...
