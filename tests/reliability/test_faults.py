@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,29 @@ def assert_interrupted(w: World, name: str, stage: str) -> None:
     assert any(f"interrupted at stage {stage}" in line for line in report["repaired"]), report
     names = json.loads(w.b.banger("vm", "list", "--json").stdout)
     assert name not in [vm["name"] for vm in names]
+
+
+@contextmanager
+def synced_file(b: Banger, name: str, mib: int) -> Iterator[Path]:
+    """A ``mib`` MiB file in the owner's home, listed in ``[[file_sync]]`` while inside."""
+    big = b.user.home / name
+    config_dir = b.home / "config"
+    config = config_dir / "config.toml"
+    chunk = bytes(range(256)) * 4096  # 1 MiB of non-zero data (no holes to skip)
+    try:
+        with open(big, "wb") as f:
+            for _ in range(mib):
+                f.write(chunk)
+        os.chown(big, b.user.uid, b.user.gid)
+        big.chmod(0o600)
+        config_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(config_dir, b.user.uid, b.user.gid)
+        config.write_text(f'[[file_sync]]\nhost = "~/{name}"\nguest = "~/{name}"\n')
+        os.chown(config, b.user.uid, b.user.gid)
+        yield big
+    finally:
+        config.unlink(missing_ok=True)
+        big.unlink(missing_ok=True)
 
 
 def _create_until(
@@ -331,21 +355,8 @@ def test_a_full_disk_during_work_disk_provisioning_fails_cleanly(
     """A ``[[file_sync]]`` larger than the free space: a clear error, nothing left."""
     b = world.b
     vms = b.state_dir / "vms"
-    big = b.user.home / "big.bin"
-    config_dir = b.home / "config"
-    config = config_dir / "config.toml"
     size = (SMALL_FS_MIB + 100) * MIB
-    chunk = bytes(range(256)) * 4096  # 1 MiB of non-zero data (no holes to skip)
-    with open(big, "wb") as f:
-        for _ in range(size // len(chunk)):
-            f.write(chunk)
-    os.chown(big, b.user.uid, b.user.gid)
-    big.chmod(0o600)
-    config_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chown(config_dir, b.user.uid, b.user.gid)
-    config.write_text('[[file_sync]]\nhost = "~/big.bin"\nguest = "~/big.bin"\n')
-    os.chown(config, b.user.uid, b.user.gid)
-    try:
+    with synced_file(b, "big.bin", size // MIB):
         restart_daemon(b)
         free_before = free_bytes(vms)
         assert free_before < size
@@ -357,9 +368,6 @@ def test_a_full_disk_during_work_disk_provisioning_fails_cleanly(
         op = next(op for op in ops_on(b, "full") if op.kind == "vm.create")
         assert op.state == "failed" and op.stage == "prepare_work_disk", op
         assert free_bytes(vms) >= free_before - 8 * MIB, "the failed create's disk space was kept"
-    finally:
-        config.unlink(missing_ok=True)
-        big.unlink(missing_ok=True)
     restart_daemon(b)
     reliability_counts.restart()
     assert_consistent(world, reliability_counts)
@@ -370,21 +378,8 @@ def test_bangerd_killed_mid_provisioning_leaves_its_scratch_files_to_reconciliat
 ) -> None:
     """kill -9 while debugfs writes a synced file: the scratch files are under state/tmp."""
     b = world.b
-    big = b.user.home / "mid.bin"
-    config_dir = b.home / "config"
-    config = config_dir / "config.toml"
-    chunk = bytes(range(256)) * 4096
-    with open(big, "wb") as f:
-        for _ in range(120):  # 120 MiB: debugfs takes a moment to write it
-            f.write(chunk)
-    os.chown(big, b.user.uid, b.user.gid)
-    big.chmod(0o600)
-    config_dir.mkdir(mode=0o700, exist_ok=True)
-    os.chown(config_dir, b.user.uid, b.user.gid)
-    config.write_text('[[file_sync]]\nhost = "~/mid.bin"\nguest = "~/mid.bin"\n')
-    os.chown(config, b.user.uid, b.user.gid)
     tmp = b.state_dir / "tmp"
-    try:
+    with synced_file(b, "mid.bin", 120):  # 120 MiB: debugfs takes a moment to write it
         restart_daemon(b)
         cli = cli_background(b, "vm", "create", "--name", "midprov", "--init", "fast")
         try:
@@ -400,9 +395,6 @@ def test_bangerd_killed_mid_provisioning_leaves_its_scratch_files_to_reconciliat
             if cli.poll() is None:
                 cli.kill()
             cli.communicate(timeout=60)  # reaps it and closes its pipes
-    finally:
-        config.unlink(missing_ok=True)
-        big.unlink(missing_ok=True)
     assert [n for n in scratch if n.startswith("banger-provision-")], scratch
     assert not list(Path("/tmp").glob("banger-provision-*")), "provisioning staged in /tmp"
     start_daemon(b)
