@@ -7,6 +7,7 @@ the store itself; no fake errors.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from banger.daemon.ops import Operations
+from banger.daemon.ops import Operations, OpHandle
+from banger.errors import BangerError
 from banger.store import OpState, Store
 from banger.store.errors import DatabaseFull
 from tests.support import needs_root
@@ -86,3 +88,34 @@ async def test_an_operation_survives_a_progress_line_that_could_not_be_recorded(
             filler.unlink()  # the failing step cleans up after itself
         record = store.get_operation(op.id)
         assert record.state == OpState.SUCCEEDED
+
+
+async def test_followers_are_let_go_when_the_end_of_an_operation_cannot_be_recorded(
+    tiny: Path,
+) -> None:
+    filler = tiny / "filler"
+
+    async def body(op: OpHandle) -> None:
+        await op.stage("work")
+        with open(filler, "wb") as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        raise BangerError("e" * 100_000)  # a failure whose record cannot fit any more
+
+    with Store.open(tiny / "banger.db") as store:
+        ops = Operations(store)
+        started = await ops.start("test.full", "x", body)
+
+        async def follow() -> list[str]:
+            return [event.kind async for event in ops.follow(started.id)]
+
+        kinds = await asyncio.wait_for(follow(), timeout=30)  # it used to wait forever
+        assert "stage" in kinds and "failed" not in kinds, kinds
+        assert not ops.is_live(started.id)
+        # The store still says running: the next daemon start marks it interrupted.
+        assert store.get_operation(started.id).state == OpState.RUNNING
+        filler.unlink()
+        assert ops.fail_interrupted() == 1
+        assert store.get_operation(started.id).state == OpState.FAILED

@@ -74,6 +74,15 @@ def follow(state: CliState, record: Operation, *, verbose: bool = False) -> Oper
     finally:
         printer.stop()
     final = state.client().get_op(record.id)
+    if final.state not in ("failed", "succeeded"):
+        # The stream ended but the op did not (its end could not be recorded, or the
+        # daemon is going away): never report that as success.
+        raise OperationFailed(
+            f"{final.kind} {final.target or ''}: its progress stream ended while it was "
+            f"{final.state} (stage {final.stage or '-'})",
+            f"see `banger ops show {final.id}` and the daemon log",
+            1,
+        )
     if final.state != "failed":
         return final
     error = final.error or "no error recorded"

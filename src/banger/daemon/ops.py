@@ -29,7 +29,7 @@ from banger.daemon import stage_delay
 from banger.daemon.records import event_model, operation_model
 from banger.errors import BangerError, DaemonUnavailable
 from banger.store import OpState, Store
-from banger.store.errors import DatabaseFull
+from banger.store.errors import DatabaseFull, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -187,18 +187,28 @@ class Operations:
         hint: str | None,
         data: dict[str, Any],
     ) -> None:
-        await asyncio.to_thread(
-            self.store.update_operation, handle.id, state=state, error=error, hint=hint
-        )
-        if hint is not None:
-            data = {**data, "hint": hint}
-        await self.publish(
-            handle.id, state.value, handle.current_stage, error or "done", data, final=True
-        )
-        log.info("op %s %s", handle.id, state)
-        self._live.pop(handle.id, None)
-        if not self._live:
-            self._idle.set()
+        try:
+            await asyncio.to_thread(
+                self.store.update_operation, handle.id, state=state, error=error, hint=hint
+            )
+            if hint is not None:
+                data = {**data, "hint": hint}
+            await self.publish(
+                handle.id, state.value, handle.current_stage, error or "done", data, final=True
+            )
+            log.info("op %s %s", handle.id, state)
+        except StoreError as exc:
+            # The end could not be recorded (a full disk): followers must still be let go,
+            # and the next start marks the op failed as interrupted.
+            log.error("op %s %s (%s), but the store could not record it: %s",
+                      handle.id, state, error or "done", exc.message)  # fmt: skip
+            live = self._live.get(handle.id)
+            if live is not None:
+                await live.bump(finished=True)
+        finally:
+            self._live.pop(handle.id, None)
+            if not self._live:
+                self._idle.set()
 
     async def publish(
         self,
