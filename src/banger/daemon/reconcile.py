@@ -49,6 +49,7 @@ from banger.daemon.reconcile_probe import banger_taps, vmm_processes
 from banger.daemon.reconcile_report import ReconcileReport, report_path
 from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.stack import VMStack
+from banger.daemon.vms.stopped import mark_stopped
 from banger.errors import BangerError
 from banger.helper.staging import NAME as STAGING_NAME
 from banger.paths import Paths
@@ -152,29 +153,25 @@ async def _mark_dead_vmms(stack: VMStack, startup: Startup) -> None:
         if vms.alive(vm):
             continue
         op = startup.interrupted_on(vm, ("vm.start", "vm.restart", "vm.stop", "vm.rm"))
+        interrupted = (
+            f"{op.kind} interrupted at stage {op.stage or '(none)'}: bangerd stopped"
+            if op is not None
+            else None
+        )
         if vm.state not in CLAIMS_A_VMM:
             if op is not None and op.kind in ("vm.start", "vm.restart"):
                 # Interrupted before it launched anything: the VM never left its
                 # state, but `vm show` should still say why it is not running.
-                reason = f"{op.kind} interrupted at stage {op.stage or '(none)'}: bangerd stopped"
-                await asyncio.to_thread(startup.store.update_vm, vm.id, last_error=reason)
-                startup.report.fixed(f"VM {vm.name}: left {vm.state.value} ({reason})")
+                await asyncio.to_thread(startup.store.update_vm, vm.id, last_error=interrupted)
+                startup.report.fixed(f"VM {vm.name}: left {vm.state.value} ({interrupted})")
             continue
-        if op is not None:
-            reason = f"{op.kind} interrupted at stage {op.stage or '(none)'}: bangerd stopped"
+        if interrupted is not None:
+            reason = interrupted
         elif vm.pid is not None:
             reason = f"the VMM (pid {vm.pid}) exited while bangerd was not running"
         else:
             reason = f"no VMM was running for it when bangerd started (state was {vm.state})"
-        await asyncio.to_thread(
-            startup.store.update_vm,
-            vm.id,
-            state=VMState.STOPPED,
-            pid=None,
-            pid_start_time=None,
-            tap=None,
-            last_error=reason,
-        )
+        await mark_stopped(vms, vm, reason)
         startup.report.fixed(f"VM {vm.name}: marked stopped ({reason})")
 
 
