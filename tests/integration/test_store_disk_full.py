@@ -47,6 +47,15 @@ def fill(store: Store, op_id: str) -> int:
     raise AssertionError("512 KiB never filled up")
 
 
+def fill_with_a_file(filler: Path) -> None:
+    """Fill the rest of ``filler``'s filesystem with one plain file, to the last block."""
+    with open(filler, "wb") as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def test_a_full_disk_is_one_clear_error_and_the_store_lives_on(tiny: Path) -> None:
     reserve = tiny / "reserve"
     reserve.write_bytes(b"r" * 131072)  # another file on the filesystem, to free later
@@ -78,12 +87,7 @@ async def test_an_operation_survives_a_progress_line_that_could_not_be_recorded(
         ops = Operations(store)
         async with ops.run("test.op", "x") as op:
             await op.stage("work")
-            # Fill the rest of the filesystem with a plain file, as a build would.
-            with open(filler, "wb") as f, pytest.raises(OSError):
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-                    os.fsync(f.fileno())
+            fill_with_a_file(filler)  # as a build would
             await op.event("info", "x" * 200_000)  # cannot be stored: logged, not fatal
             filler.unlink()  # the failing step cleans up after itself
         record = store.get_operation(op.id)
@@ -97,11 +101,7 @@ async def test_followers_are_let_go_when_the_end_of_an_operation_cannot_be_recor
 
     async def body(op: OpHandle) -> None:
         await op.stage("work")
-        with open(filler, "wb") as f, pytest.raises(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-                os.fsync(f.fileno())
+        fill_with_a_file(filler)
         raise BangerError("e" * 100_000)  # a failure whose record cannot fit any more
 
     with Store.open(tiny / "banger.db") as store:
