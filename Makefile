@@ -10,9 +10,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit build deps sysdeps testdeps smoke bench fuzz clean
+.PHONY: run test lint typecheck unit build deps sysdeps testdeps lockcheck lock smoke bench fuzz clean
 
-deps: sysdeps $(STAMP)
+deps: sysdeps lockcheck $(STAMP)
 
 sysdeps:
 	@scripts/ensure-system-deps scripts/system-packages.txt
@@ -20,11 +20,22 @@ sysdeps:
 testdeps: sysdeps
 	@scripts/ensure-system-deps scripts/test-packages.txt
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --upgrade pip >/dev/null
-	@$(BIN)/pip install -q -e '.[dev]'
+# Python dependencies: exactly requirements.lock, hash-checked (scripts/install-python-deps).
+# A lock made from other inputs than pyproject.toml's ranges stops here with one line.
+lockcheck:
+	@$(PYTHON) scripts/lockfile.py check
+
+$(STAMP): pyproject.toml requirements.lock scripts/lock-tools.in
+	@scripts/install-python-deps $(PYTHON) $(VENV)
 	@touch $@
+
+# Refresh the lock after changing a range in pyproject.toml (or to take upstream
+# releases: make lock UPGRADE=--upgrade), then run the full suite before committing it.
+UPGRADE ?=
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install -q uv
+	@scripts/lock $(BIN)/uv $(UPGRADE)
 
 run: deps
 	@scripts/run-demo
@@ -36,10 +47,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: lockcheck $(STAMP)
 	$(BIN)/pytest -m "not root and not guest"
 
-test: testdeps $(STAMP) lint typecheck
+test: testdeps lockcheck $(STAMP) lint typecheck
 	$(BIN)/pytest
 
 # smoke (root): the whole first-use path from an empty BANGER_HOME — image build
@@ -62,7 +73,7 @@ fuzz: testdeps $(STAMP)
 	BANGER_FUZZ_EXAMPLES=500 $(BIN)/pytest tests/reliability tests/unit/test_helper_validate.py tests/unit/test_config_file_sync_props.py -p no:cacheprovider
 
 build: $(STAMP)
-	$(BIN)/pip wheel --no-deps -w dist .
+	$(BIN)/uv build --wheel --no-build-isolation --python $(BIN)/python -o dist
 
 clean:
 	rm -rf dist build .mypy_cache .ruff_cache .pytest_cache

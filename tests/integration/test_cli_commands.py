@@ -64,6 +64,25 @@ def test_version_reports_cli_and_daemon(home: Path, daemon: Daemon) -> None:
     assert run_cli(home, "--version").stdout.strip() == f"banger {data['cli']['version']}"
 
 
+def test_version_json_carries_what_a_bug_report_needs(home: Path) -> None:
+    """Issue #15: the installed versions of the key packages and host tools, as found."""
+    from importlib import metadata
+
+    data = json.loads(run_cli(home, "--json", "version").stdout)
+    packages = data["packages"]
+    # As installed in this interpreter (the locked set), not a list written down.
+    for name in ("asyncssh", "cryptography", "pydantic", "fastapi", "pyroute2"):
+        assert packages[name] == metadata.version(name)
+    tools = data["host_tools"]
+    assert set(tools) >= {"qemu-system-x86_64", "skopeo", "mmdebstrap", "mkfs.ext4"}
+    for name, found in tools.items():
+        assert found["path"] and Path(found["path"]).name == name, name
+        assert found["version"] and found["version"][0].isdigit(), (name, found)
+    # mkfs.ext4 lives in /usr/sbin: found even with a PATH that lacks it.
+    plain = run_cli(home, "--json", "version", PATH="/usr/bin:/bin")
+    assert json.loads(plain.stdout)["host_tools"]["mkfs.ext4"]["version"] is not None
+
+
 def test_vm_list_human_is_a_table(home: Path) -> None:
     result = run_cli(home, "vm", "list")
     assert result.returncode == 0

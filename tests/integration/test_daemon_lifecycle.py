@@ -44,6 +44,18 @@ def test_socket_is_owner_only_and_version_answers(home: Path) -> None:
         assert (daemon.paths.runtime_dir / "bangerd.pid").read_text().strip() == str(info.pid)
 
 
+def test_no_third_party_warning_reaches_the_log(home: Path) -> None:
+    """Issue #15: a dependency's import-time deprecation (asyncssh touching
+    cryptography's DSA classes) is not shown to users in bangerd.log."""
+    with running_daemon(home) as daemon, daemon.client() as client:
+        client.version()
+        import asyncssh  # noqa: F401  (what bangerd imported too)
+
+        text = daemon.log() + daemon.stderr()
+    assert "Warning" not in text, text
+    assert "DSA" not in text, text
+
+
 def test_sigterm_stops_cleanly_and_removes_socket(home: Path) -> None:
     with running_daemon(home) as daemon:
         daemon.signal(signal.SIGTERM)

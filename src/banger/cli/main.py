@@ -97,7 +97,9 @@ def cli(ctx: click.Context, json_output: bool, debug: bool) -> None:
 @cli.command(name="version")
 @json_option
 def version() -> None:
-    """Show the CLI's and the running daemon's versions (does not start the daemon)."""
+    """Show the versions of banger, the running daemon, key Python packages and host
+    tools (does not start the daemon). Put `banger version --json` in a bug report."""
+    from banger import versions
     from banger.errors import DaemonUnavailable
 
     state = get_state()
@@ -107,12 +109,16 @@ def version() -> None:
         daemon = state.client().version()
     except DaemonUnavailable as exc:
         problem = exc.message
+    found = versions.report()
     if state.json:
         print_json(
             {
                 "cli": {"version": __version__},
                 "daemon": daemon.model_dump(mode="json") if daemon else None,
                 "daemon_error": problem,
+                "python": found["python"],
+                "packages": found["packages"],
+                "host_tools": found["host_tools"],
             }
         )
         return
@@ -124,6 +130,10 @@ def version() -> None:
             f"bangerd {daemon.version} (api {daemon.api}, pid {daemon.pid}, uid {daemon.uid}, "
             f"up since {daemon.started_at.astimezone().strftime('%Y-%m-%d %H:%M:%S')})"
         )
+    packages = versions.python_packages()
+    click.echo("python  " + ", ".join(f"{k} {v or 'missing'}" for k, v in packages.items()))
+    tools = versions.host_tools()
+    click.echo("host    " + ", ".join(f"{k} {v['version'] or 'missing'}" for k, v in tools.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
