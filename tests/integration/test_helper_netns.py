@@ -241,14 +241,25 @@ def test_bridge_tap_nat_lifecycle(start_helper: StartHelper) -> None:
         "taps_deleted": ["bt-0001"],
         "bridge_deleted": True,
         "nat_removed": ["172.30.0.0/24"],
+        "nat_table_deleted": False,  # bgbr1's entry is still in it
     }
     listing = nft_table(ns)
     assert listing is not None and masqueraded(listing) == {"bgbr1 10.77.0.0/16"}
     assert link_names(ns) == {"lo", "bgbr1"}
-    client.call("teardown_network", bridge="bgbr1")
-    again = client.call("teardown_network", bridge="bgbr1")
-    assert again["bridge_deleted"] is False and again["nat_removed"] == []
+    last = client.call("teardown_network", bridge="bgbr1")
+    assert last["bridge_deleted"] is True and last["nat_table_deleted"] is True
     assert nft_table(ns) is None
+    # Idempotent: the second teardown finds nothing and changes nothing.
+    before = nft_ruleset(ns)
+    again = client.call("teardown_network", bridge="bgbr1")
+    assert again == {
+        "bridge": "bgbr1",
+        "taps_deleted": [],
+        "bridge_deleted": False,
+        "nat_removed": [],
+        "nat_table_deleted": False,
+    }
+    assert nft_ruleset(ns) == before
     assert link_names(ns) == {"lo"}
 
     log = helper.log.read_text()
@@ -270,6 +281,66 @@ def test_helper_refuses_foreign_interfaces_and_overlaps(start_helper: StartHelpe
     with pytest.raises(HelperError, match="bridge bgbr0 does not exist"):
         helper.client.call_with_fds("open_tap", name="bt-1", bridge="bgbr0")
     assert link_names(helper.ns) == {"lo", "foreign0"}
+
+
+def nft_ruleset(ns: Netns) -> str:
+    return ns.run("nft", "list", "ruleset").stdout
+
+
+def ip_forward(ns: Netns) -> str:
+    return ns.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
+
+
+NOT_OURS = "ensure_nat.args.bridge: interface {} exists and is not a banger bridge"
+
+
+@pytest.mark.parametrize(
+    ("bridge", "setup", "error"),
+    [
+        ("lo", [], NOT_OURS.format("lo")),
+        # An uplink as a host has one: named eth0, up, with an address and the default
+        # route. A veth whose peer stays in the namespace: no frame can leave it.
+        (
+            "eth0",
+            [
+                ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"],
+                ["ip", "addr", "add", "192.168.77.2/24", "dev", "eth0"],
+                ["ip", "link", "set", "eth0-peer", "up"],
+                ["ip", "link", "set", "eth0", "up"],
+                ["ip", "route", "add", "default", "via", "192.168.77.1"],
+            ],
+            NOT_OURS.format("eth0"),
+        ),
+        (
+            "foreign0",
+            [["ip", "link", "add", "foreign0", "type", "bridge"]],
+            NOT_OURS.format("foreign0"),
+        ),
+        ("bgbr9", [], "ensure_nat.args.bridge: interface bgbr9 does not exist"),
+    ],
+    ids=["lo", "uplink", "foreign-bridge", "missing"],
+)
+def test_ensure_nat_only_for_banger_bridges(
+    start_helper: StartHelper, bridge: str, setup: list[list[str]], error: str
+) -> None:
+    helper = start_helper()
+    ns, client = helper.ns, helper.client
+    # banger's own bridge and NAT are in place; the refusal must leave them as they are.
+    client.call("ensure_bridge", name="bgbr0", cidr="172.30.0.1/24")
+    client.call("ensure_nat", cidr="172.30.0.0/24", bridge="bgbr0")
+    ns.run("sysctl", "-qw", "net.ipv4.ip_forward=0")  # this namespace's own setting
+    for argv in setup:
+        ns.run(*argv)
+    before = nft_ruleset(ns)
+    assert "banger-nat bgbr0 172.30.0.0/24" in before
+
+    with pytest.raises(HelperError) as refused:
+        client.call("ensure_nat", cidr="10.99.0.0/24", bridge=bridge)
+    assert refused.value.message == error
+
+    assert nft_ruleset(ns) == before
+    assert ip_forward(ns) == "0"
+    assert "masquerading 10.99.0.0/24" not in helper.log.read_text()
 
 
 def as_user(user: User, *argv: str) -> list[str]:

@@ -26,9 +26,12 @@ Operations, and why each needs root:
     Masquerade the bridge subnet ``cidr`` (e.g. ``172.30.0.0/24``) in the nft
     table ``ip banger`` (rewritten atomically in one transaction) and enable
     ``net.ipv4.ip_forward``: netfilter and sysctls need ``CAP_NET_ADMIN``.
+    Only for an existing banger bridge (``lo``, an uplink or a missing name is
+    refused before anything changes).
 ``teardown_network(bridge)``
     Delete the bridge's ``bt-…`` taps, the bridge, and its NAT entries (the
-    table goes with the last entry).
+    table goes with the last entry); idempotent. The daemon asks for it in
+    ``banger system cleanup-network``.
 ``bind_dns(cidr)``
     Bind UDP and TCP sockets on ``<gateway>:53`` (the exact address of a
     banger bridge, nothing else) and hand both back with ``SCM_RIGHTS``; the

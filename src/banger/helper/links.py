@@ -75,14 +75,41 @@ def all_links(ipr: IPRoute) -> list[Link]:
     return [_link(m) for m in ipr.get_links()]
 
 
-def _owned_bridge(ipr: IPRoute, name: str) -> Link | None:
+def is_banger_bridge(link: Link) -> bool:
+    """The one ownership rule for bridges: every op that touches one applies it."""
+    return link.kind == "bridge" and link.alias == BRIDGE_ALIAS
+
+
+def owned_bridge(ipr: IPRoute, name: str, *, field: str = "") -> Link | None:
+    """The banger bridge ``name``, None if no interface has that name.
+
+    Any other interface (``lo``, an uplink, someone's own bridge) is a
+    :class:`Conflict`; ``field`` prefixes the message with the request field.
+    """
+    where = f"{field}: " if field else ""
     link = find_link(ipr, name)
     if link is None:
         return None
-    if link.kind != "bridge" or link.alias != BRIDGE_ALIAS:
+    if not is_banger_bridge(link):
         raise Conflict(
-            f"interface {name} exists and is not a banger bridge",
+            f"{where}interface {name} exists and is not a banger bridge",
             hint="choose another bridge name in banger's config, or remove that interface",
+        )
+    return link
+
+
+def require_banger_bridge(name: str, *, field: str) -> Link:
+    """Like :func:`owned_bridge`, and a missing interface is refused too (naming ``field``).
+
+    For ops that change host-wide state on a bridge's behalf (``ensure_nat``):
+    nothing may be set up that ``teardown_network`` would then refuse to remove.
+    """
+    with IPRoute() as ipr:
+        link = owned_bridge(ipr, name, field=field)
+    if link is None:
+        raise NotFound(
+            f"{field}: interface {name} does not exist",
+            hint="ensure_bridge creates the bridge; banger asks for it before ensure_nat",
         )
     return link
 
@@ -90,7 +117,7 @@ def _owned_bridge(ipr: IPRoute, name: str) -> Link | None:
 def ensure_bridge(name: str, gateway: ipaddress.IPv4Interface) -> dict[str, Any]:
     """Create the bridge if absent, give it exactly ``gateway``, bring it up."""
     with IPRoute() as ipr:
-        link = _owned_bridge(ipr, name)
+        link = owned_bridge(ipr, name)
         _refuse_overlap(ipr, gateway.network, except_index=link.index if link else None)
         created = link is None
         if link is None:
@@ -141,7 +168,7 @@ def _ifreq(name: str, flags: int) -> bytes:
 def open_tap(name: str, bridge: str, owner_uid: int) -> tuple[dict[str, Any], int]:
     """Create (or reopen) a persistent tap on ``bridge``; return an open descriptor."""
     with IPRoute() as ipr:
-        br = _owned_bridge(ipr, bridge)
+        br = owned_bridge(ipr, bridge)
         if br is None:
             raise NotFound(
                 f"bridge {bridge} does not exist", hint="call ensure_bridge before open_tap"
@@ -203,7 +230,7 @@ def delete_tap(name: str) -> dict[str, Any]:
 def teardown_bridge(bridge: str) -> tuple[list[str], bool]:
     """Delete banger's taps on ``bridge``, then the bridge. Returns (taps, bridge_deleted)."""
     with IPRoute() as ipr:
-        br = _owned_bridge(ipr, bridge)
+        br = owned_bridge(ipr, bridge)
         if br is None:
             log.info("teardown_network: bridge %s already absent", bridge)
             return [], False

@@ -17,6 +17,12 @@ Both chains have policy accept: banger adds permission for its bridges and
 never drops anybody else's traffic. ``ensure_nat`` also turns on
 ``net.ipv4.ip_forward`` (needed for any NAT to work); teardown leaves it on
 because other software may rely on it.
+
+``ensure_nat`` serves only an existing banger bridge (the ownership rule
+``teardown_network`` applies, :func:`banger.helper.links.owned_bridge`),
+checked before anything changes: otherwise ``lo``, an uplink or a name that
+does not exist yet would get rules and forwarding that teardown then refuses
+to remove.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from banger import proc
+from banger.helper import links
 from banger.helper.validate import Context, check_bridge, check_subnet
 
 log = logging.getLogger(__name__)
@@ -97,7 +104,8 @@ def entries_from_json(listing: dict[str, Any]) -> list[NatEntry]:
     return sorted(found)
 
 
-def current_entries() -> list[NatEntry]:
+def _table_listing() -> dict[str, Any] | None:
+    """``nft -j list table ip banger``, or None when the table does not exist."""
     tables = json.loads(proc.run(["nft", "-j", "list", "tables", "ip"]).out or "{}")
     names = {
         t["table"].get("name")
@@ -105,9 +113,14 @@ def current_entries() -> list[NatEntry]:
         if isinstance(t, dict) and "table" in t
     }
     if TABLE not in names:
-        return []
-    listing = json.loads(proc.run(["nft", "-j", "list", "table", "ip", TABLE]).out)
-    return entries_from_json(listing)
+        return None
+    listing: dict[str, Any] = json.loads(proc.run(["nft", "-j", "list", "table", "ip", TABLE]).out)
+    return listing
+
+
+def current_entries() -> list[NatEntry]:
+    listing = _table_listing()
+    return [] if listing is None else entries_from_json(listing)
 
 
 def apply(entries: list[NatEntry]) -> None:
@@ -121,6 +134,8 @@ def _enable_forwarding() -> None:
 
 
 def ensure_nat(subnet: ipaddress.IPv4Network, bridge: str) -> dict[str, Any]:
+    # First, before any nft change or sysctl: refuses lo, uplinks, foreign and missing ones.
+    links.require_banger_bridge(bridge, field="ensure_nat.args.bridge")
     entries = current_entries()
     wanted = NatEntry(bridge, subnet)
     changed = wanted not in entries
@@ -135,9 +150,16 @@ def ensure_nat(subnet: ipaddress.IPv4Network, bridge: str) -> dict[str, Any]:
     return {"cidr": str(subnet), "bridge": bridge, "changed": changed}
 
 
-def remove_bridge(bridge: str) -> list[str]:
-    """Drop ``bridge``'s entries; the table goes when the last entry does."""
-    entries = current_entries()
+def remove_bridge(bridge: str) -> tuple[list[str], bool]:
+    """Drop ``bridge``'s entries; the table goes when the last entry does.
+
+    Returns (the subnets removed, whether the table was deleted); a second
+    call finds nothing and changes nothing.
+    """
+    listing = _table_listing()
+    if listing is None:
+        return [], False
+    entries = entries_from_json(listing)
     kept = [e for e in entries if e.bridge != bridge]
     removed = [str(e.subnet) for e in entries if e.bridge == bridge]
     if removed or not kept:
@@ -145,4 +167,6 @@ def remove_bridge(bridge: str) -> list[str]:
         apply(kept)
     if removed:
         log.info("teardown_network: removed NAT for %s (%s)", bridge, ", ".join(removed))
-    return removed
+    if not kept:
+        log.info("teardown_network: deleted nft table ip %s (no entries left)", TABLE)
+    return removed, not kept

@@ -88,13 +88,14 @@ class Operations:
             return Outcome(nat.ensure_nat(args.cidr, args.bridge))
         if isinstance(args, TeardownNetworkArgs):
             taps, bridge_deleted = links.teardown_bridge(args.bridge)
-            removed = nat.remove_bridge(args.bridge)
+            removed, table_deleted = nat.remove_bridge(args.bridge)
             return Outcome(
                 {
                     "bridge": args.bridge,
                     "taps_deleted": taps,
                     "bridge_deleted": bridge_deleted,
                     "nat_removed": removed,
+                    "nat_table_deleted": table_deleted,
                 }
             )
         if isinstance(args, BindDnsArgs):

@@ -26,7 +26,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from banger.errors import CommandError, Conflict, NotFound
-from banger.helper.links import BRIDGE_ALIAS, all_links, find_link
+from banger.helper.links import all_links, find_link, is_banger_bridge
 from banger.proc import run
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,7 @@ RESOLVED_RUN_DIR = Path("/run/systemd/resolve")
 
 def bridge_holding(ipr: IPRoute, gateway: ipaddress.IPv4Interface) -> str:
     """The banger bridge that carries exactly ``gateway``; refuse any other interface."""
-    bridges = {
-        link.index: link.name
-        for link in all_links(ipr)
-        if link.kind == "bridge" and link.alias == BRIDGE_ALIAS
-    }
+    bridges = {link.index: link.name for link in all_links(ipr) if is_banger_bridge(link)}
     for addr in ipr.get_addr(family=socket.AF_INET):
         current = ipaddress.IPv4Interface(f"{addr.get('address')}/{addr['prefixlen']}")
         if current.ip != gateway.ip:
