@@ -40,6 +40,9 @@ def create_app(services: Services) -> FastAPI:
         from banger.daemon.routes_snapshots import snapshot_router
 
         app.include_router(snapshot_router(services.stack))
+        from banger.daemon.routes_network import network_router
+
+        app.include_router(network_router(services.stack, services.dns))
     else:
         app.include_router(vms_router(services))
     return app

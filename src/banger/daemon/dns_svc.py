@@ -177,9 +177,16 @@ class DNSService:
             self.status.host_link = {"configured": False, "reason": exc.message}
         log.info("VM DNS on %s:53, upstreams %s", net.gateway, self.status.upstreams or "none")
 
-    async def close(self) -> None:
+    async def close(self) -> bool:
+        """Stop serving (shutdown, or the bridge is about to go); True if it was serving.
+
+        The whole status goes: after a network cleanup the host link went with
+        the bridge, and the next ensure starts and reports afresh.
+        """
         async with self._lock:
-            if self._server is not None:
-                await self._server.close()
-                self._server = None
-                self.status.serving = False
+            if self._server is None:
+                return False
+            await self._server.close()
+            self._server = None
+            self.status = DNSStatus()
+            return True

@@ -10,6 +10,9 @@ Ordering rules (also in docs/ARCHITECTURE.md):
    no VM lock only: defaults are resolved and built before a VM row exists.
 4. The store's own transactions and the helper's op lock are leaves: held
    for milliseconds, never while waiting on anything else.
+5. The host network lock (``HostNetwork.lock``) may be taken while holding a
+   VM lock (a start's bridge ensure), never the other way round: the network
+   cleanup holds it and only *reads* which VM locks are taken (:meth:`VMLocks.held`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class VMLocks:
         with self.order.taking(vm_id):
             async with lock:
                 yield
+
+    def held(self) -> list[str]:
+        """The VMs an operation is working on right now (their lock is taken)."""
+        return [vm_id for vm_id, lock in self._locks.items() if lock.locked()]
 
     def forget(self, vm_id: str) -> None:
         """Drop a deleted VM's lock (called while holding it; waiters still get it)."""
