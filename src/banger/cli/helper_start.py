@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banger.errors import CommandError, HelperError
-from banger.paths import Paths, system_install
+from banger.paths import Paths, check_private_dir, system_install
 
 NO_AUTOSTART_ENV = "BANGER_NO_AUTOSTART"
 #: Commands (group, name) whose daemon work calls the helper: they create or
-#: boot VMs (bridge, tap, NAT) or build images (root for file ownership).
+#: boot VMs (bridge, tap, NAT), build images (root for file ownership) or
+#: remove the bridge and NAT again.
 NEEDS_HELPER = frozenset(
     {
         ("vm", "create"),
@@ -48,6 +49,7 @@ NEEDS_HELPER = frozenset(
         ("vm", "restart"),
         ("vm", "run"),
         ("image", "build"),
+        ("system", "cleanup-network"),
     }
 )
 #: Seconds ``banger-helper`` (or sudo) gets to bind and detach.
@@ -145,6 +147,9 @@ def ensure_helper(paths: Paths) -> HelperStart | None:
     """
     if os.environ.get(NO_AUTOSTART_ENV) == "1" or system_install() is not None:
         return None
+    # The client's check, before probing: a helper is never started (as
+    # root!) into a runtime directory that is another user's or squatted.
+    check_private_dir(paths.runtime_dir)
     if helper_answers(paths):
         return None
     argv = helper_argv(paths, os.getuid(), extra=jailer_flags(paths))

@@ -1,4 +1,4 @@
-"""``banger system``: install bangerd and banger-helper as systemd services."""
+"""``banger system``: install bangerd and banger-helper as systemd services; network cleanup."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from banger.cli.doctor_cmd import root_flag
+from banger.cli.network_cmd import cleanup_network
 from banger.paths import SYSTEM_RUNTIME_DIR
 
 _prefix_option = click.option(
@@ -19,7 +20,10 @@ _prefix_option = click.option(
 
 @click.group(name="system")
 def system() -> None:
-    """Install bangerd and banger-helper as system services."""
+    """Install bangerd and banger-helper as system services; clean up banger's network."""
+
+
+system.add_command(cleanup_network)
 
 
 @system.command("install")
