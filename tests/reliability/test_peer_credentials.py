@@ -8,7 +8,8 @@ Two locks stand in the way, and each is tested on its own:
 - behind them ``SO_PEERCRED`` on both sockets: even a socket whose mode lets a
   stranger connect (a misconfigured group or mode) serves them nothing — the
   helper a refusal line and no descriptor, bangerd one 403 before it parses
-  the request — and nothing changes on the host. (tests/integration/
+  the request, and it must arrive: 50 times in a row, never a broken pipe —
+  and nothing changes on the host. (tests/integration/
   test_helper_netns.py checks the helper's refusal for ``ping`` with a shared
   group; here it is the privileged ops that matter.)
 
@@ -217,6 +218,42 @@ def test_daemon_refuses_a_stranger_even_through_an_open_socket(
     log = (b.state_dir / "bangerd.log").read_text()
     assert f"uid={stranger.uid}: not the owner" in log
     assert_owner_is_served(b)
+
+
+#: Connections in a row for the refusal loop below (closing at once lost up to a quarter).
+REFUSAL_ROUNDS = 50
+
+
+def test_the_daemon_refusal_arrives_every_time(
+    installation: Banger, stranger: User, reliability_counts: ReliabilityCounts
+) -> None:
+    """50 strangers in a row, each sending at once: every one reads the 403.
+
+    A refusal that closes before the stranger's request is sent turns into a
+    broken pipe on its side (or a reset): the 403 is lost. One daemon, one
+    probe process, 50 connections, so the loop stays cheap on a loaded host.
+    """
+    b = installation
+    sock = daemon_sock(b)
+    shapes = [
+        http_get("/v1/vms"),
+        "GET /v1/version HTTP/1.1\r\nHost: bangerd\r\n\r\n",  # keep-alive: EOF comes from us
+        "POST /v1/vms HTTP/1.1\r\nHost: bangerd\r\ncontent-type: application/json\r\n"
+        'content-length: 15\r\n\r\n{"name":"evil"}',
+    ]
+    targets = [
+        Target(f"probe-{i:02d}", sock, shapes[i % len(shapes)]) for i in range(REFUSAL_ROUNDS)
+    ]
+    got = probe_through_an_open_socket(b, sock, stranger, targets)
+    reliability_counts.hostile(len(targets))
+    lost = {
+        key: {"errno": r.get("errno"), "reply": r.get("reply", "")[:40]}
+        for key, r in got.items()
+        if not (r.get("connected") and r["reply"].startswith("HTTP/1.1 403 Forbidden"))
+    }
+    assert not lost, f"{len(lost)} of {REFUSAL_ROUNDS} refusals did not arrive: {lost}"
+    # The owner's CLI is still served (and nothing was created) after the 50.
+    assert "evil" not in b.banger("vm", "list", "--json").stdout
 
 
 def test_owner_files_are_not_world_readable(installation: Banger) -> None:
