@@ -83,7 +83,9 @@ def _connect(path: str) -> socket.socket:
     """A socket connected to the daemon at ``path`` (HTTP goes over it: :mod:`banger.http_unix`)."""
     # Never talk to a socket in a directory another user could have
     # squatted (the /tmp/banger-<uid> fallback): it could be a fake daemon.
-    # bangerd refuses such a directory too; this is the client's half.
+    # bangerd refuses such a directory too; this is the client's half. Its
+    # refusals (another user's directory too) are not OSErrors: no caller
+    # takes them for "not running" and auto-starts a daemon into it.
     check_private_dir(Path(path).parent)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:

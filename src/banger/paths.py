@@ -58,14 +58,31 @@ def check_socket_path(path: Path) -> Path:
     return path
 
 
+def fallback_runtime_dir() -> Path:
+    """The runtime directory when nothing else names one: a name anyone could create first."""
+    return Path(f"/tmp/banger-{os.getuid()}")
+
+
 def check_private_dir(path: Path) -> Path:
-    """Refuse a socket directory that another user could tamper with.
+    """Refuse a socket directory that is not ours to use or that another user could tamper with.
+
+    The one check between banger and a runtime directory: the CLI runs it
+    before every connection and before starting the helper, bangerd before it
+    binds, ``banger doctor`` as its "runtime directory" check.
 
     Without ``XDG_RUNTIME_DIR`` the runtime directory is ``/tmp/banger-<uid>``,
     a name anyone can create first; whoever owns (or may write) the directory
     can swap the sockets inside it and impersonate the daemon. So it must be
     a real directory (not a symlink), owned by us or by root, and writable by
-    nobody else. A missing directory is fine (it will be created 0700).
+    nobody else.
+
+    A directory that belongs to another user (``BANGER_RUNTIME_DIR``,
+    ``BANGER_HOME`` or ``XDG_RUNTIME_DIR`` pointed at theirs, or one we cannot
+    even reach or create) is ``permission denied: <dir> belongs to <user>``:
+    said here, before anything connects, so the CLI never takes the failed
+    connect for "bangerd is not running" and starts one into it. A missing
+    directory is fine (it will be made 0700) unless it would be made inside
+    another user's.
 
     One exception, the system install's layout (``/run/banger``: root, our
     group, 0770, made by systemd for banger-helper.service): root made it
@@ -75,21 +92,28 @@ def check_private_dir(path: Path) -> Path:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        # To be made in another user's directory: theirs. Not so under root's
+        # (/run while /run/banger is gone: the installed services are down,
+        # and the CLI says exactly that when nothing answers).
+        barrier = _barrier(path)
+        if barrier is not None and barrier[1].st_uid != 0:
+            raise _belongs_to_another(path, *barrier) from None
         return path
-    hint = (
-        f"remove {path} if you did not create it (another user may be trying to "
-        "intercept banger's sockets), or set XDG_RUNTIME_DIR or BANGER_RUNTIME_DIR"
-    )
+    except PermissionError:
+        # Inside a directory we may not search (XDG_RUNTIME_DIR=/run/user/0,
+        # BANGER_HOME in someone's 0700 home): name the one in the way.
+        barrier = _barrier(path)
+        if barrier is None:
+            raise
+        raise _belongs_to_another(path, *barrier) from None
+    hint = _squat_hint(path)
     if stat.S_ISLNK(st.st_mode):
         raise InvalidArgument(f"runtime directory {path} is a symbolic link", hint=hint)
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument(f"runtime directory {path} is not a directory", hint=hint)
-    if st.st_uid not in (os.geteuid(), 0):
-        raise InvalidArgument(
-            f"runtime directory {path} is owned by uid {st.st_uid}, not by you "
-            f"(uid {os.geteuid()})",
-            hint=hint,
-        )
+    if st.st_uid not in (os.geteuid(), 0) or (st.st_uid == 0 and not _usable(path)):
+        # Root's own is fine only when root opened it to us (the system layout).
+        raise _belongs_to_another(path, path, st)
     if st.st_mode & 0o002 or (st.st_mode & 0o020 and not _system_layout(st)):
         raise InvalidArgument(
             f"runtime directory {path} is writable by other users "
@@ -97,6 +121,54 @@ def check_private_dir(path: Path) -> Path:
             hint=f"chmod 700 {path}",
         )
     return path
+
+
+def _squat_hint(path: Path) -> str:
+    return (
+        f"remove {path} if you did not create it (another user may be trying to "
+        "intercept banger's sockets), or set XDG_RUNTIME_DIR or BANGER_RUNTIME_DIR"
+    )
+
+
+def _usable(directory: Path) -> bool:
+    """Whether we may create sockets in ``directory`` (as the effective uid the kernel checks)."""
+    return os.access(directory, os.W_OK | os.X_OK, effective_ids=True)
+
+
+def _barrier(path: Path) -> tuple[Path, os.stat_result] | None:
+    """The directory that stops us from reaching or creating ``path``, when another user's.
+
+    Nearest first, the first ancestor we can stat: every directory above it
+    is searchable (or the stat would have failed), so it is the one in the
+    way if we may not create entries in it.
+    """
+    for parent in path.absolute().parents:
+        try:
+            st = parent.stat()
+        except OSError:
+            continue  # inside a closed directory itself: look higher
+        if _usable(parent) or st.st_uid == os.geteuid():
+            return None  # we may create it, or it is ours to fix: not another user's
+        return parent, st
+    return None
+
+
+def _belongs_to_another(path: Path, directory: Path, st: os.stat_result) -> InvalidArgument:
+    """``permission denied: <directory> belongs to <user>``, with what to do instead."""
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = f"uid {st.st_uid}"
+    if path == fallback_runtime_dir():
+        hint = _squat_hint(path)  # nobody chose this name for us: someone created it first
+    else:
+        hint = (
+            "banger needs a runtime directory of your own: point BANGER_RUNTIME_DIR "
+            "(or BANGER_HOME, XDG_RUNTIME_DIR) at one, or unset it"
+        )
+    return InvalidArgument(f"permission denied: {directory} belongs to {owner}", hint=hint)
 
 
 def install_metadata_path(env: Mapping[str, str] | None = None) -> Path:
@@ -191,7 +263,7 @@ class Paths:
         elif env.get("XDG_RUNTIME_DIR"):
             runtime = Path(env["XDG_RUNTIME_DIR"]) / "banger"
         else:
-            runtime = Path(f"/tmp/banger-{os.getuid()}")
+            runtime = fallback_runtime_dir()
         return cls(
             config_dir=xdg("XDG_CONFIG_HOME", home / ".config") / "banger",
             state_dir=xdg("XDG_STATE_HOME", home / ".local" / "state") / "banger",

@@ -6,6 +6,14 @@ Whoever owns that directory can swap the sockets inside it: a fake daemon
 would receive the owner's requests and answer ``vm ssh`` with its own host
 and key. So the daemon refuses to serve from a directory it does not own (or
 that others may write), and the CLI refuses to talk through one.
+
+The other way round, an ordinary user points the CLI at someone else's
+runtime directory (``BANGER_RUNTIME_DIR``, ``BANGER_HOME``, ``XDG_RUNTIME_DIR``):
+root's 0700 one, or another user's with their bangerd running in it. The
+connect would fail with EACCES, which looked like "bangerd is not running":
+the CLI started a daemon into it and showed that daemon's traceback. Now it
+is one line, ``permission denied: <dir> belongs to <user>``, exit 2, with no
+process started and nothing written.
 """
 
 from __future__ import annotations
@@ -13,17 +21,21 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.stranger import PYTHON
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import User, needs_root, throwaway_user
+from tests.support import User, needs_root, short_tmpdir, throwaway_user
+from tests.unit.test_paths_install import write_metadata
 
 pytestmark = [pytest.mark.root, needs_root]
 
@@ -81,8 +93,9 @@ def test_daemon_refuses_a_runtime_dir_owned_by_someone_else(
     result = as_user(owner, str(VENV_BIN / "bangerd"))
     reliability_counts.hostile()
     assert result.returncode == 2, (result.returncode, result.stderr)
-    assert str(fallback_dir) in result.stderr
-    assert f"owned by uid {stranger.uid}" in result.stderr, result.stderr
+    refusal = f"bangerd: permission denied: {fallback_dir} belongs to {stranger.name}"
+    assert refusal in result.stderr.splitlines(), result.stderr
+    assert f"remove {fallback_dir} if you did not create it" in result.stderr, result.stderr
     assert not (fallback_dir / "bangerd.sock").exists()
 
 
@@ -139,5 +152,186 @@ def test_cli_will_not_talk_to_a_squatters_socket(
             fake.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the thread
         fake.close()
     assert not connected.is_set(), "the CLI connected to a socket in a squatted directory"
-    assert result.returncode != 0
-    assert f"owned by uid {stranger.uid}" in result.stderr, result.stderr
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert first == f"error: permission denied: {fallback_dir} belongs to {stranger.name}"
+
+
+# -- another user's runtime directory -------------------------------------------------
+
+OWN_DIR_HINT = (
+    "hint: banger needs a runtime directory of your own: point BANGER_RUNTIME_DIR "
+    "(or BANGER_HOME, XDG_RUNTIME_DIR) at one, or unset it"
+)
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """An environment that names someone else's runtime directory, and whose it is."""
+
+    env: dict[str, str]
+    #: the directory the refusal names: the runtime directory, or the one above it in the way
+    directory: Path
+    owner: str
+
+
+@pytest.fixture(scope="module")
+def neighbour() -> Iterator[tuple[User, Path]]:
+    """Another user with their own bangerd running (auto-started by their CLI): its runtime dir."""
+    with throwaway_user("bgn") as user:
+        banger_home = user.home / "bh"
+        started = as_user(user, str(VENV_BIN / "banger"), "vm", "list", timeout=60,
+                          BANGER_HOME=str(banger_home))  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        run = banger_home / "run"
+        assert (run / "bangerd.sock").is_socket() and run.stat().st_mode & 0o777 == 0o700
+        private = user.home / "private"  # a home as Debian 12 makes them: 0700
+        private.mkdir(mode=0o700)
+        os.chown(private, user.uid, user.gid)
+        try:
+            yield user, run
+        finally:
+            # Gone before throwaway_user's userdel, which fails on a live process.
+            stop(int((run / "bangerd.pid").read_text()))
+
+
+@pytest.fixture(scope="module")
+def roots_dir() -> Iterator[Path]:
+    """A root-owned 0700 directory, like root's own XDG_RUNTIME_DIR (/run/user/0)."""
+    with short_tmpdir("bg-root-") as path:
+        assert path.stat().st_uid == 0 and path.stat().st_mode & 0o777 == 0o700
+        yield path
+
+
+ELSEWHERE: dict[str, Callable[[Path, tuple[User, Path]], Elsewhere]] = {
+    "root's dir as BANGER_RUNTIME_DIR": lambda root, _n: Elsewhere(
+        {"BANGER_RUNTIME_DIR": str(root)}, root, "root"
+    ),
+    # $XDG_RUNTIME_DIR/banger cannot even be looked at: the refusal names root's dir above it
+    "root's dir as XDG_RUNTIME_DIR": lambda root, _n: Elsewhere(
+        {"XDG_RUNTIME_DIR": str(root)}, root, "root"
+    ),
+    "a running neighbour's dir as BANGER_RUNTIME_DIR": lambda _r, n: Elsewhere(
+        {"BANGER_RUNTIME_DIR": str(n[1])}, n[1], n[0].name
+    ),
+    "a neighbour's BANGER_HOME": lambda _r, n: Elsewhere(
+        {"BANGER_HOME": str(n[1].parent)}, n[1], n[0].name
+    ),
+    # its run/ cannot even be looked at: the refusal names the 0700 directory in the way
+    "a neighbour's private dir as BANGER_HOME": lambda _r, n: Elsewhere(
+        {"BANGER_HOME": str(n[0].home / "private")}, n[0].home / "private", n[0].name
+    ),
+}
+
+
+@pytest.fixture(params=list(ELSEWHERE))
+def elsewhere(
+    request: pytest.FixtureRequest, roots_dir: Path, neighbour: tuple[User, Path]
+) -> Elsewhere:
+    build = ELSEWHERE[request.param]
+    return build(roots_dir, neighbour)
+
+
+def stop(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def processes_of(uid: int) -> list[str]:
+    """The command lines of ``uid``'s live processes (a daemon the CLI started would be one)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid == uid and "State:\tZ" not in (entry / "status").read_text():
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
+
+
+def listing(directory: Path) -> list[tuple[str, int, int]]:
+    return sorted((p.name, p.lstat().st_ino, p.lstat().st_mtime_ns) for p in directory.iterdir())
+
+
+@pytest.mark.parametrize("argv", [["vm", "list"], ["vm", "create", "x"]])
+def test_cli_refuses_another_users_runtime_dir_in_one_line(
+    owner: User,
+    elsewhere: Elsewhere,
+    argv: list[str],
+    reliability_counts: ReliabilityCounts,
+) -> None:
+    """No "internal error", no daemon or helper started into it, nothing written anywhere.
+
+    ``vm create`` is the command that would start the root helper first.
+    """
+    before = listing(elsewhere.directory)
+    result = as_user(owner, str(VENV_BIN / "banger"), *argv, timeout=20, **elsewhere.env)
+    reliability_counts.hostile()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: permission denied: {elsewhere.directory} belongs to {elsewhere.owner}",
+        OWN_DIR_HINT,
+    ]
+    assert processes_of(owner.uid) == [], "the CLI left a process behind (an auto-start?)"
+    assert listing(elsewhere.directory) == before
+    # an auto-start would have made the owner's state directory and daemon log first
+    assert list(owner.home.iterdir()) == []
+
+
+def test_root_starts_no_helper_into_a_users_runtime_dir(
+    neighbour: tuple[User, Path], reliability_counts: ReliabilityCounts
+) -> None:
+    """Root's CLI could start banger-helper anywhere: not into a user's runtime directory."""
+    user, run = neighbour
+    before = listing(run)
+    with short_tmpdir() as home:
+        env = {
+            "HOME": str(home),
+            "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "BANGER_HOME": str(home),
+            "BANGER_RUNTIME_DIR": str(run),
+            "BANGER_INSTALL_METADATA": str(home / "none.toml"),
+            "BANGER_ALLOW_ROOT": "1",
+        }
+        result = subprocess.run(
+            ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
+             str(VENV_BIN / "banger"), "vm", "create", "x"],
+            capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    reliability_counts.hostile()
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: permission denied: {run} belongs to {user.name}",
+        OWN_DIR_HINT,
+    ]
+    assert listing(run) == before
+    # (other helpers may run on this host: only one for this directory would be ours)
+    assert not [cmd for cmd in processes_of(0) if "helper" in cmd and str(run) in cmd]
+
+
+def test_a_stopped_system_install_is_still_not_answering_not_denied(
+    owner: User, roots_dir: Path
+) -> None:
+    """The control for "missing, under root's": /run/banger is gone while the installed
+    services are stopped; that is the install's to explain, not someone else's directory."""
+    tree = roots_dir / "install"
+    tree.mkdir(mode=0o755)  # like /run: root's, open to read, closed to write
+    roots_dir.chmod(0o755)
+    try:
+        meta = write_metadata(
+            tree / "install.toml", owner_uid=owner.uid, runtime_dir=str(tree / "banger")
+        )
+        meta.chmod(0o644)
+        result = as_user(owner, str(VENV_BIN / "banger"), "vm", "list",
+                         BANGER_INSTALL_METADATA=str(meta))  # fmt: skip
+    finally:
+        roots_dir.chmod(0o700)
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        "error: bangerd.service is installed but not answering: `systemctl status bangerd`"
+    )
+    assert processes_of(owner.uid) == []
