@@ -9,6 +9,7 @@ ask its version; every command has a bounded timeout.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -23,7 +24,7 @@ from typing import Literal
 from banger import hostinfo
 from banger.errors import BangerError, CommandError
 from banger.hostinfo import KvmStatus
-from banger.paths import Paths
+from banger.paths import Paths, check_private_dir
 from banger.proc import run
 from banger.system.probes import probe_daemon, probe_helper
 
@@ -281,7 +282,9 @@ def check_device_mapper(ctx: DoctorContext) -> CheckResult:
 
 
 def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    # lexists: False, not PermissionError, below a directory closed to us
+    # (BANGER_HOME in another user's); the probe then says it cannot write there.
+    while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
 
@@ -386,6 +389,39 @@ def check_config(ctx: DoctorContext) -> CheckResult:
     return CheckResult(name, "pass", f"{path} is valid")
 
 
+def check_runtime_dir(ctx: DoctorContext) -> CheckResult:
+    """The CLI's own check of the runtime directory, so doctor says what the CLI would refuse."""
+    name = "runtime directory"
+    path = ctx.paths.runtime_dir
+    try:
+        check_private_dir(path)
+    except BangerError as exc:
+        return CheckResult(name, "fail", exc.message, exc.hint or "")
+    if not os.path.lexists(path):
+        return CheckResult(name, "pass", f"{path} (made 0700 on first use)")
+    return CheckResult(name, "pass", f"{path}: {ctx.user}'s or root's, no stranger may write it")
+
+
+def _behind_runtime_dir(check: Check) -> Check:
+    """``check`` talks to a socket in the runtime directory: never through one the CLI refuses.
+
+    Such a socket could be a squatter's fake daemon, and another user's closed
+    directory would end the probe in a PermissionError rather than a result.
+    """
+
+    @functools.wraps(check)
+    def guarded(ctx: DoctorContext) -> CheckResult:
+        try:
+            check_private_dir(ctx.paths.runtime_dir)
+        except BangerError as exc:
+            name = check.__name__.removeprefix("check_").replace("_", " ")
+            return CheckResult(name, "fail", f"not probed: {exc.message}", exc.hint or "")
+        return check(ctx)
+
+    return guarded
+
+
+@_behind_runtime_dir
 def check_daemon(ctx: DoctorContext) -> CheckResult:
     name = "daemon"
     probe = probe_daemon(ctx.paths.daemon_socket)
@@ -406,6 +442,7 @@ def check_daemon(ctx: DoctorContext) -> CheckResult:
     )
 
 
+@_behind_runtime_dir
 def check_helper(ctx: DoctorContext) -> CheckResult:
     name = "helper"
     probe = probe_helper(ctx.paths.helper_socket)
@@ -425,6 +462,7 @@ def check_helper(ctx: DoctorContext) -> CheckResult:
     )
 
 
+@_behind_runtime_dir
 def check_vm_dns(ctx: DoctorContext) -> CheckResult:
     """bangerd's VM resolver, and whether the host routes the VM domain to it."""
     from banger.doctor_dns import check_vm_dns as check  # imports this module
@@ -453,6 +491,7 @@ CHECKS: tuple[Check, ...] = (
     check_apt,
     check_host_resources,
     check_config,
+    check_runtime_dir,
     check_daemon,
     check_helper,
     check_vm_dns,

@@ -13,12 +13,14 @@ root's 0700 one, or another user's with their bangerd running in it. The
 connect would fail with EACCES, which looked like "bangerd is not running":
 the CLI started a daemon into it and showed that daemon's traceback. Now it
 is one line, ``permission denied: <dir> belongs to <user>``, exit 2, with no
-process started and nothing written.
+process started and nothing written; ``banger doctor`` says the same as its
+"runtime directory" check and probes no socket there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -311,6 +313,40 @@ def test_root_starts_no_helper_into_a_users_runtime_dir(
     assert listing(run) == before
     # (other helpers may run on this host: only one for this directory would be ours)
     assert not [cmd for cmd in processes_of(0) if "helper" in cmd and str(run) in cmd]
+
+
+def test_doctor_reports_another_users_runtime_dir_as_a_failed_check(
+    owner: User, elsewhere: Elsewhere, reliability_counts: ReliabilityCounts
+) -> None:
+    """The same message and fix as the CLI's refusal; the socket probes do not run there."""
+    before = listing(elsewhere.directory)
+    result = as_user(owner, str(VENV_BIN / "banger"), "doctor", "--json", timeout=60,
+                     **elsewhere.env)  # fmt: skip
+    reliability_counts.hostile()
+    assert result.returncode == 1, result.stderr  # a failed check
+    assert result.stderr == ""
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    message = f"permission denied: {elsewhere.directory} belongs to {elsewhere.owner}"
+    fix = OWN_DIR_HINT.removeprefix("hint: ")
+    assert rows["runtime directory"] == {
+        "name": "runtime directory", "status": "fail", "detail": message, "fix": fix,
+    }  # fmt: skip
+    for name in ("daemon", "helper", "vm dns"):
+        assert rows[name] == {
+            "name": name, "status": "fail", "detail": f"not probed: {message}", "fix": fix,
+        }  # fmt: skip
+    assert not [r for r in rows.values() if "the check itself failed" in r["detail"]], rows
+    assert processes_of(owner.uid) == []
+    assert listing(elsewhere.directory) == before
+
+
+def test_doctor_passes_the_owners_own_runtime_dir(owner: User) -> None:
+    """The control: the same check on a directory the owner may use."""
+    result = as_user(owner, str(VENV_BIN / "banger"), "doctor", "--json", timeout=60,
+                     BANGER_HOME=str(owner.home / "bh"))  # fmt: skip
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["runtime directory"]["status"] == "pass", rows["runtime directory"]
+    assert rows["daemon"]["status"] == "warn", rows["daemon"]  # not running, not refused
 
 
 def test_a_stopped_system_install_is_still_not_answering_not_denied(
