@@ -15,7 +15,8 @@ import pytest
 
 from banger import proc
 from banger.errors import CommandError
-from banger.helper.image_build import PROGRESS_NAME, _progress_writer, _remove_leftovers
+from banger.helper.image_build import PROGRESS_NAME, _progress_writer
+from banger.helper.rootstage import empty_dir
 from banger.images.build import (
     DiskFull,
     disk_full_as_error,
@@ -83,7 +84,7 @@ def test_leftovers_of_a_failed_build_are_removed_but_the_progress_file(tmp_path:
     (tmp_path / "link").symlink_to(outside)
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _remove_leftovers(fd)
+        empty_dir(fd, keep=frozenset({PROGRESS_NAME}))
     finally:
         os.close(fd)
     assert sorted(p.name for p in tmp_path.iterdir()) == [PROGRESS_NAME]

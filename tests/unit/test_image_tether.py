@@ -145,3 +145,40 @@ def test_a_failure_names_the_wrapped_command(tmp_path: Path) -> None:
     with pytest.raises(CommandError) as missing_group:
         tether.run_streaming_group(["no-such-banger-tool"], lambda _line: None)
     assert missing_group.value.message == "command not found: no-such-banger-tool"
+
+
+@needs_root
+@pytest.mark.root
+def test_a_bound_directory_is_seen_at_the_mount_point_only_inside(tmp_path: Path) -> None:
+    """bindexec: the command sees the directory (reached through /proc/<pid>/fd/<n>,
+    as the helper's stage is) at /mnt under its own canonical name; the host does not."""
+    stage = tmp_path / "stage"
+    (stage / "tmp" / "build" / "tree").mkdir(parents=True)
+    (stage / "tmp" / "build" / "tree" / "marker").write_text("inside\n")
+    fd = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        lines: list[str] = []
+        tether.run_streaming_group(
+            ["sh", "-c", "cat /mnt/tree/marker; readlink -f /mnt/tree; echo made > /mnt/tree/out"],
+            lines.append,
+            bind=(f"/proc/{os.getpid()}/fd/{fd}/tmp/build", "/mnt"),
+        )
+    finally:
+        os.close(fd)
+    assert lines == ["inside", "/mnt/tree"]  # canonical: the mount point, not our path
+    assert (stage / "tmp" / "build" / "tree" / "out").read_text() == "made\n"
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert "/mnt" not in {line.split()[4] for line in mounts}
+    assert not (Path("/mnt") / "tree" / "marker").exists()
+
+
+def test_bindexec_refuses_to_mount_in_its_callers_namespace() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "banger.helper.bindexec", tether.mount_namespace(), "/", "/mnt",
+         "--", "true"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 126
+    assert result.stderr.strip() == (
+        "bindexec: refusing to mount outside a private mount namespace"
+    )

@@ -180,8 +180,7 @@ async def _flatten_in_helper(
                     await relay
         finally:
             lock.close()
-        built = out / "images" / str(result["id"])
-        return await asyncio.to_thread(images._adopt, built)
+        return await asyncio.to_thread(images.adopt_from_helper, out, result)
     finally:
         await asyncio.to_thread(shutil.rmtree, out, True)
 

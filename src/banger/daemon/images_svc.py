@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from banger.daemon.ops import OpHandle
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit
 from banger.disk.workdisk import sparse_copy
-from banger.errors import InvalidArgument, NotFound
+from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.helper.client import HelperClient
 from banger.images.common import check_image_name
 from banger.images.distro import parse_distro_ref
@@ -56,6 +57,10 @@ from banger.paths import Paths
 from banger.store import ImageRecord, Store
 
 log = logging.getLogger(__name__)
+
+#: The root-only stage the helper builds in (banger.helper.rootstage) and an image id.
+_HELPER_STAGE = re.compile(r"root-[0-9a-f]{8}")
+_IMAGE_ID = re.compile(r"[0-9a-f]{12}")
 
 #: Files a banger-finalized rootfs always has.
 FINALIZED_MARKERS = (FAST_INIT_PATH, "/etc/ssh/sshd_config.d/10-banger.conf")
@@ -284,13 +289,20 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
                     progress.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await progress
-                built = out / "images" / str(result["id"])
-                entry = await asyncio.to_thread(self._adopt, built)
+                entry = await asyncio.to_thread(self.adopt_from_helper, out, result)
             finally:
                 await asyncio.to_thread(_remove_build_stage, out)
             info = await asyncio.to_thread(lambda: self.info(self._record(entry)))
         await op.event("info", f"image {info.name} ready", {"image": info.id})
         return info
+
+    def adopt_from_helper(self, out: Path, result: dict[str, Any]) -> ImageEntry:
+        """Adopt the image an ``image_build``/``image_pull`` reply names: it is in the
+        root-only stage the helper made in ``out`` and handed to us at the end."""
+        stage, image_id = str(result.get("dir")), str(result.get("id"))
+        if not _HELPER_STAGE.fullmatch(stage) or not _IMAGE_ID.fullmatch(image_id):
+            raise BangerError(f"the helper's reply names no image: {result}")
+        return self._adopt(out / stage / "images" / image_id)
 
     def _adopt(self, built: Path) -> ImageEntry:
         """Move the helper's published image (chowned to us) into ``images/``."""

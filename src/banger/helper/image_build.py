@@ -13,17 +13,22 @@ scripts chroot). The owner's daemon asks for exactly this::
   owner, and be empty apart from nothing at all;
 - ``mirror`` is null or a plain ``http(s)://host[:port]/path`` URL.
 
-The build runs in ``out_dir`` (``tmp/`` for the work tree, ``images/<id>/``
-for the result), progress lines are appended to ``out_dir/progress.log``,
-and everything left at the top of ``out_dir`` is handed to the owner
-(published files via ``publish_image(owner=…)``), who moves the image into
-place. It runs outside the helper's network-op lock: a build takes minutes.
+``out_dir`` is opened without following a symlink anywhere on its path. The
+build runs inside a fresh root-only ``out_dir/root-<hex>/`` held by
+descriptor (:mod:`banger.helper.rootstage`; ``tmp/`` for the work tree,
+``images/<id>/`` for the result), which the owner cannot change while root
+works; mmdebstrap sees it through a private bind mount
+(:mod:`banger.helper.bindexec`). Progress lines are appended to
+``out_dir/progress.log``. At the end the image (published files owned by the
+owner via ``publish_image(owner=…)``) and the stage are handed to the owner,
+who moves ``root-<hex>/images/<id>`` into place. It runs outside the helper's
+network-op lock: a build takes minutes.
 
-A failed build leaves nothing of root's in ``out_dir``: what it made there
-(``tmp/``, ``images/``, root-owned and 0700) is removed by descriptor, so
-the owner can delete ``out_dir`` itself. Progress is best effort: a write
-that fails (the disk the build fills is the one the log is on) drops the
-line instead of failing — or killing — the build it reports on.
+A failed build leaves nothing of root's in ``out_dir``: the stage is emptied
+by descriptor and handed over empty, so the owner can delete ``out_dir``.
+Progress is best effort: a write that fails (the disk the build fills is the
+one the log is on) drops the line instead of failing — or killing — the
+build it reports on.
 """
 
 from __future__ import annotations
@@ -33,8 +38,6 @@ import logging
 import os
 import pwd
 import re
-import shutil
-import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from banger.errors import InvalidArgument
+from banger.helper.rootstage import RootStage, open_owner_dir
 from banger.helper.validate import OPS, Context, OpSpec, _string, checked_path
 
 _SUITE = re.compile(r"[a-z]{2,32}")
@@ -115,11 +119,7 @@ def unregister() -> None:
 
 
 def _owner_dir_fd(out_dir: Path, owner_uid: int) -> int:
-    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    st = os.fstat(fd)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner_uid:
-        os.close(fd)
-        raise InvalidArgument(f"image_build.args.out_dir: {out_dir} is not the owner's directory")
+    fd = open_owner_dir(out_dir, owner_uid, "image_build.args.out_dir")
     if os.listdir(fd):  # noqa: PTH208 - by descriptor: no path lookup after the checks
         os.close(fd)
         raise InvalidArgument(f"image_build.args.out_dir: {out_dir} is not empty")
@@ -136,29 +136,11 @@ def _progress_writer(log_fd: int) -> Callable[[str], None]:
     return write
 
 
-def _remove_leftovers(dir_fd: int) -> None:
-    """Remove what a failed build left at the top of ``out_dir``, except the progress file.
-
-    By descriptor (``rmtree(dir_fd=)`` never follows a symlink the owner could
-    plant): these are root's directories, which the owner could not empty.
-    """
-    for name in os.listdir(dir_fd):
-        if name == PROGRESS_NAME:
-            continue
-        try:
-            if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-                shutil.rmtree(name, dir_fd=dir_fd)
-            else:
-                os.unlink(name, dir_fd=dir_fd)
-        except OSError as exc:
-            log.warning("image_build: cannot remove %s of the failed build: %s", name, exc)
-
-
 def image_build(args: ImageBuildArgs, owner_uid: int) -> dict[str, Any]:
     from banger.images.build import build_image
     from banger.paths import Paths
 
-    owner_gid = pwd.getpwuid(owner_uid).pw_gid
+    owner = (owner_uid, pwd.getpwuid(owner_uid).pw_gid)
     dir_fd = _owner_dir_fd(args.out_dir, owner_uid)
     try:
         log_fd = os.open(
@@ -168,28 +150,27 @@ def image_build(args: ImageBuildArgs, owner_uid: int) -> dict[str, Any]:
             dir_fd=dir_fd,
         )
         try:
-            os.fchown(log_fd, owner_uid, owner_gid)
-            out = args.out_dir
-            paths = Paths(config_dir=out / "config", state_dir=out, cache_dir=out / "cache",
-                          runtime_dir=out / "run")  # fmt: skip
-            with _build_lock:
-                entry = build_image(
-                    f"debian:{args.suite}",
-                    paths=paths,
-                    mirror=args.mirror,
-                    name=args.name,
-                    owner=(owner_uid, owner_gid),
-                    progress=_progress_writer(log_fd),
-                )
-        except BaseException:
-            _remove_leftovers(dir_fd)
-            raise
+            os.fchown(log_fd, *owner)
+            # A failed build empties the stage (RootStage.__exit__): nothing of
+            # root's is left in out_dir, so the owner can delete it.
+            with RootStage.create(dir_fd, owner, args.out_dir) as stage:
+                out = stage.path
+                paths = Paths(config_dir=out / "config", state_dir=out, cache_dir=out / "cache",
+                              runtime_dir=out / "run")  # fmt: skip
+                with _build_lock:
+                    entry = build_image(
+                        f"debian:{args.suite}",
+                        paths=paths,
+                        mirror=args.mirror,
+                        name=args.name,
+                        owner=owner,
+                        progress=_progress_writer(log_fd),
+                    )
+                # The owner renames images/<id> into place and deletes the rest.
+                stage.hand_over("images")
         finally:
             os.close(log_fd)
-        # Hand over what the build left at the top (images/, tmp/, cache/): the
-        # owner renames images/<id> into place and deletes the rest.
-        for name in os.listdir(dir_fd):  # noqa: PTH208 - by descriptor, as above
-            os.chown(name, owner_uid, owner_gid, dir_fd=dir_fd, follow_symlinks=False)
     finally:
         os.close(dir_fd)
-    return {"id": entry.id, "name": entry.name, "path": str(entry.path)}
+    return {"id": entry.id, "name": entry.name, "dir": stage.name,
+            "path": str(args.out_dir / stage.name / "images" / entry.id)}  # fmt: skip

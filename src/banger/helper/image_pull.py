@@ -32,8 +32,15 @@ holds an flock on ``out_dir/helper.lock``; the daemon holds one on
 ``daemon.lock`` for as long as it waits for the reply. When the daemon
 dies mid-pull (its flock is released) the helper stops at its next step and
 removes its work; the restarted daemon waits for ``helper.lock`` before it
-deletes the directory. Results are handed to the owner, who moves the
-image into place.
+deletes the directory.
+
+``out_dir`` is opened without following a symlink anywhere on its path, and
+everything root writes — the flattened tree, the ext4 images — is written
+inside a fresh root-only ``out_dir/root-<hex>/`` the helper holds by
+descriptor (:mod:`banger.helper.rootstage`): the owner cannot rename, link
+or replace anything below it while root works. At the end the image's
+directory and then the stage are handed to the owner, who moves
+``root-<hex>/images/<id>`` into place (the reply names both).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from typing import Any
 
 from banger.errors import BangerError, InvalidArgument
 from banger.helper.image_build import check_image_name
+from banger.helper.rootstage import RootStage, open_owner_dir
 from banger.helper.validate import OPS, Context, OpSpec, _string, checked_path
 
 OP = "image_pull"
@@ -153,11 +161,8 @@ def unregister() -> None:
 
 
 def _open_out_dir(out_dir: Path, owner_uid: int) -> int:
-    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = open_owner_dir(out_dir, owner_uid, f"{OP}.args.out_dir")
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != owner_uid:
-            raise InvalidArgument(f"{OP}.args.out_dir: {out_dir} is not the owner's directory")
         entries = set(os.listdir(fd))  # noqa: PTH208 - by descriptor: no path lookup
         if entries != EXPECTED_ENTRIES:
             raise InvalidArgument(
@@ -170,6 +175,14 @@ def _open_out_dir(out_dir: Path, owner_uid: int) -> int:
     return fd
 
 
+def _owner_file(fd: int, owner_uid: int, what: str) -> None:
+    """Refuse anything but the owner's own regular file: a hard link the owner
+    made to a file of root's (where protected_hardlinks is off) is not read."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != owner_uid:
+        raise InvalidArgument(f"{OP}: {what} is not a regular file of the owner's")
+
+
 def _open_layers(dir_fd: int, digests: tuple[str, ...], owner_uid: int) -> list[int]:
     """One read-only descriptor per layer file, opened without following symlinks."""
     layers_fd = os.open(LAYERS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -180,10 +193,11 @@ def _open_layers(dir_fd: int, digests: tuple[str, ...], owner_uid: int) -> list[
             raise InvalidArgument(f"{OP}: {LAYERS_DIR}/ is not the owner's directory")
         for digest in digests:
             name = digest.removeprefix("sha256:")
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=layers_fd)
+            # O_NONBLOCK: a fifo the owner put there must not hang the open.
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(name, flags, dir_fd=layers_fd)
             fds.append(fd)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise InvalidArgument(f"{OP}: layer {digest} is not a regular file")
+            _owner_file(fd, owner_uid, f"layer {digest}")
     except FileNotFoundError as exc:
         for fd in fds:
             os.close(fd)
@@ -200,8 +214,14 @@ def _open_layers(dir_fd: int, digests: tuple[str, ...], owner_uid: int) -> list[
 class _DaemonWatch:
     """Tells whether the daemon still holds ``daemon.lock`` (it does while it waits)."""
 
-    def __init__(self, dir_fd: int) -> None:
-        self.fd = os.open(DAEMON_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    def __init__(self, dir_fd: int, owner_uid: int) -> None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        self.fd = os.open(DAEMON_LOCK, flags, dir_fd=dir_fd)
+        try:
+            _owner_file(self.fd, owner_uid, DAEMON_LOCK)
+        except BaseException:
+            os.close(self.fd)
+            raise
 
     def check(self) -> None:
         try:
@@ -220,46 +240,56 @@ def image_pull(args: ImagePullArgs, owner_uid: int) -> dict[str, Any]:
     from banger.images.oci.pull import image_from_layers
     from banger.paths import Paths
 
-    owner_gid = pwd.getpwuid(owner_uid).pw_gid
+    owner = (owner_uid, pwd.getpwuid(owner_uid).pw_gid)
     dir_fd = _open_out_dir(args.out_dir, owner_uid)
     try:
         lock_fd = os.open(HELPER_LOCK, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                           | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)  # fmt: skip
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        watch = _DaemonWatch(dir_fd)
-        layer_fds = _open_layers(dir_fd, args.layers, owner_uid)
         try:
-            log_fd = os.open(PROGRESS_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)  # fmt: skip
-            os.fchown(log_fd, owner_uid, owner_gid)
-            with os.fdopen(log_fd, "a", buffering=1, encoding="utf-8") as log:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            watch = _DaemonWatch(dir_fd, owner_uid)
+            try:
+                layer_fds = _open_layers(dir_fd, args.layers, owner_uid)
+                try:
+                    log_fd = os.open(PROGRESS_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                     dir_fd=dir_fd)  # fmt: skip
+                    os.fchown(log_fd, *owner)
+                    with (
+                        os.fdopen(log_fd, "a", buffering=1, encoding="utf-8") as log,
+                        RootStage.create(dir_fd, owner, args.out_dir) as stage,
+                    ):
 
-                def progress(line: str) -> None:
-                    watch.check()
-                    print(line, file=log)
+                        def progress(line: str) -> None:
+                            watch.check()
+                            print(line, file=log)
 
-                out = args.out_dir
-                paths = Paths(config_dir=out / "config", state_dir=out, cache_dir=out / "cache",
-                              runtime_dir=out / "run")  # fmt: skip
-                layers = [(d, Path(f"/proc/self/fd/{fd}")) for d, fd in
-                          zip(args.layers, layer_fds, strict=True)]  # fmt: skip
-                config = ImageConfig(tuple(args.config["Env"]), args.config["WorkingDir"],
-                                     args.config["User"])  # fmt: skip
-                with _pull_lock:
-                    watch.check()
-                    entry = image_from_layers(layers, paths=paths, name=args.name,
-                                              source=args.source, config=config,
-                                              owner=(owner_uid, owner_gid),
-                                              progress=progress)  # fmt: skip
+                        # Everything below happens inside the root-only stage,
+                        # reached through its descriptor (banger.helper.rootstage).
+                        out = stage.path
+                        paths = Paths(config_dir=out / "config", state_dir=out,
+                                      cache_dir=out / "cache", runtime_dir=out / "run")  # fmt: skip
+                        layers = [(d, Path(f"/proc/self/fd/{fd}")) for d, fd in
+                                  zip(args.layers, layer_fds, strict=True)]  # fmt: skip
+                        config = ImageConfig(tuple(args.config["Env"]),
+                                             args.config["WorkingDir"],
+                                             args.config["User"])  # fmt: skip
+                        with _pull_lock:
+                            watch.check()
+                            entry = image_from_layers(layers, paths=paths, name=args.name,
+                                                      source=args.source, config=config,
+                                                      owner=owner,
+                                                      progress=progress)  # fmt: skip
+                        # The owner renames images/<id> into place and deletes the rest.
+                        stage.hand_over("images")
+                finally:
+                    for fd in layer_fds:
+                        os.close(fd)
+            finally:
+                watch.close()
         finally:
-            for fd in layer_fds:
-                os.close(fd)
-            watch.close()
-            # Hand over what the pull left at the top (images/, tmp/): the owner
-            # renames images/<id> into place and deletes the rest.
-            for name in os.listdir(dir_fd):  # noqa: PTH208 - by descriptor, as above
-                os.chown(name, owner_uid, owner_gid, dir_fd=dir_fd, follow_symlinks=False)
             os.close(lock_fd)  # releases helper.lock: the owner may delete out_dir now
     finally:
         os.close(dir_fd)
-    return {"id": entry.id, "name": entry.name, "path": str(entry.path)}
+    return {"id": entry.id, "name": entry.name, "dir": stage.name,
+            "path": str(args.out_dir / stage.name / "images" / entry.id)}  # fmt: skip

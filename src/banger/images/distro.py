@@ -27,7 +27,7 @@ from pathlib import Path
 from banger.errors import InvalidArgument
 from banger.images.aptsources import check_mirror
 from banger.images.common import Progress, no_progress, require_root
-from banger.images.tether import run_streaming_group
+from banger.images.tether import STAGE_MOUNT_POINT, run_streaming_group
 
 #: What every distro image gets on top of ``minbase``. kmod is left out on
 #: purpose: banger's initramfs loads every module the guest needs, so the
@@ -139,7 +139,13 @@ def build_debian_rootfs(
     require_root(f"building debian:{suite}")
     if out_dir.exists():
         raise InvalidArgument(f"build directory {out_dir} exists already")
-    argv = mmdebstrap_argv(suite, out_dir, mirror=mirror, packages=packages)
+    # mmdebstrap canonicalises its target. The build directory may be the
+    # helper's root-only stage reached through /proc/<pid>/fd/<n>, whose
+    # canonical path runs through the owner's directories: so mmdebstrap sees
+    # the directory bound at a root-only mount point in its private mount
+    # namespace, a path that is its own canonical form (banger.helper.bindexec).
+    target = Path(STAGE_MOUNT_POINT) / out_dir.name
+    argv = mmdebstrap_argv(suite, target, mirror=mirror, packages=packages)
     progress(f"building debian:{suite} from {mirror}")
-    run_streaming_group(argv, progress)
+    run_streaming_group(argv, progress, bind=(str(out_dir.parent), STAGE_MOUNT_POINT))
     return out_dir

@@ -35,7 +35,9 @@ a failure is still reported under the wrapped command's name.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from banger import proc
 from banger.errors import CommandError
@@ -48,18 +50,33 @@ KILLED_WITH_PARENT: tuple[str, ...] = ("setpriv", "--pdeathsig", "KILL", "--")
 _EXEC_NOT_FOUND = 127
 
 
+#: Where a command that canonicalises paths sees the directory it works in
+#: (banger.helper.bindexec): root's, on every Debian/Ubuntu (FHS).
+STAGE_MOUNT_POINT = "/mnt"
+
+
+def mount_namespace() -> str:
+    """This process's mount namespace (``mnt:[<inode>]``)."""
+    return str(Path("/proc/self/ns/mnt").readlink())
+
+
 def dies_with_caller(argv: Sequence[str]) -> list[str]:
     """``argv`` (one process, such as mkfs.ext4) killed with SIGTERM when its parent dies."""
     return [*DIE_WITH_PARENT, *argv]
 
 
-def group_dies_with_caller(argv: Sequence[str]) -> list[str]:
+def group_dies_with_caller(argv: Sequence[str], bind: tuple[str, str] | None = None) -> list[str]:
     """``argv`` and every process it starts SIGKILLed when the parent dies; its mounts private.
 
     For mmdebstrap (see the module docstring): process 1 of a new PID
     namespace, in a new mount namespace, so that nothing it starts or mounts
     outlives it or the caller.
     """
+    if bind is not None:
+        # Inside that private namespace, see directory bind[0] at bind[1]
+        # before exec (banger.helper.bindexec: for commands that canonicalise paths).
+        argv = [sys.executable, "-I", "-m", "banger.helper.bindexec", mount_namespace(), *bind,
+                "--", *argv]  # fmt: skip
     return [
         *KILLED_WITH_PARENT,
         "unshare", "--pid", "--fork", "--kill-child",
@@ -89,9 +106,11 @@ def run(argv: Sequence[str]) -> proc.Completed:
         raise named_for(exc, argv) from exc
 
 
-def run_streaming_group(argv: Sequence[str], on_line: Callable[[str], None]) -> None:
+def run_streaming_group(
+    argv: Sequence[str], on_line: Callable[[str], None], bind: tuple[str, str] | None = None
+) -> None:
     """:func:`banger.proc.run_streaming` of ``argv`` under :func:`group_dies_with_caller`."""
     try:
-        proc.run_streaming(group_dies_with_caller(argv), on_line)
+        proc.run_streaming(group_dies_with_caller(argv, bind), on_line)
     except CommandError as exc:
         raise named_for(exc, argv) from exc
