@@ -13,10 +13,12 @@ delete. The daemon's startup reconciliation asks for exactly this::
   ``register-<8 hex>`` or ``pull-<8 hex>``: nothing else can be named;
 - the directory is the owner's (the daemon made it);
 - no running op of this helper works in it (:func:`in_use`);
-- the removal walks by descriptor (``O_NOFOLLOW`` at every level, so a
-  symlink the owner swaps in is unlinked, never followed) and refuses to
-  enter another filesystem: a mount left under the directory (mmdebstrap
-  mounts /proc and /sys in its chroot) is reported, not emptied.
+- the directory is opened by walking its path from ``/`` without following
+  a symlink (:func:`banger.helper.rootstage.open_dir_nofollow`); the
+  removal walks by descriptor, iteratively and without a depth limit that
+  would strand a deep tree (``O_NOFOLLOW`` at every level, so a symlink the
+  owner swaps in is unlinked, never followed) and refuses to enter another
+  filesystem: a mount left under the directory is reported, not emptied.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,14 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from banger.errors import Conflict, InvalidArgument
+from banger.helper.rootstage import StageError, empty_dir, open_dir_nofollow
 from banger.helper.validate import OPS, Context, OpSpec, checked_path
 
 log = logging.getLogger(__name__)
 
 OP = "remove_staging"
 NAME = re.compile(r"(register|pull)-[0-9a-f]{8}")
-#: Deeper than any image tree; a deeper one was made to exhaust the walk.
-MAX_DEPTH = 256
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _busy: set[Path] = set()
@@ -101,31 +101,6 @@ def _mount_points_under(path: Path) -> list[str]:
     return found
 
 
-def _empty(dir_fd: int, where: str, dev: int, depth: int) -> int:
-    """Delete everything in the directory ``dir_fd``; the number of entries removed."""
-    if depth > MAX_DEPTH:
-        raise InvalidArgument(f"{OP}: {where} is nested deeper than {MAX_DEPTH} levels")
-    removed = 0
-    for name in os.listdir(dir_fd):  # by descriptor: no path lookup
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(name, dir_fd=dir_fd)
-            removed += 1
-            continue
-        if st.st_dev != dev:
-            raise Conflict(f"{OP}: {where}/{name} is another filesystem; unmount it first")
-        child = os.open(name, _O_DIR, dir_fd=dir_fd)
-        try:
-            if os.fstat(child).st_dev != dev:  # swapped between the stat and the open
-                raise Conflict(f"{OP}: {where}/{name} is another filesystem; unmount it first")
-            removed += _empty(child, f"{where}/{name}", dev, depth + 1)
-        finally:
-            os.close(child)
-        os.rmdir(name, dir_fd=dir_fd)
-        removed += 1
-    return removed
-
-
 def remove_staging(args: RemoveStagingArgs, owner_uid: int) -> dict[str, Any]:
     path = args.path
     with _busy_lock:
@@ -134,14 +109,19 @@ def remove_staging(args: RemoveStagingArgs, owner_uid: int) -> dict[str, Any]:
     mounts = _mount_points_under(path)
     if mounts:
         raise Conflict(f"{OP}: {mounts[0]} is mounted under {path}; unmount it first")
-    parent_fd = os.open(path.parent, _O_DIR)
+    parent_fd = open_dir_nofollow(path.parent, f"{OP}.args.path")
     try:
-        fd = os.open(path.name, _O_DIR, dir_fd=parent_fd)
         try:
-            st = os.fstat(fd)
-            if st.st_uid != owner_uid:
+            fd = os.open(path.name, _O_DIR, dir_fd=parent_fd)
+        except OSError as exc:  # swapped for a symlink or a file since validation
+            raise InvalidArgument(f"{OP}.args.path: {path}: {exc.strerror}") from None
+        try:
+            if os.fstat(fd).st_uid != owner_uid:
                 raise InvalidArgument(f"{OP}.args.path: {path} is not the owner's directory")
-            removed = _empty(fd, str(path), st.st_dev, 0)
+            try:
+                removed = empty_dir(fd)
+            except StageError as exc:
+                raise Conflict(f"{OP}: {path}: {exc.message}; unmount it first") from None
         finally:
             os.close(fd)
         os.rmdir(path.name, dir_fd=parent_fd)
