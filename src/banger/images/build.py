@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
@@ -55,8 +56,12 @@ class DiskFull(BangerError):
 
 
 def mount_point(path: Path) -> Path:
-    """The mount point of the filesystem holding ``path`` (or its nearest existing parent)."""
-    path = path.absolute()
+    """The mount point of the filesystem holding ``path`` (or its nearest existing parent).
+
+    For messages. ``path`` may reach the helper's stage through
+    ``/proc/<pid>/fd/<n>``: realpath turns that into the name the user knows.
+    """
+    path = Path(os.path.realpath(path))
     while not path.exists() and path != path.parent:
         path = path.parent
     dev = path.stat().st_dev
@@ -97,7 +102,7 @@ def disk_full_as_error(step: str, where: Path) -> Iterator[None]:
 
 def mounts_under(directory: Path) -> list[Path]:
     """Mount points strictly inside ``directory``, deepest first (from /proc/self/mountinfo)."""
-    prefix = f"{directory.absolute()}/"
+    prefix = f"{os.path.realpath(directory)}/"  # mountinfo has real names, never /proc/<pid>/fd
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         # Field 5 is the mount point, with space, tab, newline and \\ octal-escaped.
