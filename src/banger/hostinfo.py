@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from banger.errors import CommandError
-from banger.proc import run
+from banger.proc import run, which
 
 Accelerator = Literal["kvm", "tcg"]
 
@@ -254,7 +253,7 @@ def device_mapper_usable() -> Probe:
     ``/dev/mapper/control`` alone proves nothing: dmsetup creates that node
     itself even when the kernel has no device-mapper driver.
     """
-    if shutil.which("dmsetup") is None:
+    if which("dmsetup") is None:
         return Probe(False, "dmsetup is not installed")
     try:
         result = run(["dmsetup", "version"], timeout=PROBE_TIMEOUT, check=False)

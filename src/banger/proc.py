@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -42,14 +43,33 @@ class Completed:
         return self.stderr.decode("utf-8", "replace")
 
 
+#: Where Debian and Ubuntu put system tools (e2fsck, mkfs.ext4, debugfs, nft,
+#: depmod, dmsetup). An ordinary user's PATH lacks them, and banger runs as an
+#: ordinary user: commands are looked up there too, whatever PATH says.
+SYSTEM_DIRS: tuple[str, ...] = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def search_path(path: str | None = None) -> str:
+    """``path`` (default: ours) with the :data:`SYSTEM_DIRS` it lacks appended."""
+    dirs = (path if path is not None else os.environ.get("PATH", os.defpath)).split(os.pathsep)
+    return os.pathsep.join([*dirs, *(d for d in SYSTEM_DIRS if d not in dirs)])
+
+
+def which(program: str) -> str | None:
+    """Where :func:`run` finds ``program`` (None: not installed)."""
+    return shutil.which(program, path=search_path())
+
+
 def command_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment every command runs with: ours, in the C locale."""
+    """The environment every command runs with: ours, in the C locale, with the
+    system directories on PATH (the executable is looked up with it too)."""
     env = dict(os.environ)
     for key in [k for k in env if k.startswith("LC_")] + ["LANG", "LANGUAGE"]:
         env.pop(key, None)
     env["LC_ALL"] = "C"
     if extra:
         env.update(extra)
+    env["PATH"] = search_path(env.get("PATH"))
     return env
 
 

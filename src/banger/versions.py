@@ -7,8 +7,6 @@ behaviour banger depends on most. Nothing here starts the daemon.
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -41,9 +39,6 @@ HOST_TOOLS: dict[str, tuple[str, ...]] = {
     "mkfs.ext4": ("-V",),
 }
 
-#: System tools live in sbin directories an ordinary user's PATH may lack.
-_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-
 
 def python_packages() -> dict[str, str | None]:
     """Installed version of each key package (None: not installed)."""
@@ -56,16 +51,12 @@ def python_packages() -> dict[str, str | None]:
     return found
 
 
-def find_tool(program: str) -> str | None:
-    path = os.environ.get("PATH", os.defpath) + os.pathsep + os.pathsep.join(_SBIN)
-    return shutil.which(program, path=path)
-
-
 def _tool_version(item: tuple[str, tuple[str, ...]]) -> dict[str, str | None]:
     from banger.doctor import tool_version
+    from banger.proc import which
 
     program, args = item
-    path = find_tool(program)
+    path = which(program)
     return {"path": path, "version": tool_version(path, args) if path else None}
 
 

@@ -200,7 +200,9 @@ def banger_env(*, seed: bool = True) -> Iterator[Banger]:
             b = Banger(ns, user, home)
             b.env = {
                 "HOME": str(user.home),
-                "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+                # An ordinary Debian user's PATH: no sbin directories (issue #22),
+                # so every system tool banger runs must be found without them.
+                "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
                 "BANGER_HOME": str(home),
                 "BANGER_BOOT_TIMEOUT": BOOT_TIMEOUT,
                 "LANG": "C.UTF-8",

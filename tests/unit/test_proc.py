@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 from pathlib import Path
 
@@ -105,3 +106,18 @@ def test_run_streaming_failure_carries_output_tail() -> None:
     with pytest.raises(CommandError) as nf:
         proc.run_streaming(["banger-no-such-binary-xyz"], lambda _: None)
     assert nf.value.not_found
+
+
+def test_system_tools_are_found_without_sbin_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #22: an ordinary Debian user's PATH lacks /usr/sbin, where e2fsck,
+    mkfs.ext4 and debugfs live; banger finds them there all the same."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert shutil.which("e2fsck") is None  # the situation, as the user has it
+    found = proc.which("e2fsck")
+    assert found is not None and Path(found).parent.name == "sbin"
+    result = proc.run(["e2fsck", "-V"])
+    assert "e2fsck" in result.err
+    assert asyncio.run(proc.arun(["mkfs.ext4", "-V"])).returncode == 0
+    # The user's own directories come first; the system ones are only appended.
+    assert proc.search_path("/opt/x:/usr/sbin").split(":") == [
+        "/opt/x", "/usr/sbin", "/usr/local/sbin", "/sbin"]  # fmt: skip

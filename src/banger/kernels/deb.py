@@ -204,7 +204,7 @@ def find_kernel(root: Path, what: str) -> ExtractedKernel:
 
 def depmod_binary() -> str:
     """``depmod`` lives in /usr/sbin, which is not on an ordinary user's PATH."""
-    found = shutil.which("depmod") or shutil.which("depmod", path="/usr/sbin:/sbin")
+    found = proc.which("depmod")
     if not found:
         raise BangerError("depmod not found", hint="install kmod (`sudo apt-get install kmod`)")
     return found
