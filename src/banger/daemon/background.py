@@ -1,4 +1,4 @@
-"""Daemon-lifetime extras started next to the API: ops pruning and the VM resolver.
+"""Daemon-lifetime extras started next to the API: ops pruning, the VM resolver, owed taps.
 
 ``lifecycle`` starts them once the app is built and closes them on the way out.
 """
@@ -30,6 +30,9 @@ class Background:
         days = services.config.daemon.ops_retention_days
         bg.tasks.append(asyncio.create_task(prune_periodically(services.store, days)))
         stack = services.stack
+        if stack is not None:
+            # Taps a killed helper may have left: deleted as soon as a helper is back.
+            bg.tasks.append(asyncio.create_task(stack.hostnet.owed.settle_periodically()))
         if stack is not None and services.dns is not None:
             bg.dns = services.dns
             stack.hostnet.after_ensure.append(services.dns.ensure)

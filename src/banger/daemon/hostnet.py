@@ -3,7 +3,9 @@
 The bridge (``network.bridge``, address = ``network.gateway``/prefix) and its
 NAT rule are ensured before every VM start (both ops are idempotent and take
 milliseconds); each VM gets a persistent tap ``bt-<id prefix>`` enslaved to
-the bridge, handed back as an open descriptor for the VMM.
+the bridge, handed back as an open descriptor for the VMM. A tap the helper
+may have made without answering (killed mid-op) is remembered and deleted
+once a helper answers again (:mod:`banger.daemon.owed_taps`).
 
 :meth:`HostNetwork.teardown` removes them again (``banger system
 cleanup-network``, :mod:`banger.daemon.netcleanup`); :attr:`HostNetwork.lock`
@@ -19,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from banger.config import Config
-from banger.helper.client import HelperClient
+from banger.daemon.owed_taps import OwedTaps
+from banger.helper.client import HelperClient, HelperUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,8 @@ class HostNetwork:
     def __init__(self, config: Config, helper: HelperClient) -> None:
         self.config = config
         self.helper = helper
+        #: Taps that may be on the host with nothing left to delete them.
+        self.owed = OwedTaps(helper)
         #: Called after every ensure (the bridge exists then): the DNS service hooks in here.
         self.after_ensure: list[Callable[[], Awaitable[None]]] = []
         #: Taken by every ensure and by the network cleanup for its check and
@@ -47,6 +52,7 @@ class HostNetwork:
             await self.helper.acall("ensure_nat", cidr=str(net.subnet), bridge=net.bridge)
             for hook in self.after_ensure:
                 await hook()
+        await self.owed.settle()  # the helper just answered: clear what an earlier one left
 
     async def teardown(self) -> dict[str, Any]:
         """The helper's ``teardown_network`` for our bridge; the caller holds :attr:`lock`."""
@@ -54,10 +60,23 @@ class HostNetwork:
 
     async def open_tap(self, name: str) -> int:
         """A descriptor of the tap ``name`` on the bridge; the caller closes it."""
-        _result, fds = await self.helper.acall_with_fds("open_tap", name=name, bridge=self.bridge)
+        await self.owed.claim(name)
+        try:
+            _result, fds = await self.helper.acall_with_fds(
+                "open_tap", name=name, bridge=self.bridge
+            )
+        except HelperUnreachable as exc:
+            if exc.sent:  # the helper may have made the tap before it went away
+                self.owed.owe(name)
+            raise
         for extra in fds[1:]:
             os.close(extra)
         return fds[0]
 
     async def delete_tap(self, name: str) -> None:
-        await self.helper.acall("delete_tap", name=name)
+        try:
+            await self.helper.acall("delete_tap", name=name)
+        except HelperUnreachable:
+            self.owed.owe(name)  # retried once a helper answers
+            raise
+        self.owed.paid(name)

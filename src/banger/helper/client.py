@@ -20,6 +20,18 @@ UNREACHABLE_HINT = "is banger-helper running? see `banger doctor`"
 _ids = itertools.count(1)
 
 
+class HelperUnreachable(HelperError):
+    """No answer from the helper: it could not be reached, or went away before replying.
+
+    ``sent`` tells the two apart: the helper may have done a request it got
+    (a tap made, then the helper killed) and never said so.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message, hint=UNREACHABLE_HINT)
+        self.sent = sent
+
+
 class HelperClient:
     def __init__(self, socket_path: Path, *, timeout: float | None = 60.0) -> None:
         self.socket_path = socket_path
@@ -45,9 +57,9 @@ class HelperClient:
                 reader = LineReader(sock, accept_fds=True)
                 item = reader.read()
             except (OSError, ProtocolError) as exc:
-                raise HelperError(f"helper {op}: {exc}", hint=UNREACHABLE_HINT) from None
+                raise HelperUnreachable(f"helper {op}: {exc}", sent=True) from None
         if item is None:
-            raise HelperError(f"helper closed the connection during {op}", hint=UNREACHABLE_HINT)
+            raise HelperUnreachable(f"helper closed the connection during {op}", sent=True)
         line, fds = item
         try:
             return self._result(op, request_id, line, len(fds)), fds
@@ -69,9 +81,9 @@ class HelperClient:
             sock.connect(os.fspath(self.socket_path))
         except OSError as exc:
             sock.close()
-            raise HelperError(
+            raise HelperUnreachable(
                 f"cannot reach the root helper at {self.socket_path}: {exc.strerror or exc}",
-                hint=UNREACHABLE_HINT,
+                sent=False,
             ) from None
         return sock
 

@@ -1,0 +1,156 @@
+"""A tap made by a helper killed inside ``open_tap`` is deleted once a helper answers again.
+
+The real banger-helper, as root, in a throwaway network namespace (all it
+makes lives and dies there), started with the test-only hook
+``BANGER_TEST_HELPER_DELAY=open_tap:300`` so it can be killed exactly between
+making the tap and answering; the daemon side is the real ``HostNetwork``
+over the real ``HelperClient``, without bangerd around it (the same fault
+with guests, a running bangerd and ``banger doctor`` is in
+tests/reliability/test_faults.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from banger.config import Config
+from banger.daemon.hostnet import HostNetwork
+from banger.helper.client import HelperClient, HelperUnreachable
+from banger.helper.op_delay import ENV as DELAY_ENV
+from banger.helper.op_delay import MARKER
+from tests.support import Netns, needs_root, netns, short_tmpdir
+
+pytestmark = [pytest.mark.root, needs_root]
+
+HELPER = str(Path(sys.executable).parent / "banger-helper")
+TAP = "bt-owed0000001"
+
+
+@dataclass
+class Host:
+    ns: Netns
+    dir: Path
+    pid: int | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "h.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "helper.log"
+
+    def start_helper(self, **env: str) -> None:
+        argv = [HELPER, "--socket", str(self.socket), "--owner-uid", "0"]
+        argv += ["--allow-root", str(self.dir), "--log", str(self.log)]
+        out = subprocess.run(
+            self.ns.argv(*argv), capture_output=True, text=True, check=True,
+            env={**os.environ, **env}, timeout=30,
+        )  # fmt: skip
+        self.pid = int(out.stdout.strip().splitlines()[-1])
+
+    def kill_helper(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        assert self.pid is not None
+        os.kill(self.pid, sig)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{self.pid}").exists():
+            assert time.monotonic() < deadline, f"helper {self.pid} did not exit"
+            time.sleep(0.05)
+        self.pid = None
+
+    def taps(self) -> list[str]:
+        out = self.ns.run("ip", "-o", "link", "show").stdout
+        names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+        return [n for n in names if n.startswith("bt-")]
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    with netns("bgo") as ns, short_tmpdir("bgo-") as tmp:
+        h = Host(ns, tmp)
+        try:
+            yield h
+        finally:
+            if h.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    h.kill_helper(signal.SIGTERM)
+
+
+def hostnet_for(h: Host) -> HostNetwork:
+    return HostNetwork(Config(), HelperClient(h.socket, timeout=30))
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_tap_the_killed_helper_made_is_deleted_once_a_helper_is_back(host: Host) -> None:
+    host.start_helper(**{DELAY_ENV: "open_tap:300"})
+    hostnet = hostnet_for(host)
+    await hostnet.ensure()
+    asked = asyncio.create_task(hostnet.open_tap(TAP))
+    await wait_for(lambda: MARKER in host.log.read_text(), "op delay marker")
+    host.kill_helper()
+    with pytest.raises(HelperUnreachable) as info:
+        await asked
+    assert info.value.sent
+    assert host.taps() == [TAP]  # made on the host, never handed over
+    assert hostnet.owed.names == [TAP]
+
+    # The create's undo asks the dead helper, and the retries find nobody: still owed.
+    with pytest.raises(HelperUnreachable):
+        await hostnet.delete_tap(TAP)
+    retrying = asyncio.create_task(hostnet.owed.settle_periodically(0.1))
+    try:
+        await asyncio.sleep(0.5)
+        assert hostnet.owed.names == [TAP] and host.taps() == [TAP]
+
+        host.start_helper()  # a new helper, no create: the retry alone removes the tap
+        await wait_for(lambda: not host.taps(), "tap deletion")
+        assert hostnet.owed.names == []
+    finally:
+        retrying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retrying
+
+
+async def test_the_next_ensure_deletes_an_owed_tap_but_never_one_asked_for_again(
+    host: Host,
+) -> None:
+    host.start_helper()
+    hostnet = hostnet_for(host)
+    await hostnet.ensure()
+    again = "bt-owed0000002"
+    os.close(await hostnet.open_tap(TAP))
+    hostnet.owed.owe(TAP)
+    hostnet.owed.owe(again)  # its open_tap got no answer ...
+    os.close(await hostnet.open_tap(again))  # ... and its VM starts again before any retry
+    assert hostnet.owed.names == [TAP]  # claimed: no retry may delete it now
+
+    await hostnet.ensure()  # every create and start: the helper answered, the debt is paid
+
+    assert hostnet.owed.names == []
+    assert host.taps() == [again]
+
+
+async def test_an_unreachable_helper_never_made_the_tap(host: Host) -> None:
+    """No connection, no request: nothing can have been made, nothing is owed."""
+    hostnet = hostnet_for(host)  # no helper was ever started
+    with pytest.raises(HelperUnreachable) as info:
+        await hostnet.open_tap(TAP)
+    assert not info.value.sent
+    assert hostnet.owed.names == []
