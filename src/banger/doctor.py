@@ -477,6 +477,13 @@ def check_reconciliation(ctx: DoctorContext) -> CheckResult:
     return check(ctx)
 
 
+def check_stray_taps(ctx: DoctorContext) -> CheckResult:
+    """``bt-…`` taps of this owner that no VM record accounts for."""
+    from banger.doctor_taps import check_stray_taps as check  # imports this module
+
+    return check(ctx)
+
+
 CHECKS: tuple[Check, ...] = (
     check_virtualisation,
     check_firecracker,
@@ -496,6 +503,7 @@ CHECKS: tuple[Check, ...] = (
     check_helper,
     check_vm_dns,
     check_reconciliation,
+    check_stray_taps,
 )
 
 
