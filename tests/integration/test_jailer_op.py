@@ -20,11 +20,14 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import select
+import shutil
 import signal
+import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +111,21 @@ def helper(state: Path, user: User, *extra: str) -> Iterator[Path]:
         os.close(pidfd)
 
 
+@contextlib.contextmanager
+def jail_base() -> Iterator[Path]:
+    """A fresh chroot base the way the helper requires it: root's, under /srv (not /tmp,
+    which everyone can write), on the filesystem of the test's state dir."""
+    base = Path("/srv") / f"bgj-{secrets.token_hex(4)}"
+    base.mkdir(mode=0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @pytest.fixture
 def setup() -> Iterator[tuple[Path, User, Path]]:
-    with short_tmpdir("bgj-") as tmp, throwaway_user("bgj") as user:
+    with short_tmpdir("bgj-") as tmp, throwaway_user("bgj") as user, jail_base() as base:
         tmp.chmod(0o711)
         state = tmp / "state"
         state.mkdir(mode=0o711)
@@ -119,7 +134,14 @@ def setup() -> Iterator[tuple[Path, User, Path]]:
         bins.mkdir()
         standin_binary(bins)
         jailer_binary(bins)
+        (tmp / "jail-base").symlink_to(base)  # where the tests find it: see jailer_flags()
         yield state, user, bins
+
+
+def jailer_flags(bins: Path) -> tuple[str, ...]:
+    base = (bins.parent / "jail-base").readlink()
+    return ("--jailer", str(bins / "jailer"), "--firecracker", str(bins / "firecracker"),
+            "--jail-base", str(base))  # fmt: skip
 
 
 def vm_files(state: Path, user: User) -> JailRequest:
@@ -153,13 +175,13 @@ def test_start_jailer_boots_the_standin_in_a_jail_as_the_owner(
 ) -> None:
     state, user, bins = setup
     request = vm_files(state, user)
-    flags = ("--jailer", str(bins / "jailer"), "--firecracker", str(bins / "firecracker"))
+    flags = jailer_flags(bins)
     with helper(state, user, *flags) as sock:
         reply = owner_call(user, sock, "start_jailer", **request.to_args())
         assert "ok" in reply, reply
         result = reply["ok"]
         pid, socket_path = result["pid"], Path(result["socket"])
-        jail_root = state / "jail" / "firecracker" / "v-1" / "root"
+        jail_root = Path(flags[-1]) / "firecracker" / "v-1" / "root"
         assert Path(result["jail_root"]) == jail_root
         assert socket_path == jail_root / "run" / "firecracker.socket"
         try:
@@ -211,7 +233,7 @@ async def _boot_inside_the_jail(request: JailRequest, socket_path: Path) -> None
 def test_jailer_ops_are_refused_by_a_helper_without_jailer_flags(
     setup: tuple[Path, User, Path],
 ) -> None:
-    state, user, _bins = setup
+    state, user, bins = setup
     request = vm_files(state, user)
     with helper(state, user) as sock:
         reply = owner_call(user, sock, "start_jailer", **request.to_args())
@@ -220,6 +242,7 @@ def test_jailer_ops_are_refused_by_a_helper_without_jailer_flags(
         reply = owner_call(user, sock, "teardown_jail", vm_id="v_1")
         assert "without --jailer/--firecracker" in reply["error"]
     assert not (state / "jail").exists()
+    assert not list((bins.parent / "jail-base").readlink().iterdir())
 
 
 def test_a_request_outside_the_state_dir_is_refused_before_anything_runs(
@@ -228,9 +251,176 @@ def test_a_request_outside_the_state_dir_is_refused_before_anything_runs(
     state, user, bins = setup
     request = vm_files(state, user)
     args = {**request.to_args(), "kernel": "/etc/shadow", "vcpus": 0}
-    flags = ("--jailer", str(bins / "jailer"), "--firecracker", str(bins / "firecracker"))
+    flags = jailer_flags(bins)
     with helper(state, user, *flags) as sock:
         reply = owner_call(user, sock, "start_jailer", **args)
     assert "start_jailer.args.kernel: must be inside" in reply["error"]
     assert "start_jailer.args.vcpus" in reply["error"]
     assert not (state / "jail").exists()
+    assert not list((bins.parent / "jail-base").readlink().iterdir())
+
+
+# -- a hostile owner (issue #16): the jail base, teardown and sources -------------------
+
+
+def start_helper(state: Path, user: User, *extra: str) -> subprocess.CompletedProcess[str]:
+    sock = state.parent / "h.sock"
+    argv = [str(BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
+            "--allow-root", str(state), "--foreground", *extra]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+
+
+def test_the_helper_refuses_a_jail_base_the_owner_could_write(
+    setup: tuple[Path, User, Path],
+) -> None:
+    state, user, bins = setup
+    base = (bins.parent / "jail-base").readlink()
+    bad = base / "bad"
+    bad.mkdir()
+    link = base / "link"
+    link.symlink_to(bad)
+    owners = base / "owners"
+    owners.mkdir(mode=0o755)
+    os.chown(owners, user.uid, user.gid)
+    wide = base / "wide"
+    wide.mkdir()
+    wide.chmod(0o777)
+    cases = {
+        state / "jail": "must not overlap --allow-root",
+        owners: "belongs to uid",
+        owners / "jail": "belongs to uid",
+        wide: "group- or other-writable",
+        link: "not a plain directory",
+        link / "jail": "not a plain directory",
+        Path("/tmp") / f"bgj-{secrets.token_hex(4)}": "/tmp is group- or other-writable",
+    }
+    for path, reason in cases.items():
+        flags = (*jailer_flags(bins)[:-1], str(path))
+        out = start_helper(state, user, *flags)
+        assert out.returncode == 2, (path, out.stderr)
+        first = out.stderr.splitlines()[0]
+        assert first.startswith(f"banger-helper: error: --jail-base {path}: "), first
+        assert reason in first, first
+        assert not (state.parent / "h.sock").exists()
+    assert not (owners / "jail").exists() and not (bad / "jail").exists()
+    assert not (state / "jail").exists()
+
+
+def test_a_missing_jail_base_is_created_roots_alone(setup: tuple[Path, User, Path]) -> None:
+    state, user, bins = setup
+    base = (bins.parent / "jail-base").readlink() / "fresh"
+    old = os.umask(0o077)  # as under systemd
+    try:
+        with helper(state, user, *jailer_flags(bins)[:-1], str(base)):
+            st = base.stat()
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture
+def victim() -> Iterator[Path]:
+    """What a swapped link would point at: a tree that must survive every teardown."""
+    with short_tmpdir("bgv-") as victim:
+        for d in ("etc", "v-1", "firecracker/etc", "firecracker/v-1/root"):
+            (victim / d).mkdir(parents=True, exist_ok=True)
+            (victim / d / "keep").write_text("keep")
+        yield victim
+
+
+def victim_intact(victim: Path) -> None:
+    for d in ("etc", "v-1", "firecracker/etc", "firecracker/v-1/root"):
+        assert (victim / d / "keep").read_text() == "keep", d
+
+
+def test_teardown_never_follows_a_swapped_component(
+    setup: tuple[Path, User, Path], victim: Path
+) -> None:
+    state, user, bins = setup
+    base = (bins.parent / "jail-base").readlink()
+    with helper(state, user, *jailer_flags(bins)) as sock:
+        # <base>/firecracker swapped for a link to a tree with an "etc" in it.
+        (base / "firecracker").symlink_to(victim)
+        for vm_id in ("etc", "v_1"):
+            reply = owner_call(user, sock, "teardown_jail", vm_id=vm_id)
+            assert "not a plain directory" in reply["error"], reply
+        victim_intact(victim)
+        (base / "firecracker").unlink()
+        # <base>/firecracker/<id> swapped for a link; and a directory that is not root's.
+        (base / "firecracker").mkdir(mode=0o755)
+        (base / "firecracker" / "etc").symlink_to(victim / "etc")
+        reply = owner_call(user, sock, "teardown_jail", vm_id="etc")
+        assert "not a plain directory" in reply["error"], reply
+        (base / "firecracker" / "v-1").mkdir(mode=0o755)
+        os.chown(base / "firecracker" / "v-1", user.uid, user.gid)
+        reply = owner_call(user, sock, "teardown_jail", vm_id="v_1")
+        assert "not a jail directory of the helper's" in reply["error"], reply
+        victim_intact(victim)
+        assert (base / "firecracker" / "v-1").is_dir()
+
+
+def test_teardown_removes_what_the_owner_put_in_the_run_dir_and_nothing_it_points_at(
+    setup: tuple[Path, User, Path], victim: Path
+) -> None:
+    state, user, bins = setup
+    request = vm_files(state, user)
+    with helper(state, user, *jailer_flags(bins)) as sock:
+        reply = owner_call(user, sock, "start_jailer", **request.to_args())
+        assert "ok" in reply, reply
+        pid, root = reply["ok"]["pid"], Path(reply["ok"]["jail_root"])
+        os.kill(pid, signal.SIGKILL)
+        # What Firecracker (the owner) can leave in its run dir: links out, deep trees.
+        run = root / "run"
+        code = (
+            "import os, sys; run, victim = sys.argv[1:]\n"
+            "os.symlink(victim, run + '/out'); os.symlink(victim + '/etc', run + '/etc')\n"
+            "d = run + '/deep'\n"
+            "for i in range(200): d += '/d'\n"
+            "os.makedirs(d); os.symlink(victim, d + '/x')\n"
+        )
+        subprocess.run(
+            ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups",
+             sys.executable, "-c", code, str(run), str(victim)],
+            check=True, timeout=30,
+        )  # fmt: skip
+        reply = owner_call(user, sock, "teardown_jail", vm_id="v_1")
+        assert reply == {"ok": {"jail_dir": str(root.parent), "removed": True}}, reply
+        assert not root.parent.exists()
+        victim_intact(victim)
+        assert request.kernel.read_bytes() == bytes(4096)  # the VM's files stay
+
+
+def test_start_refuses_swapped_sources_and_links_nothing_outside(
+    setup: tuple[Path, User, Path],
+) -> None:
+    state, user, bins = setup
+    request = vm_files(state, user)
+    secret = state.parent / "root-secret"
+    secret.write_text("root's")
+    secret.chmod(0o600)
+    fifo = state.parent / "fifo"
+    os.mkfifo(fifo)
+    swaps: dict[str, Callable[[Path], None]] = {
+        "kernel": lambda p: p.symlink_to(secret),  # a symlink
+        "work_disk": lambda p: p.hardlink_to(secret),  # a hard link to root's file
+        "console_log": lambda p: os.mkfifo(p),  # a FIFO: must not hang the helper
+        "root_disk": lambda p: p.hardlink_to(fifo),
+    }
+    with helper(state, user, *jailer_flags(bins)) as sock:
+        for role, swap in swaps.items():
+            path = Path(str(request.to_args()[role]))
+            saved = path.with_name(path.name + ".saved")
+            path.rename(saved)
+            swap(path)
+            reply = owner_call(user, sock, "start_jailer", **request.to_args())
+            assert f"start_jailer.args.{role}: " in reply.get("error", ""), (role, reply)
+            path.unlink()
+            saved.rename(path)
+        # The vm directory itself swapped for a link to a root-only directory.
+        vm_dir = request.root_disk.parent
+        vm_dir.rename(vm_dir.with_name("moved"))
+        vm_dir.symlink_to(state.parent / "bin")
+        reply = owner_call(user, sock, "start_jailer", **request.to_args())
+        assert "not a plain directory" in reply.get("error", ""), reply
+    assert secret.stat().st_nlink == 1 and secret.read_text() == "root's"
+    assert not list((bins.parent / "jail-base").readlink().iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,17 @@ from hypothesis import strategies as st
 from banger.vmm.firecracker.jailer import (
     JailerPolicy,
     JailerRequestInvalid,
+    JailLayout,
     JailRequest,
     JailSetupError,
-    check_sources,
+    close_all,
     jail_layout,
     jailer_argv,
+    make_run_dir,
+    open_jail_root,
+    open_sources,
     populate_jail,
+    read_pid_file,
     teardown_jail,
     teardown_layout,
     validate_jailer_request,
@@ -55,7 +61,7 @@ def test_argv() -> None:
         "--exec-file", "/usr/bin/firecracker",
         "--uid", "1000",
         "--gid", "1000",
-        "--chroot-base-dir", "/var/lib/banger/jail",
+        "--chroot-base-dir", "/srv/jailer",
         "--cgroup-version", "2",
         "--parent-cgroup", "banger",
         "--cgroup", "cpu.max=200000 100000",
@@ -70,7 +76,12 @@ def test_argv() -> None:
 
 def test_layout_and_teardown_paths() -> None:
     layout = jail_layout(validate_jailer_request(good_args(), POLICY), POLICY)
-    assert layout.jail_dir == STATE / "jail" / "firecracker" / "t-1"
+    assert layout.jail_dir == Path("/srv/jailer/firecracker/t-1")
+    assert (layout.base, layout.exec_name, layout.jail_id) == (
+        Path("/srv/jailer"),
+        "firecracker",
+        "t-1",
+    )
     assert layout.root == layout.jail_dir / "root"
     assert layout.socket == layout.root / "run" / "firecracker.socket"
     assert layout.pid_file == layout.root / "firecracker.pid"
@@ -103,7 +114,6 @@ def test_layout_and_teardown_paths() -> None:
         ({"kernel": "/etc/shadow"}, "kernel: must be inside /var/lib/banger"),
         ({"kernel": "/var/lib/banger/../../etc/shadow"}, "kernel: must be an absolute, normalised"),
         ({"root_disk": "vms/t_1/root.ext4"}, "root_disk: must be an absolute"),
-        ({"work_disk": "/var/lib/banger/jail/firecracker/x/root/a"}, "not inside the jail"),
         ({"console_log": "/var/lib/banger/vms/a\nb"}, "console_log: contains NUL or a newline"),
         ({"root_read_only": 1}, "root_read_only: must be a boolean"),
         ({"netns": "x y"}, "netns: must be a network namespace name"),
@@ -198,21 +208,46 @@ def test_any_single_field_replaced_is_refused_or_well_typed(field: str, value: A
 
 
 def _state_with_files(tmp: Path) -> tuple[JailerPolicy, JailRequest]:
+    """A state dir with the VM's files and a jail base of this test's own user (0755)."""
+    base = tmp / "base"
+    base.mkdir(mode=0o755)
+    state = tmp / "state"
     policy = JailerPolicy(
-        tmp, os.getuid(), os.getgid(), Path("/usr/bin/jailer"), Path("/usr/bin/firecracker")
+        state, os.getuid(), os.getgid(), Path("/usr/bin/jailer"), Path("/usr/bin/firecracker"), base
     )
-    args = good_args(tmp)
+    args = good_args(state)
     for key in ("kernel", "initrd", "root_disk", "work_disk", "console_log", "log", "metrics"):
         Path(args[key]).parent.mkdir(parents=True, exist_ok=True)
         Path(args[key]).write_bytes(key.encode())
     return policy, validate_jailer_request(args, policy)
 
 
+def _populate(policy: JailerPolicy, request: JailRequest) -> JailLayout:
+    layout = jail_layout(request, policy)
+    sources = open_sources(request, policy)
+    try:
+        root_fd = open_jail_root(layout, create=True)
+        assert root_fd is not None
+        try:
+            populate_jail(root_fd, layout, sources)
+            make_run_dir(root_fd, policy.uid, policy.gid)
+        finally:
+            os.close(root_fd)
+    finally:
+        close_all(sources)
+    return layout
+
+
 def test_populate_links_writable_files_and_teardown_keeps_them(tmp_path: Path) -> None:
     policy, request = _state_with_files(tmp_path)
-    check_sources(request, policy)
-    layout = jail_layout(request, policy)
-    populate_jail(layout)
+    old_umask = os.umask(0o077)  # as under systemd: the jail must still be traversable
+    try:
+        layout = _populate(policy, request)
+    finally:
+        os.umask(old_umask)
+    for d in (layout.base / "firecracker", layout.jail_dir, layout.root):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755
+    assert stat.S_IMODE((layout.root / "run").stat().st_mode) == 0o700
     work = layout.root / "work.img"
     assert work.stat().st_ino == request.work_disk.stat().st_ino  # type: ignore[union-attr]
     work.write_bytes(b"written by the guest")
@@ -221,9 +256,10 @@ def test_populate_links_writable_files_and_teardown_keeps_them(tmp_path: Path) -
     assert (by_id.jail_dir, by_id.cgroup) == (layout.jail_dir, layout.cgroup)
     with pytest.raises(JailerRequestInvalid):
         teardown_layout("../../etc", policy)
-    teardown_jail(by_id)
+    assert teardown_jail(by_id) is True
     assert not layout.jail_dir.exists()
     assert request.work_disk.read_bytes() == b"written by the guest"  # type: ignore[union-attr]
+    assert teardown_jail(by_id) is False  # nothing left: not an error
 
 
 def test_symlinked_source_is_refused(tmp_path: Path) -> None:
@@ -232,4 +268,95 @@ def test_symlinked_source_is_refused(tmp_path: Path) -> None:
     kernel.unlink()
     kernel.symlink_to("/etc/hostname")
     with pytest.raises(JailSetupError, match=r"kernel: .* is a symlink"):
-        check_sources(request, policy)
+        open_sources(request, policy)
+
+
+def test_a_symlinked_directory_on_a_source_path_is_refused(tmp_path: Path) -> None:
+    policy, request = _state_with_files(tmp_path)
+    kernels = request.kernel.parent
+    kernels.rename(tmp_path / "elsewhere")
+    kernels.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(JailSetupError, match=r"kernel: .* not a plain directory"):
+        open_sources(request, policy)
+
+
+def test_a_fifo_source_is_refused_without_blocking(tmp_path: Path) -> None:
+    policy, request = _state_with_files(tmp_path)
+    request.console_log.unlink()
+    os.mkfifo(request.console_log)
+    with pytest.raises(JailSetupError, match=r"console_log: .* not a regular file of the owner"):
+        open_sources(request, policy)
+
+
+def test_a_source_swapped_after_the_check_is_not_what_gets_linked(tmp_path: Path) -> None:
+    """The check and the link use one descriptor: a swap in between changes nothing."""
+    policy, request = _state_with_files(tmp_path)
+    precious = tmp_path / "precious"
+    precious.write_text("not for the jail")
+    layout = jail_layout(request, policy)
+    sources = open_sources(request, policy)
+    try:
+        original = os.fstat(sources[request.kernel]).st_ino
+        request.kernel.rename(tmp_path / "moved-away")
+        request.kernel.symlink_to(precious)  # the swap, after the check
+        initrd = request.initrd
+        assert initrd is not None
+        initrd.unlink()  # gone: no link to make, the checked content is copied
+        initrd.hardlink_to(precious)
+        root_fd = open_jail_root(layout, create=True)
+        assert root_fd is not None
+        try:
+            populate_jail(root_fd, layout, sources)
+        finally:
+            os.close(root_fd)
+    finally:
+        close_all(sources)
+    linked = layout.root / "vmlinux"
+    assert not linked.is_symlink() and linked.stat().st_ino == original
+    assert (layout.root / "initrd.img").read_bytes() == b"initrd"
+    assert precious.stat().st_nlink == 2  # only the owner's own hard link
+    teardown_jail(layout)
+    assert precious.read_text() == "not for the jail"
+
+
+def test_a_writable_source_unlinked_after_the_check_is_refused(tmp_path: Path) -> None:
+    """A writable file is only ever the VM's own inode: once unlinked, it cannot be placed."""
+    policy, request = _state_with_files(tmp_path)
+    layout = jail_layout(request, policy)
+    sources = open_sources(request, policy)
+    try:
+        request.console_log.unlink()
+        request.console_log.symlink_to(tmp_path / "precious")
+        root_fd = open_jail_root(layout, create=True)
+        assert root_fd is not None
+        try:
+            with pytest.raises(JailSetupError, match=r"cannot hard-link .*console\.log"):
+                populate_jail(root_fd, layout, sources)
+        finally:
+            os.close(root_fd)
+    finally:
+        close_all(sources)
+    assert not (layout.root / "console.log").exists()
+    teardown_jail(layout)
+
+
+def test_the_pid_file_is_read_by_descriptor_and_bounded(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert read_pid_file(fd, "firecracker.pid") is None  # not yet written
+        (root / "firecracker.pid").write_text("4242\n")
+        assert read_pid_file(fd, "firecracker.pid") == 4242
+        (root / "elsewhere").write_text("4343\n")
+        (root / "firecracker.pid").unlink()
+        (root / "firecracker.pid").symlink_to(root / "elsewhere")
+        assert read_pid_file(fd, "firecracker.pid") is None  # never through a link
+        (root / "firecracker.pid").unlink()
+        os.mkfifo(root / "firecracker.pid")
+        assert read_pid_file(fd, "firecracker.pid") is None  # no writer: no hang
+        (root / "firecracker.pid").unlink()
+        (root / "firecracker.pid").write_text("4242" + " " * 100)
+        assert read_pid_file(fd, "firecracker.pid") is None  # bounded
+    finally:
+        os.close(fd)

@@ -2,7 +2,7 @@
 
 Whatever a caller sends, validation ends in exactly one of two ways: a
 ``RequestInvalid`` naming fields, or arguments whose every path lies inside
-the state directory (never inside the jail) and whose binaries, uid and gid
+the state directory (never inside the jail base, which is root's) and whose binaries, uid and gid
 are the helper's policy. The ops run for real (as root, with stand-ins) in
 ``tests/integration/test_jailer_op.py``.
 """
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banger.errors import HelperError
+from banger.errors import BangerError, HelperError
 from banger.helper import jailer_ops
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from banger.vmm.firecracker.jailer import JailerPolicy
@@ -62,7 +62,7 @@ def test_valid_request_gets_the_helpers_policy(registered: None) -> None:
     assert args.policy == POLICY
     assert args.request.kernel == STATE / "kernels" / "k" / "vmlinux"
     teardown = validate("teardown_jail", {"vm_id": "a_b"})
-    assert teardown.layout.jail_dir == STATE / "jail" / "firecracker" / "a-b"
+    assert teardown.layout.jail_dir == Path("/srv/jailer/firecracker/a-b")
 
 
 def test_the_request_cannot_choose_binaries_uid_or_chroot(registered: None) -> None:
@@ -101,8 +101,13 @@ def test_policy_flags(tmp_path: Path) -> None:
         jailer_ops.policy_from_flags(exe, None, (tmp_path,), 1000, 1000)
     with pytest.raises(HelperError, match="--firecracker relative"):
         jailer_ops.policy_from_flags(exe, Path("relative"), (tmp_path,), 1000, 1000)
-    policy = jailer_ops.policy_from_flags(exe, exe, (tmp_path,), 1000, 1001)
-    assert policy is not None and policy.state_dir == tmp_path and policy.gid == 1001
+    with pytest.raises(HelperError, match="--jail-base goes with --jailer"):
+        jailer_ops.policy_from_flags(None, None, (tmp_path,), 1000, 1000, Path("/srv/jailer"))
+    # Accepted bases (root's alone) are tested as root: tests/integration/test_jailer_op.py.
+    with pytest.raises(HelperError, match=r"--jail-base .*: must not overlap --allow-root"):
+        jailer_ops.policy_from_flags(exe, exe, (tmp_path,), 1000, 1001, tmp_path / "jail")
+    with pytest.raises(BangerError, match=r"^--jail-base .*/j: /tmp is group- or other-writable"):
+        jailer_ops.policy_from_flags(exe, exe, (tmp_path / "s",), 1000, 1001, tmp_path / "j")
 
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)

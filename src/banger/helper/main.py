@@ -2,7 +2,7 @@
 
     banger-helper --socket PATH --owner-uid UID [--owner-gid GID]
                   --allow-root DIR [--allow-root DIR ...] [--log FILE] [--foreground]
-                  [--jailer PATH --firecracker PATH]
+                  [--jailer PATH --firecracker PATH [--jail-base DIR]]
 
 Without ``--foreground`` the helper binds its socket first and only then
 detaches (double fork, new session), printing the daemon's pid: when the
@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--jailer", type=Path, help="Firecracker's jailer, for start_jailer (with --firecracker)"
     )
     parser.add_argument("--firecracker", type=Path, help="the Firecracker binary the jailer runs")
+    parser.add_argument(
+        "--jail-base",
+        type=Path,
+        metavar="DIR",
+        help="the jailer's chroot base (default /srv/jailer): root's alone, every directory "
+        "from / root-owned and not group/other-writable, no symlink; created if only the last "
+        "is missing; on the filesystem of the state directory (the jail hard-links VM files)",
+    )
     parser.add_argument("--foreground", action="store_true", help="do not detach")
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     return parser.parse_args(argv)
@@ -107,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         context = Context.from_dirs(args.allow_root)
         register_jailer_ops(
             policy_from_flags(
-                args.jailer, args.firecracker, context.allow_roots, args.owner_uid, args.owner_gid
+                args.jailer,
+                args.firecracker,
+                context.allow_roots,
+                args.owner_uid,
+                args.owner_gid,
+                args.jail_base,
             )
         )
         image_build.register()

@@ -2,7 +2,8 @@
 
 The root helper's ``start_jailer`` op lays out the jail, runs the jailer and
 returns Firecracker's pid, start time and API socket inside the jail. That
-socket path is long (``<state>/jail/firecracker/<id>/root/run/firecracker.socket``),
+socket path is long (``<jail base>/firecracker/<id>/root/run/firecracker.socket``,
+the base being the helper's ``--jail-base``, root's, default ``/srv/jailer``),
 so the daemon links it from the VM's usual runtime socket name (``connect()``
 follows the symlink; ``sun_path`` only holds the short name). The boot requests
 are the plain driver's, with every path mapped to its name inside the jail and
