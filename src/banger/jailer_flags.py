@@ -7,7 +7,9 @@ helper — the CLI's first-use start (:mod:`banger.cli.helper_start`) or the
 systemd unit (:mod:`banger.system.units`) — resolves the owner's
 ``firecracker.jailer_binary`` and ``firecracker.binary`` here, once, to
 absolute paths. With ``jailer = false`` there are no flags and the helper
-refuses jailer requests.
+refuses jailer requests. The jail's chroot base is always ``--jail-base
+/srv/jailer`` (Firecracker's default, root's alone; the helper checks it), said
+explicitly so that the systemd unit's ``ReadWritePaths`` can name it too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from banger.config.models import FirecrackerSettings
 from banger.errors import ConfigError
+from banger.helper.jailer_ops import DEFAULT_JAIL_BASE
 
 
 def resolve_program(field: str, value: str) -> Path:
@@ -42,9 +45,12 @@ def resolve_program(field: str, value: str) -> Path:
 
 
 def helper_jailer_flags(settings: FirecrackerSettings) -> list[str]:
-    """``--jailer J --firecracker F`` when ``firecracker.jailer`` is on, else nothing."""
+    """``--jailer J --firecracker F --jail-base B`` with ``firecracker.jailer`` on, else nothing."""
     if not settings.jailer:
         return []
     jailer = resolve_program("firecracker.jailer_binary", settings.jailer_binary)
     firecracker = resolve_program("firecracker.binary", settings.binary)
-    return ["--jailer", str(jailer), "--firecracker", str(firecracker)]
+    return [
+        "--jailer", str(jailer), "--firecracker", str(firecracker),
+        "--jail-base", str(DEFAULT_JAIL_BASE),
+    ]  # fmt: skip

@@ -49,7 +49,9 @@ def test_no_flags_without_jailer_mode() -> None:
 def test_absolute_binaries_become_flags(tmp_path: Path) -> None:
     jailer, fc = executable(tmp_path / "jailer"), executable(tmp_path / "firecracker")
     flags = helper_jailer_flags(settings(jailer=True, binary=str(fc), jailer_binary=str(jailer)))
-    assert flags == ["--jailer", str(jailer), "--firecracker", str(fc)]
+    assert flags == [
+        "--jailer", str(jailer), "--firecracker", str(fc), "--jail-base", "/srv/jailer",
+    ]  # fmt: skip
 
 
 def test_names_are_resolved_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,6 +60,7 @@ def test_names_are_resolved_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert helper_jailer_flags(settings(jailer=True)) == [
         "--jailer", str(tmp_path / "jailer"), "--firecracker", str(tmp_path / "firecracker"),
+        "--jail-base", "/srv/jailer",
     ]  # fmt: skip
 
 
@@ -82,7 +85,9 @@ def test_cli_first_use_start_reads_the_owners_config(banger_home: Path) -> None:
     )
     flags = jailer_flags(paths)
     argv = helper_argv(paths, 1000, ["banger-helper"], extra=flags)
-    assert argv[-4:] == ["--jailer", str(jailer), "--firecracker", str(fc)]
+    assert argv[-6:] == [
+        "--jailer", str(jailer), "--firecracker", str(fc), "--jail-base", "/srv/jailer",
+    ]  # fmt: skip
     assert argv[:3] == ["banger-helper", "--socket", str(paths.helper_socket)]
 
 
@@ -93,9 +98,10 @@ def test_helper_cli_accepts_the_flags(tmp_path: Path) -> None:
 
     args = parse_args(
         ["--socket", "/run/x.sock", "--owner-uid", "1", "--allow-root", str(tmp_path),
-         "--jailer", str(jailer), "--firecracker", str(jailer)]
+         "--jailer", str(jailer), "--firecracker", str(jailer), "--jail-base", "/srv/jailer"]
     )  # fmt: skip
     assert args.jailer == jailer and args.firecracker == jailer
+    assert args.jail_base == Path("/srv/jailer")
 
 
 LAYOUT = ServiceLayout(
@@ -108,8 +114,10 @@ LAYOUT = ServiceLayout(
     banger_helper=Path("/usr/bin/banger-helper"),
 )
 JAILED = dataclasses.replace(
-    LAYOUT, jailer_flags=("--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker")
-)
+    LAYOUT,
+    jailer_flags=("--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker",
+                  "--jail-base", "/srv/jailer"),
+)  # fmt: skip
 
 
 def unit_settings(unit: str) -> dict[str, list[str]]:
@@ -122,13 +130,18 @@ def unit_settings(unit: str) -> dict[str, list[str]]:
 
 
 def test_unit_exec_start_carries_the_jailer_flags() -> None:
-    assert helper_exec_start(JAILED)[-5:] == [
-        "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--foreground",
+    assert helper_exec_start(JAILED)[-7:] == [
+        "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker",
+        "--jail-base", "/srv/jailer", "--foreground",
     ]  # fmt: skip
     s = unit_settings(helper_unit(JAILED))
     assert s["ExecStart"][0].endswith(
-        "--jailer /usr/bin/jailer --firecracker /usr/bin/firecracker --foreground"
+        "--jailer /usr/bin/jailer --firecracker /usr/bin/firecracker --jail-base /srv/jailer "
+        "--foreground"
     )
+    # ProtectSystem=strict: the jail base (root's, outside the owner's tree) must be writable.
+    assert s["ReadWritePaths"] == ["/home/alice/.local/state/banger /srv/jailer"]
+    assert JAILED.jail_base == Path("/srv/jailer")
     caps = s["CapabilityBoundingSet"][0].split()
     assert caps == [name for name, _ in HELPER_CAPABILITIES + JAILER_CAPABILITIES]
     assert s["ProtectControlGroups"] == ["no"]
@@ -141,6 +154,8 @@ def test_unit_without_jailer_is_unchanged() -> None:
     s = unit_settings(helper_unit(LAYOUT))
     assert "--jailer" not in s["ExecStart"][0]
     assert "CAP_MKNOD" not in s["CapabilityBoundingSet"][0]
+    assert s["ReadWritePaths"] == ["/home/alice/.local/state/banger"]
+    assert LAYOUT.jail_base is None
     assert s["ProtectControlGroups"] == ["yes"]
 
 
@@ -153,7 +168,8 @@ def test_jailer_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         LAYOUT,
         owner="root", owner_uid=0, owner_gid=0, owner_group="root",
         state_dir=tmp_path / "state", banger_helper=helper,
-        jailer_flags=("--jailer", str(jailer), "--firecracker", str(fc)),
+        jailer_flags=("--jailer", str(jailer), "--firecracker", str(fc),
+                      "--jail-base", str(tmp_path / "jail")),
     )  # fmt: skip
     unit = tmp_path / "banger-helper.service"
     unit.write_text(helper_unit(layout))

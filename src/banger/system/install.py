@@ -301,6 +301,11 @@ def install(
 
     if prefix is None:
         _ensure_owner_state_dir(owner, layout.state_dir)
+        if layout.jail_base is not None:
+            # ProtectSystem=strict: the unit's ReadWritePaths needs it before the helper runs.
+            from banger.vmm.firecracker.jailer import check_jail_base
+
+            check_jail_base(layout.jail_base)
         systemctl("daemon-reload")
         systemctl("enable", HELPER_UNIT, DAEMON_UNIT)
         # Helper first: it creates /run/banger, where the daemon's socket goes.

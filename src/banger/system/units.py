@@ -62,12 +62,26 @@ class ServiceLayout:
     banger_helper: Path
     runtime_dir: Path = SYSTEM_RUNTIME_DIR
     helper_log: Path = HELPER_LOG
-    #: ``--jailer J --firecracker F`` (absolute paths) when the owner runs Firecracker jailed.
+    #: ``--jailer J --firecracker F --jail-base B`` (absolute paths) when the owner runs
+    #: Firecracker jailed.
     jailer_flags: tuple[str, ...] = ()
 
     @property
     def capabilities(self) -> tuple[tuple[str, str], ...]:
         return HELPER_CAPABILITIES + (JAILER_CAPABILITIES if self.jailer_flags else ())
+
+    @property
+    def jail_base(self) -> Path | None:
+        """The jailer's chroot base (``--jail-base`` in :attr:`jailer_flags`), if jailed."""
+        flags = list(self.jailer_flags)
+        if "--jail-base" not in flags:
+            return None
+        return Path(flags[flags.index("--jail-base") + 1])
+
+    @property
+    def read_write_paths(self) -> tuple[Path, ...]:
+        """``ReadWritePaths=``: the owner's state, and the jail base (root's) when jailed."""
+        return (self.state_dir,) + ((self.jail_base,) if self.jail_base is not None else ())
 
     @property
     def helper_socket(self) -> Path:
@@ -159,9 +173,10 @@ RestartSec=2
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
-# Writable: the owner's banger state only (disk images, built trees). The
-# runtime and log directories above are writable by virtue of being declared.
-ReadWritePaths={unit_quote(layout.state_dir)}
+# Writable: the owner's banger state (disk images, built trees) and, in jailer
+# mode, the jail base (root's; `banger system install` creates it). The runtime
+# and log directories above are writable by virtue of being declared.
+ReadWritePaths={" ".join(unit_quote(p) for p in layout.read_write_paths)}
 PrivateTmp=yes
 ProtectKernelModules=yes
 ProtectControlGroups={cgroups}
