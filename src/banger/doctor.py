@@ -25,7 +25,7 @@ from banger import hostinfo
 from banger.errors import BangerError, CommandError
 from banger.hostinfo import KvmStatus
 from banger.paths import Paths, check_private_dir
-from banger.proc import run
+from banger.proc import run, which
 from banger.system.probes import probe_daemon, probe_helper
 
 Status = Literal["pass", "warn", "fail"]
@@ -127,7 +127,7 @@ TOOLS: tuple[ToolSpec, ...] = (
 
 def check_tool(spec: ToolSpec) -> Check:
     def check(ctx: DoctorContext) -> CheckResult:
-        path = shutil.which(spec.program)
+        path = which(spec.program)
         if path is None:
             status: Status = spec.missing
             detail = f"not installed: {spec.purpose} is unavailable"
@@ -212,7 +212,7 @@ def check_jailer(ctx: DoctorContext) -> CheckResult:
 def check_busybox(ctx: DoctorContext) -> CheckResult:
     name = "busybox (static)"
     fix = "apt-get install busybox-static"
-    path = shutil.which("busybox")
+    path = which("busybox")
     if path is None:
         return CheckResult(
             name, "warn", "not installed: initramfs for distro kernels cannot be built", fix
@@ -341,7 +341,7 @@ def check_kvm_group(ctx: DoctorContext) -> CheckResult:
 
 def check_apt(ctx: DoctorContext) -> CheckResult:
     name = "apt tooling"
-    missing = [p for p in ("apt-get", "dpkg-deb") if shutil.which(p) is None]
+    missing = [p for p in ("apt-get", "dpkg-deb") if which(p) is None]
     if missing:
         return CheckResult(
             name,

@@ -243,7 +243,8 @@ def test_doctor_as_an_unprivileged_user() -> None:
         proc = subprocess.run(
             [
                 "runuser", "-u", user.name, "--",
-                "env", f"HOME={user.home}", f"BANGER_HOME={user.home}/bh",
+                # An ordinary Debian user's PATH: no sbin directories (issue #22).
+                "env", f"HOME={user.home}", f"BANGER_HOME={user.home}/bh", "PATH=/usr/bin:/bin",
                 str(VENV_BIN / "python"), "-c",
                 "import json; from banger.doctor import run_checks; from banger.paths import Paths;"
                 "print(json.dumps([r.to_json() for r in run_checks(Paths.from_env())]))",
@@ -252,6 +253,9 @@ def test_doctor_as_an_unprivileged_user() -> None:
         )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     results = {r["name"]: r for r in json.loads(proc.stdout)}
+    # e2fsprogs and nftables live in /usr/sbin: found, not "install e2fsprogs".
+    for tool in ("mkfs.ext4", "debugfs", "resize2fs", "e2fsck", "nft"):
+        assert results[tool]["status"] == "pass", results[tool]
     tun_mode = os.stat("/dev/net/tun").st_mode & 0o777
     if tun_mode & 0o006 != 0o006:
         assert results["/dev/net/tun"]["status"] == "pass"
