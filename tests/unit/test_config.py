@@ -94,7 +94,7 @@ jailer = true
 stop_vms_on_shutdown = true
 ops_retention_days = 30
 [images]
-debian_mirror = "http://deb.debian.org/debian/"
+debian_mirror = "http://mirror.example/debian/"
 [kernel]
 debian_mirror = "https://mirror.example/debian"
 [[file_sync]]
@@ -112,7 +112,7 @@ mode = "0755"
     assert config.network.dns_domain == "vms.example"
     assert config.network.gateway == IPv4Address("10.99.0.1")
     assert [str(a) for a in config.network.dns_upstreams] == ["9.9.9.9", "2620:fe::fe"]
-    assert config.images.debian_mirror == "http://deb.debian.org/debian"
+    assert config.images.debian_mirror == "http://mirror.example/debian"
     first, second = config.file_sync
     assert first.host == HOME / ".config/gh/hosts.yml"
     assert first.guest == ".config/gh/hosts.yml"

@@ -23,8 +23,8 @@ DIGEST = "sha256:" + "ab" * 32
         ("localhost:5000/x:y", "localhost:5000/x:y"),
         ("localhost/x", "localhost/x:latest"),
         ("127.0.0.1:5000/test/x:tag", "127.0.0.1:5000/test/x:tag"),
-        ("ghcr.io/o/r@" + DIGEST, "ghcr.io/o/r@" + DIGEST),
-        ("quay.io/o/r:v1@" + DIGEST, "quay.io/o/r:v1@" + DIGEST),
+        ("registry.example/o/r@" + DIGEST, "registry.example/o/r@" + DIGEST),
+        ("registry.example:5000/o/r:v1@" + DIGEST, "registry.example:5000/o/r:v1@" + DIGEST),
     ],
 )
 def test_registry_refs_are_normalised(text: str, expected: str) -> None:
@@ -55,7 +55,7 @@ def test_archive_refs() -> None:
         "containers-storage:debian",
         "oci:/srv/layout",
         "debian:" + "x" * 200,
-        "ghcr.io/o/r@sha256:short",
+        "registry.example/o/r@sha256:short",
         "x/../y:1",
     ],
 )
@@ -68,7 +68,7 @@ def test_default_image_names() -> None:
     assert image_name_for(parse_ref("debian:bookworm")) == "debian-bookworm"
     assert image_name_for(parse_ref("localhost:5000/team/app:1.2")) == "team-app-1.2"
     assert image_name_for(parse_ref("oci-archive:/srv/My+App.tar")) == "my-app"
-    assert image_name_for(parse_ref("ghcr.io/o/r@" + DIGEST)) == "o-r-" + "ab" * 6
+    assert image_name_for(parse_ref("registry.example/o/r@" + DIGEST)) == "o-r-" + "ab" * 6
 
 
 def test_copy_argv_pins_platform_and_transport() -> None:

@@ -4,7 +4,7 @@ Accepted shapes (anything else is an :class:`~banger.errors.InvalidArgument`):
 
 - a registry reference in Docker's grammar, with or without ``docker://``:
   ``debian:bookworm`` (Docker Hub, ``library/`` implied), ``ubuntu``
-  (``:latest``), ``localhost:5000/x:y``, ``ghcr.io/o/r@sha256:<hex>``;
+  (``:latest``), ``localhost:5000/x:y``, ``registry.example/o/r@sha256:<hex>``;
 - ``oci-archive:/abs/path.tar`` and ``docker-archive:/abs/path.tar`` (the
   daemon's cwd is not the user's: the CLI makes the path absolute).
 
