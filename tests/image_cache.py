@@ -9,9 +9,9 @@ debian:<suite>`` run by an unprivileged throwaway owner: the CLI auto-starts
 about a minute or two), then adopts the result the helper handed over — so
 the image every guest test boots is one the real first-use path made. Later
 calls, in this run or the next, reuse it. The cache key hashes everything that
-changes the result: suite, package list, the image-building sources and the
-helper op that runs them as root. A file lock makes concurrent test
-processes build it once.
+changes the result or how it is made: suite, package list, every source of
+``banger.images`` and the helper and daemon modules that run the build (see
+``_KEYED_PACKAGES``). A file lock makes concurrent test processes build it once.
 
 Helper and daemon run in the host network namespace: the build needs the
 package mirror, and neither creates a bridge, tap or NAT rule for it.
@@ -40,29 +40,29 @@ from banger.cli.helper_start import helper_argv
 from banger.images.distro import DEFAULT_PACKAGES
 from banger.images.publish import read_image
 from banger.paths import Paths
-from tests.support import User, throwaway_user
+from tests.support import User, package_sources, throwaway_user
 
 CACHE_ROOT = Path(os.environ.get("BANGER_TEST_CACHE", "/var/cache/banger-test"))
 SUITE = "bookworm"
 VENV_BIN = Path(sys.executable).parent
-#: (package, file) pairs whose text changes the built image or how it is built.
-_KEYED_SOURCES = (
-    *(
-        ("banger.images", name)
-        for name in (
-            "banger-fast-init.sh",
-            "finalize.py",
-            "treepath.py",
-            "ext4build.py",
-            "workseed.py",
-            "publish.py",
-            "build.py",
-            "distro.py",
-        )
-    ),
-    # The root side of the build. Not the daemon's ImageService: it changes
-    # often and does not change the image; a fresh CI cache re-proves it anyway.
+#: What the key covers, as a rule rather than a hand-picked list (a list goes
+#: stale as the build grows modules): every file of the image-building package,
+#: recursively (``.py`` and the init script alike), plus the modules outside it
+#: that run the build: the root helper's op and the staging and exec code it runs
+#: with, the daemon's ImageService that drives it and adopts its result, and the
+#: ext4 editing the daemon applies to the work seed. A change to any of them
+#: rebuilds the image, so a warm cache cannot hide a build regression. Generic
+#: plumbing (banger.proc, errors, the helper's request table) is left out: a
+#: regression there fails far more than the image build.
+_KEYED_PACKAGES = ("banger.images",)
+_KEYED_MODULES = (
     ("banger.helper", "image_build.py"),
+    ("banger.helper", "rootstage.py"),
+    ("banger.helper", "bindexec.py"),
+    ("banger.helper", "staging.py"),
+    ("banger.daemon", "images_svc.py"),
+    ("banger.disk", "ext4.py"),
+    ("banger.disk", "debugfs_script.py"),
 )
 BUILD_TIMEOUT = 1800
 
@@ -71,10 +71,18 @@ def image_key(suite: str = SUITE) -> str:
     digest = hashlib.sha256()
     digest.update(f"suite={suite}\nvia=banger image build\n".encode())
     digest.update(("packages=" + ",".join(DEFAULT_PACKAGES) + "\n").encode())
-    for package, name in _KEYED_SOURCES:
-        digest.update(f"--- {package}/{name}\n".encode())
-        digest.update((resources.files(package) / name).read_bytes())
+    for label, data in keyed_sources():
+        digest.update(f"--- {label}\n".encode())
+        digest.update(data)
     return digest.hexdigest()[:16]
+
+
+def keyed_sources() -> list[tuple[str, bytes]]:
+    """(label, bytes) of every source the image key covers, in a stable order."""
+    found = [source for package in _KEYED_PACKAGES for source in package_sources(package)]
+    for package, name in _KEYED_MODULES:
+        found.append((f"{package}/{name}", (resources.files(package) / name).read_bytes()))
+    return found
 
 
 def cached_debian_image(suite: str = SUITE) -> Path:

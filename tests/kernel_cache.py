@@ -2,9 +2,9 @@
 
 ``cached_debian_kernel()`` returns a directory with ``vmlinuz``,
 ``initrd.img`` and ``kernel.json`` under ``/var/cache/banger-test/``, keyed by
-the Debian package apt resolves to now and by a hash of the initramfs builder
-sources (init script included): reruns reuse it, a change to the init script
-rebuilds it. The ``.deb`` itself is cached in ``/var/cache/banger-test/debs``
+the Debian package apt resolves to now and by a hash of every source of
+``banger.kernels`` (init script included): reruns reuse it, a change to any of
+them rebuilds it. The ``.deb`` itself is cached in ``/var/cache/banger-test/debs``
 so a rebuild does not download again. A file lock makes concurrent test
 processes wait for one builder.
 """
@@ -24,6 +24,7 @@ from banger.kernels import pull_kernel
 from banger.kernels.debian import resolve_with_apt
 from banger.kernels.initramfs import builder_fingerprint
 from banger.paths import Paths
+from tests.support import package_sources
 
 CACHE_ROOT = Path(os.environ.get("BANGER_TEST_CACHE", "/var/cache/banger-test"))
 
@@ -31,7 +32,14 @@ CACHE_ROOT = Path(os.environ.get("BANGER_TEST_CACHE", "/var/cache/banger-test"))
 def kernel_cache_key() -> str:
     pkg = resolve_with_apt(None)
     material = f"{pkg.package}={pkg.version}:{pkg.sha256}:{builder_fingerprint()}"
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(material.encode())
+    # builder_fingerprint covers the initramfs alone; the cached directory is also
+    # what the .deb extraction, depmod, vmlinux handling and kernel.json writing
+    # made. So every source of banger.kernels is keyed (a rule, not a list that
+    # goes stale): a change there rebuilds instead of being hidden by a warm cache.
+    for label, data in package_sources("banger.kernels"):
+        digest.update(f"--- {label}\n".encode() + data)
+    return digest.hexdigest()[:16]
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,17 @@ def throwaway_user(prefix: str = "bgu") -> Iterator[User]:
         subprocess.run(["pkill", "-KILL", "-u", name], check=False)
         subprocess.run(["userdel", name], check=False)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def package_sources(package: str) -> list[tuple[str, bytes]]:
+    """(label, bytes) of every file of an importable package, recursively, sorted.
+
+    For cache keys: a rule ("all of banger.images") instead of a file list that
+    goes stale when a module is added. Bytecode caches are skipped.
+    """
+    root = Path(str(resources.files(package)))
+    return [
+        (f"{package}/{path.relative_to(root)}", path.read_bytes())
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
