@@ -6,22 +6,61 @@ and deleted afterwards, with no uplink: no test traffic can leave the machine.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
+
+T = TypeVar("T")
+
+#: Seconds between two looks at the awaited state.
+POLL = 0.05
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that value.
+
+    The suite's one way to wait for an observable state (a log line, a stage, a
+    file, a size) instead of sleeping and hoping. ``timeout`` is a generous upper
+    bound on a hang, never a performance claim: on a loaded machine the state
+    arrives late and the wait simply lasts longer. Fails with ``what`` (the
+    state that never came) and the timeout.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout}s")
+        time.sleep(POLL)
+
+
+async def async_wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """:func:`wait_until` for async tests: the predicate runs in a thread."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not reached within {timeout}s")
+        await asyncio.sleep(POLL)
 
 
 @contextmanager

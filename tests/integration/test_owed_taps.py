@@ -17,8 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from banger.daemon.hostnet import HostNetwork
 from banger.helper.client import HelperClient, HelperUnreachable
 from banger.helper.op_delay import ENV as DELAY_ENV
 from banger.helper.op_delay import MARKER
-from tests.support import Netns, needs_root, netns, short_tmpdir
+from tests.support import Netns, async_wait_until, needs_root, netns, short_tmpdir, wait_until
 
 pytestmark = [pytest.mark.root, needs_root]
 
@@ -63,10 +62,8 @@ class Host:
     def kill_helper(self, sig: signal.Signals = signal.SIGKILL) -> None:
         assert self.pid is not None
         os.kill(self.pid, sig)
-        deadline = time.monotonic() + 15
-        while Path(f"/proc/{self.pid}").exists():
-            assert time.monotonic() < deadline, f"helper {self.pid} did not exit"
-            time.sleep(0.05)
+        pid = self.pid
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), 30, f"helper {pid} exits")
         self.pid = None
 
     def taps(self) -> list[str]:
@@ -91,19 +88,12 @@ def hostnet_for(h: Host) -> HostNetwork:
     return HostNetwork(Config(), HelperClient(h.socket, timeout=30))
 
 
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(predicate):
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_tap_the_killed_helper_made_is_deleted_once_a_helper_is_back(host: Host) -> None:
     host.start_helper(**{DELAY_ENV: "open_tap:300"})
     hostnet = hostnet_for(host)
     await hostnet.ensure()
     asked = asyncio.create_task(hostnet.open_tap(TAP))
-    await wait_for(lambda: MARKER in host.log.read_text(), "op delay marker")
+    await async_wait_until(lambda: MARKER in host.log.read_text(), 60, "op delay marker in the log")
     host.kill_helper()
     with pytest.raises(HelperUnreachable) as info:
         await asked
@@ -120,7 +110,7 @@ async def test_a_tap_the_killed_helper_made_is_deleted_once_a_helper_is_back(hos
         assert hostnet.owed.names == [TAP] and host.taps() == [TAP]
 
         host.start_helper()  # a new helper, no create: the retry alone removes the tap
-        await wait_for(lambda: not host.taps(), "tap deletion")
+        await async_wait_until(lambda: not host.taps(), 60, "tap deleted")
         assert hostnet.owed.names == []
     finally:
         retrying.cancel()

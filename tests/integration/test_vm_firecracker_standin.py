@@ -24,7 +24,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +52,7 @@ from banger.vmm.select import DriverName
 from tests.image_cache import cached_debian_image
 from tests.integration.test_firecracker_driver import standin_binary
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import Netns, needs_root, netns, short_tmpdir
+from tests.support import Netns, async_wait_until, needs_root, netns, short_tmpdir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 
@@ -167,14 +167,6 @@ def taps(ns: Netns) -> list[str]:
     ]
 
 
-async def wait_until(check: Callable[[], bool], timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
-
-
 async def test_firecracker_vm_create_start_stop_rm_with_the_standin() -> None:
     async with world() as w:
         await finish(w.ops, await w.vms.create(
@@ -215,6 +207,8 @@ async def test_firecracker_vm_create_start_stop_rm_with_the_standin() -> None:
         vm = w.store.get_vm(vm.id)
         assert vm.state == VMState.RUNNING and vm.vmm == "firecracker" and vm.pid == pid
         await finish(ops, await again.delete("fc1"))
-        await wait_until(lambda: not is_same_process(pid, start))
+        await async_wait_until(
+            lambda: not is_same_process(pid, start), 30, "the VMM process is gone"
+        )
         assert w.store.list_vms() == [] and taps(w.ns) == []
         assert not w.paths.vm_dir(vm.id).exists()

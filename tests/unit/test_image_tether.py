@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from banger.errors import CommandError
 from banger.images import tether
-from tests.support import needs_root
+from tests.support import needs_root, wait_until
 
 #: Runs ``tether.<func>(argv)`` in a thread, like the helper's connection thread.
 RUNNER = """
@@ -53,14 +52,6 @@ def pids_with(marker: str) -> list[int]:
         if marker in cmdline and "RUNNER" not in cmdline and state != "Z":
             found.append(int(entry.name))
     return found
-
-
-def wait_for(what: str, check: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} after {timeout}s")
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -97,10 +88,10 @@ def test_argv_wrappers() -> None:
 def test_a_command_dies_with_its_killed_caller() -> None:
     marker = f"tether-one-{os.getpid()}"
     with runner("run", ["sh", "-c", f"exec sleep 300 # {marker}", marker]) as child:
-        wait_for("the command never started", lambda: pids_with(marker), 10)
+        wait_until(lambda: pids_with(marker), 30, "the command starts")
         child.send_signal(signal.SIGKILL)
         child.wait()
-        wait_for(f"still running: {pids_with(marker)}", lambda: not pids_with(marker), 10)
+        wait_until(lambda: not pids_with(marker), 30, "every process of the command is gone")
 
 
 @needs_root
@@ -113,10 +104,10 @@ def test_a_process_tree_dies_with_its_killed_caller_even_one_ignoring_term() -> 
     with runner("group", ["sh", "-c", script, marker]) as child:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "up"
-        wait_for("the children never started", lambda: len(pids_with(marker)) >= 2, 10)
+        wait_until(lambda: len(pids_with(marker)) >= 2, 30, "both children start")
         child.send_signal(signal.SIGKILL)
         child.wait()
-        wait_for(f"still running: {pids_with(marker)}", lambda: not pids_with(marker), 10)
+        wait_until(lambda: not pids_with(marker), 30, "every process of the command is gone")
 
 
 @needs_root
