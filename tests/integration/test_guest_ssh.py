@@ -8,9 +8,11 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from banger.guest import ssh as guest_ssh
 from banger.guest.ssh import (
     HostKeyMismatch,
     KeyRefused,
@@ -39,8 +41,9 @@ async def test_wait_for_ssh_retries_until_sshd_starts(short_tmp: Path) -> None:
     loop.call_later(1.0, server.start)  # the "guest" boots after we start waiting
     try:
         began = time.monotonic()
-        await wait_for_ssh(server.target, timeout=30)
-        assert 1.0 <= time.monotonic() - began < 30
+        await wait_for_ssh(server.target, timeout=60)  # returning at all is the success
+        # The wait is the behaviour, so a lower bound only: it outlasted the boot.
+        assert time.monotonic() - began >= 1.0
     finally:
         server.stop()
 
@@ -78,13 +81,23 @@ async def test_env_cwd_stdin_and_connection_reuse(sshd: Sshd) -> None:
         assert killed.exit_status == -9
 
 
-async def test_wrong_pinned_host_key_is_refused(sshd: Sshd, short_tmp: Path) -> None:
+async def test_wrong_pinned_host_key_is_refused(
+    sshd: Sshd, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     other = keygen(short_tmp / "other_host")
     (sshd.dir / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
-    began = time.monotonic()
+    attempts: list[str] = []
+    real_open = guest_ssh.open_connection
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        attempts.append("connect")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(guest_ssh, "open_connection", counting_open)
     with pytest.raises(HostKeyMismatch, match="does not match the key pinned"):
-        await wait_for_ssh(sshd.target, timeout=30)
-    assert time.monotonic() - began < 15, "a mismatch is final, not retried until timeout"
+        await wait_for_ssh(sshd.target, timeout=60)
+    assert attempts == ["connect"], "a mismatch is final, not retried until timeout"
+    monkeypatch.undo()
     with pytest.raises(HostKeyMismatch):
         await run(sshd.target, ["true"])
 
@@ -108,7 +121,8 @@ async def test_timeout_carries_console_tail(short_tmp: Path) -> None:
     began = time.monotonic()
     with pytest.raises(SSHTimeout) as info:
         await wait_for_ssh(server.target, timeout=1.5, console_log=console)
-    assert 1.5 <= time.monotonic() - began < 5
+    # The wait is the behaviour, so a lower bound only (SSHTimeout is the outcome).
+    assert time.monotonic() - began >= 1.5
     message = info.value.message
     assert message.startswith(f"guest 127.0.0.1:{server.port} did not answer SSH within 1.5s")
     assert "boot line 20" not in message
