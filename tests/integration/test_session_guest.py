@@ -35,7 +35,7 @@ from tests.sshd import (
     needs_sshd,
     sshd_fixture,  # noqa: F401 (provides the sshd fixture)
 )
-from tests.support import needs_root
+from tests.support import needs_root, wait_until
 
 pytestmark = [
     pytest.mark.root,
@@ -227,9 +227,8 @@ async def test_stop_term_handled_and_term_ignored(
     ignores = 'trap "" TERM; echo ready; while :; do sleep 0.1; done'
     await sessions.start(conn, ["sh", "-c", handles], name="polite", layout=layout)
     await sessions.start(conn, ["sh", "-c", ignores], name="stubborn", layout=layout)
-    began = time.monotonic()
-    polite = await sessions.stop(conn, "polite", timeout=30, layout=layout)
-    assert time.monotonic() - began < 25
+    # "signalled", not "killed", is what shows TERM was handled within the timeout.
+    polite = await sessions.stop(conn, "polite", timeout=120, layout=layout)
     assert (polite.outcome, polite.info.state, polite.info.exit_status) == (
         "signalled",
         SessionStatus.EXITED,
@@ -239,7 +238,7 @@ async def test_stop_term_handled_and_term_ignored(
 
     began = time.monotonic()
     stubborn = await sessions.stop(conn, "stubborn", signal="SIGTERM", timeout=1.5, layout=layout)
-    assert time.monotonic() - began >= 1.5
+    assert time.monotonic() - began >= 1.5  # the grace period is the behaviour: a lower bound
     assert (stubborn.outcome, stubborn.info.exit_status) == ("killed", 128 + 9)
     again = await sessions.stop(conn, "stubborn", layout=layout)
     assert again.outcome == "exited"
@@ -276,9 +275,9 @@ class Terminal:
         os.close(slave)
         self.seen = b""
 
-    def expect(self, needle: bytes, timeout: float = 20) -> None:
+    def expect(self, needle: bytes, timeout: float = 60, since: int = 0) -> None:
         deadline = time.monotonic() + timeout
-        while needle not in self.seen:
+        while needle not in self.seen[since:]:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(
@@ -293,6 +292,19 @@ class Terminal:
 
     def type(self, data: bytes) -> None:
         os.write(self.master, data)
+
+    def answers(self, typed: bytes, needle: bytes, within: float = 2.0) -> bool:
+        """Type ``typed``; True once ``needle`` shows in what appears after it.
+
+        ``within`` is one try's patience, not a bound on the test: callers
+        retry through :func:`wait_until`.
+        """
+        mark = len(self.seen)
+        self.type(typed)
+        with contextlib.suppress(AssertionError):
+            self.expect(needle, timeout=within, since=mark)
+            return True
+        return False
 
     def resize(self, rows: int, cols: int) -> None:
         _winsize(self.master, rows, cols)
@@ -313,9 +325,9 @@ def _attach_through_a_pty(argv: list[str], home: Path) -> tuple[int, bytes]:
         term.type(b"size\r")
         term.expect(b"size:29 100")  # tmux keeps a row for its status line
         term.resize(40, 120)
-        time.sleep(0.5)
-        term.type(b"size\r")
-        term.expect(b"size:39 120")
+        # The new size reaches the session when tmux has handled SIGWINCH: ask
+        # again until it answers with it, instead of sleeping and hoping.
+        wait_until(lambda: term.answers(b"size\r", b"size:39 120"), 60, "the session sees 40x120")
         term.type(b"ping \xe2\x9c\x93\r")
         term.expect("echo:ping ✓".encode())
         # C-b d, tmux's detach, typed at human speed: keys arriving together
