@@ -4,7 +4,8 @@ One seeded installation is shared by the module (helper as root, bangerd as a
 throwaway owner, fast-init QEMU/TCG guests), with ``state/vms`` on a small
 loop-mounted ext4 so a disk can be filled. A ``keeper`` VM runs throughout
 with a file written on its work disk before the first fault; after every
-fault bangerd (and the helper, when it was the victim) is restarted and the
+fault bangerd (and the helper, when it was the victim) is restarted — or,
+where the point is that bangerd copes alone, only the helper — and the
 test asserts: the keeper's VMM is the same process (re-attached, not
 restarted) and its file is intact, the failed operation is recorded with its
 stage, and nothing leaked (VM records, taps, leases, nft entries, processes,
@@ -46,6 +47,7 @@ from tests.reliability.faults import (
     Kept,
     alive,
     cli_background,
+    daemon_pid,
     force_stop_daemon,
     free_bytes,
     kept_vm,
@@ -324,28 +326,55 @@ def test_helper_and_bangerd_killed_after_the_tap_was_made(
     assert_consistent(world, reliability_counts)
 
 
+def doctor_check(b: Banger, name: str) -> dict[str, str]:
+    result = b.banger("doctor", "--json", check=False, timeout=120)
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    check: dict[str, str] = checks[name]
+    return check
+
+
+def wait_for_no_tap(b: Banger, tap: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while tap in b.taps():
+        assert time.monotonic() < deadline, f"tap {tap} still there after {timeout}s"
+        time.sleep(0.2)
+
+
 def test_helper_killed_mid_op_after_it_made_the_tap(
     world: World, reliability_counts: ReliabilityCounts
 ) -> None:
-    """kill -9 inside ``open_tap``: the tap exists on the host, the daemon never got its fd."""
+    """kill -9 inside ``open_tap``: the tap exists on the host, the daemon never got its fd.
+
+    Only the helper comes back, bangerd keeps running: it remembers the tap it
+    asked for and deletes it once the new helper answers, and until then
+    ``banger doctor`` lists it as stray.
+    """
     b = world.b
     stop_helper(b)
     restart_helper(b, **{HELPER_DELAY_ENV: "open_tap:300"})
     cli = _create_until(b, "midtap", "open_tap done, sleeping", HELPER_LOG)
     stray = [t for t in b.taps() if t != world.keeper.tap]
+    daemon = daemon_pid(b)
+    offset = log_offset(b)
     kill9_helper(b)
     reliability_counts.fault()
     err = _failed(cli)
     assert len(stray) == 1, "the helper should have been holding a new tap"
     _failed_for_want_of_the_helper(b, "midtap", err)
-    # The create's undo could not ask the dead helper to delete the tap: it is
-    # still there until a helper is back and the next daemon start reconciles.
+    # The create's undo could not ask the dead helper to delete the tap: it stays
+    # while no helper runs, and doctor says so.
+    time.sleep(3)  # more than one retry interval of bangerd's, with nobody to answer
     assert stray[0] in b.taps()
-    restart_helper(b)
-    restart_daemon(b)
-    reliability_counts.restart(2)
-    report = reconcile_report(b)
-    assert f"tap {stray[0]}: deleted, no running VM owns it" in report["repaired"], report
+    check = doctor_check(b, "stray taps")
+    assert check["status"] == "warn" and check["detail"].startswith(stray[0]), check
+    assert f"sudo ip link delete {stray[0]}" in check["fix"], check
+
+    restart_helper(b)  # the helper only: the same bangerd, no reconciliation
+    reliability_counts.restart()
+    wait_for_no_tap(b, stray[0])
+    assert daemon_pid(b) == daemon
+    wait_for_log(b, offset, f"tap {stray[0]}: deleted (its helper had not answered)")
+    assert doctor_check(b, "stray taps")["status"] == "pass"
     assert_consistent(world, reliability_counts)
 
 
