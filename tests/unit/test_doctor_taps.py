@@ -1,4 +1,4 @@
-"""The ``stray taps`` doctor check: a real store (read-only) and a sysfs tree in the kernel's layout.
+"""The ``stray taps`` doctor check: a real store (read-only), a sysfs tree in the kernel's layout.
 
 The real tap left by a helper killed inside ``open_tap`` is in
 tests/reliability/test_faults.py; here every shape of record is checked.
