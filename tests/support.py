@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -53,9 +53,14 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
 
 async def async_wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
     """:func:`wait_until` for async tests: the predicate runs in a thread."""
+    return await async_wait_for(lambda: asyncio.to_thread(predicate), timeout, what)
+
+
+async def async_wait_for(probe: Callable[[], Awaitable[T]], timeout: float, what: str) -> T:
+    """:func:`wait_until` with an async probe (a QMP query, an API call)."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await asyncio.to_thread(predicate)
+        value = await probe()
         if value:
             return value
         if time.monotonic() > deadline:

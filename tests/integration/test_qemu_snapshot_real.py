@@ -7,7 +7,6 @@ new QEMU's RAM (``pmemsave``) holds the first VM's marker and not its own.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import subprocess
@@ -21,6 +20,7 @@ from banger.vmm.qemu import QemuDriver
 from banger.vmm.qemu_snapshot import SnapshotError
 from banger.vmm.qmp import QMPClient
 from tests.integration.test_qemu_driver import halting_kernel, make_spec
+from tests.support import async_wait_for
 
 #: Inside the protected-mode part of the halting kernel, which lands at 1 MiB + 0x400.
 MARKER_OFFSET = 0x800
@@ -41,7 +41,7 @@ async def low_memory(socket: Path, out: Path) -> bytes:
 
 
 async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
-    driver = QemuDriver(control_timeout=5.0, quit_timeout=5.0)
+    driver = QemuDriver(control_timeout=30.0, quit_timeout=30.0)  # hang bounds, not speed
     a_dir, b_dir = short_tmp / "a", short_tmp / "b"
     a_dir.mkdir()
     b_dir.mkdir()
@@ -51,13 +51,12 @@ async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
     state = short_tmp / "state"
     a = await driver.launch(spec_a)
     try:
-        # The guest loads its kernel through fw_cfg once it runs: wait for the marker.
-        for _ in range(50):
-            if b"MARKER-AAAA" in await low_memory(a.control_socket, a_dir / "m"):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the first VM never loaded its kernel")
+        # The guest loads its kernel through fw_cfg once it runs: wait for the marker
+        # (TCG on a loaded host can take far longer than a KVM guest would).
+        async def loaded() -> bool:
+            return b"MARKER-AAAA" in await low_memory(a.control_socket, a_dir / "m")
+
+        await async_wait_for(loaded, 300, "the first VM loads its kernel")
         assert await driver.snapshot(a, state, resume=False) is True
         status = await driver.status(a)
         assert status.state is VMState.PAUSED and status.detail == "postmigrate"
@@ -85,7 +84,7 @@ async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
 
 
 async def test_a_broken_state_file_fails_the_restore_and_leaves_no_qemu(short_tmp: Path) -> None:
-    driver = QemuDriver(control_timeout=5.0, quit_timeout=5.0)
+    driver = QemuDriver(control_timeout=30.0, quit_timeout=30.0)  # hang bounds, not speed
     state = short_tmp / "state"
     state.write_bytes(os.urandom(4096))
     spec = make_spec(short_tmp)
