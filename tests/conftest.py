@@ -4,11 +4,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support import short_tmpdir
 
 # Prints the reliability COUNTS line and fails the run on any recorded leak.
 pytest_plugins = ["tests.reliability_counts"]
+
+# No per-example deadline anywhere in the suite (Hypothesis's default is 200 ms,
+# a wall-clock upper bound a loaded machine breaks). Loaded here, before any test
+# module is imported, so every @given and every @settings(...) that does not name
+# a deadline inherits it: a rule, not a flag each property test must remember.
+settings.register_profile("banger", deadline=None)
+settings.load_profile("banger")
 
 
 @pytest.fixture(autouse=True)
