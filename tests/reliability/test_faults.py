@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from banger.daemon.owed_taps import SETTLE_INTERVAL
 from tests.e2e.harness import Banger, banger_env, seed_artifacts
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
@@ -67,7 +68,7 @@ from tests.reliability.faults import (
     wait_for_log,
 )
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import needs_root
+from tests.support import needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -333,13 +334,6 @@ def doctor_check(b: Banger, name: str) -> dict[str, str]:
     return check
 
 
-def wait_for_no_tap(b: Banger, tap: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while tap in b.taps():
-        assert time.monotonic() < deadline, f"tap {tap} still there after {timeout}s"
-        time.sleep(0.2)
-
-
 def test_helper_killed_mid_op_after_it_made_the_tap(
     world: World, reliability_counts: ReliabilityCounts
 ) -> None:
@@ -363,7 +357,7 @@ def test_helper_killed_mid_op_after_it_made_the_tap(
     _failed_for_want_of_the_helper(b, "midtap", err)
     # The create's undo could not ask the dead helper to delete the tap: it stays
     # while no helper runs, and doctor says so.
-    time.sleep(3)  # more than one retry interval of bangerd's, with nobody to answer
+    time.sleep(SETTLE_INTERVAL * 1.5)  # a lower bound: bangerd retried, and nobody answered
     assert stray[0] in b.taps()
     check = doctor_check(b, "stray taps")
     assert check["status"] == "warn" and check["detail"].startswith(stray[0]), check
@@ -371,7 +365,7 @@ def test_helper_killed_mid_op_after_it_made_the_tap(
 
     restart_helper(b)  # the helper only: the same bangerd, no reconciliation
     reliability_counts.restart()
-    wait_for_no_tap(b, stray[0])
+    wait_until(lambda: stray[0] not in b.taps(), 60, f"tap {stray[0]} deleted")
     assert daemon_pid(b) == daemon
     wait_for_log(b, offset, f"tap {stray[0]}: deleted (its helper had not answered)")
     assert doctor_check(b, "stray taps")["status"] == "pass"
