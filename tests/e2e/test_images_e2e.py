@@ -17,9 +17,8 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ from tests.registry import (
     whiteout,
 )
 from tests.reliability.faults import kill9_helper, restart_helper, stop_daemon
-from tests.support import needs_root
+from tests.support import needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -371,13 +370,19 @@ def pull_until_flattening(b: Banger, ref: str, name: str) -> subprocess.Popen[st
                                         "--name", name]),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def flattening() -> bool:
+        # The helper's progress log says it applies a layer: flatten has begun, and
+        # every later progress line (finalize, mkfs, publish) is still ahead of it.
+        assert pull.poll() is None, "the pull ended before the helper flattened"
+        for log in (b.state_dir / "tmp").glob("pull-*/progress.log"):
+            with suppress(FileNotFoundError):
+                if "applying layer" in log.read_text():
+                    return True
+        return False
+
     try:
-        deadline = time.monotonic() + 300
-        while not list((b.state_dir / "tmp").glob("pull-*/helper.lock")):
-            assert time.monotonic() < deadline, "the helper never started the pull"
-            assert pull.poll() is None, "the pull ended before the helper started"
-            time.sleep(0.2)
-        time.sleep(2)  # well inside flatten
+        wait_until(flattening, 300, "the helper flattening the pulled layers")
     except BaseException:
         pull.kill()
         pull.communicate()
@@ -399,10 +404,9 @@ def test_daemon_killed_mid_pull_leaves_no_image_and_no_temp_files(
     # The next command starts a new daemon: no half image, and the helper's
     # directory goes once the helper has noticed and let go.
     assert "killed" not in images(b)
-    deadline = time.monotonic() + 180
-    while leftovers(b):
-        assert time.monotonic() < deadline, leftovers(b)
-        time.sleep(0.5)
+    with suppress(AssertionError):  # the assert below names what stayed
+        wait_until(lambda: not leftovers(b), 180, "the killed pull's files removed")
+    assert leftovers(b) == []
     assert "killed" not in images(b)
     # The helper noticed the daemon's lock was released and dropped its work.
     assert "the daemon that asked for this pull is gone" in (b.state_dir / "helper.log").read_text()
