@@ -15,6 +15,7 @@ from pathlib import Path
 
 from banger.client import BangerClient, DaemonNotReachable
 from banger.paths import Paths
+from tests.support import wait_until
 
 VENV_BIN = Path(sys.executable).parent
 BANGER = VENV_BIN / "banger"
@@ -80,22 +81,25 @@ def spawn_daemon(home: Path, *args: str, env: dict[str, str] | None = None) -> D
     return Daemon(proc, home, output)
 
 
-def wait_ready(daemon: Daemon, timeout: float = 15) -> None:
-    """Bounded retry (a fresh process gives us nothing to wait on)."""
-    deadline = time.monotonic() + timeout
+def wait_ready(daemon: Daemon, timeout: float = 60) -> None:
+    """Wait until bangerd answers (a fresh process gives us nothing else to wait on).
+
+    ``timeout`` is a hang bound; a daemon that exits instead fails at once.
+    """
     with daemon.client() as client:
-        while True:
+
+        def answers() -> bool:
             try:
                 client.version()
-                return
             except DaemonNotReachable:
                 if daemon.proc.poll() is not None:
                     raise AssertionError(
                         f"bangerd exited {daemon.proc.returncode}: {daemon.stderr()}"
                     ) from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_until(answers, timeout, "bangerd answering on its socket")
 
 
 @contextmanager
