@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from banger.config import Config
 from tests.e2e.harness import VENV_BIN, Banger, _start_helper
+from tests.support import wait_until
 
 STAGE_DELAY_ENV = "BANGER_TEST_STAGE_DELAY"
 DEBUG_LOCKS_ENV = "BANGER_DEBUG_LOCKS"
@@ -46,12 +46,9 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def wait_gone(pid: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"pid {pid} still alive after {timeout}s")
-        time.sleep(0.05)
+def wait_gone(pid: int, timeout: float = 60.0) -> None:
+    """Wait for ``pid`` to end; ``timeout`` is a hang bound, not a speed claim."""
+    wait_until(lambda: not alive(pid), timeout, f"pid {pid} gone")
 
 
 def daemon_pid(b: Banger) -> int | None:
@@ -83,8 +80,11 @@ def force_stop_daemon(b: Banger) -> None:
     """SIGTERM twice: running operations are cancelled at once (their undo still runs)."""
     pid = daemon_pid(b)
     assert pid is not None, "bangerd is not running"
+    offset = log_offset(b)
     os.kill(pid, signal.SIGTERM)
-    time.sleep(0.3)
+    # The second signal only forces once the first one is being handled (a drain
+    # under way): wait for the daemon to say so, not for a guessed interval.
+    wait_for_log(b, offset, "received SIGTERM: draining", 60)
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     wait_gone(pid, 60)
@@ -141,15 +141,16 @@ def wait_for_log(
 ) -> str:
     """Wait until a log in the state dir (bangerd's by default), from ``offset``, has ``needle``."""
     path = b.state_dir / log
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def found() -> str:
         with suppress(FileNotFoundError), open(path, "rb") as f:
             f.seek(offset)
             for line in f.read().decode(errors="replace").splitlines():
                 if needle in line:
                     return line
-        time.sleep(0.05)
-    raise AssertionError(f"no {needle!r} in {path} within {timeout}s")
+        return ""
+
+    return wait_until(found, timeout, f"{needle!r} in {path}")
 
 
 def cli_background(b: Banger, *args: str) -> subprocess.Popen[str]:
