@@ -26,7 +26,7 @@ from banger.errors import BangerError
 from banger.paths import INSTALL_METADATA
 from banger.system.install import install, resolve_owner, systemd_running, uninstall
 from banger.system.status import gather_status
-from tests.support import throwaway_user
+from tests.support import throwaway_user, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -185,11 +185,12 @@ def running_helper(prefix: Path) -> Iterator[Path]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
+
+        def bound() -> bool:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "helper did not bind its socket"
-            time.sleep(0.05)
+            return socket_path.exists()
+
+        wait_until(bound, 60, "the helper binding its socket")
         yield socket_path
     finally:
         proc.terminate()
