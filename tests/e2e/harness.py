@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import pytest
 
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import Netns, User, netns, throwaway_user
+from tests.support import Netns, User, netns, throwaway_user, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -161,20 +160,25 @@ def _start_helper(b: Banger, extra_env: Mapping[str, str] | None = None) -> None
     b.helper_pid = int(result.stdout.strip().splitlines()[-1])
 
 
-def _stop(pid: int | None, timeout: float = 15) -> None:
+def _stop(pid: int | None, timeout: float = 60) -> None:
+    """SIGTERM; SIGKILL only if ``pid`` still runs after ``timeout`` (a hang bound)."""
     if pid is None:
         return
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+            return True
+        return False
+
+    try:
+        wait_until(gone, timeout, f"pid {pid} ended after SIGTERM")
+    except AssertionError:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _daemon_pid(b: Banger) -> int | None:

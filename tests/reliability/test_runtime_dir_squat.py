@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import pytest
 
 from tests.reliability.stranger import PYTHON
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import User, needs_root, short_tmpdir, throwaway_user
+from tests.support import User, needs_root, short_tmpdir, throwaway_user, wait_until
 from tests.unit.test_paths_install import write_metadata
 
 pytestmark = [pytest.mark.root, needs_root]
@@ -237,9 +236,7 @@ def elsewhere(
 def stop(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), 60, f"bangerd {pid} gone")
 
 
 def processes_of(uid: int) -> list[str]:
