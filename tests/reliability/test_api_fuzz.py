@@ -34,7 +34,7 @@ from tests.reliability.api_fuzz import (
     unix_client,
 )
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import needs_root
+from tests.support import needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 
@@ -77,14 +77,18 @@ def daemon_pid(b: Banger) -> int:
 
 def wait_ops_finished(http: httpx.Client, timeout: float = 180) -> list[dict[str, object]]:
     """Every operation, once none is running (bounded: fuzzed ops fail, if slowly)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def ended() -> tuple[list[dict[str, object]], ...]:
         ops: list[dict[str, object]] = http.get("/v1/ops", params={"all": "true"}).json()
-        if all(op["state"] not in ("pending", "running") for op in ops):
-            return ops
-        if time.monotonic() > deadline:
-            raise AssertionError(f"operations still running after the fuzz: {ops}")
-        time.sleep(0.2)
+        return (ops,) if all(op["state"] not in ("pending", "running") for op in ops) else ()
+
+    try:
+        [ops] = wait_until(ended, timeout, "every operation ended after the fuzz")
+    except AssertionError as exc:
+        ops = http.get("/v1/ops", params={"all": "true"}).json()
+        running = [op for op in ops if op["state"] in ("pending", "running")]
+        raise AssertionError(f"{exc}: {running}") from None
+    return ops
 
 
 def settle(http: httpx.Client, tally: FuzzTally) -> Callable[[httpx.Response], None]:
