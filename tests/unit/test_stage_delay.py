@@ -13,6 +13,7 @@ import pytest
 from banger.daemon import stage_delay
 from banger.daemon.ops import Operations
 from banger.store import Store
+from tests.support import async_wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -91,9 +92,9 @@ async def test_the_recorded_stage_is_the_paused_one(short_tmp: Path) -> None:
             await op.stage("root_disk")
 
         started = await ops.start("vm.create", "x", body)
-        for _ in range(100):
-            if (await ops.get(started.id)).stage == "root_disk":
-                break
-            await asyncio.sleep(0.02)
-        assert (await ops.get(started.id)).stage == "root_disk"
+
+        async def at_root_disk() -> bool:
+            return (await ops.get(started.id)).stage == "root_disk"
+
+        await async_wait_for(at_root_disk, 60, "the op at stage root_disk")
         await ops.cancel_all()

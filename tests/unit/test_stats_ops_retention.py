@@ -11,6 +11,7 @@ import pytest
 from banger.daemon.ops_retention import prune_old_operations, prune_periodically
 from banger.errors import NotFound
 from banger.store import OpState, Store
+from tests.support import async_wait_for
 
 
 class Clock:
@@ -52,11 +53,11 @@ async def test_periodic_pruning_runs_at_once_and_stops_on_cancel(tmp_path: Path)
         op = store.create_operation("vm.start", "a")
         store.update_operation(op.id, state=OpState.SUCCEEDED)
         task = asyncio.create_task(prune_periodically(store, 1, interval=3600))
-        for _ in range(100):
-            if not store.list_operations(include_finished=True):
-                break
-            await asyncio.sleep(0.02)
-        assert store.list_operations(include_finished=True) == []
+
+        async def pruned() -> bool:
+            return not store.list_operations(include_finished=True)
+
+        await async_wait_for(pruned, 60, "the old operation pruned by the periodic task")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
