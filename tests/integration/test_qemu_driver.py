@@ -120,8 +120,8 @@ async def test_stop_without_guest_cooperation_falls_back_to_quit(
 ) -> None:
     # The halting guest has no ACPI: the power button is pressed but nobody answers.
     result = await driver.stop(vm, graceful_timeout=0.5)
-    assert result.method == "quit"
-    assert 0.5 <= result.seconds < 10
+    assert result.method == "quit"  # the fallback, not a kill: judged by the method, no upper bound
+    assert result.seconds >= 0.5  # a lower bound, the wait being the behaviour: the button's grace
     assert not is_same_process(vm.pid, vm.start_time)
     assert (await driver.status(vm)).state is VMState.EXITED
     assert (await driver.stop(vm, graceful_timeout=1)).method == "already-exited"
