@@ -34,9 +34,8 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import pytest
 from tests.e2e.harness import VENV_BIN, Banger, check_owner_can_run, seed_artifacts
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import Netns, User, needs_root, netns, throwaway_user
+from tests.support import Netns, User, needs_root, netns, throwaway_user, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -211,12 +210,15 @@ def running(ns: Netns, unit: Unit, socket: Path) -> Iterator[subprocess.Popen[by
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 30
-            while not socket.is_socket():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"{unit.path.name} did not bind {socket}: {log.read().decode()}")
-                time.sleep(0.05)
+
+            def bound() -> bool:
+                return socket.is_socket() or proc.poll() is not None
+
+            with suppress(AssertionError):  # the check below says why, with the unit's log
+                wait_until(bound, 120, f"{unit.path.name} binding {socket}")
+            if not socket.is_socket():
+                log.seek(0)
+                pytest.fail(f"{unit.path.name} did not bind {socket}: {log.read().decode()}")
             yield proc
         finally:
             proc.terminate()
