@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,9 +89,22 @@ def hostnet_for(h: Host) -> HostNetwork:
     return HostNetwork(Config(), HelperClient(h.socket, timeout=30))
 
 
-async def test_a_tap_the_killed_helper_made_is_deleted_once_a_helper_is_back(host: Host) -> None:
+async def test_a_tap_the_killed_helper_made_is_deleted_once_a_helper_is_back(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
     host.start_helper(**{DELAY_ENV: "open_tap:300"})
     hostnet = hostnet_for(host)
+    retries = 0  # delete_tap requests that got their answer (or found no helper)
+    ask = hostnet.owed.helper.acall
+
+    async def counted(op: str, **args: Any) -> dict[str, Any]:
+        nonlocal retries
+        try:
+            return await ask(op, **args)
+        finally:
+            retries += op == "delete_tap"
+
+    monkeypatch.setattr(hostnet.owed.helper, "acall", counted)
     await hostnet.ensure()
     asked = asyncio.create_task(hostnet.open_tap(TAP))
     await async_wait_until(lambda: MARKER in host.log.read_text(), 60, "op delay marker in the log")
@@ -104,9 +118,10 @@ async def test_a_tap_the_killed_helper_made_is_deleted_once_a_helper_is_back(hos
     # The create's undo asks the dead helper, and the retries find nobody: still owed.
     with pytest.raises(HelperUnreachable):
         await hostnet.delete_tap(TAP)
+    before = retries
     retrying = asyncio.create_task(hostnet.owed.settle_periodically(0.1))
     try:
-        await asyncio.sleep(0.5)
+        await async_wait_until(lambda: retries >= before + 3, 60, "three retries of the delete")
         assert hostnet.owed.names == [TAP] and host.taps() == [TAP]
 
         host.start_helper()  # a new helper, no create: the retry alone removes the tap
