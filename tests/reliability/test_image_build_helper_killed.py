@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from banger.images.tether import STAGE_MOUNT_POINT
 from tests.reliability.build_world import (
     World,
     check_helper,
@@ -80,9 +81,22 @@ def build_processes(w: World) -> list[str]:
             continue
         if state == "Z":
             continue
-        if ("mmdebstrap" in cmdline and home in cmdline) or root.startswith(f"{home}/"):
+        # mmdebstrap works on its build directory bound at /mnt in its own mount
+        # namespace (banger.helper.bindexec): its target and its chroots are
+        # /mnt/tree there, not paths under BANGER_HOME.
+        in_stage = f"{STAGE_MOUNT_POINT}/"
+        if (
+            "mmdebstrap" in cmdline and (home in cmdline or f" {in_stage}" in cmdline)
+        ) or root.startswith((f"{home}/", in_stage)):
             found.append(f"{entry.name}: {cmdline.strip()[:160]}")
     return found
+
+
+def host_mounts_at_the_stage_point() -> list[str]:
+    """The host's mount points at or under /mnt (the machine may have its own there)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    under = f"{STAGE_MOUNT_POINT}/"
+    return sorted(p for p in points if p == STAGE_MOUNT_POINT or p.startswith(under))
 
 
 def mmdebstrap_pid(w: World) -> int | None:
@@ -125,6 +139,7 @@ def test_helper_killed_during_image_build(
 ) -> None:
     w = world
     assert json.loads(w.ok("image", "list", "--json")) == []  # auto-starts bangerd
+    before = host_mounts_at_the_stage_point()
     cli = w.banger_in_background("image", "build", "debian:bookworm", "--name", "killed")
     try:
         progress = wait_until_installing(w, cli.pid)
@@ -132,7 +147,7 @@ def test_helper_killed_during_image_build(
         time.sleep(2)  # well inside the step: packages unpacking, maintainer scripts running
         pid = mmdebstrap_pid(w)
         assert pid is not None, f"no mmdebstrap running for {staging}"
-        inside = mounts_under(staging, Path(f"/proc/{pid}/mountinfo"))
+        inside = mounts_under(Path(STAGE_MOUNT_POINT), Path(f"/proc/{pid}/mountinfo"))
         assert any(p.endswith("/proc") for p in inside), f"mmdebstrap mounted nothing: {inside}"
 
         os.kill(w.helper_pid, signal.SIGKILL)
@@ -145,7 +160,9 @@ def test_helper_killed_during_image_build(
             cli.kill()
             cli.communicate()
 
-    # The build died with the helper, and took its mounts with it.
+    # The build died with the helper, and took its mounts with it (none were
+    # ever in the host's table: not under BANGER_HOME, nothing new at /mnt).
+    assert host_mounts_at_the_stage_point() == before
     while build_processes(w) or mounts_under(w.home):
         if time.monotonic() - killed > DIES_WITHIN:
             reliability_counts.check_leaks(
