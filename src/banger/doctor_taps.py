@@ -75,6 +75,15 @@ def check_stray_taps(ctx: DoctorContext, *, sys_net: Path = SYS_NET) -> CheckRes
     from banger.doctor_dns import configured_network
 
     _gateway, bridge, _domain = configured_network(ctx.paths)
-    explained = accounted_for(read_vms(ctx.paths.db))  # before the taps: see the docstring
+    try:
+        explained = accounted_for(read_vms(ctx.paths.db))  # before the taps: see the docstring
+    except (OSError, sqlite3.Error) as exc:
+        # Another user's BANGER_HOME, or a store being replaced: say so, do not guess.
+        return CheckResult(
+            NAME,
+            "warn",
+            f"not checked: cannot read the VM store {ctx.paths.db}: {exc}",
+            "run doctor as the user whose banger state this is",
+        )
     taps = banger_taps(bridge, os.getuid(), sys_net)
     return decide([t for t in taps if t not in explained], bridge)
