@@ -43,7 +43,7 @@ from tests.reliability.build_world import (
 )
 from tests.reliability.faults import alive, wait_gone
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import needs_root
+from tests.support import needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 
@@ -144,11 +144,20 @@ def test_helper_killed_during_image_build(
     try:
         progress = wait_until_installing(w, cli.pid)
         staging = progress.parent
-        time.sleep(2)  # well inside the step: packages unpacking, maintainer scripts running
-        pid = mmdebstrap_pid(w)
-        assert pid is not None, f"no mmdebstrap running for {staging}"
-        inside = mounts_under(Path(STAGE_MOUNT_POINT), Path(f"/proc/{pid}/mountinfo"))
-        assert any(p.endswith("/proc") for p in inside), f"mmdebstrap mounted nothing: {inside}"
+
+        def chroot_mounted() -> list[str] | None:
+            """mmdebstrap's chroot mounts (its /proc among them), seen in its namespace."""
+            pid = mmdebstrap_pid(w)
+            if pid is None:
+                return None
+            try:
+                inside = mounts_under(Path(STAGE_MOUNT_POINT), Path(f"/proc/{pid}/mountinfo"))
+            except OSError:  # it moved on to another process meanwhile
+                return None
+            return inside if any(p.endswith("/proc") for p in inside) else None
+
+        # Well inside the step: packages unpacking, the chroot's /proc mounted.
+        wait_until(chroot_mounted, REACHES_INSTALL, f"mmdebstrap's chroot mounts for {staging}")
 
         os.kill(w.helper_pid, signal.SIGKILL)
         reliability_counts.fault()
