@@ -77,6 +77,10 @@ def test_systemd_lifecycle_and_guest_contract(b: Banger) -> None:
     assert shown["tap"] in b.taps()
 
     b.banger("vm", "ssh", "life", "--", "sh", "-c", "echo hi > /root/f")
+    # A key the user adds in the guest survives the restart (issue #21 item 3).
+    user_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUSERADDEDKEYINTHEGUEST me@laptop"
+    b.banger("vm", "ssh", "life", "--", "sh", "-c",
+             f"echo '{user_key}' >> /root/.ssh/authorized_keys")  # fmt: skip
     # Guest contract: the hardened sshd drop-in, StrictModes on, /root 0755 root:root.
     sshd = b.banger("vm", "ssh", "life", "--", "sshd", "-T").stdout.lower().splitlines()
     for directive in (
@@ -100,6 +104,9 @@ def test_systemd_lifecycle_and_guest_contract(b: Banger) -> None:
     assert b.taps() == [] and b.owner_processes("qemu-system") == []
     b.banger("vm", "start", "life")
     assert b.banger("vm", "ssh", "life", "--", "cat", "/root/f").stdout == "hi\n"
+    keys = b.banger("vm", "ssh", "life", "--", "cat", "/root/.ssh/authorized_keys").stdout
+    assert keys.splitlines().count(user_key) == 1, keys
+    assert len(keys.splitlines()) == 2, keys  # banger's key once, the user's kept
     status = b.banger("vm", "ssh", "life", "--", "sh", "-c", "exit 3", check=False)
     assert status.returncode == 3
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from banger.disk import ext4
+from banger.disk.debugfs_script import Ext4Edit
 from banger.disk.workdisk import (
     AUTHORIZED_KEYS_PATH,
     HOST_KEY_PATH,
@@ -18,6 +19,7 @@ from banger.disk.workdisk import (
     create_work_disk,
     disk_path,
     grow_work_disk,
+    merged_authorized_keys,
     provision_work_disk,
 )
 from banger.errors import Conflict, InvalidArgument, NotFound
@@ -123,14 +125,39 @@ def test_provision_writes_everything_in_one_batch(seed: Path, tmp_path: Path) ->
     assert ext4.read_file(disk, "/.hushlogin") == b""
     fsck_clean(disk)
 
-    # provisioning again (every start) replaces keys and stays clean
+    # provisioning again (every start) replaces the host key, ensures banger's
+    # key in authorized_keys and keeps every other line there (issue #21 item 3)
     key2 = generate_host_key(tmp_path / "vm", "vm1")
     provision_work_disk(
         disk, Provisioning("ssh-ed25519 BBBB banger\n", HostKey(key2.private, key2.public))
     )
     assert ext4.read_file(disk, HOST_KEY_PATH) == key2.private.read_bytes()
-    assert ext4.read_file(disk, AUTHORIZED_KEYS_PATH) == b"ssh-ed25519 BBBB banger\n"
+    assert ext4.read_file(disk, AUTHORIZED_KEYS_PATH) == (
+        b"ssh-ed25519 AAAAC3Nza banger\nssh-ed25519 BBBB banger\n"
+    )
     assert ext4.exists(disk, "/.gitconfig")  # earlier files stay
+    fsck_clean(disk)
+
+
+def test_keys_added_in_the_guest_survive_provisioning(seed: Path, tmp_path: Path) -> None:
+    disk = create_work_disk(seed, tmp_path / "work.ext4", 64 * MIB)
+    key = generate_host_key(tmp_path / "vm", "vm1")
+    prov = Provisioning("ssh-ed25519 AAAAbanger banger-owner", HostKey(key.private, key.public))
+    provision_work_disk(disk, prov)
+    # What the user does in the guest: another key, and banger's own with options.
+    users = (
+        b'# mine\nssh-rsa AAAAuser me@laptop\nfrom="10.0.0.0/8" ssh-ed25519 AAAAbanger renamed\n'
+    )
+    edit = Ext4Edit()
+    edit.write_bytes(AUTHORIZED_KEYS_PATH, users, 0o600, stage_dir=tmp_path)
+    ext4.apply(disk, edit, stage_dir=tmp_path)
+    for _ in range(2):  # every start: nothing lost, banger's key not added twice
+        provision_work_disk(disk, prov)
+        assert ext4.read_file(disk, AUTHORIZED_KEYS_PATH) == users
+    assert merged_authorized_keys(b"ssh-rsa AAAAuser me\n", "ssh-ed25519 K b") == (
+        "ssh-rsa AAAAuser me\nssh-ed25519 K b\n"
+    )
+    assert merged_authorized_keys(b"", "ssh-ed25519 K b\n") == "ssh-ed25519 K b\n"
     fsck_clean(disk)
 
 

@@ -78,7 +78,7 @@ def test_plan_applied_to_a_real_work_disk(disk: Path, host_key: HostKey, tmp_pat
 
     # an existing guest file is overwritten
     provision_work_disk(
-        disk, Provisioning("ssh-ed25519 AAAA first", host_key, files=plan.files[:1])
+        disk, Provisioning("ssh-ed25519 AAAA banger", host_key, files=plan.files[:1])
     )
     (home / ".config/gh/hosts.yml").write_text("oauth_token: rotated\n")
     provision_work_disk(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from banger import proc
@@ -172,10 +172,39 @@ def provisioning_edit(p: Provisioning, stage_dir: Path) -> Ext4Edit:
     return edit
 
 
+def merged_authorized_keys(existing: bytes, key: str) -> str:
+    """The work disk's ``authorized_keys`` after provisioning: every line it had
+    (keys the user added in the guest stay), and banger's ``key`` once.
+
+    A line already holding the key's base64 blob counts as banger's key (it may
+    carry options or another comment), so restarts never add it twice.
+    """
+    lines = existing.decode("utf-8", "surrogateescape").splitlines()
+    wanted = key.strip()
+    fields = wanted.split()
+    blob = fields[1] if len(fields) > 1 else wanted
+    if not any(blob in line.split() for line in lines):
+        lines.append(wanted)
+    return "\n".join(lines) + "\n"
+
+
+def _existing_authorized_keys(disk: Path) -> bytes:
+    try:
+        return ext4.read_file(disk, AUTHORIZED_KEYS_PATH)
+    except NotFound:
+        return b""
+
+
 def provision_work_disk(disk: Path, p: Provisioning) -> None:
-    """Write keys, host key, ``.hushlogin`` and synced files in one batch, then verify."""
+    """Write keys, host key, ``.hushlogin`` and synced files in one batch, then verify.
+
+    ``authorized_keys`` is merged, not replaced: banger's key is ensured
+    present and every other line on the disk is kept (:func:`merged_authorized_keys`).
+    """
     if not disk.is_file():
         raise NotFound(f"work disk not found: {disk}")
+    keys = merged_authorized_keys(_existing_authorized_keys(disk), p.authorized_keys)
+    p = replace(p, authorized_keys=keys)
     for f in p.files:
         if not f.host_path.is_file():
             raise NotFound(f"file to sync not found: {f.host_path}")
