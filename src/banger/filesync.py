@@ -31,14 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from banger.config.file_sync import FileSync
+from banger.config.file_sync import FileSync, is_reserved
 from banger.disk.debugfs_script import host_path, image_path
 from banger.disk.workdisk import DirItem, FileSyncItem
 from banger.errors import BangerError, InvalidArgument
 
-#: Work-disk paths banger writes itself (relative to ``/root``); see workdisk.py.
-RESERVED_FILES = frozenset({".ssh/authorized_keys"})
-RESERVED_TREES = (".banger",)
 #: sshd's StrictModes refuses a group/world-writable ``~/.ssh``: keep it private.
 SSH_DIR = ".ssh"
 _PERMISSION_BITS = 0o777
@@ -80,12 +77,6 @@ class _Builder:
 
     def plan(self) -> SyncPlan:
         return SyncPlan(tuple(self.dirs), tuple(self.files), tuple(self.warnings))
-
-
-def _reserved(guest_rel: str) -> bool:
-    if guest_rel in RESERVED_FILES:
-        return True
-    return any(guest_rel == t or guest_rel.startswith(t + "/") for t in RESERVED_TREES)
 
 
 def _error(builder: _Builder, path: Path, exc: OSError) -> BangerError:
@@ -157,7 +148,7 @@ def _plan_tree(builder: _Builder, top: Path, guest_top: str, top_mode: int) -> N
             continue
         if not _writable_names(builder, source, guest_rel):
             continue
-        if _reserved(guest_rel):
+        if is_reserved(guest_rel):
             builder.warn(
                 f"file_sync: skipped {builder.show(source)}: ~/{guest_rel} is managed by banger"
             )
@@ -169,13 +160,9 @@ def _plan_tree(builder: _Builder, top: Path, guest_top: str, top_mode: int) -> N
 
 
 def _check_entry(builder: _Builder, index: int, entry: FileSync) -> None:
+    # banger's own destinations never get here: FileSync refuses them when the
+    # config is read (config.file_sync.is_reserved, what `config validate` says too).
     where = f"file_sync[{index}]"
-    if _reserved(entry.guest):
-        raise InvalidArgument(
-            f"{where}.guest: ~/{entry.guest} is managed by banger and cannot be synced",
-            hint="banger writes ~/.ssh/authorized_keys and ~/.banger/ itself; "
-            "pick another destination",
-        )
     home = builder.home
     if home not in entry.host.parents:
         raise InvalidArgument(

@@ -157,24 +157,36 @@ def test_usage_errors_exit_2(home: Path, argv: list[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_config_validate_lists_every_problem_and_exits_1(home: Path, short_tmp: Path) -> None:
+def test_config_validate_lists_every_problem_and_exits_2(home: Path, short_tmp: Path) -> None:
     bad = short_tmp / "bad.toml"
-    bad.write_text('vmm = "x"\nbogus = 1\n[vm]\nvcpus = "many"\n')
+    bad.write_text(
+        'vmm = "x"\nbogus = 1\n[vm]\nvcpus = "many"\n'
+        # Destinations vm start refuses are refused here too (issue #21 item 9).
+        '[[file_sync]]\nhost = "~/a"\nguest = "~/.ssh/authorized_keys"\n'
+        '[[file_sync]]\nhost = "~/b"\nguest = "/root/.banger/x"\n'
+    )
     result = run_cli(home, "config", "validate", str(bad))
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input, as README "Exit status" says
     problems = result.stdout.splitlines()
-    assert len(problems) == 3
+    assert len(problems) == 5
     assert any(p.startswith("vmm:") for p in problems)
     assert "bogus: unknown key" in problems
     assert any(p.startswith("vm.vcpus:") for p in problems)
-    assert result.stderr == f"error: {bad}: 3 problems\n"
+    assert any(
+        p.startswith("file_sync[0].guest: ~/.ssh/authorized_keys is managed by banger")
+        for p in problems
+    ), problems
+    assert any(
+        p.startswith("file_sync[1].guest: ~/.banger/x is managed by banger") for p in problems
+    ), problems
+    assert result.stderr == f"error: {bad}: 5 problems\n"
     data = json.loads(run_cli(home, "config", "validate", str(bad), "--json").stdout)
     assert data == {"path": str(bad), "valid": False, "problems": problems}
 
 
 def test_config_validate_missing_named_file_is_a_problem(home: Path, short_tmp: Path) -> None:
     result = run_cli(home, "config", "validate", str(short_tmp / "absent.toml"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout.strip()
 
 

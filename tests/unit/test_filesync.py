@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from banger.config.file_sync import FileSync
 from banger.disk.workdisk import DirItem, FileSyncItem
@@ -146,9 +147,10 @@ def test_special_files_are_skipped(home: Path, short_tmp: Path) -> None:
     "guest", ["~/.banger", "~/.banger/ssh_host_ed25519_key", "~/.ssh/authorized_keys"]
 )
 def test_banger_files_are_refused(home: Path, guest: str) -> None:
+    """Refused when the entry is read, so `config validate` and `vm start` agree (#21)."""
     write(home / "x")
-    with pytest.raises(InvalidArgument, match=r"file_sync\[1\]\.guest: .* managed by banger"):
-        plan_file_sync([entry(home, "~/x", "~/ok"), entry(home, "~/x", guest)], home=home)
+    with pytest.raises(ValidationError, match=r"managed by banger and cannot be synced"):
+        entry(home, "~/x", guest)
 
 
 def test_nested_files_on_banger_paths_are_skipped(home: Path) -> None:

@@ -42,7 +42,7 @@ def show(file: Path | None) -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 def validate(file: Path | None) -> None:
-    """Check FILE (default: the user's config.toml); list every problem, exit 1 if any."""
+    """Check FILE (default: the user's config.toml); list every problem, exit 2 if any."""
     from banger.config import config_problems
 
     state = get_state()
@@ -63,9 +63,10 @@ def validate(file: Path | None) -> None:
 
 
 class ConfigInvalid(BangerError):
-    """Exit 1 (the brief's contract for `config validate`), problems already printed."""
+    """An invalid config is bad input: exit 2, as for every command (README "Exit
+    status"); the problems are already printed, one per line."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 def flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:

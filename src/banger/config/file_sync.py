@@ -82,6 +82,21 @@ def parse_host(value: object, home: Path) -> Path:
     return Path(normalised)
 
 
+#: Work-disk paths banger writes itself (relative to ``/root``; see disk/workdisk.py):
+#: no ``[[file_sync]]`` entry may name them, whether ``config validate`` or a
+#: ``vm start`` reads the entry (this is the one rule both use).
+RESERVED_FILES = frozenset({".ssh/authorized_keys"})
+RESERVED_TREES = (".banger",)
+RESERVED_HINT = "banger writes ~/.ssh/authorized_keys and ~/.banger/ itself"
+
+
+def is_reserved(guest_rel: str) -> bool:
+    """Whether ``guest_rel`` (relative to ``/root``) is one of banger's own paths."""
+    if guest_rel in RESERVED_FILES:
+        return True
+    return any(guest_rel == t or guest_rel.startswith(t + "/") for t in RESERVED_TREES)
+
+
 def parse_guest(value: object) -> str:
     """Validate a ``guest`` value; returns the path relative to the work disk root."""
     if not isinstance(value, str):
@@ -113,7 +128,10 @@ def parse_guest(value: object) -> str:
             "must name a path inside ~/ or /root/, not the directory itself "
             f"(got {describe(value)})"
         )
-    return "/".join(kept)
+    rel = "/".join(kept)
+    if is_reserved(rel):
+        raise ValueError(f"~/{rel} is managed by banger and cannot be synced ({RESERVED_HINT})")
+    return rel
 
 
 def parse_mode(value: object) -> int:
