@@ -51,6 +51,11 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_find_repository(repo: Path, tmp_path: Path) -> None:
     assert find_repository(repo / "a") == repo
     assert find_repository(repo / "a/tracked.txt") == repo
+    with pytest.raises(NotARepository) as refused:
+        find_repository(tmp_path, "export")
+    assert refused.value.hint == (  # the command that was run, not always prepare (#21)
+        "run it from a repository, or name one: banger workspace export VM PATH"
+    )
     with pytest.raises(NotARepository):
         find_repository(tmp_path)
     with pytest.raises(BangerError, match="not found"):

@@ -50,13 +50,13 @@ CONNECT_TIMEOUT = 30.0
 MIB = 1024 * 1024
 
 
-def _repository(path: str) -> Path:
+def _repository(path: str, command: str) -> Path:
     """The repository containing ``path``, which must be absolute (the CLI resolves it)."""
     if not path.startswith("/"):
         raise InvalidArgument(
             f"path: {path!r} must be absolute", hint="the CLI sends the resolved path"
         )
-    return find_repository(Path(path))
+    return find_repository(Path(path), command)
 
 
 def _require_running(vm: VMRecord, vms: VMService) -> None:
@@ -142,7 +142,7 @@ class WorkspaceService:
     async def prepare(self, ref: str, path: str, dest: str | None) -> Operation:
         """Copy the repository containing ``path`` into the VM (replacing an earlier copy)."""
         vm = await self._vm(ref)
-        repo = await asyncio.to_thread(_repository, path)
+        repo = await asyncio.to_thread(_repository, path, "prepare")
         target = guest_destination(repo, dest)
 
         async def body(op: OpHandle) -> None:
@@ -176,7 +176,7 @@ class WorkspaceService:
     ) -> Operation:
         """Fetch the VM's copy of the repository containing ``path`` into a new host branch."""
         vm = await self._vm(ref)
-        repo = await asyncio.to_thread(_repository, path)
+        repo = await asyncio.to_thread(_repository, path, "export")
         name = await check_branch_name(repo, branch or default_branch(vm.name))
         source: PurePosixPath = guest_destination(repo, guest_path)
         await refuse_overwrite(repo, name, force)  # a clear 409 before anything starts

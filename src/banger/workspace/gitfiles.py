@@ -54,8 +54,11 @@ class Listing:
         return sum(m.size for m in self.members)
 
 
-def find_repository(path: Path) -> Path:
-    """The top of the git working tree containing ``path`` (``git rev-parse --show-toplevel``)."""
+def find_repository(path: Path, command: str = "prepare") -> Path:
+    """The top of the git working tree containing ``path`` (``git rev-parse --show-toplevel``).
+
+    ``command`` is the ``workspace`` command asking, for the hint.
+    """
     if not path.exists():
         raise NotFound(f"path not found: {path}")
     where = path if path.is_dir() else path.parent
@@ -64,7 +67,7 @@ def find_repository(path: Path) -> Path:
     except CommandError as exc:
         raise NotARepository(
             f"{path} is not inside a git repository",
-            hint="run it from a repository, or name one: banger workspace prepare VM PATH",
+            hint=f"run it from a repository, or name one: banger workspace {command} VM PATH",
         ) from exc
     top = result.out.rstrip("\n")
     if not top:
