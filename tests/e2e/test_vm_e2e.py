@@ -109,6 +109,12 @@ def test_systemd_lifecycle_and_guest_contract(b: Banger) -> None:
     assert len(keys.splitlines()) == 2, keys  # banger's key once, the user's kept
     status = b.banger("vm", "ssh", "life", "--", "sh", "-c", "exit 3", check=False)
     assert status.returncode == 3
+    # COMMAND's words are its argv, as documented (issue #21 item 16): one string
+    # with a ';' is one program's name; shell syntax goes through sh -c.
+    one = b.banger("vm", "ssh", "life", "--", "echo a; echo b", check=False)
+    assert one.returncode == 127 and one.stdout == "", one
+    both = b.banger("vm", "ssh", "life", "--", "sh", "-c", "echo a; echo b")
+    assert both.stdout == "a\nb\n"
 
     b.banger("vm", "rm", "life")
     assert_nothing_left(b)

@@ -296,7 +296,12 @@ def logs(name: str, follow: bool) -> None:
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def ssh(name: str, command: tuple[str, ...]) -> None:
-    """Open a shell in a VM, or run COMMAND (after --); exit status is the command's."""
+    """Open a shell in a VM, or run COMMAND (after --); exit status is the command's.
+
+    COMMAND's words are passed as its argv, quoted for the guest's shell (like
+    `docker exec`): `-- 'a; b'` runs one program named "a; b". For shell syntax
+    ask for a shell: `banger vm ssh NAME -- sh -c 'a; b'`.
+    """
     from banger.cli.sshexec import argv_for, exec_ssh
 
     state = get_state()
