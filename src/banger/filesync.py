@@ -119,8 +119,30 @@ def _dir_mode(guest_rel: str, st_mode: int) -> int:
     return st_mode & _PERMISSION_BITS
 
 
-def _plan_tree(builder: _Builder, top: Path, guest_top: str, top_mode: int) -> None:
-    """Walk a directory without following nested symlinks; parents before children."""
+def _skipped_link_reason(link: Path, root: Path) -> str:
+    """Why a nested symlink is not synced, as the user should read it.
+
+    It is never followed either way; the reason only says whether it would
+    have led out of the synced tree (judged from its text, not by following it).
+    """
+    try:
+        target = link.readlink()
+    except OSError:
+        return "nested symlinks are never synced"
+    dest = os.path.normpath(link.parent / target)  # text only: nothing is resolved
+    if dest == str(root) or dest.startswith(f"{root}/"):
+        return "nested symlinks are never synced (this one stays inside the tree: sync its target)"
+    return "it points outside the synced tree (nested symlinks are never followed)"
+
+
+def _plan_tree(
+    builder: _Builder, top: Path, guest_top: str, top_mode: int, root: Path | None = None
+) -> None:
+    """Walk a directory without following nested symlinks; parents before children.
+
+    ``root`` is the entry's own directory (``top`` on the first call).
+    """
+    root = root or top
     builder.dirs.append(DirItem(guest_top, _dir_mode(guest_top, top_mode)))
     try:
         entries = sorted(os.scandir(top), key=lambda e: e.name)
@@ -138,7 +160,7 @@ def _plan_tree(builder: _Builder, top: Path, guest_top: str, top_mode: int) -> N
         if stat.S_ISLNK(st.st_mode):
             builder.warn(
                 f"file_sync: skipped symlink {builder.show(source)}: "
-                "it would escape the requested tree"
+                + _skipped_link_reason(source, root)
             )
             continue
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
@@ -154,7 +176,7 @@ def _plan_tree(builder: _Builder, top: Path, guest_top: str, top_mode: int) -> N
             )
             continue
         if stat.S_ISDIR(st.st_mode):
-            _plan_tree(builder, source, guest_rel, st.st_mode)
+            _plan_tree(builder, source, guest_rel, st.st_mode, root)
         else:
             _plan_file(builder, source, guest_rel, st.st_mode & _PERMISSION_BITS)
 
