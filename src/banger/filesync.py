@@ -198,6 +198,21 @@ def _check_entry(builder: _Builder, index: int, entry: FileSync) -> None:
         raise InvalidArgument(exc.message, exc.hint) from None
 
 
+def _check_inside_home(builder: _Builder, index: int, entry: FileSync) -> None:
+    """The entry, its symlinks resolved, must still be in the home: a link the user
+    named is followed, but never out of the home (README: file_sync never reads
+    outside it on your behalf)."""
+    real = Path(os.path.realpath(entry.host))
+    home = Path(os.path.realpath(builder.home))
+    if real != home and home not in real.parents:
+        raise InvalidArgument(
+            f"file_sync[{index}].host: {builder.show(entry.host)} resolves to {real},"
+            f" outside your home {home}",
+            hint="file_sync only reads files in your home: copy the file into it, or name"
+            " the target if it is in your home",
+        )
+
+
 def plan_file_sync(entries: Sequence[FileSync], *, home: Path) -> SyncPlan:
     """Turn ``[[file_sync]]`` entries into work-disk items (reads the host, writes nothing).
 
@@ -222,6 +237,7 @@ def plan_file_sync(entries: Sequence[FileSync], *, home: Path) -> SyncPlan:
                 )
                 continue
             raise _error(builder, entry.host, exc) from None
+        _check_inside_home(builder, index, entry)
         if stat.S_ISDIR(st.st_mode):
             _plan_tree(builder, entry.host, entry.guest, st.st_mode)
         elif stat.S_ISREG(st.st_mode):

@@ -110,10 +110,10 @@ def test_missing_and_dangling_paths_are_warnings(home: Path) -> None:
     )
 
 
-def test_top_level_symlinks_are_followed(home: Path, tmp_path: Path) -> None:
-    real_dir = tmp_path / "elsewhere"
+def test_top_level_symlinks_are_followed_inside_the_home(home: Path) -> None:
+    real_dir = home / "dotfiles" / "elsewhere"
     inner = write(real_dir / "conf", "c", 0o600)
-    real_file = write(tmp_path / "token", "t")
+    real_file = write(home / "dotfiles" / "token", "t")
     (home / "linked-dir").symlink_to(real_dir)
     (home / "linked-file").symlink_to(real_file)
     plan = plan_file_sync(
@@ -126,6 +126,27 @@ def test_top_level_symlinks_are_followed(home: Path, tmp_path: Path) -> None:
     )
     assert inner.read_text() == "c"
     assert plan.warnings == ()
+
+
+@pytest.mark.parametrize("target", ["file", "dir", "parent"])
+def test_a_top_level_symlink_out_of_the_home_is_refused(
+    home: Path, tmp_path: Path, target: str
+) -> None:
+    """README: file_sync never reads outside the home on your behalf (issue #21 item 6)."""
+    outside = write(tmp_path / "etc" / "hostname", "secret")
+    if target == "file":
+        (home / "link").symlink_to(outside)
+        name = "~/link"
+    elif target == "dir":
+        (home / "link").symlink_to(outside.parent)
+        name = "~/link"
+    else:  # a directory on the way is the link
+        (home / "cfg").symlink_to(outside.parent)
+        name = "~/cfg/hostname"
+    with pytest.raises(InvalidArgument) as refused:
+        plan_file_sync([entry(home, "~/ok-missing", "~/a"), entry(home, name, "~/b")], home=home)
+    assert refused.value.message.startswith(f"file_sync[1].host: {name} resolves to ")
+    assert "outside your home" in refused.value.message and "\n" not in refused.value.message
 
 
 def test_special_files_are_skipped(home: Path, short_tmp: Path) -> None:
