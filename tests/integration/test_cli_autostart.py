@@ -44,6 +44,37 @@ def test_first_command_starts_the_daemon(home: Path) -> None:
     assert json.loads(again.stdout)["daemon"]["pid"] == info.pid
 
 
+def test_a_person_at_a_terminal_is_told_the_daemon_is_starting(home: Path) -> None:
+    """Issue #21 item 14: a line at once when stderr is a terminal (none for scripts,
+    as the test above shows: its stderr is a pipe and stays empty)."""
+    import pty
+    import subprocess
+
+    from tests.integration.bangerd_harness import BANGER, home_env
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [str(BANGER), "vm", "list", "--json"],
+            env=home_env(home, BANGER_NO_AUTOSTART="0", BANGER_ALLOW_ROOT="1"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+        )  # fmt: skip
+        os.close(slave)
+        out, _ = proc.communicate(timeout=120)
+        said = os.read(master, 4096).decode()
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert json.loads(out) == []
+    log = home_paths(home).daemon_log
+    assert said.splitlines()[0] == f"starting bangerd (log: {log})…", said
+
+
+def test_scripts_get_no_starting_line(home: Path) -> None:
+    result = run_cli(home, "vm", "list", "--json", BANGER_NO_AUTOSTART="0", BANGER_ALLOW_ROOT="1")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
 @pytest.mark.root
 @pytest.mark.skipif(not IS_ROOT, reason="needs the daemon's root refusal")
 def test_failed_start_names_the_log_and_its_last_lines(home: Path) -> None:

@@ -66,6 +66,11 @@ def installed_not_answering(installed: SystemInstall) -> DaemonUnavailable:
 
 
 def start_daemon(paths: Paths, *, timeout: float = READY_TIMEOUT) -> None:
+    if sys.stderr.isatty():
+        # A person at a terminal sees at once why the first command waits (the
+        # daemon reconciles what a crash left before it answers); scripts,
+        # whose stderr is not a terminal, get no extra line.
+        print(f"starting bangerd (log: {paths.daemon_log})…", file=sys.stderr, flush=True)
     paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_fd = os.open(paths.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
