@@ -49,6 +49,7 @@ NEEDS_HELPER = frozenset(
         ("vm", "restart"),
         ("vm", "run"),
         ("image", "build"),
+        ("image", "pull"),  # flattening OCI layers keeps owners: the helper does it
         ("system", "cleanup-network"),
     }
 )
@@ -153,20 +154,22 @@ def ensure_helper(paths: Paths) -> HelperStart | None:
     if helper_answers(paths):
         return None
     argv = helper_argv(paths, os.getuid(), extra=jailer_flags(paths))
+    # Its log and socket live in our directories: make them ours before root
+    # does — and before the hint below tells the user to start it by hand,
+    # whose command needs them to exist.
+    for d in (paths.state_dir, paths.runtime_dir):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
     sudo = None if os.geteuid() == 0 else passwordless_sudo()
     if os.geteuid() == 0:
         start = HelperStart(tuple(argv), via_sudo=False)
     elif sudo is not None:
         start = HelperStart((sudo, "-n", *argv), via_sudo=True)
     else:
+        why = "sudo needs a password" if shutil.which("sudo") else "sudo is not installed"
         raise HelperError(
-            f"the root helper is not running (no answer on {paths.helper_socket}) "
-            "and sudo needs a password",
+            f"the root helper is not running (no answer on {paths.helper_socket}) and {why}",
             hint=manual_hint(argv),
         )
-    # Its log and socket live in our directories: make them ours before root does.
-    for d in (paths.state_dir, paths.runtime_dir):
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
     _run(start, paths)
     return start
 
