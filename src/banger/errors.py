@@ -74,6 +74,14 @@ class HelperError(BangerError):
     exit_code = 6
 
 
+class HelperBadInput(HelperError):
+    """The root helper refused what it was given: a hostile layer, an image it cannot
+    make bootable, a field it will not take. Bad input (exit 2), not a helper fault."""
+
+    http_status = 400
+    exit_code = 2
+
+
 class CommandError(BangerError):
     """An external command failed: says which, how, and the tail of its stderr."""
 

@@ -287,7 +287,7 @@ def test_hostile_layer_is_refused_through_the_cli(
                                           [file("etc/evil/pwned", b"x")]])  # fmt: skip
     ref = push(b, registry, layout, "test/hostile")
     result = b.banger("image", "pull", ref, "--name", "hostile", check=False)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr  # bad input, not a helper fault (#22 item 5)
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(error_lines) == 1, result.stderr
     assert digests[2] in error_lines[0]

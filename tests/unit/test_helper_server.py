@@ -106,6 +106,7 @@ def test_several_requests_per_connection_and_bad_lines_do_not_end_it(
             "error": "open_tap.args.name: must match bt-[a-z0-9-]{1,12}; "
             "open_tap.args.bridge: required",
             "hint": "this is a banger bug or a hostile caller",
+            "bad_input": True,  # refused for what was asked: the client raises exit 2
         }
         reply = exchange(sock, b'{"id":4,"op":"version","args":{}}\n')
         assert reply["ok"] is True and reply["id"] == 4 and reply["fds"] == 0

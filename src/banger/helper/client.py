@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from banger.errors import HelperError
+from banger.errors import HelperBadInput, HelperError
 from banger.helper.protocol import LineReader, ProtocolError, decode, send_line
 
 UNREACHABLE_HINT = "is banger-helper running? see `banger doctor`"
@@ -95,7 +95,8 @@ class HelperClient:
             raise HelperError(f"helper {op}: bad reply: {exc}") from None
         if reply.get("ok") is not True:
             hint = reply.get("hint")
-            raise HelperError(
+            cls = HelperBadInput if reply.get("bad_input") is True else HelperError
+            raise cls(
                 str(reply.get("error") or f"helper {op} failed"),
                 hint=hint if isinstance(hint, str) else None,
             )

@@ -4,7 +4,7 @@ One request per line, one reply per line, in order, on the same connection::
 
     {"id": 7, "op": "open_tap", "args": {"name": "bt-1a2b", "bridge": "bgbr0"}}
     {"id": 7, "ok": true, "result": {...}, "fds": 1}        (+ SCM_RIGHTS)
-    {"id": 7, "ok": false, "error": "one line", "hint": "..." | null}
+    {"id": 7, "ok": false, "error": "one line", "hint": "..." | null, "bad_input": bool}
 
 A reply that hands over file descriptors sends them as ``SCM_RIGHTS``
 ancillary data together with the first byte of its line and says how many in

@@ -61,11 +61,15 @@ def peer_of(conn: socket.socket) -> Peer:
 
 
 def error_reply(request_id: object, exc: BaseException) -> dict[str, Any]:
+    """The one-line refusal; ``bad_input`` says it is about what was asked (the
+    error's exit status is 2: a hostile layer, an invalid field), not a fault here."""
     if isinstance(exc, BangerError):
         message, hint = exc.message, exc.hint
     else:
         message, hint = f"{type(exc).__name__}: {exc}", _LOG_HINT
-    return {"id": request_id, "ok": False, "error": " ".join(message.split()), "hint": hint}
+    bad_input = isinstance(exc, BangerError) and exc.exit_code == InvalidArgument.exit_code
+    return {"id": request_id, "ok": False, "error": " ".join(message.split()), "hint": hint,
+            "bad_input": bad_input}  # fmt: skip
 
 
 def _discard_input(conn: socket.socket, timeout: float) -> None:
