@@ -29,15 +29,15 @@ KEY_PACKAGES: tuple[str, ...] = (
     "zstandard",
 )
 
-#: Host tool -> the arguments that make it print its version (e2fsprogs is
-#: asked through mkfs.ext4, QEMU through its system emulator).
-HOST_TOOLS: dict[str, tuple[str, ...]] = {
-    "qemu-system-x86_64": ("--version",),
-    "qemu-img": ("--version",),
-    "skopeo": ("--version",),
-    "mmdebstrap": ("--version",),
-    "mkfs.ext4": ("-V",),
-}
+#: The host tools reported (e2fsprogs through mkfs.ext4, QEMU through its system
+#: emulator); how each says its version is doctor's ToolSpec, the one place for it.
+HOST_TOOLS: tuple[str, ...] = (
+    "qemu-system-x86_64",
+    "qemu-img",
+    "skopeo",
+    "mmdebstrap",
+    "mkfs.ext4",
+)
 
 
 def python_packages() -> dict[str, str | None]:
@@ -51,11 +51,11 @@ def python_packages() -> dict[str, str | None]:
     return found
 
 
-def _tool_version(item: tuple[str, tuple[str, ...]]) -> dict[str, str | None]:
-    from banger.doctor import tool_version
+def _tool_version(program: str) -> dict[str, str | None]:
+    from banger.doctor import TOOLS, tool_version
     from banger.proc import which
 
-    program, args = item
+    [args] = [spec.version_args or () for spec in TOOLS if spec.program == program]
     path = which(program)
     return {"path": path, "version": tool_version(path, args) if path else None}
 
@@ -63,16 +63,9 @@ def _tool_version(item: tuple[str, tuple[str, ...]]) -> dict[str, str | None]:
 def host_tools() -> dict[str, dict[str, str | None]]:
     """Each host tool's path and version (both None when it is not installed)."""
     with ThreadPoolExecutor(max_workers=len(HOST_TOOLS)) as pool:
-        answers = list(pool.map(_tool_version, HOST_TOOLS.items()))
+        answers = list(pool.map(_tool_version, HOST_TOOLS))
     return dict(zip(HOST_TOOLS, answers, strict=True))
 
 
-def report() -> dict[str, object]:
-    from banger import __version__
-
-    return {
-        "banger": __version__,
-        "python": {"version": sys.version.split()[0], "executable": sys.executable},
-        "packages": python_packages(),
-        "host_tools": host_tools(),
-    }
+def python_info() -> dict[str, str]:
+    return {"version": sys.version.split()[0], "executable": sys.executable}

@@ -109,16 +109,16 @@ def version() -> None:
         daemon = state.client().version()
     except DaemonUnavailable as exc:
         problem = exc.message
-    found = versions.report()
+    packages, tools = versions.python_packages(), versions.host_tools()
     if state.json:
         print_json(
             {
                 "cli": {"version": __version__},
                 "daemon": daemon.model_dump(mode="json") if daemon else None,
                 "daemon_error": problem,
-                "python": found["python"],
-                "packages": found["packages"],
-                "host_tools": found["host_tools"],
+                "python": versions.python_info(),
+                "packages": packages,
+                "host_tools": tools,
             }
         )
         return
@@ -130,9 +130,7 @@ def version() -> None:
             f"bangerd {daemon.version} (api {daemon.api}, pid {daemon.pid}, uid {daemon.uid}, "
             f"up since {daemon.started_at.astimezone().strftime('%Y-%m-%d %H:%M:%S')})"
         )
-    packages = versions.python_packages()
     click.echo("python  " + ", ".join(f"{k} {v or 'missing'}" for k, v in packages.items()))
-    tools = versions.host_tools()
     click.echo("host    " + ", ".join(f"{k} {v['version'] or 'missing'}" for k, v in tools.items()))
 
 
