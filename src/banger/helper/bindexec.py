@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from banger.helper.rootstage import walk_nofollow
+from banger.images.tether import mount_namespace
 
 MS_BIND = 0x1000
 
@@ -61,7 +62,7 @@ def main(argv: list[str]) -> int:
     # The caller says which namespace it is in: the bind must not land there.
     # (Not compared with PID 1's: reading that needs CAP_SYS_PTRACE, which a
     # hardened helper does not have.)
-    if str(Path("/proc/self/ns/mnt").readlink()) == caller_ns:
+    if mount_namespace() == caller_ns:
         return _fail("refusing to mount outside a private mount namespace")
     try:
         fd = _same_directory_here(src)

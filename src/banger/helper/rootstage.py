@@ -147,10 +147,7 @@ def empty_dir(dir_fd: int, *, keep: frozenset[str] = frozenset()) -> int:
 class RootStage:
     """A root-only directory inside an owner directory, held by descriptor (see above)."""
 
-    def __init__(
-        self, parent_fd: int, name: str, fd: int, owner: tuple[int, int], shown_as: Path
-    ) -> None:
-        self.parent_fd = parent_fd
+    def __init__(self, name: str, fd: int, owner: tuple[int, int], shown_as: Path) -> None:
         self.name = name
         self.fd = fd
         self.owner = owner
@@ -173,7 +170,7 @@ class RootStage:
         ):
             os.close(fd)
             raise StageError(f"the staging directory {name} was replaced while it was made")
-        return cls(parent_fd, name, fd, owner, parent / name)
+        return cls(name, fd, owner, parent / name)
 
     @property
     def path(self) -> Path:
@@ -183,19 +180,13 @@ class RootStage:
     def hand_over(self, result: str | None) -> None:
         """Give the owner ``result`` (a directory in the stage, or nothing) and the stage.
 
-        ``result``'s own directories are chowned here; what they contain must
-        be the owner's already (``publish_image(owner=…)`` does that).
+        ``result`` itself is chowned here; what it holds must be the owner's
+        already (``publish_image(owner=…)`` gives the owner each image directory).
         """
         empty_dir(self.fd, keep=frozenset({result}) if result else frozenset())
         if result is not None:
             result_fd = os.open(result, _O_DIR, dir_fd=self.fd)
             try:
-                for name in os.listdir(result_fd):  # noqa: PTH208 - by descriptor
-                    child = os.open(name, _O_DIR, dir_fd=result_fd)
-                    try:
-                        os.fchown(child, *self.owner)
-                    finally:
-                        os.close(child)
                 os.fchown(result_fd, *self.owner)
                 os.fchmod(result_fd, 0o755)
             finally:
