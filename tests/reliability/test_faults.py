@@ -447,7 +447,7 @@ def test_stop_vms_on_shutdown_stops_the_guest_cleanly(
         offset = log_offset(b)
         stop_daemon(b)
         assert not alive(world.keeper.pid), "the guest kept running"
-        line = wait_for_log(b, offset, "VM keeper stopped for the daemon's shutdown", timeout=5)
+        line = wait_for_log(b, offset, "VM keeper stopped for the daemon's shutdown", timeout=60)
         assert "(the guest powered off)" in line, line  # not QMP quit, not SIGKILL
     finally:
         config.unlink(missing_ok=True)

@@ -61,7 +61,7 @@ def test_check_false_returns_status() -> None:
 
 def test_timeout() -> None:
     with pytest.raises(CommandError) as info:
-        proc.run(["sleep", "5"], timeout=0.2)
+        proc.run(["sleep", "60"], timeout=0.2)
     assert info.value.timed_out
 
 
@@ -81,7 +81,7 @@ async def test_arun_matches_run() -> None:
 
 async def test_arun_timeout_kills_child(tmp_path: Path) -> None:
     with pytest.raises(CommandError) as info:
-        await proc.arun(["sleep", "5"], timeout=0.2)
+        await proc.arun(["sleep", "60"], timeout=0.2)
     assert info.value.timed_out
 
 
