@@ -52,7 +52,7 @@ def python_packages() -> dict[str, str | None]:
 
 
 def _tool_version(program: str) -> dict[str, str | None]:
-    from banger.doctor import TOOLS, tool_version
+    from banger.doctor.checks import TOOLS, tool_version
     from banger.proc import which
 
     [args] = [spec.version_args or () for spec in TOOLS if spec.program == program]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from banger.doctor_dns import decide, gather_facts
+from banger.doctor.dns import decide, gather_facts
 from banger.store import OpState, Store
 from tests.integration.bangerd_harness import home_paths, running_daemon
 from tests.support import short_tmpdir, wait_until

@@ -68,7 +68,7 @@ def test_helper_argv_serves_this_owner_inside_its_state_dir() -> None:
 
 
 def test_doctor_warns_for_a_stale_helper_socket_the_cli_would_replace(banger_home: Path) -> None:
-    from banger.doctor import check_helper, run_checks
+    from banger.doctor.checks import check_helper, run_checks
 
     paths = Paths.from_env()
     paths.runtime_dir.mkdir(parents=True)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from banger import doctor as d
 from banger import hostinfo
 from banger.cli.doctor_cmd import doctor
+from banger.doctor import checks as d
+from banger.doctor.model import CheckResult, DoctorContext
 from banger.hostinfo import KvmStatus
 from banger.paths import Paths
 from tests.support import throwaway_user
@@ -33,8 +34,8 @@ def ctx(
     firecracker: str | None = None,
     jailer: str | None = None,
     user: str = "root",
-) -> d.DoctorContext:
-    return d.DoctorContext(Paths.from_env(), kvm, firecracker, jailer, user)
+) -> DoctorContext:
+    return DoctorContext(Paths.from_env(), kvm, firecracker, jailer, user)
 
 
 def fake_tool(directory: Path, name: str, output: str) -> str:
@@ -165,11 +166,11 @@ def test_services_absent_are_warnings(banger_home: Path) -> None:
 
 
 def test_a_broken_check_fails_alone(banger_home: Path) -> None:
-    def check_explodes(c: d.DoctorContext) -> d.CheckResult:
+    def check_explodes(c: DoctorContext) -> CheckResult:
         raise RuntimeError("boom")
 
     results = d.run_checks(Paths.from_env(), checks=(check_explodes, d.check_apt))
-    assert results[0] == d.CheckResult(
+    assert results[0] == CheckResult(
         "explodes", "fail", "the check itself failed: RuntimeError('boom')", "report a bug"
     )
     assert results[1].name == "apt tooling"
@@ -178,7 +179,7 @@ def test_a_broken_check_fails_alone(banger_home: Path) -> None:
 # -- this host, for real ------------------------------------------------------
 
 
-def by_name(results: list[d.CheckResult]) -> dict[str, d.CheckResult]:
+def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
     return {r.name: r for r in results}
 
 
@@ -246,7 +247,8 @@ def test_doctor_as_an_unprivileged_user() -> None:
                 # An ordinary Debian user's PATH: no sbin directories (issue #22).
                 "env", f"HOME={user.home}", f"BANGER_HOME={user.home}/bh", "PATH=/usr/bin:/bin",
                 str(VENV_BIN / "python"), "-c",
-                "import json; from banger.doctor import run_checks; from banger.paths import Paths;"
+                "import json; from banger.doctor.checks import run_checks;"
+                "from banger.paths import Paths;"
                 "print(json.dumps([r.to_json() for r in run_checks(Paths.from_env())]))",
             ],
             capture_output=True, text=True, check=False,

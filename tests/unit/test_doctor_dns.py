@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from banger.doctor_dns import DNSFacts, decide, manual_fix
+from banger.doctor.dns import DNSFacts, decide, manual_fix
 
 GW, BRIDGE, DOMAIN = "10.9.0.1", "bng9", "vms"
 

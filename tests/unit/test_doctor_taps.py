@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 from banger.daemon.vms.names import tap_name
-from banger.doctor import CHECKS, gather_context
-from banger.doctor_taps import accounted_for, check_stray_taps, read_vms
+from banger.doctor.checks import CHECKS, gather_context
+from banger.doctor.taps import accounted_for, check_stray_taps, read_vms
 from banger.paths import Paths
 from banger.store import Store, VMState
 

@@ -79,15 +79,9 @@ KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset(
         # which reads the session records of the store.
         ("banger.guest.sessions", "banger.store.records"),
         # doctor reads the report and the taps through the daemon's modules.
-        ("banger.doctor_reconcile", "banger.daemon.reconcile_report"),
-        ("banger.doctor_taps", "banger.daemon.reconcile_probe"),
-        ("banger.doctor_taps", "banger.daemon.vms.names"),
-        # doctor's checks and their model import each other.
-        ("banger.doctor_dns", "banger.doctor"),
-        ("banger.doctor_reconcile", "banger.doctor"),
-        ("banger.doctor_taps", "banger.doctor"),
-        # image_transfer prints an image with image_cmd's private _print_image.
-        ("banger.cli.image_transfer", "banger.cli.image_cmd"),
+        ("banger.doctor.reconcile", "banger.daemon.reconcile_report"),
+        ("banger.doctor.taps", "banger.daemon.reconcile_probe"),
+        ("banger.doctor.taps", "banger.daemon.vms.names"),
     }
 )
 

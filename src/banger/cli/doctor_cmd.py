@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     # rich is imported only when a table is drawn: `banger --help` stays fast.
     from rich.console import Console
 
-    from banger.doctor import CheckResult
+    from banger.doctor.model import CheckResult
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -56,7 +56,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     """
     # the checks (hostinfo, proc, asyncio: ~45 ms) load only when doctor runs, not
     # on every banger start: system_cmd imports this module for root_flag
-    from banger.doctor import failed, run_checks
+    from banger.doctor.checks import failed, run_checks
     from banger.paths import Paths
 
     results = run_checks(Paths.from_env())

@@ -3,49 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from banger.cli.artifact_cmd import list_artifacts, remove_artifacts, show_or_set_default
-from banger.cli.output import print_fields, print_json
-from banger.cli.state import CliState, get_state, json_option
-
-if TYPE_CHECKING:
-    from banger.api_models import ImageInfo
-
-MIB = 1024 * 1024
+from banger.cli.image_show import MIB, print_image
+from banger.cli.image_transfer import export, promote, pull
+from banger.cli.state import get_state, json_option
 
 
 @click.group(name="image")
 def image() -> None:
     """Root filesystem images (distro builds, registered images)."""
-
-
-def _print_image(state: CliState, info: ImageInfo) -> None:
-    if state.json:
-        print_json(info.model_dump(mode="json"))
-        return
-    print_fields(
-        [
-            ("name", info.name + (" (default)" if info.default else "")),
-            ("id", info.id),
-            ("source", info.source),
-            ("description", info.description or None),
-            ("digest", info.digest),
-            ("created", info.created_at.isoformat(timespec="seconds") if info.created_at else None),
-            (
-                "size",
-                f"{info.size // MIB} MiB on disk, rootfs {info.rootfs_size // MIB} MiB,"
-                f" work seed {info.work_seed_size // MIB} MiB",
-            ),
-            ("init modes", ", ".join(info.init_modes)),
-            *_config_fields(info),
-            ("rootfs", info.rootfs),
-            ("work seed", info.work_seed),
-            ("used by", ", ".join(info.used_by) or None),
-        ]
-    )
 
 
 @image.command(name="list")
@@ -73,7 +42,7 @@ def list_images() -> None:
 def show(name: str) -> None:
     """Show one image."""
     state = get_state()
-    _print_image(state, state.call(lambda c: c.show_image(name)))
+    print_image(state, state.call(lambda c: c.show_image(name)))
 
 
 @image.command(name="register")
@@ -83,7 +52,7 @@ def show(name: str) -> None:
 def register(path: Path, name: str | None) -> None:
     """Register a banger image directory or a banger-finalized ext4 file."""
     state = get_state()
-    _print_image(state, state.call(lambda c: c.register_image(str(path.absolute()), name)))
+    print_image(state, state.call(lambda c: c.register_image(str(path.absolute()), name)))
 
 
 @image.command(name="build")
@@ -98,7 +67,7 @@ def build(ref: str, name: str | None) -> None:
     op = state.call(lambda c: c.build_image(ref, name))
     follow(state, op)
     final = name or ref.replace(":", "-")
-    _print_image(state, state.client().show_image(final))
+    print_image(state, state.client().show_image(final))
 
 
 @image.command(name="rm")
@@ -119,24 +88,9 @@ def default(name: str | None) -> None:
         get_default=lambda c: c.default_image(),
         set_default=lambda c, n: c.set_default_image(n),
         none_yet="no default image yet (the first `vm run` builds debian:bookworm)",
-        print_info=_print_image,
+        print_info=print_image,
     )
 
-
-def _config_fields(info: ImageInfo) -> list[tuple[str, str | None]]:
-    """The OCI process config an image author set (recorded, shown, not enforced)."""
-    config = info.config
-    if not config:
-        return []
-    env = config.get("Env") or []
-    return [
-        ("user", str(config.get("User") or "") or None),
-        ("working dir", str(config.get("WorkingDir") or "") or None),
-        ("env", " ".join(str(e) for e in env) or None),
-    ]
-
-
-from banger.cli.image_transfer import export, promote, pull  # noqa: E402
 
 image.add_command(pull)
 image.add_command(export)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from banger.cli.image_show import print_image
 from banger.cli.output import print_json
 from banger.cli.state import CliState, get_state, json_option
 
@@ -32,9 +33,7 @@ def _run(state: CliState, start: Callable[[BangerClient], Operation]) -> dict[st
 
 
 def _show_image(state: CliState, data: dict[str, Any]) -> None:
-    from banger.cli.image_cmd import _print_image
-
-    _print_image(state, state.client().show_image(str(data["image"])))
+    print_image(state, state.client().show_image(str(data["image"])))
 
 
 def absolute_bundle_ref(ref: str) -> str:

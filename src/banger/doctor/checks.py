@@ -1,4 +1,4 @@
-"""``banger doctor``: named preflight checks, each with a status, a detail and a fix.
+"""``banger doctor``'s checks, in the order they are shown, and the runner.
 
 A check is a small function from :class:`DoctorContext` (host facts gathered
 once, cheaply) to a :class:`CheckResult`. ``fail`` means banger cannot work as
@@ -15,54 +15,22 @@ import os
 import pwd
 import re
 import shutil
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from banger import hostinfo
+from banger.doctor import dns, reconcile, taps
+from banger.doctor.model import Check, CheckResult, DoctorContext, Status
 from banger.errors import BangerError, CommandError
-from banger.hostinfo import KvmStatus
 from banger.paths import Paths, check_private_dir
 from banger.proc import run, which
 from banger.system.probes import probe_daemon, probe_helper
-
-Status = Literal["pass", "warn", "fail"]
 
 #: Seconds any one ``--version`` may take.
 VERSION_TIMEOUT = 5.0
 
 FIRECRACKER_RELEASES = "https://github.com/firecracker-microvm/firecracker/releases"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
-
-
-@dataclass(frozen=True)
-class DoctorContext:
-    """Facts several checks share, gathered once before the checks run."""
-
-    paths: Paths
-    kvm: KvmStatus
-    firecracker: str | None
-    jailer: str | None
-    user: str
-
-    @property
-    def firecracker_usable(self) -> bool:
-        return self.firecracker is not None and self.kvm.usable_for_ordinary_guests
-
-
-Check = Callable[[DoctorContext], CheckResult]
 
 
 # -- versions of tools -------------------------------------------------------------
@@ -465,23 +433,17 @@ def check_helper(ctx: DoctorContext) -> CheckResult:
 @_behind_runtime_dir
 def check_vm_dns(ctx: DoctorContext) -> CheckResult:
     """bangerd's VM resolver, and whether the host routes the VM domain to it."""
-    from banger.doctor_dns import check_vm_dns as check  # imports this module
-
-    return check(ctx)
+    return dns.check_vm_dns(ctx)
 
 
 def check_reconciliation(ctx: DoctorContext) -> CheckResult:
     """What bangerd repaired at its last start (state/reconcile.json)."""
-    from banger.doctor_reconcile import check_reconciliation as check  # imports this module
-
-    return check(ctx)
+    return reconcile.check_reconciliation(ctx)
 
 
 def check_stray_taps(ctx: DoctorContext) -> CheckResult:
     """``bt-…`` taps of this owner that no VM record accounts for."""
-    from banger.doctor_taps import check_stray_taps as check  # imports this module
-
-    return check(ctx)
+    return taps.check_stray_taps(ctx)
 
 
 CHECKS: tuple[Check, ...] = (

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING
 
 from banger.daemon.reconcile_probe import SYS_NET, banger_taps
 from banger.daemon.vms.names import tap_name
-from banger.doctor import CheckResult
+from banger.doctor.dns import configured_network
+from banger.doctor.model import CheckResult
 
 if TYPE_CHECKING:
-    from banger.doctor import DoctorContext
+    from banger.doctor.model import DoctorContext
 
 NAME = "stray taps"
 #: States of a VM that has no tap, made or in the making.
@@ -72,8 +73,6 @@ def decide(stray: list[str], bridge: str) -> CheckResult:
 
 
 def check_stray_taps(ctx: DoctorContext, *, sys_net: Path = SYS_NET) -> CheckResult:
-    from banger.doctor_dns import configured_network
-
     _gateway, bridge, _domain = configured_network(ctx.paths)
     try:
         explained = accounted_for(read_vms(ctx.paths.db))  # before the taps: see the docstring

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from banger.daemon.reconcile_report import read_report, report_path
-from banger.doctor import CheckResult
+from banger.doctor.model import CheckResult
 
 if TYPE_CHECKING:
-    from banger.doctor import DoctorContext
+    from banger.doctor.model import DoctorContext
 
 NAME = "reconciliation"
 

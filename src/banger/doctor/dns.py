@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from banger.doctor import CheckResult
+from banger.doctor.model import CheckResult
 from banger.system.probes import PROBE_TIMEOUT, probe_daemon
 
 if TYPE_CHECKING:
-    from banger.doctor import DoctorContext
+    from banger.doctor.model import DoctorContext
     from banger.paths import Paths
 
 NAME = "vm dns"
