@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from banger.config import Config
 from banger.errors import InvalidArgument
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 from banger.store import Store
 
 #: The row meta key marking the default artifact of its kind.
@@ -134,7 +134,7 @@ class ArtifactService(ABC, Generic[Row, Info]):
         try:
             return create()
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            discard_tree(directory)
             raise
 
     def _check_row_free(self, name: str) -> None:

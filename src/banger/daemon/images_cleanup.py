@@ -20,12 +20,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,13 @@ class Cleanup:
 
 
 def _remove(path: Path, removed: list[Path]) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-    if not os.path.lexists(path):
+    # Deep trees (a pulled layer's 1500 nested directories) go too, and a
+    # failure is logged with its real cause (banger.rmtree).
+    problem = discard_tree(path)
+    if problem is None and not os.path.lexists(path):
         removed.append(path)
     else:
-        log.warning("could not remove leftover %s (owned by another user?)", path)
+        log.warning("could not remove leftover %s: %s", path, problem or "still there")
 
 
 def helper_busy(pull_dir: Path) -> bool:

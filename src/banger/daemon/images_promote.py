@@ -28,6 +28,7 @@ from banger.errors import Conflict, InvalidArgument, NotFound
 from banger.images.common import check_image_name
 from banger.images.promote import flatten_root_disk, work_seed_from_disk
 from banger.images.publish import ImageEntry, ImageMeta, publish_image
+from banger.rmtree import discard_tree
 from banger.store import VMRecord, VMState
 
 PROMOTE_DIR_PREFIX = "promote-"
@@ -63,7 +64,7 @@ def _stage(stack: VMStack, vm: VMRecord, source: ImageEntry, with_work_disk: boo
         else:
             shutil.copyfile(source.work_seed, stage / "work-seed.ext4")
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        discard_tree(stage)
         raise
     return stage
 
@@ -112,6 +113,6 @@ async def promote(
 
             info = await asyncio.to_thread(publish)
     finally:
-        await asyncio.to_thread(shutil.rmtree, stage, True)
+        await asyncio.to_thread(discard_tree, stage)
     await op.event("info", f"image {info.name} ready", {"image": info.id, "name": info.name})
     return info

@@ -40,6 +40,7 @@ from banger.images.oci.layers import FetchedImage
 from banger.images.oci.pull import BUNDLE_PREFIX, pull_bundle, pull_oci, source_of
 from banger.images.oci.ref import image_name_for, parse_ref
 from banger.images.publish import ImageEntry, check_name_free
+from banger.rmtree import discard_tree
 from banger.store import ImageRecord
 
 #: Flatten + finalize (+ apt in a chroot for a foreign image) + mkfs.
@@ -67,7 +68,7 @@ def record_entry(images: ImageService, entry: ImageEntry) -> ImageRecord:
             meta={"description": entry.description, "init_modes": list(entry.init_modes)},
         )
     except BaseException:
-        shutil.rmtree(entry.path, ignore_errors=True)
+        discard_tree(entry.path)
         raise
 
 
@@ -182,7 +183,7 @@ async def _flatten_in_helper(
             lock.close()
         return await asyncio.to_thread(images.adopt_from_helper, out, result)
     finally:
-        await asyncio.to_thread(shutil.rmtree, out, True)
+        await asyncio.to_thread(discard_tree, out)
 
 
 async def export(images: ImageService, ref: str, out_file: str, op: OpHandle) -> Path:

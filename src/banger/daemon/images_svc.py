@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from banger.images.publish import (
 from banger.images.register import source_kind
 from banger.images.workseed import WORK_LABEL, WORK_MAX_GROW, WORK_SEED_SIZE
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 from banger.store import ImageRecord, Store
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
         target = self.paths.image_dir(artifact_id)
         if target.exists():
             target.chmod(0o700)
-            shutil.rmtree(target, ignore_errors=True)
+            discard_tree(target)
 
     def _configured_default(self) -> str:
         return self.config.vm.image
@@ -231,7 +231,7 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
                 meta = ImageMeta(source=f"image:{path}", description=given.description)
                 entry = self._publish(stage, final_name, meta)
             finally:
-                shutil.rmtree(stage, ignore_errors=True)
+                discard_tree(stage)
             return self.info(self._record(entry))
         kind = source_kind(path)
         if kind != "ext4" or not all(ext4.exists(path, m) for m in FINALIZED_MARKERS):
@@ -249,7 +249,7 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
             empty_work_seed(stage / "work-seed.ext4", stage)
             entry = self._publish(stage, final_name, ImageMeta(source=f"ext4:{path}"))
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            discard_tree(stage)
         return self.info(self._record(entry))
 
     def _publish(self, stage: Path, name: str, meta: ImageMeta) -> ImageEntry:
@@ -321,10 +321,9 @@ def _remove_build_stage(out: Path) -> None:
     The helper removes its own (root-owned) leftovers of a failed build, so
     anything still here is a bug worth a log line, not a silent leak.
     """
-    shutil.rmtree(out, ignore_errors=True)
-    if out.exists():
-        left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))[:10]
-        log.warning("image build: cannot remove %s (left: %s)", out, ", ".join(left) or "-")
+    problem = discard_tree(out)
+    if problem is not None:
+        log.warning("image build: staging directory left behind: %s", problem)
 
 
 def _name_from(path: Path) -> str:

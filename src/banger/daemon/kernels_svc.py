@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from banger.daemon.progress import ThreadProgress
 from banger.errors import InvalidArgument, NotFound
 from banger.kernels.pull import import_kernel, parse_source, pull_kernel
 from banger.kernels.store import KernelEntry, read_kernel
+from banger.rmtree import discard_tree
 from banger.store import KernelRecord
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class KernelService(ArtifactService[KernelRecord, KernelInfo]):
         self.store.delete_kernel(artifact_id)
 
     def _remove_directory(self, artifact_id: str) -> None:
-        shutil.rmtree(self.paths.kernel_dir(artifact_id), ignore_errors=True)
+        discard_tree(self.paths.kernel_dir(artifact_id))
 
     def _configured_default(self) -> str:
         return self.config.vm.kernel

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from banger.daemon.reconcile_report import ReconcileReport
 from banger.errors import BangerError
 from banger.helper.staging import NAME as STAGING_NAME
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 from banger.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ TEMP_DISK_PATTERN = ".*.tmp-*"
 
 def _remove(path: Path) -> bool:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        discard_tree(path)
     else:
         path.unlink(missing_ok=True)
     return not path.exists() and not path.is_symlink()

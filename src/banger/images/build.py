@@ -17,7 +17,6 @@ import errno
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +37,7 @@ from banger.images.publish import (
 )
 from banger.images.workseed import make_work_seed
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 
 #: Apparent size of a new rootfs (sparse: only the tree's blocks are
 #: allocated); room for the guest to install packages into its CoW root.
@@ -127,7 +127,7 @@ def remove_build_dir(work: Path) -> None:
     if left:
         log.warning("not removing %s: still mounted inside: %s", work, left)
         return
-    shutil.rmtree(work, ignore_errors=True)
+    discard_tree(work)
 
 
 def build_dir(paths: Paths, image_id: str) -> Path:

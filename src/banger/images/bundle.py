@@ -35,7 +35,6 @@ import io
 import json
 import os
 import secrets
-import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from banger.images.publish import (
     publish_image,
 )
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 
 FORMAT = "banger-bundle"
 VERSION = 1
@@ -352,4 +352,4 @@ def import_bundle(
             owner=owner,
         )
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        discard_tree(stage)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from banger.disk import durable
 from banger.errors import BangerError, Conflict, InvalidArgument
 from banger.images.common import check_image_name
 from banger.images.finalize import FINALIZE_VERSION, INIT_MODES
+from banger.rmtree import discard_tree
 
 ROOTFS_NAME = "rootfs.ext4"
 WORK_SEED_NAME = "work-seed.ext4"
@@ -200,6 +200,6 @@ def publish_image(
                 os.chown(path, *owner)
         durable.publish_dir(staging, final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_tree(staging)
         raise
     return entry

@@ -19,7 +19,6 @@ such as ``ping``'s; the guest runs as root, which does not need them).
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +28,7 @@ from banger.images.build import DEFAULT_ROOTFS_SIZE, build_dir, image_from_tree
 from banger.images.common import Progress, check_image_name, no_progress, require_root
 from banger.images.publish import ImageEntry, ImageMeta, check_name_free, new_image_id
 from banger.paths import Paths
+from banger.rmtree import discard_tree, remove_tree
 
 _EXT4_MAGIC_OFFSET = 1024 + 0x38
 _EXT4_MAGIC = b"\x53\xef"
@@ -112,7 +112,7 @@ def copy_ext4_tree(image: Path, dest: Path, mountpoint: Path) -> None:
         proc.run(["cp", "-a", "--no-target-directory", str(mountpoint), str(dest)])
         lost = dest / "lost+found"
         if lost.is_dir() and not lost.is_symlink():
-            shutil.rmtree(lost)
+            remove_tree(lost)
     finally:
         proc.run(["umount", str(mountpoint)])
         mountpoint.rmdir()
@@ -155,4 +155,4 @@ def register_image(
             progress=progress,
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_tree(work)

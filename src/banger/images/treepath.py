@@ -11,11 +11,11 @@ writers here replace a final symlink instead of writing through it.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path, PurePosixPath
 
 from banger.errors import InvalidArgument
+from banger.rmtree import remove_tree
 
 _MAX_SYMLINKS = 40  # the kernel's own limit (MAXSYMLINKS)
 
@@ -84,7 +84,7 @@ def _remove(path: Path) -> None:
     if path.is_symlink() or path.is_file() or (path.exists() and not path.is_dir()):
         path.unlink()
     elif path.is_dir():
-        shutil.rmtree(path)
+        remove_tree(path)
 
 
 def write_file(tree: Path, guest_path: str, content: str | bytes, mode: int = 0o644) -> Path:

@@ -15,10 +15,10 @@ grow never needs more group-descriptor blocks than mkfs set aside.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from banger.images.ext4build import MiB, make_ext4_from_tree
+from banger.rmtree import remove_tree
 
 WORK_SEED_SIZE = 64 * MiB
 WORK_MAX_GROW = 1024 * 1024 * MiB  # 1 TiB
@@ -33,7 +33,7 @@ def prepare_home(home: Path) -> None:
     if ssh.is_symlink() or (ssh.exists() and not ssh.is_dir()):
         ssh.unlink()
     elif ssh.is_dir():
-        shutil.rmtree(ssh)
+        remove_tree(ssh)
     for name in (".ssh", ".banger"):
         path = home / name
         if path.is_symlink() or (path.exists() and not path.is_dir()):

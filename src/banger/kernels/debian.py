@@ -18,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures
 import lzma
 import secrets
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from banger import proc
 from banger.errors import BangerError, CommandError, InvalidArgument
 from banger.kernels.debian_control import first_dependency, parse_stanzas, version_key
 from banger.kernels.store import sha256_file
+from banger.rmtree import discard_tree
 
 Progress = Callable[[str, int | None, int | None], None]
 
@@ -276,5 +276,5 @@ def fetch_kernel_deb(
             )
         path.replace(target)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        discard_tree(workdir)
     return pkg, target

@@ -19,6 +19,7 @@ from banger.kernels.debian import DEFAULT_SUITE, fetch_kernel_deb
 from banger.kernels.initramfs import build_initramfs, builder_fingerprint
 from banger.kernels.store import KernelEntry, check_kernel_name, kernel_file_name, publish_kernel
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 
 Progress = Callable[[str, int | None, int | None], None]
 
@@ -106,7 +107,7 @@ def pull_kernel(
             },
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_tree(work)
 
 
 def _modules_tree(modules: Path, work: Path) -> Path:
@@ -160,4 +161,4 @@ def import_kernel(
             meta["initramfs_builder"] = builder_fingerprint()
         return publish_kernel(paths.kernels_dir, paths.tmp_dir, name, path, initrd, None, meta)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_tree(work)

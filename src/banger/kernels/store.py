@@ -26,6 +26,7 @@ from typing import Any
 from banger.disk import durable
 from banger.errors import BangerError, Conflict, InvalidArgument
 from banger.kernels.binfmt import is_bzimage, is_elf
+from banger.rmtree import discard_tree
 
 META_NAME = "kernel.json"
 INITRD_NAME = "initrd.img"
@@ -274,6 +275,6 @@ def publish_kernel(
         (staging / META_NAME).chmod(0o444)
         durable.publish_dir(staging, final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_tree(staging)
         raise
     return entry

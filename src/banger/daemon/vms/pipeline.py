@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from banger.guest.ssh import SSHTarget, SSHTimeout, console_tail, wait_for_ssh
 from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
 from banger.paths import Paths
+from banger.rmtree import discard_tree_async
 from banger.store import Store, VMRecord, VMState
 from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMDriver, VMMProcess, stable_mac
 from banger.vmm.qemu import QemuDriver
@@ -90,7 +90,7 @@ class Pipeline:
         await op.stage("root_disk")
         vm_dir = self.paths.vm_dir(vm.id)
         await asyncio.to_thread(vm_dir.mkdir, 0o700, True)
-        undo.push("vm directory", lambda: asyncio.to_thread(shutil.rmtree, vm_dir, True))
+        undo.push("vm directory", lambda: discard_tree_async(vm_dir))
         strategy = choose_strategy(vm.vmm, self.paths.state_dir, dm_usable=False)
         root = await asyncio.to_thread(strategy.create, image.rootfs, vm_dir)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.images.publish import read_image
 from banger.kernels.store import read_kernel
 from banger.procinfo import is_same_process
+from banger.rmtree import discard_tree
 from banger.store import ImageRecord, KernelRecord, VMRecord, VMState
 from banger.vmm.base import VMMProcess
 
@@ -370,7 +370,7 @@ class VMService:
             strategy_named(vm.root_strategy).remove(
                 RootDisk(root.path, root.format, vm.root_strategy)
             )
-        shutil.rmtree(self.paths.vm_dir(vm.id), ignore_errors=True)
+        discard_tree(self.paths.vm_dir(vm.id))
         self.paths.vm_qmp_socket(vm.id).unlink(missing_ok=True)
 
     # -- daemon start ------------------------------------------------------------------

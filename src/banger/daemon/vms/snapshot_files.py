@@ -32,6 +32,7 @@ from typing import Any
 from banger.disk.workdisk import sparse_copy
 from banger.errors import Conflict
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 
 STATE = "state"
 MEMORY = "memory"
@@ -140,7 +141,7 @@ def sweep(paths: Paths, known: Set[str], busy: Set[str]) -> list[str]:
         snapshot_id = entry.name.removeprefix(_TMP)
         if snapshot_id in busy or (entry.name == snapshot_id and snapshot_id in known):
             continue
-        shutil.rmtree(entry, ignore_errors=True)
+        discard_tree(entry)
         removed.append(entry.name)
     return removed
 

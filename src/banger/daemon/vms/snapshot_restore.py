@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.errors import Conflict, NotFound
 from banger.kernels.store import read_kernel
+from banger.rmtree import discard_tree_async
 from banger.store import AddressTaken, SnapshotRecord, VMRecord, VMState
 from banger.vmm.base import LaunchSpec, VMMDriver, VMMProcess
 
@@ -168,7 +168,7 @@ class SnapshotRestore:
         await op.stage("root_disk")
         vm_dir = self.paths.vm_dir(vm.id)
         await asyncio.to_thread(vm_dir.mkdir, 0o700, True)
-        undo.push("vm directory", lambda: asyncio.to_thread(shutil.rmtree, vm_dir, True))
+        undo.push("vm directory", lambda: discard_tree_async(vm_dir))
         qcow2 = layout.root.endswith(".qcow2")
         root = self.paths.vm_root_disk(vm.id, "qcow2" if qcow2 else "ext4")
         await asyncio.to_thread(

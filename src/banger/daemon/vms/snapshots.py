@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.service import VMService
 from banger.errors import BangerError, Conflict
+from banger.rmtree import discard_tree
 from banger.store import SnapshotRecord, VMRecord, VMState, new_id
 from banger.vmm.base import VMMDriver, VMMProcess
 from banger.vmm.base import VMState as VMMState
@@ -150,7 +150,7 @@ class Snapshots:
             self.store.delete_snapshot(record.id)
             # A running Firecracker restored from it maps the memory file privately:
             # unlinking leaves its pages alone.
-            shutil.rmtree(files.snapshot_dir(self.paths, record.id), ignore_errors=True)
+            discard_tree(files.snapshot_dir(self.paths, record.id))
             return info
 
         return await asyncio.to_thread(work)
@@ -238,7 +238,7 @@ class Snapshots:
                 self._publish, vm, name, snapshot_id, tmp, layout, kind, was_running and stop
             )
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+            await asyncio.to_thread(discard_tree, tmp)
             raise
         finally:
             self.busy.discard(snapshot_id)
@@ -329,5 +329,5 @@ class Snapshots:
         try:
             return self.store.create_snapshot(**fields)
         except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
+            discard_tree(dest)
             raise

@@ -39,7 +39,6 @@ import contextlib
 import hashlib
 import io
 import os
-import shutil
 import stat
 import tarfile
 import zlib
@@ -54,6 +53,7 @@ import zstandard
 from banger.errors import BangerError
 from banger.images.common import Progress, no_progress, require_root
 from banger.images.oci.config import BadImage
+from banger.rmtree import remove_tree
 
 _CHUNK = 1024 * 1024
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -312,7 +312,7 @@ def _lstat(path: Path) -> os.stat_result | None:
 
 def _remove(path: Path, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)  # fd-based: never follows symlinks inside
+        remove_tree(path)  # iterative, by descriptor: never follows symlinks inside
     else:
         path.unlink()
 

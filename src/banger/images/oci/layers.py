@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from banger.images.oci.config import (
     parse_manifest,
 )
 from banger.images.oci.ref import ArchiveRef, OciRef, RegistryRef
+from banger.rmtree import discard_tree
 
 LAYOUT_TAG = "banger"
 _INDEX_MEDIA_TYPES = (
@@ -219,7 +219,7 @@ def fetch(
                 skopeo.copy_to_layout(pinned, layout, LAYOUT_TAG, options)
                 manifest_digest = layout_manifest_digest(layout)
             finally:
-                shutil.rmtree(layout, ignore_errors=True)
+                discard_tree(layout)
             new_blobs = cache.adopt_new_blobs(before)
             cache.record(key, str(ref), manifest_digest)
         else:

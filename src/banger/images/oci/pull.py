@@ -23,7 +23,6 @@ both. :func:`image_from_layers` is the root half on its own: banger-helper's
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from banger.images.oci.ref import OciRef, RegistryRef, image_name_for, parse_ref
 from banger.images.oci.skopeo import SkopeoOptions
 from banger.images.publish import ImageEntry, ImageMeta, check_name_free, new_image_id
 from banger.paths import Paths
+from banger.rmtree import discard_tree
 
 BUNDLE_PREFIX = "bundle:"
 DOWNLOAD_TIMEOUT = 3600.0
@@ -105,7 +105,7 @@ def pull_bundle(
             return import_bundle(work / "download.bundle", paths=paths, name=name, owner=owner,
                                  progress=progress)  # fmt: skip
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            discard_tree(work)
     path = Path(location)
     if not path.is_absolute():
         raise InvalidArgument(
@@ -176,4 +176,4 @@ def image_from_layers(
         return image_from_tree(tree, work, paths=paths, name=name, meta=meta, image_id=image_id,
                                rootfs_size=rootfs_size, owner=owner, progress=progress)  # fmt: skip
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_tree(work)
