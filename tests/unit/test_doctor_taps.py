@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from banger.daemon.vms.names import tap_name
 from banger.doctor.checks import CHECKS, gather_context
 from banger.doctor.taps import accounted_for, check_stray_taps, read_vms
+from banger.net.taps import tap_name
 from banger.paths import Paths
 from banger.store import Store, VMState
 

@@ -78,10 +78,8 @@ KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset(
         # The CLI's `session attach` takes attach_argv from guest.sessions,
         # which reads the session records of the store.
         ("banger.guest.sessions", "banger.store.records"),
-        # doctor reads the report and the taps through the daemon's modules.
+        # doctor reads the report the daemon writes from the daemon's module.
         ("banger.doctor.reconcile", "banger.daemon.reconcile_report"),
-        ("banger.doctor.taps", "banger.daemon.reconcile_probe"),
-        ("banger.doctor.taps", "banger.daemon.vms.names"),
     }
 )
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from banger.daemon.vms.names import check_init, check_memory, check_name, check_vcpus, tap_name
+from banger.daemon.vms.names import check_init, check_memory, check_name, check_vcpus
 from banger.daemon.vms.undo import UndoStack
 from banger.errors import InvalidArgument
 from banger.helper import image_build
 from banger.helper.image_build import ImageBuildArgs
 from banger.helper.validate import Context, RequestInvalid, validate_request
+from banger.net.taps import tap_name
 
 
 @pytest.mark.parametrize("name", ["a", "dev-1", "x" * 63, "0abc"])

@@ -45,13 +45,13 @@ from datetime import datetime
 from banger.daemon import reconcile_files
 from banger.daemon.images_cleanup import helper_busy
 from banger.daemon.ops import Operations
-from banger.daemon.reconcile_probe import banger_taps, vmm_processes
+from banger.daemon.reconcile_probe import vmm_processes
 from banger.daemon.reconcile_report import ReconcileReport, report_path
-from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.stack import VMStack
 from banger.daemon.vms.stopped import mark_stopped
 from banger.errors import BangerError
 from banger.helper.staging import NAME as STAGING_NAME
+from banger.net.taps import banger_taps, tap_name
 from banger.paths import Paths
 from banger.procinfo import reap, send_signal, wait_for_exit
 from banger.store import Store, VMRecord, VMState

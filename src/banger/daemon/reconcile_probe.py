@@ -1,15 +1,11 @@
-"""What is really there, read without privileges: banger's taps and VMM processes.
+"""What is really there, read without privileges: this owner's VMM processes.
 
-Both are read from the kernel's own views (``/sys/class/net``, ``/proc``) by
-the owner daemon, which runs in the same network namespace as its bridge.
-Only things that are provably this owner's are reported, so reconciliation
-never touches another owner's (or another daemon's) resources:
-
-- a tap is ours if it is named ``bt-…`` (the only taps the helper makes) and
-  is enslaved to our bridge or is a tun device owned by our uid;
-- a VMM process is ours if it runs as our uid and its command line names a
-  file under our ``vms/`` directory (QEMU's ``-drive file=…``, Firecracker's
-  config), which also tells which VM it serves.
+Read from the kernel's own view (``/proc``) by the owner daemon. Only
+processes that are provably this owner's are reported, so reconciliation
+never touches another owner's (or another daemon's) VMs: a VMM process is
+ours if it runs as our uid and its command line names a file under our
+``vms/`` directory (QEMU's ``-drive file=…``, Firecracker's config), which
+also tells which VM it serves. Taps are read by :func:`banger.net.taps.banger_taps`.
 """
 
 from __future__ import annotations
@@ -20,33 +16,7 @@ from pathlib import Path
 
 from banger.procinfo import process_start_time
 
-SYS_NET = Path("/sys/class/net")
 PROC = Path("/proc")
-TAP_PREFIX = "bt-"
-
-
-def banger_taps(bridge: str, uid: int, sys_net: Path = SYS_NET) -> list[str]:
-    """``bt-…`` taps on ``bridge`` or owned by ``uid``, sorted."""
-    try:
-        names = sorted(entry.name for entry in sys_net.iterdir())
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        if not name.startswith(TAP_PREFIX):
-            continue
-        on_bridge = (sys_net / bridge / "brif" / name).exists()
-        if on_bridge or _tun_owner(sys_net / name) == uid:
-            found.append(name)
-    return found
-
-
-def _tun_owner(link: Path) -> int | None:
-    try:
-        value = int((link / "owner").read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return value if value >= 0 else None  # -1: no owner set
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from banger.daemon.reconcile_probe import SYS_NET, banger_taps
-from banger.daemon.vms.names import tap_name
 from banger.doctor.dns import configured_network
 from banger.doctor.model import CheckResult
+from banger.net.taps import SYS_NET, banger_taps, tap_name
 
 if TYPE_CHECKING:
     from banger.doctor.model import DoctorContext

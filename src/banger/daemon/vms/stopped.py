@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.service import VMService
 from banger.errors import BangerError
+from banger.net.taps import tap_name
 from banger.store import VMRecord, VMState
 
 
