@@ -87,13 +87,13 @@ async def test_wrong_pinned_host_key_is_refused(
     other = keygen(short_tmp / "other_host")
     (sshd.dir / "known_hosts").write_text(f"[127.0.0.1]:{sshd.port} {other}\n")
     attempts: list[str] = []
-    real_open = guest_ssh.open_connection
+    real_connect = guest_ssh._connect
 
-    def counting_open(*args: Any, **kwargs: Any) -> Any:
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
         attempts.append("connect")
-        return real_open(*args, **kwargs)
+        return real_connect(*args, **kwargs)
 
-    monkeypatch.setattr(guest_ssh, "open_connection", counting_open)
+    monkeypatch.setattr(guest_ssh, "_connect", counting_connect)
     with pytest.raises(HostKeyMismatch, match="does not match the key pinned"):
         await wait_for_ssh(sshd.target, timeout=60)
     assert attempts == ["connect"], "a mismatch is final, not retried until timeout"

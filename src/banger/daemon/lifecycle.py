@@ -62,14 +62,16 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                 paths.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 tempfile.tempdir = str(paths.tmp_dir)
 
+                stack = build_stack(paths, config, store, ops)
                 services = Services(
                     paths=paths,
                     config=config,
                     store=store,
                     ops=ops,
                     started_at=datetime.now(UTC),
-                    stack=build_stack(paths, config, store, ops),
+                    stack=stack,
                     dns=DNSService.for_daemon(config, paths.helper_socket, store),
+                    guest_conns=stack.guest_conns,
                 )
                 forced = asyncio.run(_serve(services, sock, startup, grace=grace, debug=debug))
             finally:
@@ -119,4 +121,6 @@ async def _serve(
         if watch is not None:
             await watch.close()
         await background.close()
+        if services.guest_conns is not None:
+            await services.guest_conns.close()
     return state.forced

@@ -141,7 +141,20 @@ def _check_files(target: SSHTarget) -> None:
             raise SSHError(f"{name}: {path} does not exist", hint="run `banger doctor`")
 
 
-async def _connect(target: SSHTarget, timeout: float) -> asyncssh.SSHClientConnection:
+async def connect(
+    target: SSHTarget, timeout: float, *, keepalive: float | None = None
+) -> asyncssh.SSHClientConnection:
+    """An authenticated connection with the pinned host key; the caller closes it.
+
+    ``keepalive`` (seconds): probe an idle connection that often and close it
+    after three unanswered probes, so a held connection to a dead guest is noticed.
+    """
+    return await _connect(target, timeout, keepalive=keepalive)
+
+
+async def _connect(
+    target: SSHTarget, timeout: float, *, keepalive: float | None = None
+) -> asyncssh.SSHClientConnection:
     _check_files(target)
     try:
         async with asyncio.timeout(timeout):
@@ -158,6 +171,8 @@ async def _connect(target: SSHTarget, timeout: float) -> asyncssh.SSHClientConne
                 gss_auth=False,
                 host_based_auth=False,
                 preferred_auth="publickey",
+                keepalive_interval=keepalive or 0,
+                keepalive_count_max=3,
             )
     except asyncssh.HostKeyNotVerifiable:
         raise HostKeyMismatch(
@@ -210,7 +225,20 @@ async def _banner(host: str, port: int, timeout: float) -> None:
 
 
 async def wait_for_ssh(target: SSHTarget, timeout: float, console_log: Path | None = None) -> None:
-    """Wait until the guest's sshd answers and accepts banger's key with the pinned host key.
+    """Wait until the guest's sshd answers and accepts banger's key with the pinned host key."""
+    conn = await connect_when_ready(target, timeout, console_log)
+    conn.close()
+    await conn.wait_closed()
+
+
+async def connect_when_ready(
+    target: SSHTarget,
+    timeout: float,
+    console_log: Path | None = None,
+    *,
+    keepalive: float | None = None,
+) -> asyncssh.SSHClientConnection:
+    """:func:`wait_for_ssh`, returning the connection that proved it (bangerd keeps it).
 
     Connection attempts are retried with a short backoff (the guest is booting:
     refused and reset connections are expected). A host key mismatch or a
@@ -228,8 +256,7 @@ async def wait_for_ssh(target: SSHTarget, timeout: float, console_log: Path | No
         try:
             await _banner(target.host, target.port, min(remaining, 3.0))
             remaining = deadline - loop.time()
-            async with open_connection(target, max(remaining, 0.1)):
-                return
+            return await _connect(target, max(remaining, 0.1), keepalive=keepalive)
         except (HostKeyMismatch, KeyRefused):
             raise
         except SSHError as exc:

@@ -48,6 +48,8 @@ class VMControl:
                     f"VM {vm.name} is already paused", hint=f"banger vm resume {vm.name}"
                 )
             proc = self._running(vm)
+            # A paused guest answers nothing: its held connection would only time out.
+            await self.vms.pipeline.conns.drop(vm.id)
             await self.vms.pipeline.driver_for(vm).pause(proc)
             await asyncio.to_thread(self.vms.store.update_vm, vm.id, state=VMState.PAUSED)
             await op.event("info", f"VM {vm.name} paused ({vm.vmm}): vCPUs stopped, memory kept")

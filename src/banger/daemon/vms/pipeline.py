@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from banger import sshkeys
 from banger.bootargs import BootSpec, InitMode, kernel_cmdline
 from banger.config import Config
+from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms.names import tap_name
@@ -36,7 +37,7 @@ from banger.disk.workdisk import (
     provision_work_disk,
 )
 from banger.errors import BangerError
-from banger.guest.ssh import SSHTarget, SSHTimeout, console_tail, wait_for_ssh
+from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
 from banger.paths import Paths
@@ -78,6 +79,11 @@ class Pipeline:
     boot_attempts: int = 2
     #: Every driver by name and the ``vmm`` choice for new VMs; None: QEMU (``driver``) only.
     drivers: DriverSet | None = None
+    #: The held guest connections (issue #17): wait_ssh's connection is kept here.
+    conns: GuestConns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.conns = GuestConns(self.paths.known_hosts, self.paths.ssh_key)
 
     def driver_for(self, vm: VMRecord) -> VMMDriver:
         """The driver the VM was created with (``vms.vmm``), whatever the config says now."""
@@ -259,17 +265,27 @@ class Pipeline:
         """SSH with the pinned key, or fail early when the VMM exits (panic, failed init)."""
         await op.stage("wait_ssh")
         console = self.paths.vm_console_log(vm.id)
-        ready = asyncio.create_task(wait_for_ssh(self.ssh_target(vm), self.boot_timeout, console))
+        ready = asyncio.create_task(
+            connect_when_ready(
+                self.ssh_target(vm), self.boot_timeout, console, keepalive=KEEPALIVE_INTERVAL
+            )
+        )
         exited = asyncio.create_task(self.driver_for(vm).wait(proc, None))
+        adopted = False
         try:
             await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if ready.done() and not ready.cancelled() and ready.exception() is None:
+                # The login that proved the guest answers is the one bangerd keeps.
+                self.conns.adopt(vm, ready.result())
+                adopted = True
+                return
         finally:
             for task in (ready, exited):
                 if not task.done():
                     task.cancel()
             await asyncio.gather(ready, exited, return_exceptions=True)
-        if ready.done() and not ready.cancelled() and ready.exception() is None:
-            return
+            if not adopted and ready.done() and not ready.cancelled() and not ready.exception():
+                ready.result().close()
         if exited.done() and not exited.cancelled() and exited.exception() is None:
             tail = await asyncio.to_thread(console_tail, console)
             raise BootFailed(
@@ -315,15 +331,14 @@ class Pipeline:
     # -- stop ---------------------------------------------------------------------
     async def guest_poweroff(self, vm: VMRecord) -> None:
         """Ask the guest to power off over SSH; the connection dying under us is success."""
-        from banger.guest.ssh import run
-
         command = (
             ["/sbin/banger-fast-init", "poweroff"]
             if vm.init_mode == "fast"
             else ["systemctl", "poweroff", "--no-block"]
         )
         with contextlib.suppress(BangerError, OSError, TimeoutError):
-            await run(self.ssh_target(vm), command, timeout=10, connect_timeout=10)
+            async with asyncio.timeout(20):
+                await self.conns.run(vm, command, timeout=10, any_state=True)  # held: no handshake
 
     def root_disk_of(self, vm: VMRecord) -> Disk:
         path = Path(str(vm.config.get("root_disk") or self._default_root(vm)))

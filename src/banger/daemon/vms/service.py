@@ -328,6 +328,7 @@ class VMService:
             result = await driver.stop(proc, graceful_timeout=0 if force else 5.0)
             if result.method != "already-exited":
                 await op.event("info", f"VMM ended: {result.method} after {result.seconds:.1f}s")
+        await self.pipeline.conns.drop(vm.id)  # the guest is gone: so is its held connection
         await op.stage("release_tap")
         tap = vm.tap or tap_name(vm.id)
         try:

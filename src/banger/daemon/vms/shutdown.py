@@ -67,6 +67,7 @@ async def _stop_one(vms: VMService, vm: VMRecord, guest_wait: float) -> None:
             await vms.pipeline.guest_poweroff(vm)
         if vm.ip is None or not await driver.wait(proc, guest_wait):
             how = (await driver.stop(proc, graceful_timeout=5.0)).method
+        await vms.pipeline.conns.drop(vm.id)
         await delete_tap_or_warn(vms, vm, log, "next start removes it")
         await mark_stopped(vms, vm, None)
         log.info("VM %s stopped for the daemon's shutdown (%s)", vm.name, how)

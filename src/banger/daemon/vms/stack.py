@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 
 from banger.config import Config
+from banger.daemon.guestconn import GuestConns
 from banger.daemon.hostnet import HostNetwork
 from banger.daemon.images_svc import ImageService
 from banger.daemon.kernels_svc import KernelService
@@ -36,6 +37,11 @@ class VMStack:
     images: ImageService
     hostnet: HostNetwork
     vms: VMService
+
+    @property
+    def guest_conns(self) -> GuestConns:
+        """The held guest connections (one per running VM), kept by the start pipeline."""
+        return self.vms.pipeline.conns
 
 
 def detect_accelerator() -> Accel:
