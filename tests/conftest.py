@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,28 @@ from tests.support import short_tmpdir
 # Prints the reliability COUNTS line and fails the run on any recorded leak.
 pytest_plugins = ["tests.reliability_counts"]
 
+
+def hypothesis_profile(env: Mapping[str, str]) -> str:
+    """The Hypothesis profile for this run: "banger-ci" when CI is set (not to 0/false)."""
+    ci = env.get("CI", "").strip().lower()
+    return "banger-ci" if ci not in ("", "0", "false", "no") else "banger"
+
+
 # No per-example deadline anywhere in the suite (Hypothesis's default is 200 ms,
 # a wall-clock upper bound a loaded machine breaks). Loaded here, before any test
 # module is imported, so every @given and every @settings(...) that does not name
 # a deadline inherits it: a rule, not a flag each property test must remember.
 settings.register_profile("banger", deadline=None)
-settings.load_profile("banger")
+# In CI (the CI variable set, as every CI service does): the same examples on
+# every run, so a red CI run reproduces locally with CI=1 and a green one is not
+# luck; no example database (nothing persists between CI runs anyway), and the
+# blob to replay a failure printed. Properties that must reach a branch say so
+# with tests.support.Branches, which fails the run when one never does.
+settings.register_profile(
+    "banger-ci", parent=settings.get_profile("banger"), derandomize=True, database=None,
+    print_blob=True,
+)  # fmt: skip
+settings.load_profile(hypothesis_profile(os.environ))
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from hypothesis import event
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
@@ -66,6 +68,29 @@ async def async_wait_for(probe: Callable[[], Awaitable[T]], timeout: float, what
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {timeout}s")
         await asyncio.sleep(POLL)
+
+
+class Branches:
+    """Which branches a property test took, counted over all its examples.
+
+    A property shaped "if the value is accepted, check X" passes vacuously when
+    no example is ever accepted. :meth:`took` records a branch and reports it as
+    a Hypothesis ``event()`` (shown by ``pytest --hypothesis-show-statistics``);
+    :meth:`require`, called after the property ran, fails the test when a named
+    branch never ran, so a check that is never reached is a failure, not a pass.
+    Use it around a ``@given`` function defined inside the test and called there.
+    """
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+
+    def took(self, name: str) -> None:
+        self.seen[name] += 1
+        event(name)
+
+    def require(self, *names: str) -> None:
+        missing = [name for name in names if not self.seen[name]]
+        assert not missing, f"branches never taken: {missing}; taken: {dict(self.seen)}"
 
 
 @contextmanager

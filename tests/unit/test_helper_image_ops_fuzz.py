@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from banger.helper import image_build, image_pull, staging
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from tests.reliability_counts import ReliabilityCounts
+from tests.support import Branches
 
 DIGEST = "sha256:" + "ab" * 32
 OPS = ("image_build", "image_pull", "remove_staging")
@@ -89,74 +90,76 @@ def test_the_daemons_requests_are_accepted(root: Path) -> None:
         assert check(root, op, args) is not None
 
 
-@settings(max_examples=400, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(
-    op=st.sampled_from(OPS),
-    changes=st.dictionaries(
-        st.sampled_from(
-            [
-                "out_dir",
-                "path",
-                "name",
-                "suite",
-                "mirror",
-                "source",
-                "layers",
-                "config",
-                "extra",
-                "",
-            ]
-        ),
-        json_values,
-        max_size=4,
-    ),
-    path=st.none() | st.text(max_size=1),  # a hook to mix in the path strategy below
-    dropped=st.sets(st.sampled_from(["out_dir", "path", "name", "suite", "layers"]), max_size=2),
-    data=st.data(),
-)
+#: The fields the fuzzer rewrites ("" and "extra" are not fields: refused).
+CHANGED = ["out_dir", "path", "name", "suite", "mirror", "source", "layers", "config", "extra", ""]
+
+
 def test_fuzzed_requests_are_refused_by_field_or_stay_inside_the_root(
-    root: Path,
-    reliability_counts: ReliabilityCounts,
-    op: str,
-    changes: dict[str, Any],
-    path: str | None,
-    dropped: set[str],
-    data: st.DataObject,
+    root: Path, reliability_counts: ReliabilityCounts
 ) -> None:
-    args = {**valid(root)[op], **changes}
-    path_field = "path" if op == "remove_staging" else "out_dir"
-    if path is not None:
-        args[path_field] = data.draw(paths(root))
-    for key in dropped:
-        args.pop(key, None)
-    reliability_counts.hostile()
-    try:
-        parsed = check(root, op, args)
-    except RequestInvalid as exc:
-        assert exc.problems
-        assert all(p.startswith((f"{op}.args.", "op")) for p in exc.problems), exc.problems
-        return
-    target = Path(getattr(parsed, path_field))
-    assert target.is_relative_to(root) and target != root
-    assert ".." not in target.parts and "\x00" not in str(target)
-    assert os.path.realpath(target) == str(target), "a symlink component was accepted"
-    if op == "remove_staging":
-        assert target.parent.name == "tmp" and staging.NAME.fullmatch(target.name), target
-    else:
-        assert parsed.name == args["name"]  # names are never rewritten into something else
+    branches = Branches()
+
+    @settings(max_examples=400)
+    @example(op="image_build", changes={}, path=None, dropped=set())  # the daemon's own: accepted
+    @example(op="remove_staging", changes={}, path=f"{root}/tmp/register-1a2b3c4d", dropped=set())
+    @example(op="image_pull", changes={"extra": 1}, path=None, dropped=set())  # refused
+    @given(
+        op=st.sampled_from(OPS),
+        changes=st.dictionaries(st.sampled_from(CHANGED), json_values, max_size=4),
+        path=st.none() | paths(root),
+        dropped=st.sets(
+            st.sampled_from(["out_dir", "path", "name", "suite", "layers"]), max_size=2
+        ),
+    )
+    def refused_by_field_or_inside_the_root(
+        op: str, changes: dict[str, Any], path: str | None, dropped: set[str]
+    ) -> None:
+        args = {**valid(root)[op], **changes}
+        path_field = "path" if op == "remove_staging" else "out_dir"
+        if path is not None:
+            args[path_field] = path
+        for key in dropped:
+            args.pop(key, None)
+        reliability_counts.hostile()
+        try:
+            parsed = check(root, op, args)
+        except RequestInvalid as exc:
+            branches.took("refused")
+            assert exc.problems
+            assert all(p.startswith((f"{op}.args.", "op")) for p in exc.problems), exc.problems
+            return
+        branches.took(f"{op} accepted")
+        target = Path(getattr(parsed, path_field))
+        assert target.is_relative_to(root) and target != root
+        assert ".." not in target.parts and "\x00" not in str(target)
+        assert os.path.realpath(target) == str(target), "a symlink component was accepted"
+        if op == "remove_staging":
+            assert target.parent.name == "tmp" and staging.NAME.fullmatch(target.name), target
+        else:
+            assert parsed.name == args["name"]  # names are never rewritten into something else
+
+    refused_by_field_or_inside_the_root()
+    branches.require("refused", "image_build accepted", "remove_staging accepted")
 
 
-@settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(data=st.data())
 def test_every_accepted_staging_path_is_one_of_the_two_real_ones(
-    root: Path, reliability_counts: ReliabilityCounts, data: st.DataObject
+    root: Path, reliability_counts: ReliabilityCounts
 ) -> None:
-    path = data.draw(paths(root))
-    reliability_counts.hostile()
-    try:
-        parsed = check(root, "remove_staging", {"path": path})
-    except RequestInvalid:
-        return
-    assert parsed.path in {root / "tmp" / "pull-1a2b3c4d", root / "tmp" / "register-1a2b3c4d"}
+    branches = Branches()
+
+    @settings(max_examples=200)
+    @example(f"{root}/tmp/pull-1a2b3c4d")  # accepted
+    @example(f"{root}/tmp/pull-0000000f")  # a symlink with a staging name: refused
+    @given(paths(root))
+    def only_the_two_real_ones(path: str) -> None:
+        reliability_counts.hostile()
+        try:
+            parsed = check(root, "remove_staging", {"path": path})
+        except RequestInvalid:
+            branches.took("refused")
+            return
+        branches.took("accepted")
+        assert parsed.path in {root / "tmp" / "pull-1a2b3c4d", root / "tmp" / "register-1a2b3c4d"}
+
+    only_the_two_real_ones()
+    branches.require("accepted", "refused")

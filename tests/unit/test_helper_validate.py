@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
 from banger.helper.validate import (
@@ -27,6 +27,7 @@ from banger.helper.validate import (
     checked_path,
     validate_request,
 )
+from tests.support import Branches
 
 CTX = Context()
 
@@ -243,38 +244,87 @@ def test_injection_strings_refused(field: tuple[str, str], injection: str, where
     refused(request(op, {**VALID[op], name: value}))
 
 
-@given(st.text())
-def test_accepted_interface_names_are_plain(text: str) -> None:
-    for check in (check_ifname, check_bridge, check_tap):
-        try:
-            name = check(CTX, text)
-        except ValueError:
-            continue
-        assert name == text
-        assert 1 <= len(name) <= 15  # IFNAMSIZ - 1
-        assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
-        assert name[0].isalpha()
+#: Plain text (nearly always refused) or text shaped like an interface name
+#: (often accepted): both branches of the properties below get examples.
+interface_names = st.text() | st.from_regex(r"(bt-)?[a-z0-9-]{1,16}", fullmatch=True)
+
+#: Mostly private addresses (public ones are one refusal among many).
+ipv4_addresses = st.one_of(
+    st.ip_addresses(v=4),
+    st.ip_addresses(network="10.0.0.0/8"),
+    st.ip_addresses(network="172.16.0.0/12"),
+    st.ip_addresses(network="192.168.0.0/16"),
+)
 
 
-@given(st.ip_addresses(v=4), st.integers(min_value=0, max_value=32), st.text(max_size=3))
-def test_accepted_addresses_are_private_and_sized(
-    ip: ipaddress.IPv4Address, prefix: int, noise: str
-) -> None:
-    for text in (f"{ip}/{prefix}", f"{ip}/{prefix}{noise}", f"{noise}{ip}/{prefix}"):
-        try:
-            gw = check_gateway(CTX, text)
-        except ValueError:
-            pass
-        else:
-            assert str(gw) == text
-            assert gw.ip not in (gw.network.network_address, gw.network.broadcast_address)
-            assert 16 <= gw.network.prefixlen <= 30 and gw.network.is_private
-        try:
-            net = check_subnet(CTX, text)
-        except ValueError:
-            pass
-        else:
-            assert str(net) == text and 16 <= net.prefixlen <= 30 and net.is_private
+def test_accepted_interface_names_are_plain() -> None:
+    branches = Branches()
+
+    @example("bgbr0")  # an interface and a bridge
+    @example("bt-1a2b")  # an interface and a tap, not a bridge
+    @example("a" * 15)  # the longest name IFNAMSIZ allows
+    @example("a" * 16)  # one too long: refused by all three
+    @example("eth0; rm -rf /")
+    @given(interface_names)
+    def accepted_names_are_plain(text: str) -> None:
+        accepted = 0
+        for check in (check_ifname, check_bridge, check_tap):
+            try:
+                name = check(CTX, text)
+            except ValueError:
+                branches.took(f"{check.__name__} refused")
+                continue
+            branches.took(f"{check.__name__} accepted")
+            accepted += 1
+            assert name == text
+            assert 1 <= len(name) <= 15  # IFNAMSIZ - 1
+            assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+            assert name[0].isalpha()
+        target(accepted, label="checks that accepted the name")
+
+    accepted_names_are_plain()
+    branches.require(*(f"{c.__name__} {b}" for c in (check_ifname, check_bridge, check_tap)
+                       for b in ("accepted", "refused")))  # fmt: skip
+
+
+def test_accepted_addresses_are_private_and_sized() -> None:
+    branches = Branches()
+
+    @example(ipaddress.IPv4Address("172.30.0.1"), 24, "")  # a gateway, not a subnet
+    @example(ipaddress.IPv4Address("10.1.0.0"), 16, "")  # a subnet; as a gateway, the network
+    @example(ipaddress.IPv4Address("8.8.8.1"), 24, "")  # public: refused by both
+    @example(ipaddress.IPv4Address("192.168.1.1"), 31, "")  # too small: refused by both
+    @given(ipv4_addresses, st.integers(min_value=0, max_value=32), st.text(max_size=3))
+    def accepted_addresses_are_private_and_sized(
+        ip: ipaddress.IPv4Address, prefix: int, noise: str
+    ) -> None:
+        # The network's own address too, else a subnet (host bits zero) is rare.
+        network = ipaddress.IPv4Network(f"{ip}/{prefix}", strict=False).network_address
+        accepted = 0
+        texts = (f"{ip}/{prefix}", f"{network}/{prefix}")
+        for text in (*texts, f"{ip}/{prefix}{noise}", f"{noise}{ip}/{prefix}"):
+            try:
+                gw = check_gateway(CTX, text)
+            except ValueError:
+                branches.took("gateway refused")
+            else:
+                branches.took("gateway accepted")
+                accepted += 1
+                assert str(gw) == text
+                assert gw.ip not in (gw.network.network_address, gw.network.broadcast_address)
+                assert 16 <= gw.network.prefixlen <= 30 and gw.network.is_private
+            try:
+                net = check_subnet(CTX, text)
+            except ValueError:
+                branches.took("subnet refused")
+            else:
+                branches.took("subnet accepted")
+                accepted += 1
+                assert str(net) == text and 16 <= net.prefixlen <= 30 and net.is_private
+        target(accepted, label="accepted gateway and subnet texts")
+
+    accepted_addresses_are_private_and_sized()
+    branches.require("gateway accepted", "gateway refused", "subnet accepted", "subnet refused")
 
 
 # -- paths ---------------------------------------------------------------------
@@ -346,22 +396,33 @@ def test_allow_roots_must_be_absolute_directories(tmp_path: Path) -> None:
         Context.from_dirs([tmp_path / "nope"])
 
 
-components = st.sampled_from(["d", "f", "link", "flink", "rootlink", "..", ".", "", "x\x00", "新"])
+components = st.sampled_from(
+    ["d", "f", "new", "link", "flink", "rootlink", "..", ".", "", "x\x00", "新"]
+)
 
 
-@settings(max_examples=300)
-@given(parts=st.lists(components, min_size=1, max_size=5), must_exist=st.booleans())
-def test_accepted_paths_never_escape(
-    tree: tuple[Context, Path], parts: list[str], must_exist: bool
-) -> None:
+def test_accepted_paths_never_escape(tree: tuple[Context, Path]) -> None:
     ctx, root = tree
-    text = str(root) + "/" + "/".join(parts)
-    try:
-        path = checked_path(ctx, text, must_exist=must_exist)
-    except ValueError:
-        return
-    # Accepted: resolving symlinks changes nothing, and it is strictly inside the root.
-    parent = os.path.realpath(path.parent)
-    assert Path(parent) / path.name == path
-    assert path.is_relative_to(root) and path != root
-    assert not path.is_symlink()
+    branches = Branches()
+
+    @settings(max_examples=300)
+    @example(["d", "f"], True)  # an existing file: accepted
+    @example(["d", "new"], False)  # a new name in a real directory: accepted
+    @example(["d", "link", "passwd"], False)  # through a symlink: refused
+    @given(parts=st.lists(components, min_size=1, max_size=5), must_exist=st.booleans())
+    def accepted_paths_never_escape(parts: list[str], must_exist: bool) -> None:
+        text = str(root) + "/" + "/".join(parts)
+        try:
+            path = checked_path(ctx, text, must_exist=must_exist)
+        except ValueError:
+            branches.took("refused")
+            return
+        branches.took("accepted")
+        # Accepted: resolving symlinks changes nothing, and it is strictly inside the root.
+        parent = os.path.realpath(path.parent)
+        assert Path(parent) / path.name == path
+        assert path.is_relative_to(root) and path != root
+        assert not path.is_symlink()
+
+    accepted_paths_never_escape()
+    branches.require("accepted", "refused")
