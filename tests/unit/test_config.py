@@ -329,8 +329,9 @@ def test_file_sync_duplicate_destination(tmp_path: Path) -> None:
         ('[vm]\nvcpus = "2"\n', 'vm.vcpus: must be an integer (got string "2")'),
         ("[vm]\nvcpus = 2.0\n", "vm.vcpus: must be an integer (got float 2.0)"),
         ("[vm]\nvcpus = true\n", "vm.vcpus: must be an integer (got boolean true)"),
-        ("[vm]\nvcpus = 0\n", "vm.vcpus: must be between 1 and 64 (got 0)"),
-        ("[vm]\nvcpus = 65\n", "vm.vcpus: must be between 1 and 64 (got 65)"),
+        ("[vm]\nvcpus = 0\n", "vm.vcpus: must be between 1 and 32 (got 0)"),
+        ("[vm]\nvcpus = 33\n", "vm.vcpus: must be between 1 and 32 (got 33)"),
+        ("[vm]\nvcpus = 48\n", "vm.vcpus: must be between 1 and 32 (got 48)"),
         ("[vm]\nmemory_mib = 64\n", "vm.memory_mib: must be between 128 and 1048576 MiB (got 64)"),
         ('[vm]\nmemory_mib = "1500K"\n', "vm.memory_mib: must be a whole number of MiB"),
         (
@@ -482,7 +483,7 @@ guest = "/etc/shadow"
     problems = caught.value.problems
     expected_prefixes = [
         "vmm: ",
-        "vm.vcpus: must be between 1 and 64",
+        "vm.vcpus: must be between 1 and 32",
         "vm.work_disk_size: ",
         "network.subnet: prefix must be between /16 and /29",
         "daemon.stop_vms_on_shutdown: ",

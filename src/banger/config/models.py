@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic import field_validator as _field_validator
 
+from banger import limits
 from banger.config import values as v
 from banger.config.file_sync import FileSync
 
@@ -23,7 +24,9 @@ Word = Annotated[str, BeforeValidator(v.parse_word)]
 Program = Annotated[str, BeforeValidator(v.parse_program)]
 Url = Annotated[str, BeforeValidator(v.parse_url)]
 DiskSize = Annotated[
-    int, BeforeValidator(v.parse_size), AfterValidator(v.disk_size(64 * MIB, 16 * TIB))
+    int,
+    BeforeValidator(v.parse_size),
+    AfterValidator(v.disk_size(limits.MIN_DISK_BYTES, limits.MAX_DISK_BYTES)),
 ]
 
 
@@ -34,14 +37,19 @@ class Section(BaseModel):
 class VMSettings(Section):
     """Defaults for new VMs (each can be overridden on `banger vm create`)."""
 
-    vcpus: Annotated[int, Strict(), AfterValidator(v.between(1, 64))] = Field(
-        default=2, description="Virtual CPUs per VM (1-64)."
+    vcpus: Annotated[
+        int, Strict(), AfterValidator(v.between(limits.MIN_VCPUS, limits.MAX_VCPUS))
+    ] = Field(
+        default=2, description=f"Virtual CPUs per VM ({limits.MIN_VCPUS}-{limits.MAX_VCPUS})."
     )
     memory_mib: Annotated[
-        int, BeforeValidator(v.parse_memory_mib), AfterValidator(v.between(128, 1024 * 1024, "MiB"))
+        int,
+        BeforeValidator(v.parse_memory_mib),
+        AfterValidator(v.between(limits.MIN_MEMORY_MIB, limits.MAX_MEMORY_MIB, "MiB")),
     ] = Field(
         default=1024,
-        description='Guest memory in MiB (128-1048576); a size string like "2G" works too.',
+        description=f"Guest memory in MiB ({limits.MIN_MEMORY_MIB}-{limits.MAX_MEMORY_MIB}); "
+        'a size string like "2G" works too.',
     )
     work_disk_size: DiskSize = Field(
         default=4 * GIB,
@@ -114,6 +122,11 @@ class ImageSettings(Section):
     debian_mirror: Url | None = Field(
         default=None,
         description="Debian mirror for distro image builds; unset uses the host's own apt sources.",
+    )
+    max_unpacked_size: DiskSize = Field(
+        default=64 * GIB,
+        description="Largest size an OCI image may unpack to; a pull whose layers expand"
+        " past it is refused (a pull also stops before half the free disk space is used).",
     )
 
 

@@ -3,7 +3,7 @@
 Each parser takes the raw TOML value (``object``: TOML gives str, int, bool,
 float, lists, tables, dates) and either returns the typed value or raises
 ``ValueError`` with a one-line message that the loader prefixes with the field
-path. Messages end with what was given, so ``vm.vcpus: must be between 1 and 64
+path. Messages end with what was given, so ``vm.vcpus: must be between 1 and 32
 (got 0)`` needs no further context.
 """
 

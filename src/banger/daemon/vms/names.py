@@ -10,6 +10,7 @@ import secrets
 
 from banger.errors import InvalidArgument
 from banger.hostinfo import host_cpu_count, host_memory_mib
+from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB
 
 # Until pipeline.py and service.py (being edited) import it from banger.net.taps.
 from banger.net.taps import tap_name as tap_name
@@ -17,8 +18,6 @@ from banger.net.taps import tap_name as tap_name
 #: A VM name is one DNS label (it becomes the guest hostname and `<name>.<domain>`).
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 INIT_MODES = ("systemd", "fast")
-MIN_MEMORY_MIB = 128
-MAX_VCPUS = 32
 _WORDS = ("amber", "brisk", "cedar", "dune", "ember", "fjord", "grove", "heron", "iris", "juniper")
 
 
@@ -61,6 +60,8 @@ def check_memory(memory_mib: int, host_mib: int | None = None) -> int:
             f"memory: {memory_mib} MiB is more than this host's {host} MiB",
             hint=f"pick at most {host} MiB",
         )
+    if memory_mib > MAX_MEMORY_MIB:
+        raise InvalidArgument(f"memory: at most {MAX_MEMORY_MIB} MiB, got {memory_mib} MiB")
     return memory_mib
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
 from banger.helper.rootstage import StageError, empty_dir, walk_nofollow
+from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS
 
 #: The jailer's ``--id``: letters, digits and '-', at most 64 characters.
 JAIL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
@@ -220,8 +221,8 @@ def validate_jailer_request(args: Mapping[str, object], policy: JailerPolicy) ->
         return value
 
     check("vm_id", vm_id)
-    check("vcpus", lambda v: _int(v, 1, 32))
-    check("memory_mib", lambda v: _int(v, 64, 1 << 20))
+    check("vcpus", lambda v: _int(v, MIN_VCPUS, MAX_VCPUS))
+    check("memory_mib", lambda v: _int(v, MIN_MEMORY_MIB, MAX_MEMORY_MIB))
     for key in ("kernel", "initrd", "root_disk", "work_disk", "console_log", "log", "metrics"):
         check(key, lambda v: _state_path(policy, v))
     check("root_read_only", flag)
