@@ -33,6 +33,7 @@ from banger.kernels.store import check_kernel_name
 from banger.sshkeys import _check_names as check_known_host_names
 from tests.reliability.budget import fuzz_settings
 from tests.reliability_counts import ReliabilityCounts
+from tests.support import Branches
 
 #: Fragments that mean something to a shell, nft, the kernel command line,
 #: dmsetup tables, known_hosts or a path: each must make any name invalid.
@@ -131,16 +132,23 @@ hostile_text = st.one_of(
 def test_whatever_is_accepted_is_plain(
     checker: Checker, reliability_counts: ReliabilityCounts
 ) -> None:
+    branches = Branches()
+
     @fuzz_settings(scale=10)
     @given(hostile_text)
+    @example(checker.valid)  # accepted: the plain-ness checks run at least here
     @example("a" * 500)
     @example(checker.valid + "\n")
     def run(value: str) -> None:
         reliability_counts.hostile()
         if checker.accepts(value):
+            branches.took("accepted")
             assert_plain(checker, value)
+        else:
+            branches.took("refused")
 
     run()
+    branches.require("accepted", "refused")
 
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=IDS)

@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from banger.helper.validate import (
@@ -17,6 +17,7 @@ from banger.helper.validate import (
     check_domain,
     validate_request,
 )
+from tests.support import Branches
 
 CTX = Context()
 
@@ -53,16 +54,31 @@ def test_odd_domains_refused(bad: str) -> None:
         check_domain(CTX, bad)
 
 
-@given(st.text(max_size=300))
-def test_accepted_domains_are_plain(text: str) -> None:
-    try:
-        name = check_domain(CTX, text)
-    except ValueError:
-        return
-    # nothing resolvectl could read as an option, a glob or a second argument
-    assert re.fullmatch(r"[a-z0-9.-]+", name)
-    assert not name.startswith(("-", ".")) and ".." not in name and len(name) <= 253
-    assert name.rsplit(".", 1)[-1][0].isalpha()
+#: Any text (nearly always refused) or text shaped like a domain (often accepted).
+domains = st.text(max_size=300) | st.from_regex(r"[a-z0-9.-]{1,70}", fullmatch=True)
+
+
+def test_accepted_domains_are_plain() -> None:
+    branches = Branches()
+
+    @example("banger")
+    @example("vms.example")
+    @example("-banger")  # an option to resolvectl: refused
+    @given(domains)
+    def accepted_domains_are_plain(text: str) -> None:
+        try:
+            name = check_domain(CTX, text)
+        except ValueError:
+            branches.took("refused")
+            return
+        branches.took("accepted")
+        # nothing resolvectl could read as an option, a glob or a second argument
+        assert re.fullmatch(r"[a-z0-9.-]+", name)
+        assert not name.startswith(("-", ".")) and ".." not in name and len(name) <= 253
+        assert name.rsplit(".", 1)[-1][0].isalpha()
+
+    accepted_domains_are_plain()
+    branches.require("accepted", "refused")
 
 
 def test_requests_build_typed_args() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from banger.vmm.firecracker.jailer import (
@@ -30,6 +30,7 @@ from banger.vmm.firecracker.jailer import (
     teardown_layout,
     validate_jailer_request,
 )
+from tests.support import Branches
 
 STATE = Path("/var/lib/banger")
 POLICY = JailerPolicy(STATE, 1000, 1000, Path("/usr/bin/jailer"), Path("/usr/bin/firecracker"))
@@ -176,32 +177,53 @@ def test_random_dicts_are_refused_cleanly(args: Mapping[str, Any]) -> None:
         validate_jailer_request(args, POLICY)
 
 
-@settings(max_examples=500, deadline=None)
-@given(
-    field=st.sampled_from(
-        ["kernel", "initrd", "root_disk", "work_disk", "console_log", "log", "metrics"]
-    ),
-    value=hostile_paths,
-)
-def test_hostile_paths_are_refused_or_stay_inside_the_state_dir(field: str, value: str) -> None:
-    try:
-        request = validate_jailer_request({**good_args(), field: value}, POLICY)
-    except JailerRequestInvalid as exc:
-        assert exc.problems and all(p.startswith("start_jailer.args") for p in exc.problems)
-        return
-    _accepted_invariants(request)
+def test_hostile_paths_are_refused_or_stay_inside_the_state_dir() -> None:
+    branches = Branches()
+
+    @settings(max_examples=500)
+    @example("kernel", "/var/lib/banger/kernels/k2/vmlinux")  # accepted
+    @example("log", "/var/lib/banger/a/../../etc")  # refused
+    @given(
+        field=st.sampled_from(
+            ["kernel", "initrd", "root_disk", "work_disk", "console_log", "log", "metrics"]
+        ),
+        value=hostile_paths,
+    )
+    def refused_or_inside_the_state_dir(field: str, value: str) -> None:
+        try:
+            request = validate_jailer_request({**good_args(), field: value}, POLICY)
+        except JailerRequestInvalid as exc:
+            branches.took("refused")
+            assert exc.problems and all(p.startswith("start_jailer.args") for p in exc.problems)
+            return
+        branches.took("accepted")
+        _accepted_invariants(request)
+
+    refused_or_inside_the_state_dir()
+    branches.require("accepted", "refused")
 
 
-@settings(max_examples=300, deadline=None)
-@given(field=st.sampled_from(sorted(good_args())), value=json_values)
-def test_any_single_field_replaced_is_refused_or_well_typed(field: str, value: Any) -> None:
-    try:
-        request = validate_jailer_request({**good_args(), field: value}, POLICY)
-    except JailerRequestInvalid:
-        return
-    _accepted_invariants(request)
-    assert isinstance(request.root_read_only, bool)
-    assert request.netns is None or isinstance(request.netns, str)
+def test_any_single_field_replaced_is_refused_or_well_typed() -> None:
+    branches = Branches()
+
+    @settings(max_examples=300)
+    @example("vcpus", 4)  # accepted
+    @example("root_read_only", True)  # accepted
+    @example("vcpus", "4")  # refused: a string
+    @given(field=st.sampled_from(sorted(good_args())), value=json_values)
+    def refused_or_well_typed(field: str, value: Any) -> None:
+        try:
+            request = validate_jailer_request({**good_args(), field: value}, POLICY)
+        except JailerRequestInvalid:
+            branches.took("refused")
+            return
+        branches.took("accepted")
+        _accepted_invariants(request)
+        assert isinstance(request.root_read_only, bool)
+        assert request.netns is None or isinstance(request.netns, str)
+
+    refused_or_well_typed()
+    branches.require("accepted", "refused")
 
 
 # -- jail population on a real filesystem (no jailer needed) -----------------------------

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from banger.errors import BangerError, HelperError
 from banger.helper import jailer_ops
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from banger.vmm.firecracker.jailer import JailerPolicy
+from tests.support import Branches
 
 STATE = Path("/var/lib/banger-test-state")
 POLICY = JailerPolicy(STATE, 1000, 1000, Path("/opt/fc/jailer"), Path("/opt/fc/firecracker"))
@@ -125,47 +126,72 @@ paths = st.one_of(
 PATH_FIELDS = ("kernel", "initrd", "root_disk", "work_disk", "console_log", "log", "metrics")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    changes=st.dictionaries(
-        st.sampled_from([*good_args(), "extra", ""]),
-        json_values | paths,
-        max_size=5,
-    ),
-    dropped=st.sets(st.sampled_from(sorted(good_args())), max_size=2),
-)
-def test_fuzzed_start_requests_are_refused_or_stay_inside_the_state_dir(
-    registered: None, changes: dict[str, Any], dropped: set[str]
-) -> None:
-    args = {**good_args(), **changes}
-    for key in dropped:
-        args.pop(key, None)
-    try:
-        parsed = validate("start_jailer", args)
-    except RequestInvalid as exc:
-        assert exc.problems and all(p.startswith(("start_jailer.args", "op")) for p in exc.problems)
-        return
-    request = parsed.request
-    assert parsed.policy == POLICY
-    for field in PATH_FIELDS:
-        value = getattr(request, field)
-        if value is None:
-            continue
-        assert value.is_relative_to(STATE) and value != STATE
-        assert not value.is_relative_to(POLICY.chroot_base)
-        assert ".." not in value.parts
-    assert 1 <= request.vcpus <= 32 and request.memory_mib >= 64
-    assert request.jail_id.replace("-", "").isalnum()
+def test_fuzzed_start_requests_are_refused_or_stay_inside_the_state_dir(registered: None) -> None:
+    branches = Branches()
+
+    @settings(max_examples=300)
+    @example(changes={}, dropped=set())  # the daemon's own request: accepted
+    @example(changes={"vcpus": 4, "initrd": str(STATE / "kernels" / "k" / "initrd")}, dropped=set())
+    @example(changes={"kernel": "/etc/shadow"}, dropped=set())  # outside: refused
+    @given(
+        changes=st.dictionaries(
+            st.sampled_from([*good_args(), "extra", ""]),
+            json_values | paths,
+            max_size=5,
+        ),
+        dropped=st.sets(st.sampled_from(sorted(good_args())), max_size=2),
+    )
+    def refused_or_inside_the_state_dir(changes: dict[str, Any], dropped: set[str]) -> None:
+        args = {**good_args(), **changes}
+        for key in dropped:
+            args.pop(key, None)
+        try:
+            parsed = validate("start_jailer", args)
+        except RequestInvalid as exc:
+            branches.took("refused")
+            assert exc.problems
+            assert all(p.startswith(("start_jailer.args", "op")) for p in exc.problems)
+            return
+        branches.took("accepted")
+        request = parsed.request
+        assert parsed.policy == POLICY
+        for field in PATH_FIELDS:
+            value = getattr(request, field)
+            if value is None:
+                continue
+            assert value.is_relative_to(STATE) and value != STATE
+            assert not value.is_relative_to(POLICY.chroot_base)
+            assert ".." not in value.parts
+        assert 1 <= request.vcpus <= 32 and request.memory_mib >= 64
+        assert request.jail_id.replace("-", "").isalnum()
+
+    refused_or_inside_the_state_dir()
+    branches.require("accepted", "refused")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(vm_id=json_values | st.text(max_size=80))
-def test_fuzzed_teardown_ids_never_leave_the_jail_base(registered: None, vm_id: object) -> None:
-    try:
-        parsed = validate("teardown_jail", {"vm_id": vm_id})
-    except RequestInvalid:
-        return
-    jail_dir = parsed.layout.jail_dir
-    assert jail_dir.parent == POLICY.chroot_base / "firecracker"
-    assert jail_dir.name not in ("", ".", "..")
-    assert parsed.layout.cgroup.parent == Path("/sys/fs/cgroup/banger")
+def test_fuzzed_teardown_ids_never_leave_the_jail_base(registered: None) -> None:
+    branches = Branches()
+
+    @settings(max_examples=300)
+    @example("abc")  # accepted
+    @example("a-b_c9")
+    @example("..")  # refused
+    @given(
+        vm_id=json_values
+        | st.text(max_size=80)
+        | st.from_regex(r"[a-z0-9_-]{1,40}", fullmatch=True)
+    )
+    def never_leave_the_jail_base(vm_id: object) -> None:
+        try:
+            parsed = validate("teardown_jail", {"vm_id": vm_id})
+        except RequestInvalid:
+            branches.took("refused")
+            return
+        branches.took("accepted")
+        jail_dir = parsed.layout.jail_dir
+        assert jail_dir.parent == POLICY.chroot_base / "firecracker"
+        assert jail_dir.name not in ("", ".", "..")
+        assert parsed.layout.cgroup.parent == Path("/sys/fs/cgroup/banger")
+
+    never_leave_the_jail_base()
+    branches.require("accepted", "refused")
