@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 from banger import errors, http_unix
+from banger.client_files import FilesAPI
 from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import Paths, check_private_dir
 
@@ -130,10 +131,12 @@ _SIMPLE_KINDS: dict[str, type[BangerError]] = {
         errors.Conflict,
         errors.DaemonUnavailable,
         errors.HelperError,
+        errors.PermissionDenied,
     )
 }
 _BY_STATUS: dict[int, type[BangerError]] = {
     400: errors.InvalidArgument,
+    403: errors.PermissionDenied,
     404: errors.NotFound,
     405: errors.InvalidArgument,
     409: errors.Conflict,
@@ -173,7 +176,7 @@ def error_from_response(status: int, body: bytes) -> BangerError:
     return cls(message, hint)
 
 
-class BangerClient:
+class BangerClient(FilesAPI):
     """Synchronous client; one connection per request over the daemon socket."""
 
     def __init__(self, paths: Paths | None = None, *, timeout: float = READ_TIMEOUT) -> None:
