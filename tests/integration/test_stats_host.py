@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from banger.procinfo import process_start_time
-from banger.stats import ProcessSampler, disk_stats, host_stats, tap_stats
+from banger.vmm.stats import ProcessSampler, disk_stats, host_stats, tap_stats
 from tests.support import netns, wait_until
 
 MIB = 1024 * 1024
@@ -120,10 +120,10 @@ def test_missing_disk_and_tap_are_left_out(tmp_path: Path) -> None:
 
 
 # Runs inside the namespace: makes a tap, writes frames into it (the kernel
-# counts them as received on the tap), prints what banger.stats reads back.
+# counts them as received on the tap), prints what banger.vmm.stats reads back.
 TAP_SCRIPT = r"""
 import fcntl, json, os, struct, subprocess, dataclasses
-from banger.stats import tap_stats
+from banger.vmm.stats import tap_stats
 fd = os.open("/dev/net/tun", os.O_RDWR)
 fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH22x", b"bt-stats0", 0x0002 | 0x1000))
 subprocess.run(["ip", "link", "set", "bt-stats0", "up"], check=True)

@@ -1,6 +1,6 @@
 """``GET /v1/vms/{ref}/stats`` and ``POST /v1/vms/{ref}/set``.
 
-Stats combine the host view (:mod:`banger.stats`: VMM process, disk files,
+Stats combine the host view (:mod:`banger.vmm.stats`: VMM process, disk files,
 tap counters) with the guest's own (:mod:`banger.guest.stats`, one SSH
 command). A guest that does not answer still gets its host stats, with the
 reason in ``guest_error``.
@@ -19,8 +19,8 @@ from banger.daemon.vm_set import VMSettingsChange, set_vm
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError
 from banger.guest.stats import GuestStats, guest_stats
-from banger.stats import HostStats, ProcessSampler, host_stats
 from banger.store import VMState
+from banger.vmm.stats import HostStats, ProcessSampler, host_stats
 
 GUEST_STATS_TIMEOUT = 10.0
 
