@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from banger.images.finalize import ImageNotBootable
+from banger.images.oci.budget import ImageTooLarge
 from banger.images.oci.flatten import HostileLayer, flatten_layers
 from banger.images.oci.layers import FetchedImage
 from banger.images.oci.pull import pull_image, pull_oci
@@ -207,3 +208,32 @@ def test_pull_from_an_oci_archive(short_tmp: Path) -> None:
     assert pull_oci(f"oci-archive:{archive}", paths=paths).new_blobs == 0
     flatten_layers(fetched.layers(), short_tmp / "tree")
     check_tree(short_tmp / "tree")
+
+
+def test_a_zero_bomb_from_the_registry_is_refused_and_leaves_nothing(
+    short_tmp: Path, registry: LocalRegistry
+) -> None:
+    """Issue #22 item 4: 32 MiB of zeros (a few hundred bytes of gzip) over an 8 MiB cap."""
+    image = build(short_tmp, [BOOT_FILES, [file("var/bomb", bytes(32 << 20))]])
+    ref = registry.push(image, "test/bomb")
+    paths = Paths.from_env({"BANGER_HOME": str(short_tmp / "home")})
+    with pytest.raises(ImageTooLarge) as err:
+        pull_image(ref, paths=paths, name="bomb", max_unpacked=8 << 20)
+    assert str(err.value).startswith(f"layer {image.layer_digests[1]} is refused: entry 'var/bomb'")
+    assert err.value.exit_code == 2
+    assert list_images(paths.images_dir) == []
+    assert list(paths.tmp_dir.iterdir()) == []
+
+
+def test_a_name_too_long_from_the_registry_names_layer_and_path(
+    short_tmp: Path, registry: LocalRegistry
+) -> None:
+    """Issue #22 item 4: not a raw ``OSError: File name too long``."""
+    image = build(short_tmp, [BOOT_FILES, [file("etc/" + "x" * 256, b"x")]])
+    ref = registry.push(image, "test/longname")
+    paths = Paths.from_env({"BANGER_HOME": str(short_tmp / "home")})
+    with pytest.raises(HostileLayer) as err:
+        pull_image(ref, paths=paths, name="longname")
+    assert str(err.value).startswith(f"layer {image.layer_digests[1]} is refused: entry 'etc/xxx")
+    assert "over 255 bytes" in str(err.value)
+    assert list(paths.tmp_dir.iterdir()) == []

@@ -141,6 +141,7 @@ def run_pull(w: World, out: Path) -> dict[str, Any] | str:
             "source": f"127.0.0.1:5000/raced:1@{w.digest}",
             "layers": [w.digest],
             "config": {"Env": [], "WorkingDir": "/", "User": ""},
+            "max_unpacked": 1 << 30,
         },
     }
     try:
@@ -291,7 +292,8 @@ def test_any_component_swapped_at_any_moment_writes_nothing_outside(
     out = w.pull_dir()
     request = {"id": 1, "op": image_pull.OP, "args": {
         "out_dir": str(out), "name": "raced", "source": f"127.0.0.1:5000/r:1@{w.digest}",
-        "layers": [w.digest], "config": {"Env": [], "WorkingDir": "/", "User": ""}}}  # fmt: skip
+        "layers": [w.digest], "config": {"Env": [], "WorkingDir": "/", "User": ""},
+        "max_unpacked": 1 << 30}}  # fmt: skip
     if moment == "before-validation":
         swap(w, out, component, kind)
     result: dict[str, Any] | str

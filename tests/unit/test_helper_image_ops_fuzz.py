@@ -53,7 +53,8 @@ def valid(root: Path) -> dict[str, dict[str, Any]]:
                         "out_dir": f"{root}/tmp/register-1a2b3c4d", "mirror": None},
         "image_pull": {"out_dir": f"{root}/tmp/pull-1a2b3c4d", "name": "app-1.2",
                        "source": f"127.0.0.1:5000/team/app:1.2@{DIGEST}", "layers": [DIGEST],
-                       "config": {"Env": ["A=1"], "WorkingDir": "/srv", "User": "app"}},
+                       "config": {"Env": ["A=1"], "WorkingDir": "/srv", "User": "app"},
+                       "max_unpacked": 1 << 30},
         "remove_staging": {"path": f"{root}/tmp/pull-1a2b3c4d"},
     }  # fmt: skip
 

@@ -31,6 +31,7 @@ def args(root: Path, **changes: Any) -> dict[str, Any]:
         "source": f"127.0.0.1:5000/team/app:1.2@{DIGEST}",
         "layers": [DIGEST],
         "config": {"Env": ["A=1"], "WorkingDir": "/srv", "User": "app"},
+        "max_unpacked": 64 << 30,
     }
     return {**base, **changes}
 
@@ -59,6 +60,10 @@ def test_the_daemons_request_is_accepted(tmp_path: Path) -> None:
         ("config", {"Env": [], "WorkingDir": "/", "User": "", "Cmd": ["x"]}, "exactly"),
         ("config", {"Env": ["A=\x00"], "WorkingDir": "/", "User": ""}, "printable"),
         ("config", {"Env": "A=1", "WorkingDir": "/", "User": ""}, "list"),
+        ("max_unpacked", 0, "between"),
+        ("max_unpacked", 1 << 50, "between"),
+        ("max_unpacked", "64G", "number of bytes"),
+        ("max_unpacked", True, "number of bytes"),
         ("name", "../x", "match"),
         ("out_dir", "/etc", "allowed root"),
     ],

@@ -174,6 +174,7 @@ async def _flatten_in_helper(
                     source=source,
                     layers=[layer.digest for layer in fetched.manifest.layers],
                     config=fetched.config.to_json(),
+                    max_unpacked=images.config.images.max_unpacked_size,
                 )
             finally:
                 relay.cancel()

@@ -12,7 +12,8 @@ exactly that::
       "name": "team-app-1.2",
       "source": "registry.example/team/app:1.2@sha256:<hex>",
       "layers": ["sha256:<hex>", ...],
-      "config": {"Env": ["PATH=/usr/bin"], "WorkingDir": "/srv", "User": "app"}}}
+      "config": {"Env": ["PATH=/usr/bin"], "WorkingDir": "/srv", "User": "app"},
+      "max_unpacked": 68719476736}}
 
 - ``out_dir`` lies inside an ``--allow-root`` directory with no symlink
   component, is a directory owned by the owner and holds exactly
@@ -25,7 +26,11 @@ exactly that::
   descriptor (``/proc/self/fd/N``), so swapping it afterwards changes
   nothing; flatten checks every layer's digest as it reads it;
 - ``config`` has exactly ``Env`` (strings), ``WorkingDir`` and ``User``
-  (strings), all printable and bounded.
+  (strings), all printable and bounded;
+- ``max_unpacked`` is the owner's cap on the unpacked size in bytes
+  (``images.max_unpacked_size``, 1 MiB-16 TiB); flatten also stops before
+  half the free space under ``out_dir`` is used
+  (:mod:`banger.images.oci.budget`).
 
 Progress lines go to ``out_dir/progress.log``. While it works the helper
 holds an flock on ``out_dir/helper.lock``; the daemon holds one on
@@ -70,6 +75,7 @@ EXPECTED_ENTRIES = frozenset({LAYERS_DIR, DAEMON_LOCK})
 MAX_LAYERS = 256
 MAX_ENV = 512
 MAX_TEXT = 4096
+MIN_UNPACKED, MAX_UNPACKED = 1 << 20, 16 << 40
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 #: One flatten/mkfs at a time: each is disk- and CPU-bound.
@@ -89,6 +95,7 @@ class ImagePullArgs:
     source: str
     layers: tuple[str, ...]
     config: dict[str, Any]
+    max_unpacked: int
 
 
 def _printable(value: object, what: str) -> str:
@@ -134,6 +141,14 @@ def check_config(_ctx: Context, value: object) -> dict[str, Any]:
     }
 
 
+def check_max_unpacked(_ctx: Context, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a number of bytes")
+    if not MIN_UNPACKED <= value <= MAX_UNPACKED:
+        raise ValueError(f"must be between {MIN_UNPACKED} and {MAX_UNPACKED} bytes")
+    return value
+
+
 def check_out_dir(ctx: Context, value: object) -> Path:
     return checked_path(ctx, value, must_exist=True)
 
@@ -145,6 +160,7 @@ SPEC = OpSpec(
         "source": check_source,
         "layers": check_layers,
         "config": check_config,
+        "max_unpacked": check_max_unpacked,
     },
     ImagePullArgs,
     "flatten fetched OCI layers, make them bootable, publish into an owner directory",
@@ -278,8 +294,9 @@ def image_pull(args: ImagePullArgs, owner_uid: int) -> dict[str, Any]:
                             watch.check()
                             entry = image_from_layers(layers, paths=paths, name=args.name,
                                                       source=args.source, config=config,
-                                                      owner=owner,
-                                                      progress=progress)  # fmt: skip
+                                                      owner=owner, progress=progress,
+                                                      max_unpacked=args.max_unpacked,
+                                                      )  # fmt: skip
                         # The owner renames images/<id> into place and deletes the rest.
                         stage.hand_over("images")
                 finally:

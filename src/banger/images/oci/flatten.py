@@ -25,17 +25,25 @@ right before it is written. Refused with :class:`HostileLayer`, naming the
 layer digest and the entry: absolute names, ``..`` components, any path
 (entry or hard-link source) whose parent directories include a symlink in the
 tree as built so far, hard links to something missing or to a directory, and
-whiteouts naming ``.``/``..``. Files are created with ``O_EXCL|O_NOFOLLOW``
+whiteouts naming ``.``/``..``; names the filesystem cannot hold (a component
+over 255 bytes, a path or symlink target over 4095) are refused the same way
+instead of failing with a bare ``OSError``. Files are created with ``O_EXCL|O_NOFOLLOW``
 after removing what was there, so no write ever goes through a symlink, and
 hard links are made with ``follow_symlinks=False``. Real image builders never
 produce an entry below a symlinked directory (their diffs name real paths),
 so refusing the shape costs nothing legitimate.
+
+Size: every entry is charged to an :class:`banger.images.oci.budget.UnpackBudget`
+(its declared size, read from the tar header before any of its data is
+written), so a layer that expands to more than the cap or the free space
+stops the flatten with one line naming the layer and the entry.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -52,6 +60,7 @@ import zstandard
 
 from banger.errors import BangerError
 from banger.images.common import Progress, no_progress, require_root
+from banger.images.oci.budget import DEFAULT_MAX_UNPACKED, UnpackBudget
 from banger.images.oci.config import BadImage
 from banger.rmtree import remove_tree
 
@@ -61,6 +70,13 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 _XATTR_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
+#: Linux (and ext4): a name component up to 255 bytes, a path up to 4095.
+NAME_MAX = 255
+PATH_MAX = 4095
+_TOO_LONG_HINT = (
+    "the image holds a name the filesystem cannot store (components up to"
+    f" {NAME_MAX} bytes, paths up to {PATH_MAX}); rebuild it without that file"
+)
 
 
 class HostileLayer(BangerError):
@@ -90,6 +106,11 @@ def member_xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
         if _keep_xattr(name):
             out[name] = raw
     return out
+
+
+def shown(name: str, limit: int = 200) -> str:
+    """``name`` for a one-line message: a very long one keeps its start and end."""
+    return name if len(name) <= limit else f"{name[: limit - 60]}…{name[-59:]}"
 
 
 class _HashingReader(io.RawIOBase):
@@ -128,13 +149,14 @@ class _Layer:
     tree: Path
     digest: str
     dir_times: dict[Path, float]
+    budget: UnpackBudget
     #: Paths this layer created: whiteouts and opaque markers spare them.
     created: set[tuple[str, ...]] = field(default_factory=set)
 
-    def hostile(self, name: str, why: str) -> HostileLayer:
+    def hostile(self, name: str, why: str, hint: str | None = None) -> HostileLayer:
         return HostileLayer(
-            f"layer {self.digest} is refused: entry {name!r} {why}",
-            hint="the image tries to write outside its root; do not use it",
+            f"layer {self.digest} is refused: entry {shown(name)!r} {why}",
+            hint=hint or "the image tries to write outside its root; do not use it",
         )
 
     def parts(self, path: str, entry: str | None = None, what: str = "") -> tuple[str, ...]:
@@ -145,7 +167,15 @@ class _Layer:
         parts = tuple(p for p in path.split("/") if p not in ("", "."))
         if ".." in parts:
             raise self.hostile(entry, f"{what}contains '..'")
+        for part in parts:
+            if len(os.fsencode(part)) > NAME_MAX:
+                raise self.hostile(entry, f"{what}has a name component over {NAME_MAX} bytes"
+                                   f" ({shown(part, 60)!r})", _TOO_LONG_HINT)  # fmt: skip
         return parts
+
+    def too_long(self, name: str) -> HostileLayer:
+        return self.hostile(name, "is a path or link target too long for the filesystem",
+                            _TOO_LONG_HINT)  # fmt: skip
 
     def parent(self, name: str, parts: tuple[str, ...], *, create: bool) -> Path:
         """The host directory holding ``parts[-1]``; no component may be a symlink."""
@@ -183,6 +213,8 @@ class _Layer:
         if base.startswith(WHITEOUT):
             self.whiteout(name, parts)
             return
+        # Charged before a byte is written: the header says how big it is.
+        self.budget.charge(self.digest, name, member.size if member.isreg() else 0)
         parent = self.parent(name, parts, create=True)
         target = parent / base
         self.created.add(parts)
@@ -317,9 +349,15 @@ def _remove(path: Path, st: os.stat_result) -> None:
         path.unlink()
 
 
-def apply_layer(tree: Path, digest: str, blob: Path, dir_times: dict[Path, float]) -> int:
+def apply_layer(
+    tree: Path,
+    digest: str,
+    blob: Path,
+    dir_times: dict[Path, float],
+    budget: UnpackBudget | None = None,
+) -> int:
     """Apply one layer blob to ``tree``; returns the number of tar entries."""
-    layer = _Layer(tree, digest, dir_times)
+    layer = _Layer(tree, digest, dir_times, budget or UnpackBudget.measure(tree))
     count = 0
     with open(blob, "rb") as raw:
         hashing = _HashingReader(raw)
@@ -328,7 +366,12 @@ def apply_layer(tree: Path, digest: str, blob: Path, dir_times: dict[Path, float
             stream = _decompressed(source)
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    layer.apply(member, tar)
+                    try:
+                        layer.apply(member, tar)
+                    except OSError as exc:
+                        if exc.errno == errno.ENAMETOOLONG:
+                            raise layer.too_long(member.name) from None
+                        raise
                     count += 1
             while source.read(_CHUNK):  # hash what the tar reader left unread
                 pass
@@ -346,16 +389,25 @@ def apply_layer(tree: Path, digest: str, blob: Path, dir_times: dict[Path, float
 
 
 def flatten_layers(
-    layers: Sequence[tuple[str, Path]], tree: Path, progress: Progress = no_progress
+    layers: Sequence[tuple[str, Path]],
+    tree: Path,
+    progress: Progress = no_progress,
+    *,
+    max_unpacked: int = DEFAULT_MAX_UNPACKED,
 ) -> None:
-    """Apply ``layers`` (digest, blob path) in order into the new directory ``tree``. Root only."""
+    """Apply ``layers`` (digest, blob path) in order into the new directory ``tree``. Root only.
+
+    Stops before the unpacked size passes ``max_unpacked`` or half the free
+    space measured now (:mod:`banger.images.oci.budget`).
+    """
     require_root("flattening image layers")
     tree.mkdir(mode=0o755)
     os.chown(tree, 0, 0)
+    budget = UnpackBudget.measure(tree, max_unpacked)
     dir_times: dict[Path, float] = {}
     for i, (digest, blob) in enumerate(layers, 1):
         progress(f"applying layer {i}/{len(layers)} {digest[:19]}…")
-        apply_layer(tree, digest, blob, dir_times)
+        apply_layer(tree, digest, blob, dir_times, budget)
     # Directory mtimes last, deepest first: creating children changed them.
     for path in sorted(dir_times, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(FileNotFoundError):

@@ -31,6 +31,7 @@ from banger.images.build import DEFAULT_ROOTFS_SIZE, build_dir, image_from_tree
 from banger.images.bundle import import_bundle
 from banger.images.common import Progress, check_image_name, no_progress, require_root
 from banger.images.foreign import finalize_foreign
+from banger.images.oci.budget import DEFAULT_MAX_UNPACKED
 from banger.images.oci.config import ImageConfig
 from banger.images.oci.flatten import flatten_layers
 from banger.images.oci.layers import FetchedImage, OciCache, fetch
@@ -124,6 +125,7 @@ def pull_image(
     options: SkopeoOptions | None = None,
     rootfs_size: int = DEFAULT_ROOTFS_SIZE,
     install_missing: bool = True,
+    max_unpacked: int = DEFAULT_MAX_UNPACKED,
 ) -> ImageEntry:
     """Pull ``ref`` (OCI reference or ``bundle:…``) and publish it as image ``name``."""
     if ref.startswith(BUNDLE_PREFIX):
@@ -143,6 +145,7 @@ def pull_image(
         progress=progress,
         rootfs_size=rootfs_size,
         install_missing=install_missing,
+        max_unpacked=max_unpacked,
     )
 
 
@@ -157,6 +160,7 @@ def image_from_layers(
     progress: Progress = no_progress,
     rootfs_size: int = DEFAULT_ROOTFS_SIZE,
     install_missing: bool = True,
+    max_unpacked: int = DEFAULT_MAX_UNPACKED,
 ) -> ImageEntry:
     """Flatten fetched ``layers`` (digest, blob), make the tree bootable, publish. Root only.
 
@@ -169,7 +173,7 @@ def image_from_layers(
     work = build_dir(paths, image_id)
     try:
         tree = work / "tree"
-        flatten_layers(layers, tree, progress)
+        flatten_layers(layers, tree, progress, max_unpacked=max_unpacked)
         installed = finalize_foreign(tree, progress=progress, install=install_missing)
         meta = ImageMeta(source=source, description=describe_config(config, installed),
                          config=config.to_json())  # fmt: skip
