@@ -20,7 +20,6 @@ import pytest
 from banger.cli.helper_start import helper_argv, jailer_flags
 from banger.config.models import FirecrackerSettings
 from banger.errors import ConfigError
-from banger.jailer_flags import helper_jailer_flags
 from banger.paths import Paths
 from banger.system.units import (
     HELPER_CAPABILITIES,
@@ -29,6 +28,7 @@ from banger.system.units import (
     helper_exec_start,
     helper_unit,
 )
+from banger.vmm.firecracker.jailer_flags import helper_jailer_flags
 
 
 def executable(path: Path) -> Path:

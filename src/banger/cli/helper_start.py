@@ -98,9 +98,12 @@ def helper_argv(
 
 
 def jailer_flags(paths: Paths) -> list[str]:
-    """The owner's ``firecracker.jailer`` as helper flags (:mod:`banger.jailer_flags`)."""
+    """The owner's ``firecracker.jailer`` as helper flags.
+
+    Resolved by :mod:`banger.vmm.firecracker.jailer_flags`.
+    """
     from banger.config import load_config
-    from banger.jailer_flags import helper_jailer_flags
+    from banger.vmm.firecracker.jailer_flags import helper_jailer_flags
 
     return helper_jailer_flags(load_config(paths=paths).firecracker)
 

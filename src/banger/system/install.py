@@ -112,9 +112,12 @@ def owner_paths(owner: Owner, runtime_dir: Path = SYSTEM_RUNTIME_DIR) -> Paths:
 
 
 def owner_jailer_flags(owner: Owner) -> tuple[str, ...]:
-    """The owner's ``firecracker.jailer`` setting as helper flags (:mod:`banger.jailer_flags`)."""
+    """The owner's ``firecracker.jailer`` setting as helper flags.
+
+    Resolved by :mod:`banger.vmm.firecracker.jailer_flags`.
+    """
     from banger.config import load_config
-    from banger.jailer_flags import helper_jailer_flags
+    from banger.vmm.firecracker.jailer_flags import helper_jailer_flags
 
     paths = owner_paths(owner)
     config = load_config(paths.config_file, home=owner.home)

@@ -4,7 +4,8 @@ Modules: ``models`` (pure request builders), ``plan`` (the ordered requests for
 a boot, restore or snapshot), ``api`` (the HTTP-over-Unix-socket client),
 ``driver`` (process supervision, the :class:`~banger.vmm.base.VMMDriver`),
 ``jailer`` (jailer argv, jail layout, validation of the helper op),
-``bootargs`` and ``exitcodes``.
+``jailer_flags`` (the owner's ``firecracker.jailer`` config as the helper's
+start flags), ``bootargs`` and ``exitcodes``.
 
 The names below load on first use (PEP 562): the root helper imports
 ``banger.vmm.firecracker.jailer`` and must not pull in httpx with it.
