@@ -32,10 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from banger import errors, http_unix
-from banger.client_files import FilesAPI
 from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import Paths, check_private_dir
 
@@ -78,6 +77,26 @@ else:
 #: Connecting is local and instant; reads may wait on real work (an op start).
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 60.0
+
+
+#: bangerd's flag on every answer while config.toml is invalid (its value: the
+#: problem, URL-quoted); the daemon's side is banger.daemon.config_watch.ERROR_HEADER.
+CONFIG_ERROR_HEADER = "x-banger-config-error"
+CONFIG_RELOAD_PATH = "/v1/config/reload"
+_config_problems_told: set[str] = set()
+
+
+def note_config_problem(headers: Mapping[str, str]) -> None:
+    """Say once per process, on stderr, that config.toml is invalid and not applied."""
+    value = headers.get(CONFIG_ERROR_HEADER)
+    if not value or value in _config_problems_told:
+        return
+    _config_problems_told.add(value)
+    print(
+        f"error: {unquote(value)} (bangerd keeps the last good config;"
+        " `banger config validate` lists every problem)",
+        file=sys.stderr,
+    )
 
 
 def _connect(path: str) -> socket.socket:
@@ -131,12 +150,10 @@ _SIMPLE_KINDS: dict[str, type[BangerError]] = {
         errors.Conflict,
         errors.DaemonUnavailable,
         errors.HelperError,
-        errors.PermissionDenied,
     )
 }
 _BY_STATUS: dict[int, type[BangerError]] = {
     400: errors.InvalidArgument,
-    403: errors.PermissionDenied,
     404: errors.NotFound,
     405: errors.InvalidArgument,
     409: errors.Conflict,
@@ -176,7 +193,7 @@ def error_from_response(status: int, body: bytes) -> BangerError:
     return cls(message, hint)
 
 
-class BangerClient(FilesAPI):
+class BangerClient:
     """Synchronous client; one connection per request over the daemon socket."""
 
     def __init__(self, paths: Paths | None = None, *, timeout: float = READ_TIMEOUT) -> None:
@@ -206,6 +223,10 @@ class BangerClient(FilesAPI):
     def config(self) -> dict[str, Any]:
         """The effective config the daemon is running with."""
         return _object(self._request("GET", "/v1/config"))
+
+    def reload_config(self) -> dict[str, Any]:
+        """Make bangerd re-read config.toml now (ConfigError, exit 2, if it is invalid)."""
+        return _object(self._request("POST", CONFIG_RELOAD_PATH))
 
     def list_vms(self) -> list[VMSummary]:
         return _list_of(api.VMSummary, self._request("GET", "/v1/vms"))
@@ -506,6 +527,8 @@ class BangerClient(FilesAPI):
                     resp = http_unix.read_response(stream)
                 except (OSError, http_unix.ProtocolError) as exc:
                     self._transport_failed(exc)
+                if path != CONFIG_RELOAD_PATH:  # reload reports the problem itself
+                    note_config_problem(resp.headers)
                 yield resp
         finally:
             sock.close()

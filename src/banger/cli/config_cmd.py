@@ -1,4 +1,5 @@
-"""``banger config``: show and validate config.toml (client-side, no daemon needed)."""
+"""``banger config``: show and validate config.toml (client-side, no daemon needed),
+and ``reload`` (bangerd re-reads it now; it also does so by itself when the file changes)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,31 @@ def validate(file: Path | None) -> None:
     if problems:
         count = len(problems)
         raise ConfigInvalid(f"{path}: {count} problem{'s' if count > 1 else ''}")
+
+
+@config.command(name="reload")
+@json_option
+def reload() -> None:
+    """Make bangerd re-read config.toml now (it also does when the file changes, and on SIGHUP).
+
+    An invalid file is refused (exit 2) and the last good config stays in force.
+    """
+    state = get_state()
+    result = state.call(lambda client: client.reload_config())
+    if state.json:
+        print_json(result)
+        return
+    changed = result.get("changed") or []
+    waiting = result.get("restart_needed") or []
+    click.echo(
+        f"reloaded {result.get('path')}: "
+        + (", ".join(changed) + " changed" if changed else "no change")
+    )
+    if waiting:
+        click.echo(
+            f"note: {', '.join(waiting)} changed too; that applies when bangerd restarts",
+            err=True,
+        )
 
 
 class ConfigInvalid(BangerError):

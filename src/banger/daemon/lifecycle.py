@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import tempfile
 from datetime import UTC, datetime
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from banger import __version__
-from banger.config import load_config
 from banger.daemon.app import create_app
+from banger.daemon.config_watch import ConfigWatch, follow_config
 from banger.daemon.listener import bind_unix_socket
 from banger.daemon.ops import Operations
 from banger.daemon.pidfile import PidFile
@@ -34,7 +35,8 @@ def pidfile_path(paths: Paths) -> Path:
 
 def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) -> int:
     """Serve until a signal; 0 after a graceful stop, 1 after a forced one."""
-    config = load_config(paths=paths)
+    watch = ConfigWatch.load(paths.config_file)  # invalid at start: a refusal
+    config = watch.current
     pidfile = PidFile.acquire(pidfile_path(paths), socket_path=socket_path)
     try:
         sock = bind_unix_socket(socket_path)
@@ -72,7 +74,9 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                     stack=stack,
                     dns=DNSService.for_daemon(config, paths.helper_socket, store),
                     guest_conns=stack.guest_conns,
+                    config_watch=watch,
                 )
+                follow_config(watch, services)  # reloads reach every service
                 forced = asyncio.run(_serve(services, sock, startup, grace=grace, debug=debug))
             finally:
                 store.close()
@@ -107,6 +111,10 @@ async def _serve(
         if changed:
             log.info("reconciled %d session(s) with their guests", changed)
     background = Background.start(services)
+    loop = asyncio.get_running_loop()
+    if services.config_watch is not None:
+        # SIGHUP: re-read config.toml now (as `banger config reload` does)
+        loop.add_signal_handler(signal.SIGHUP, services.config_watch.reload)
     log.info("bangerd ready")
     try:
         state = await serve(app, sock, services.ops, grace=grace, debug=debug)
@@ -118,6 +126,8 @@ async def _serve(
             else:
                 await stop_all(services.stack.vms)
     finally:
+        if services.config_watch is not None:
+            loop.remove_signal_handler(signal.SIGHUP)
         if watch is not None:
             await watch.close()
         await background.close()

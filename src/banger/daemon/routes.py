@@ -12,12 +12,26 @@ from fastapi.responses import StreamingResponse
 
 from banger import __version__
 from banger.api_models import API_VERSION, Operation, SelftestRequest, VersionInfo, VMSummary
+from banger.daemon.config_watch import RELOAD_PATH
 from banger.daemon.dns_svc import DNSReport
 from banger.daemon.records import vm_model
 from banger.daemon.selftest import check_request, run_selftest
 from banger.daemon.services import Services
+from banger.errors import BangerError, ConfigError, InvalidArgument
 
 NDJSON = "application/x-ndjson"
+
+
+class ConfigReloadRefused(ConfigError):
+    """config.toml is invalid: bad input (exit 2); the last good config stays in force."""
+
+    def __init__(self, problem: str) -> None:
+        BangerError.__init__(
+            self,
+            problem + " (the last good config stays in force)",
+            hint="run `banger config validate` to list every problem",
+        )
+        self.problems = [problem]
 
 
 def meta_router(services: Services) -> APIRouter:
@@ -52,8 +66,20 @@ def meta_router(services: Services) -> APIRouter:
 
     @router.get("/config")
     async def config() -> dict[str, Any]:
-        """The effective configuration the daemon loaded at start."""
+        """The configuration in force (re-read whenever config.toml changes)."""
         return services.config.to_json_dict()
+
+    @router.post(RELOAD_PATH.removeprefix("/v1"))
+    async def reload_config() -> dict[str, Any]:
+        """Re-read config.toml now; an invalid file is refused and the last good one kept."""
+        watch = services.config_watch
+        if watch is None:
+            raise InvalidArgument("this bangerd does not follow a config file")
+        result = await asyncio.to_thread(watch.reload)
+        if result.error is not None:
+            raise ConfigReloadRefused(result.error)
+        data: dict[str, Any] = result.to_json(watch.path)
+        return data
 
     return router
 

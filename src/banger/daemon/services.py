@@ -29,6 +29,9 @@ class Services:
     #: :class:`banger.daemon.dns_svc.DNSService` (the VM resolver, started by
     #: ``Background`` with the bridge); None in a bare daemon.
     dns: Any = None
+    #: :class:`banger.daemon.config_watch.ConfigWatch`: re-reads config.toml when it
+    #: changes and pushes the new config here; None in tests that build a bare daemon.
+    config_watch: Any = None
     #: :class:`banger.daemon.guestconn.GuestConns`: one held SSH connection per running
     #: VM (``await guest_conns.get(vm)``, ``async with guest_conns.channel(vm) as conn``);
     #: the stack's, None in a bare daemon.
