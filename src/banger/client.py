@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         VMDetail,
         VMSummary,
     )
+    from banger.exec_client import AsyncExec, ExecResult
 
     M = TypeVar("M", bound=BaseModel)
 else:
@@ -420,6 +421,52 @@ class BangerClient:
             if event.get("kind") == "error":
                 raise BangerError(str(event.get("error")), event.get("hint"))
             yield event
+
+    # -- exec (issue #17): a WebSocket; see banger.exec_client for streaming ------------
+    def exec(
+        self,
+        ref: str,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``command`` (an argv, or a shell string) in VM ``ref``; output collected.
+
+        A non-zero exit is a result (``exit_code``, ``signal``, ``timed_out``), not an
+        error; an unknown or stopped VM raises :class:`NotFound` / :class:`Conflict`.
+        """
+        import asyncio
+
+        return asyncio.run(
+            self.exec_async(ref, command, env=env, cwd=cwd, user=user, stdin=stdin, timeout=timeout)
+        )
+
+    async def exec_async(
+        self,
+        ref: str,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """:meth:`exec` for asyncio code."""
+        from banger import exec_client
+
+        request = exec_client.exec_request(command, env=env, cwd=cwd, user=user, timeout=timeout)
+        return await exec_client.run_exec(self.socket_path, ref, request, stdin)
+
+    async def open_exec(self, ref: str, request: Mapping[str, Any]) -> AsyncExec:
+        """Start a command and stream it (request: :func:`banger.exec_client.exec_request`)."""
+        from banger import exec_client
+
+        return await exec_client.open_exec(self.socket_path, ref, request)
 
     def send_to_session(self, vm: str, name: str, text: str, *, enter: bool = False) -> None:
         """Type ``text`` into the session's terminal (and Enter)."""

@@ -37,6 +37,9 @@ def create_app(services: Services) -> FastAPI:
         from banger.daemon.routes_sessions import session_router
 
         app.include_router(session_router(services.stack))
+        from banger.daemon.routes_exec import exec_router
+
+        app.include_router(exec_router(services.stack))
         from banger.daemon.routes_snapshots import snapshot_router
 
         app.include_router(snapshot_router(services.stack))

@@ -171,7 +171,8 @@ class GuestConns:
                     held = min(free, key=lambda h: h.used)
                     held.used += 1
                     return held
-                if len(pool.held) + pool.connecting < self.conns_per_vm:
+                # One connect at a time: 16 callers arriving together need two, not four.
+                if pool.connecting == 0 and len(pool.held) < self.conns_per_vm:
                     pool.connecting += 1
                     break
                 await pool.cond.wait()

@@ -1,0 +1,301 @@
+"""One guest command over a held connection, streamed (issue #17 item 2).
+
+The transport (a WebSocket: :mod:`banger.daemon.routes_exec`) is abstracted as
+:class:`Peer`; this module owns what happens in the guest:
+
+- the command runs on a channel of the VM's held connection
+  (:class:`~banger.daemon.guestconn.GuestConns`), as an argv (quoted, ``exec``'d)
+  or an explicit shell string, with env, cwd, an optional user (``runuser``)
+  and an optional pty;
+- sshd makes every session's process a session leader (``setsid``), so the
+  command is its own process group. The command and everything it starts
+  carry ``BANGER_EXEC_ID=<id>`` in their environment; killing "the exec"
+  signals every process group led by a process carrying it (found through
+  ``/proc/*/environ`` on a second channel), so a timeout, a cancel or a client
+  that vanished leaves no process behind — even one that left the group;
+- stdout and stderr are read from the channel only while the client has
+  credit (:data:`WINDOW` unacknowledged bytes): a slow reader stops the reads,
+  the SSH window fills, and the guest's writes block. The daemon never buffers
+  more than the window per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncssh
+
+from banger.daemon.guestconn import GuestConns
+from banger.errors import InvalidArgument
+from banger.guest.ssh import SSHError, remote_command
+from banger.store import VMRecord
+
+log = logging.getLogger(__name__)
+
+#: Output bytes the daemon sends ahead of the client's acknowledgements.
+WINDOW = 1024 * 1024
+#: Stdin bytes held for a guest that is not reading before the client is made to wait.
+STDIN_BUFFER = 4 * 1024 * 1024
+#: Bytes read from the guest per frame.
+CHUNK = 64 * 1024
+#: Seconds between SIGTERM and SIGKILL when an exec is killed (timeout, cancel).
+KILL_GRACE = 3.0
+#: The environment variable that marks an exec's processes in the guest.
+MARK = "BANGER_EXEC_ID"
+STDOUT, STDERR = 1, 2
+_USER = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
+_SIGNALS = ("HUP", "INT", "QUIT", "KILL", "USR1", "USR2", "TERM", "CONT", "STOP", "WINCH")
+
+
+class Peer(Protocol):
+    """The client end: output frames out, control messages in (transport-agnostic)."""
+
+    async def send_output(self, stream: int, data: bytes) -> None: ...
+
+    async def send_control(self, message: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """A checked exec request."""
+
+    command: Sequence[str] | str
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    pty: tuple[int, int, str] | None = None  # rows, cols, TERM
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.command, str):
+            if not self.command.strip():
+                raise InvalidArgument("shell: empty command")
+        elif not self.command:
+            raise InvalidArgument("argv: empty")
+        if self.user is not None and not _USER.fullmatch(self.user):
+            raise InvalidArgument(f"user: not a user name: {self.user!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise InvalidArgument("timeout: must be > 0 seconds")
+        if self.pty is not None:
+            check_size(self.pty[0], self.pty[1])
+
+    def script(self, exec_id: str) -> str:
+        """The shell text the guest's sshd runs: the mark, then :func:`remote_command`."""
+        # Always exec'd: /proc/PID/environ is what a process was exec'd with, so the
+        # mark must be exported before the exec to make the command itself findable.
+        command = ["sh", "-c", self.command] if isinstance(self.command, str) else self.command
+        if self.user not in (None, "root"):
+            assert self.user is not None
+            command = ["runuser", "-u", self.user, "--", *command]
+        return f"export {MARK}={exec_id}\n" + remote_command(command, self.env, self.cwd)
+
+
+def check_size(rows: int, cols: int) -> None:
+    if not (1 <= rows <= 10000 and 1 <= cols <= 10000):
+        raise InvalidArgument(f"pty: rows and cols must be 1..10000 (got {rows}x{cols})")
+
+
+def kill_script(exec_id: str, signal: str) -> str:
+    """Signal every process (and process group) carrying the exec's mark."""
+    return (
+        f"for f in $(grep -lzx {MARK}={exec_id} /proc/[0-9]*/environ 2>/dev/null); do "
+        "p=${f#/proc/}; p=${p%/environ}; "
+        f"kill -s {signal} -- -$p 2>/dev/null; kill -s {signal} $p 2>/dev/null; "
+        "done; true"
+    )
+
+
+class Credit:
+    """Output flow control: at most ``window`` bytes sent and not yet acknowledged."""
+
+    def __init__(self, window: int = WINDOW) -> None:
+        self.window = window
+        self.outstanding = 0
+        self._cond = asyncio.Condition()
+
+    async def take(self, n: int) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.outstanding < self.window)
+            self.outstanding += n
+
+    async def ack(self, n: int) -> None:
+        async with self._cond:
+            self.outstanding = max(0, self.outstanding - n)
+            self._cond.notify_all()
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None
+    signal: str | None
+    timed_out: bool = False
+    killed: bool = False
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "type": "exit",
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "timed_out": self.timed_out,
+        }
+
+
+class GuestExec:
+    """One running exec: start it, feed it, kill it, report how it ended."""
+
+    def __init__(self, conns: GuestConns, vm: VMRecord, spec: ExecSpec, peer: Peer) -> None:
+        self.conns = conns
+        self.vm = vm
+        self.spec = spec
+        self.peer = peer
+        self.id = uuid.uuid4().hex
+        self.credit = Credit()
+        self.process: asyncssh.SSHClientProcess[bytes] | None = None
+        self.timed_out = False
+        self._killing: asyncio.Task[None] | None = None
+
+    async def run(self, control: Callable[[], Awaitable[dict[str, Any] | bytes | None]]) -> Outcome:
+        """Run to the end; ``control`` yields the client's next message (None: it left)."""
+        async with self.conns.channel(self.vm) as conn:
+            process = await self._start(conn)
+            self.process = process
+            await self.peer.send_control({"type": "started", "exec_id": self.id})
+            pumps = [asyncio.create_task(self._pump(process.stdout, STDOUT))]
+            if self.spec.pty is None:
+                pumps.append(asyncio.create_task(self._pump(process.stderr, STDERR)))
+            inbound = asyncio.create_task(self._inbound(process, control))
+            timer = (
+                asyncio.get_running_loop().call_later(self.spec.timeout, self._on_timeout)
+                if self.spec.timeout
+                else None
+            )
+            finish = asyncio.create_task(self._finish(process, pumps))
+            try:
+                done, _ = await asyncio.wait({finish, inbound}, return_when=asyncio.FIRST_COMPLETED)
+                if inbound in done and inbound.exception() is not None:
+                    raise inbound.exception()  # type: ignore[misc]  # a bad control message
+                if finish not in done:
+                    # The client left (inbound returned after killing): bounded wait for the end.
+                    async with asyncio.timeout(KILL_GRACE + 30):
+                        await finish
+            except BaseException:
+                # A bad message, or the daemon is stopping: the command must not outlive us.
+                await asyncio.shield(self.kill())
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                for task in (inbound, finish, *pumps):
+                    task.cancel()
+                await asyncio.gather(inbound, finish, *pumps, return_exceptions=True)
+                if self._killing is not None:
+                    await asyncio.gather(self._killing, return_exceptions=True)
+                process.close()
+            try:
+                return self._outcome(process)
+            except SSHError:
+                # The connection died under the command: kill it over a new one.
+                await self.kill()
+                raise
+
+    @staticmethod
+    async def _finish(
+        process: asyncssh.SSHClientProcess[bytes], pumps: list[asyncio.Task[None]]
+    ) -> None:
+        await asyncio.gather(*pumps)
+        await process.wait_closed()
+
+    async def _start(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
+        kw: dict[str, Any] = {}
+        if self.spec.pty is not None:
+            rows, cols, term = self.spec.pty
+            kw = {"term_type": term, "term_size": (cols, rows), "request_pty": "force"}
+        try:
+            return await conn.create_process(self.spec.script(self.id), encoding=None, **kw)
+        except (OSError, asyncssh.Error) as exc:
+            raise SSHError(f"could not start the command in VM {self.vm.name}: {exc}") from None
+
+    def _outcome(self, process: asyncssh.SSHClientProcess[bytes]) -> Outcome:
+        status = process.exit_status
+        sig = process.exit_signal[0] if process.exit_signal else None
+        if status is None and sig is None:
+            raise SSHError(
+                f"the connection to VM {self.vm.name} closed before the command ended",
+                hint="the guest's sshd went away (restarted, killed) or the guest stopped; "
+                "the next command reconnects",
+            )
+        return Outcome(status if sig is None else None, sig, self.timed_out)
+
+    async def _pump(self, reader: asyncssh.SSHReader[bytes], stream: int) -> None:
+        while True:
+            try:
+                data = await reader.read(CHUNK)
+            except (OSError, asyncssh.Error):
+                return
+            if not data:
+                return
+            await self.credit.take(len(data))
+            await self.peer.send_output(stream, data)
+
+    async def _inbound(
+        self,
+        process: asyncssh.SSHClientProcess[bytes],
+        control: Callable[[], Awaitable[dict[str, Any] | bytes | None]],
+    ) -> None:
+        while True:
+            message = await control()
+            if message is None:  # the client is gone
+                await self.kill()
+                return
+            if isinstance(message, bytes):
+                process.stdin.write(message)
+                # Drain only past a bound: waiting on every write would stall the
+                # acks queued behind it while the command writes before it reads.
+                if process.stdin.channel.get_write_buffer_size() > STDIN_BUFFER:
+                    await process.stdin.drain()
+                continue
+            kind = message.get("type")
+            if kind == "ack":
+                await self.credit.ack(int(message.get("bytes", 0)))
+            elif kind == "eof":
+                process.stdin.write_eof()
+            elif kind == "resize":
+                rows, cols = int(message["rows"]), int(message["cols"])
+                check_size(rows, cols)
+                if self.spec.pty is not None:
+                    process.change_terminal_size(cols, rows)
+            elif kind == "signal":
+                name = str(message.get("signal", "")).upper().removeprefix("SIG")
+                if name not in _SIGNALS:
+                    raise InvalidArgument(f"signal: not one of {', '.join(_SIGNALS)}: {name!r}")
+                await self.signal(name)
+            else:
+                raise InvalidArgument(f"type: unknown control message {kind!r}")
+
+    def _on_timeout(self) -> None:
+        self.timed_out = True
+        self._killing = asyncio.create_task(self.kill())
+
+    async def signal(self, name: str) -> None:
+        """Deliver SIG``name`` to every process of this exec (on a second channel)."""
+        with contextlib.suppress(SSHError, OSError, asyncssh.Error, TimeoutError):
+            async with asyncio.timeout(15):
+                await self.conns.run(self.vm, kill_script(self.id, name), timeout=10)
+
+    async def kill(self) -> None:
+        """TERM, then KILL after :data:`KILL_GRACE` if the command has not ended."""
+        await self.signal("TERM")
+        process = self.process
+        if process is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(KILL_GRACE):
+                    await process.wait_closed()
+                    return
+        await self.signal("KILL")

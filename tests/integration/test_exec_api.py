@@ -1,0 +1,219 @@
+"""The exec WebSocket (issue #17 items 2 and 6) end to end against a real sshd on loopback.
+
+The daemon side is the real route and :mod:`banger.daemon.guestexec` on a
+:class:`GuestConns` reaching the test's sshd; the client is
+:mod:`banger.exec_client` over a Unix socket served by uvicorn. The "guest" is
+this machine, so "no process left" is checked in this machine's /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from banger.daemon.guestconn import GuestConns
+from banger.daemon.routes_exec import exec_router
+from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
+from banger.exec_client import exec_request, open_exec, run_exec
+from banger.guest.ssh import wait_for_ssh
+from banger.store import VMRecord, VMState
+from tests.integration.test_guestconn import vm_record
+from tests.sshd import Sshd, needs_sshd, sshd_fixture  # noqa: F401 (provides the sshd fixture)
+from tests.support import async_wait_until, needs_root
+
+pytestmark = [pytest.mark.root, needs_root, needs_sshd]
+
+
+class Store:
+    def __init__(self, vms: dict[str, VMRecord]) -> None:
+        self.vms = vms
+
+    def resolve_vm(self, ref: str) -> VMRecord:
+        if ref not in self.vms:
+            raise NotFound(f"no VM named {ref!r}")
+        return self.vms[ref]
+
+
+@contextlib.asynccontextmanager
+async def daemon(sshd: Sshd, tmp: Path) -> AsyncIterator[tuple[Path, GuestConns]]:
+    await wait_for_ssh(sshd.target, 30)
+    t = sshd.target
+    conns = GuestConns(t.known_hosts, t.client_key, port=t.port)
+    vm = vm_record()
+    stopped = vm_record(VMState.STOPPED)
+    stack = SimpleNamespace(
+        vms=SimpleNamespace(store=Store({"t1": vm, "off": stopped})), guest_conns=conns
+    )
+    app = FastAPI()
+    app.include_router(exec_router(stack))  # type: ignore[arg-type]
+    sock = tmp / "d.sock"
+    tmp.chmod(0o700)
+    server = uvicorn.Server(uvicorn.Config(app, uds=str(sock), log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    await async_wait_until(sock.exists, 10, "the socket")
+    try:
+        yield sock, conns
+    finally:
+        server.should_exit = True
+        await task
+        await conns.close()
+
+
+def marked(exec_id: str) -> list[int]:
+    """Processes on this machine carrying the exec's mark (the "guest" is this machine)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if f"BANGER_EXEC_ID={exec_id}".encode() in (entry / "environ").read_bytes().split(
+                    b"\0"
+                ):
+                    found.append(int(entry.name))
+    return found
+
+
+async def test_status_output_stdin_and_signals(sshd: Sshd, short_tmp: Path) -> None:
+    async with daemon(sshd, short_tmp) as (sock, _):
+        r = await run_exec(sock, "t1", exec_request(["sh", "-c", "echo out; echo err >&2; exit 7"]))
+        assert (r.exit_code, r.out, r.err, r.signal) == (7, "out\n", "err\n", None)
+        # argv arrives intact; env, cwd
+        r = await run_exec(
+            sock,
+            "t1",
+            exec_request(
+                ["sh", "-c", 'printf "%s|%s|%s" "$1" "$X" "$PWD"', "_", "a 'b' $c"],
+                env={"X": "é y"},
+                cwd="/tmp",
+            ),
+        )
+        assert r.out == "a 'b' $c|é y|/tmp"
+        # stdin round trip (binary, larger than one frame)
+        blob = os.urandom(300_000)
+        r = await run_exec(sock, "t1", exec_request(["cat"]), stdin=blob)
+        assert r.stdout == blob and r.exit_code == 0
+        # a shell string is a shell command
+        r = await run_exec(sock, "t1", exec_request("echo $((6*7)) | tr 4 x"))
+        assert r.out == "x2\n"
+        # killed by a signal
+        r = await run_exec(sock, "t1", exec_request(["sh", "-c", "kill -TERM $$"]))
+        assert (r.exit_code, r.signal, r.status) == (None, "TERM", 143)
+
+
+async def test_interleaved_output_without_loss_under_a_slow_reader(
+    sshd: Sshd, short_tmp: Path
+) -> None:
+    script = (
+        "i=0; while [ $i -lt 40 ]; do head -c 131072 /dev/zero | tr '\\0' o; "
+        "head -c 131072 /dev/zero | tr '\\0' e >&2; i=$((i+1)); done"
+    )
+    async with daemon(sshd, short_tmp) as (sock, _):
+        handle = await open_exec(sock, "t1", exec_request(script))
+        async with handle:
+            await handle.close_stdin()
+            out = hashlib.sha256()
+            n_out = n_err = 0
+            async for stream, data in handle.events():
+                if stream == "stdout":
+                    n_out += len(data)
+                    out.update(data)
+                else:
+                    n_err += len(data)
+                await asyncio.sleep(0)  # a reader that yields between frames
+        assert handle.result is not None and handle.result.exit_code == 0
+        assert (n_out, n_err) == (40 * 131072, 40 * 131072)
+        assert out.hexdigest() == hashlib.sha256(b"o" * 40 * 131072).hexdigest()
+
+
+async def test_pty_size_and_resize(sshd: Sshd, short_tmp: Path) -> None:
+    async with daemon(sshd, short_tmp) as (sock, _):
+        r = await run_exec(sock, "t1", exec_request(["stty", "size"], pty=(33, 101)))
+        assert r.out.strip() == "33 101"
+        handle = await open_exec(sock, "t1", exec_request("read x; stty size", pty=(10, 20)))
+        async with handle:
+            await handle.resize(50, 132)
+            await handle.write(b"go\n")
+            result = await handle.wait()
+        assert result.out.splitlines()[-1].strip() == "50 132"
+
+
+async def test_timeout_and_disconnect_kill_the_process_group(sshd: Sshd, short_tmp: Path) -> None:
+    async with daemon(sshd, short_tmp) as (sock, _):
+        # a child in the background and one that left the group: both must die
+        script = "sleep 300 & setsid sleep 301 & echo started; wait"
+        handle = await open_exec(sock, "t1", exec_request(script, timeout=2))
+        async with handle:
+            result = await handle.wait()
+        assert result.timed_out and result.signal in ("TERM", "KILL")
+        await async_wait_until(lambda: not marked(handle.exec_id), 15, "no process left")
+
+        handle = await open_exec(sock, "t1", exec_request(script))
+        async for _stream, data in handle.events():
+            assert data == b"started\n"
+            break
+        assert marked(handle.exec_id)
+        await handle.close()  # the client leaves mid-command
+        await async_wait_until(lambda: not marked(handle.exec_id), 15, "no process left")
+
+
+async def test_sixteen_concurrent_execs(sshd: Sshd, short_tmp: Path) -> None:
+    async with daemon(sshd, short_tmp) as (sock, conns):
+        results = await asyncio.gather(
+            *(
+                run_exec(sock, "t1", exec_request(["sh", "-c", f"sleep 0.5; echo {i}"]))
+                for i in range(16)
+            )
+        )
+        assert [r.out for r in results] == [f"{i}\n" for i in range(16)]
+        assert conns.held("vm-1") == 2  # 16 > 8 channels per connection
+
+
+async def test_bad_input_and_unknown_or_stopped_vm(sshd: Sshd, short_tmp: Path) -> None:
+    async with daemon(sshd, short_tmp) as (sock, _):
+        with pytest.raises(NotFound, match="no VM named 'nope'"):
+            await run_exec(sock, "nope", exec_request(["true"]))
+        with pytest.raises(Conflict, match="stopped, not running"):
+            await run_exec(sock, "off", exec_request(["true"]))
+        with pytest.raises(InvalidArgument, match="exactly one of argv and shell"):
+            await run_exec(sock, "t1", {"argv": ["true"], "shell": "true"})
+        with pytest.raises(InvalidArgument, match="argv: empty"):
+            await run_exec(sock, "t1", {"argv": []})
+        with pytest.raises(InvalidArgument, match="pty"):
+            await run_exec(sock, "t1", {"argv": ["true"], "pty": {"rows": 0, "cols": 5}})
+        bad: dict[str, Any] = {"argv": ["true"], "bogus": 1}
+        with pytest.raises(InvalidArgument, match="bogus"):
+            await run_exec(sock, "t1", bad)
+
+
+async def test_connection_dropped_mid_command_then_the_next_call_reconnects(
+    sshd: Sshd, short_tmp: Path
+) -> None:
+    async with daemon(sshd, short_tmp) as (sock, conns):
+        handle = await open_exec(sock, "t1", exec_request("echo up; sleep 60"))
+        async with handle:
+            async for _stream, _data in handle.events():
+                break
+            vm = vm_record()
+            held = await conns.get(vm)
+            held.abort()  # what a killed sshd looks like from the daemon
+            with pytest.raises(BangerError, match="closed before the command ended"):
+                await handle.wait()
+        await async_wait_until(lambda: not marked(handle.exec_id), 15, "the orphan killed")
+        r = await run_exec(sock, "t1", exec_request(["echo", "again"]))
+        assert r.out == "again\n"
+
+
+def test_framing_is_in_the_openapi_description() -> None:
+    app = FastAPI()
+    app.include_router(exec_router(SimpleNamespace(vms=None, guest_conns=None)))  # type: ignore[arg-type]
+    get = app.openapi()["paths"]["/v1/vms/{ref}/exec"]["get"]
+    assert "0x01" in get["description"] and "426" in get["responses"]
