@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from banger.errors import BangerError
 from banger.helper import image_pull, rootstage, staging
+from banger.helper.optable import op_specs, op_table
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from tests.registry import Entry, directory, file, layer_tar
 from tests.reliability.budget import examples, fuzz_settings
@@ -51,13 +52,8 @@ REPO = Path(__file__).resolve().parents[2]
 FILLER_FILES = 2000
 
 
-@pytest.fixture(autouse=True)
-def registered() -> Iterator[None]:
-    image_pull.register()
-    staging.register()
-    yield
-    staging.unregister()
-    image_pull.unregister()
+#: The helper's op table, as banger-helper builds it.
+SPECS = op_specs(op_table(None))
 
 
 @dataclass
@@ -145,7 +141,7 @@ def run_pull(w: World, out: Path) -> dict[str, Any] | str:
         },
     }
     try:
-        args = validate_request(Context((w.state,)), request).args
+        args = validate_request(Context((w.state,)), request, SPECS).args
         assert isinstance(args, image_pull.ImagePullArgs)
         with open(out / image_pull.DAEMON_LOCK, "rb") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -298,7 +294,7 @@ def test_any_component_swapped_at_any_moment_writes_nothing_outside(
         swap(w, out, component, kind)
     result: dict[str, Any] | str
     try:
-        args = validate_request(Context((w.state,)), request).args
+        args = validate_request(Context((w.state,)), request, SPECS).args
         assert isinstance(args, image_pull.ImagePullArgs)
         if moment == "after-validation":
             swap(w, out, component, kind)

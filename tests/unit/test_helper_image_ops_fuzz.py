@@ -13,7 +13,6 @@ fault suites.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,20 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from banger.helper import image_build, image_pull, staging
+from banger.helper import staging
+from banger.helper.optable import op_specs, op_table
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from tests.reliability_counts import ReliabilityCounts
 from tests.support import Branches
 
 DIGEST = "sha256:" + "ab" * 32
 OPS = ("image_build", "image_pull", "remove_staging")
+#: The helper's op table, as banger-helper builds it.
+SPECS = op_specs(op_table(None))
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An allow-root with the directories the daemon would have made, and traps beside them."""
     base = tmp_path_factory.mktemp("allow")
     for d in ("tmp/register-1a2b3c4d", "tmp/pull-1a2b3c4d/layers", "images/pull-00000000"):
@@ -39,12 +41,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     (base / "tmp" / "pull-1a2b3c4d" / "daemon.lock").touch()
     os.symlink("/etc", base / "tmp" / "pull-0000000f")  # a symlink with a staging name
     os.symlink(base / "tmp", base / "tmplink")
-    registered = (image_build, image_pull, staging)
-    for module in registered:
-        module.register()
-    yield base
-    for module in registered:
-        module.unregister()
+    return base
 
 
 def valid(root: Path) -> dict[str, dict[str, Any]]:
@@ -83,7 +80,7 @@ json_values = st.recursive(
 
 
 def check(root: Path, op: str, args: object) -> Any:
-    return validate_request(Context((root,)), {"id": 1, "op": op, "args": args}).args
+    return validate_request(Context((root,)), {"id": 1, "op": op, "args": args}, SPECS).args
 
 
 def test_the_daemons_requests_are_accepted(root: Path) -> None:

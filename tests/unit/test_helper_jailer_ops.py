@@ -9,7 +9,7 @@ are the helper's policy. The ops run for real (as root, with stand-ins) in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from banger.errors import BangerError, HelperError
 from banger.helper import jailer_ops
-from banger.helper.validate import Context, RequestInvalid, validate_request
+from banger.helper.optable import op_specs, op_table
+from banger.helper.validate import Context, OpSpec, RequestInvalid, validate_request
 from banger.vmm.firecracker.jailer import JailerPolicy
 from tests.support import Branches
 
@@ -46,18 +47,15 @@ def good_args() -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def registered() -> Iterator[None]:
-    jailer_ops.register(POLICY)
-    yield
-    jailer_ops.unregister()
+#: The helper's op table as banger-helper builds it with --jailer/--firecracker.
+SPECS = op_specs(op_table(POLICY))
 
 
-def validate(op: str, args: object) -> Any:
-    return validate_request(CTX, {"id": 1, "op": op, "args": args}).args
+def validate(op: str, args: object, specs: Mapping[str, OpSpec] = SPECS) -> Any:
+    return validate_request(CTX, {"id": 1, "op": op, "args": args}, specs).args
 
 
-def test_valid_request_gets_the_helpers_policy(registered: None) -> None:
+def test_valid_request_gets_the_helpers_policy() -> None:
     args = validate("start_jailer", good_args())
     assert isinstance(args, jailer_ops.StartJailerArgs)
     assert args.policy == POLICY
@@ -66,13 +64,13 @@ def test_valid_request_gets_the_helpers_policy(registered: None) -> None:
     assert teardown.layout.jail_dir == Path("/srv/jailer/firecracker/a-b")
 
 
-def test_the_request_cannot_choose_binaries_uid_or_chroot(registered: None) -> None:
+def test_the_request_cannot_choose_binaries_uid_or_chroot() -> None:
     for key, value in (("jailer", "/bin/sh"), ("uid", 0), ("chroot_base", "/"), ("exec_file", "x")):
         with pytest.raises(RequestInvalid, match=rf"start_jailer\.args\.{key}: unknown field"):
             validate("start_jailer", {**good_args(), key: value})
 
 
-def test_all_problems_named_at_once(registered: None) -> None:
+def test_all_problems_named_at_once() -> None:
     bad = {**good_args(), "vcpus": 0, "kernel": "/etc/shadow", "vm_id": "../x"}
     with pytest.raises(RequestInvalid) as info:
         validate("start_jailer", bad)
@@ -82,15 +80,12 @@ def test_all_problems_named_at_once(registered: None) -> None:
 
 
 def test_without_a_policy_both_ops_are_refused_when_run() -> None:
-    jailer_ops.register(None)
-    try:
-        for op, args in (("start_jailer", good_args()), ("teardown_jail", {"vm_id": "abc"})):
-            parsed = validate(op, args)
-            with pytest.raises(jailer_ops.JailerNotConfigured, match="without --jailer") as info:
-                jailer_ops.run(parsed)
-            assert info.value.hint is not None and "--firecracker PATH" in info.value.hint
-    finally:
-        jailer_ops.unregister()
+    without_policy = op_specs(op_table(None))
+    for op, args in (("start_jailer", good_args()), ("teardown_jail", {"vm_id": "abc"})):
+        parsed = validate(op, args, without_policy)
+        with pytest.raises(jailer_ops.JailerNotConfigured, match="without --jailer") as info:
+            jailer_ops.run(parsed)
+        assert info.value.hint is not None and "--firecracker PATH" in info.value.hint
 
 
 def test_policy_flags(tmp_path: Path) -> None:
@@ -126,7 +121,7 @@ paths = st.one_of(
 PATH_FIELDS = ("kernel", "initrd", "root_disk", "work_disk", "console_log", "log", "metrics")
 
 
-def test_fuzzed_start_requests_are_refused_or_stay_inside_the_state_dir(registered: None) -> None:
+def test_fuzzed_start_requests_are_refused_or_stay_inside_the_state_dir() -> None:
     branches = Branches()
 
     @settings(max_examples=300)
@@ -169,7 +164,7 @@ def test_fuzzed_start_requests_are_refused_or_stay_inside_the_state_dir(register
     branches.require("accepted", "refused")
 
 
-def test_fuzzed_teardown_ids_never_leave_the_jail_base(registered: None) -> None:
+def test_fuzzed_teardown_ids_never_leave_the_jail_base() -> None:
     branches = Branches()
 
     @settings(max_examples=300)

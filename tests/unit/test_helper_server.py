@@ -182,20 +182,15 @@ def test_a_long_or_broken_path_is_refused_and_the_connection_lives_on(
     served: tuple[HelperServer, Path],
 ) -> None:
     """Paths that once made a checker raise OSError (ENAMETOOLONG) get a field error."""
-    from banger.helper import staging
 
     _, path = served
-    staging.register()
-    try:
-        with connect(path) as sock:
-            for hostile in (
-                f"{path.parent}/tmp/" + "x" * 300,
-                f"{path.parent}/" + "/".join(["y"] * 2100),
-            ):
-                request = {"id": 7, "op": "remove_staging", "args": {"path": hostile}}
-                reply = exchange(sock, json.dumps(request).encode() + b"\n")
-                assert reply["ok"] is False and reply["id"] == 7, reply
-                assert reply["error"].startswith("remove_staging.args.path: must be shorter"), reply
-            assert exchange(sock, b'{"id": 8, "op": "ping", "args": {}}\n')["ok"] is True
-    finally:
-        staging.unregister()
+    with connect(path) as sock:
+        for hostile in (
+            f"{path.parent}/tmp/" + "x" * 300,
+            f"{path.parent}/" + "/".join(["y"] * 2100),
+        ):
+            request = {"id": 7, "op": "remove_staging", "args": {"path": hostile}}
+            reply = exchange(sock, json.dumps(request).encode() + b"\n")
+            assert reply["ok"] is False and reply["id"] == 7, reply
+            assert reply["error"].startswith("remove_staging.args.path: must be shorter"), reply
+        assert exchange(sock, b'{"id": 8, "op": "ping", "args": {}}\n')["ok"] is True

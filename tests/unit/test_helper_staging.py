@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from banger.errors import Conflict, InvalidArgument
 from banger.helper import staging
+from banger.helper.optable import op_specs, op_table
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from tests.support import needs_root
 
 OWNER = 65534  # nobody: any uid that is not root shows the ownership checks work
 
 
-@pytest.fixture(autouse=True)
-def registered() -> Iterator[None]:
-    staging.register()
-    yield
-    staging.unregister()
+#: The helper's op table, as banger-helper builds it.
+SPECS = op_specs(op_table(None))
 
 
 def check(root: Path, path: str) -> staging.RemoveStagingArgs:
     request = {"id": 1, "op": staging.OP, "args": {"path": path}}
-    args = validate_request(Context((root,)), request).args
+    args = validate_request(Context((root,)), request, SPECS).args
     assert isinstance(args, staging.RemoveStagingArgs)
     return args
 

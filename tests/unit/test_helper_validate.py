@@ -14,7 +14,7 @@ from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
 from banger.helper.validate import (
-    OPS,
+    NETWORK_SPECS,
     Context,
     EnsureBridgeArgs,
     OpenTapArgs,
@@ -105,7 +105,7 @@ def test_every_op_accepts_its_valid_arguments(op: str) -> None:
 
 
 def test_every_op_has_a_valid_example() -> None:
-    assert set(VALID) == set(OPS)
+    assert set(VALID) == set(NETWORK_SPECS)
 
 
 def test_arguments_are_typed() -> None:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from banger.helper import image_pull
+from banger.helper.optable import op_specs, op_table
 from banger.helper.validate import Context, RequestInvalid, validate_request
 
 DIGEST = "sha256:" + "ab" * 32
 
 
-@pytest.fixture(autouse=True)
-def registered() -> Iterator[None]:
-    image_pull.register()
-    yield
-    image_pull.unregister()
+#: The helper's op table, as banger-helper builds it.
+SPECS = op_specs(op_table(None))
 
 
 def args(root: Path, **changes: Any) -> dict[str, Any]:
@@ -37,7 +33,8 @@ def args(root: Path, **changes: Any) -> dict[str, Any]:
 
 
 def check(root: Path, a: dict[str, Any]) -> Any:
-    return validate_request(Context((root,)), {"id": 1, "op": "image_pull", "args": a}).args
+    request = {"id": 1, "op": "image_pull", "args": a}
+    return validate_request(Context((root,)), request, SPECS).args
 
 
 def test_the_daemons_request_is_accepted(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from banger.daemon.vms.names import check_init, check_memory, check_name, check_vcpus
 from banger.daemon.vms.undo import UndoStack
 from banger.errors import InvalidArgument
-from banger.helper import image_build
 from banger.helper.image_build import ImageBuildArgs
+from banger.helper.optable import op_specs, op_table
 from banger.helper.validate import Context, RequestInvalid, validate_request
 from banger.net.taps import tap_name
 
@@ -74,20 +73,16 @@ async def test_undo_runs_newest_first_and_survives_a_failing_step() -> None:
     assert len(stack) == 0
 
 
-@pytest.fixture
-def image_build_op() -> Iterator[None]:
-    image_build.register()
-    yield
-    image_build.unregister()
+#: The helper's op table, as banger-helper builds it.
+SPECS = op_specs(op_table(None))
 
 
-@pytest.mark.usefixtures("image_build_op")
 def test_image_build_request_is_validated(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     ctx = Context((tmp_path.resolve(),))
     good = {"suite": "bookworm", "name": "debian-bookworm", "out_dir": str(out), "mirror": None}
-    request = validate_request(ctx, {"id": 1, "op": "image_build", "args": good})
+    request = validate_request(ctx, {"id": 1, "op": "image_build", "args": good}, SPECS)
     assert isinstance(request.args, ImageBuildArgs) and request.args.out_dir == out
     os.symlink(out, tmp_path / "link")
     bad = {
@@ -97,10 +92,10 @@ def test_image_build_request_is_validated(tmp_path: Path) -> None:
         "mirror": "file:///etc",
     }
     with pytest.raises(RequestInvalid) as caught:
-        validate_request(ctx, {"id": 2, "op": "image_build", "args": bad})
+        validate_request(ctx, {"id": 2, "op": "image_build", "args": bad}, SPECS)
     problems = " ".join(caught.value.problems)
     for field in ("suite", "name", "out_dir", "mirror"):
         assert f"image_build.args.{field}:" in problems
     outside = {**good, "out_dir": "/etc"}
     with pytest.raises(RequestInvalid, match="out_dir"):
-        validate_request(ctx, {"id": 3, "op": "image_build", "args": outside})
+        validate_request(ctx, {"id": 3, "op": "image_build", "args": outside}, SPECS)

@@ -46,7 +46,7 @@ from typing import Any
 
 from banger.errors import InvalidArgument
 from banger.helper.rootstage import RootStage, open_owner_dir
-from banger.helper.validate import OPS, Context, OpSpec, _string, checked_path
+from banger.helper.validate import Context, OpSpec, _string, checked_path
 
 _SUITE = re.compile(r"[a-z]{2,32}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -103,19 +103,6 @@ SPEC = OpSpec(
     ImageBuildArgs,
     "build debian:<suite> into an empty owner directory (minutes)",
 )
-
-
-def register() -> None:
-    """Add ``image_build`` to the helper's op table (``banger-helper`` does at start).
-
-    Explicit rather than at import: the op pulls in the image builder, and the
-    table stays the network ops alone for code that only validates requests.
-    """
-    OPS["image_build"] = SPEC
-
-
-def unregister() -> None:
-    OPS.pop("image_build", None)
 
 
 def _owner_dir_fd(out_dir: Path, owner_uid: int) -> int:

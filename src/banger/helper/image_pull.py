@@ -63,7 +63,7 @@ from typing import Any
 from banger.errors import BangerError, InvalidArgument
 from banger.helper.image_build import check_image_name
 from banger.helper.rootstage import RootStage, open_owner_dir
-from banger.helper.validate import OPS, Context, OpSpec, _string, checked_path
+from banger.helper.validate import Context, OpSpec, _string, checked_path
 
 OP = "image_pull"
 LAYERS_DIR = "layers"
@@ -165,15 +165,6 @@ SPEC = OpSpec(
     ImagePullArgs,
     "flatten fetched OCI layers, make them bootable, publish into an owner directory",
 )
-
-
-def register() -> None:
-    """Add ``image_pull`` to the helper's op table (``banger-helper`` does at start)."""
-    OPS[OP] = SPEC
-
-
-def unregister() -> None:
-    OPS.pop(OP, None)
 
 
 def _open_out_dir(out_dir: Path, owner_uid: int) -> int:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from banger import proc
 from banger.errors import BangerError, CommandError, Conflict, HelperError
-from banger.helper.validate import OPS, Context, OpSpec, RequestInvalid
+from banger.helper.validate import Context, OpSpec, RequestInvalid
 
 if TYPE_CHECKING:
     from banger.vmm.firecracker.jailer import JailerPolicy, JailLayout, JailRequest
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 START_OP, TEARDOWN_OP = "start_jailer", "teardown_jail"
-#: ``jailer.REQUEST_FIELDS``, repeated so that registering the ops imports nothing
+#: ``jailer.REQUEST_FIELDS``, repeated so that building the op table imports nothing
 #: beyond the helper's stdlib-only modules (a unit test keeps the two equal).
 START_FIELDS = (
     "console_log", "initrd", "kernel", "log", "memory_mib", "metrics", "netns",
@@ -153,8 +153,8 @@ class NotConfiguredArgs:
     op: str
 
 
-def register(policy: JailerPolicy | None) -> None:
-    """Add both ops to the helper's op table; without a policy they refuse every request."""
+def specs(policy: JailerPolicy | None) -> dict[str, OpSpec]:
+    """Both ops' argument specs, bound to ``policy``; without one they refuse every request."""
 
     def build_start(**args: object) -> StartJailerArgs | NotConfiguredArgs:
         if policy is None:
@@ -177,24 +177,21 @@ def register(policy: JailerPolicy | None) -> None:
             raise RequestInvalid(exc.problems) from None
 
     # Every field passes through here; validate_jailer_request checks them all at once.
-    OPS[START_OP] = OpSpec(
-        dict.fromkeys(START_FIELDS, _passthrough),
-        build_start,
-        "start Firecracker under the jailer (binaries and uid fixed by the helper)",
-    )
-    OPS[TEARDOWN_OP] = OpSpec(
-        {"vm_id": _passthrough}, build_teardown, "remove a VM's jail directory and cgroup"
-    )
+    return {
+        START_OP: OpSpec(
+            dict.fromkeys(START_FIELDS, _passthrough),
+            build_start,
+            "start Firecracker under the jailer (binaries and uid fixed by the helper)",
+        ),
+        TEARDOWN_OP: OpSpec(
+            {"vm_id": _passthrough}, build_teardown, "remove a VM's jail directory and cgroup"
+        ),
+    }
 
 
 def _text(value: object) -> str:
     # Anything but a string fails teardown_layout's id check, which names the field.
     return value if isinstance(value, str) else repr(value)
-
-
-def unregister() -> None:
-    for op in (START_OP, TEARDOWN_OP):
-        OPS.pop(op, None)
 
 
 def run(args: StartJailerArgs | TeardownJailArgs | NotConfiguredArgs) -> dict[str, Any]:
@@ -322,7 +319,6 @@ __all__ = [
     "TeardownJailArgs",
     "is_jailer_args",
     "policy_from_flags",
-    "register",
     "run",
-    "unregister",
+    "specs",
 ]

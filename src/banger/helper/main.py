@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
-from banger.helper import image_build, image_pull, op_delay, staging
+from banger.helper import op_delay
 from banger.helper.jailer_ops import policy_from_flags
-from banger.helper.jailer_ops import register as register_jailer_ops
 from banger.helper.ops import Operations
+from banger.helper.optable import op_table
 from banger.helper.server import HelperServer
 from banger.helper.validate import Context
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log, args.debug)
         op_delay.configure_from_env()  # test-only hook, read once, here
         context = Context.from_dirs(args.allow_root)
-        register_jailer_ops(
+        table = op_table(
             policy_from_flags(
                 args.jailer,
                 args.firecracker,
@@ -123,15 +123,12 @@ def main(argv: list[str] | None = None) -> int:
                 args.jail_base,
             )
         )
-        image_build.register()
-        image_pull.register()
-        staging.register()
         server = HelperServer(
             args.socket,
             owner_uid=args.owner_uid,
             owner_gid=args.owner_gid,
             context=context,
-            operations=Operations(args.owner_uid),
+            operations=Operations(args.owner_uid, table),
         )
         server.bind()
     except BangerError as exc:

@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
-import banger
-from banger.helper import image_build, image_pull, links, nat, op_delay, ops_dns, staging
-from banger.helper.validate import (
-    OPS,
-    BindDnsArgs,
-    DeleteTapArgs,
-    EnsureBridgeArgs,
-    EnsureNatArgs,
-    OpenTapArgs,
-    Request,
-    ResolverLinkArgs,
-    TeardownNetworkArgs,
-)
+from banger.helper import op_delay, staging
+from banger.helper.optable import OpTable, Outcome, op_specs, op_table
+from banger.helper.validate import OpSpec, Request
 
-PROTOCOL_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Outcome:
-    result: dict[str, Any]
-    fds: list[int] = field(default_factory=list)
+__all__ = ["Operations", "Outcome"]
 
 
 class Operations:
-    """Runs requests one at a time.
+    """Runs validated requests, each holding what its entry in the op table names.
 
-    Connections are served concurrently, but every op reads then rewrites
-    shared kernel state (the nft table, a bridge's taps), so ops serialise on
-    one lock; each takes milliseconds.
+    Connections are served concurrently; the network ops serialise on one
+    lock, each taking milliseconds (see :mod:`banger.helper.optable`).
     """
 
-    def __init__(self, owner_uid: int) -> None:
+    def __init__(self, owner_uid: int, table: OpTable | None = None) -> None:
         self.owner_uid = owner_uid
+        #: Without a table: every op, the jailer ops refusing (no jailer policy).
+        self.table = op_table(None) if table is None else table
+        self.specs: Mapping[str, OpSpec] = op_specs(self.table)
         self._lock = threading.Lock()
 
     def run(self, request: Request) -> Outcome:
@@ -48,59 +32,11 @@ class Operations:
         return outcome
 
     def _run(self, request: Request) -> Outcome:
-        if isinstance(request.args, image_build.ImageBuildArgs):
-            # Minutes of work: it must not hold up tap and bridge ops.
+        op = self.table[request.op]
+        if op.lock == "network":
+            with self._lock:
+                return op.handler(request.args, self.owner_uid)
+        if op.lock == "out_dir":
             with staging.in_use(request.args.out_dir):
-                return Outcome(image_build.image_build(request.args, self.owner_uid))
-        if isinstance(request.args, image_pull.ImagePullArgs):
-            with staging.in_use(request.args.out_dir):
-                return Outcome(image_pull.image_pull(request.args, self.owner_uid))
-        if isinstance(request.args, staging.RemoveStagingArgs):
-            # File work on the owner's disk, possibly a whole image tree: outside the lock.
-            return Outcome(staging.remove_staging(request.args, self.owner_uid))
-        if request.op in ("start_jailer", "teardown_jail"):
-            from banger.helper import jailer_ops
-
-            # Runs the jailer and waits for its pid file: outside the network-op lock.
-            return Outcome(jailer_ops.run(request.args))
-        with self._lock:
-            return self._dispatch(request.op, request.args)
-
-    def _dispatch(self, op: str, args: Any) -> Outcome:
-        if op == "ping":
-            return Outcome({"version": banger.__version__, "pid": os.getpid()})
-        if op == "version":
-            return Outcome(
-                {
-                    "version": banger.__version__,
-                    "protocol": PROTOCOL_VERSION,
-                    "ops": sorted(OPS),
-                }
-            )
-        if isinstance(args, EnsureBridgeArgs):
-            return Outcome(links.ensure_bridge(args.name, args.cidr))
-        if isinstance(args, OpenTapArgs):
-            result, fd = links.open_tap(args.name, args.bridge, self.owner_uid)
-            return Outcome(result, [fd])
-        if isinstance(args, DeleteTapArgs):
-            return Outcome(links.delete_tap(args.name))
-        if isinstance(args, EnsureNatArgs):
-            return Outcome(nat.ensure_nat(args.cidr, args.bridge))
-        if isinstance(args, TeardownNetworkArgs):
-            taps, bridge_deleted = links.teardown_bridge(args.bridge)
-            removed, table_deleted = nat.remove_bridge(args.bridge)
-            return Outcome(
-                {
-                    "bridge": args.bridge,
-                    "taps_deleted": taps,
-                    "bridge_deleted": bridge_deleted,
-                    "nat_removed": removed,
-                    "nat_table_deleted": table_deleted,
-                }
-            )
-        if isinstance(args, BindDnsArgs):
-            result, fds = ops_dns.bind_dns(args.cidr)
-            return Outcome(result, fds)
-        if isinstance(args, ResolverLinkArgs):
-            return Outcome(ops_dns.resolver_link(args.bridge, args.cidr, args.domain))
-        raise AssertionError(f"op {op} validated but has no handler")
+                return op.handler(request.args, self.owner_uid)
+        return op.handler(request.args, self.owner_uid)

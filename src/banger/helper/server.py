@@ -289,7 +289,7 @@ class HelperServer:
             message = decode(line)
             with contextlib.suppress(ValueError):
                 request_id = check_id(message.get("id"))
-            request = validate_request(self.context, message)
+            request = validate_request(self.context, message, self.operations.specs)
         except (ProtocolError, RequestInvalid) as exc:
             log.warning("rejected request from %s: %s", peer, exc)
             err = exc if isinstance(exc, RequestInvalid) else InvalidArgument(str(exc))

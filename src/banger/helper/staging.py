@@ -35,7 +35,7 @@ from typing import Any
 
 from banger.errors import Conflict, InvalidArgument
 from banger.helper.rootstage import StageError, empty_dir, open_dir_nofollow
-from banger.helper.validate import OPS, Context, OpSpec, checked_path
+from banger.helper.validate import Context, OpSpec, checked_path
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ SPEC = OpSpec(
     RemoveStagingArgs,
     "remove a staging directory an interrupted image op left in the owner's tmp/",
 )
-
-
-def register() -> None:
-    OPS[OP] = SPEC
-
-
-def unregister() -> None:
-    OPS.pop(OP, None)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from banger.errors import InvalidArgument
@@ -275,19 +276,24 @@ class OpSpec:
     doc: str = field(default="")
 
 
-OPS: dict[str, OpSpec] = {
-    "ping": OpSpec({}, NoArgs, "liveness check; returns the helper version"),
-    "version": OpSpec({}, NoArgs, "helper and protocol version, and the op list"),
-    "ensure_bridge": OpSpec({"name": check_bridge, "cidr": check_gateway}, EnsureBridgeArgs),
-    "open_tap": OpSpec({"name": check_tap, "bridge": check_bridge}, OpenTapArgs),
-    "delete_tap": OpSpec({"name": check_tap}, DeleteTapArgs),
-    "ensure_nat": OpSpec({"cidr": check_subnet, "bridge": check_bridge}, EnsureNatArgs),
-    "teardown_network": OpSpec({"bridge": check_bridge}, TeardownNetworkArgs),
-    "bind_dns": OpSpec({"cidr": check_gateway}, BindDnsArgs),
-    "resolver_link": OpSpec(
-        {"bridge": check_bridge, "cidr": check_gateway, "domain": check_domain}, ResolverLinkArgs
-    ),
-}
+#: The network ops' argument specs; the whole table (with the image, staging and
+#: jailer ops and every op's handler and lock) is built in :mod:`banger.helper.optable`.
+NETWORK_SPECS: Mapping[str, OpSpec] = MappingProxyType(
+    {
+        "ping": OpSpec({}, NoArgs, "liveness check; returns the helper version"),
+        "version": OpSpec({}, NoArgs, "helper and protocol version, and the op list"),
+        "ensure_bridge": OpSpec({"name": check_bridge, "cidr": check_gateway}, EnsureBridgeArgs),
+        "open_tap": OpSpec({"name": check_tap, "bridge": check_bridge}, OpenTapArgs),
+        "delete_tap": OpSpec({"name": check_tap}, DeleteTapArgs),
+        "ensure_nat": OpSpec({"cidr": check_subnet, "bridge": check_bridge}, EnsureNatArgs),
+        "teardown_network": OpSpec({"bridge": check_bridge}, TeardownNetworkArgs),
+        "bind_dns": OpSpec({"cidr": check_gateway}, BindDnsArgs),
+        "resolver_link": OpSpec(
+            {"bridge": check_bridge, "cidr": check_gateway, "domain": check_domain},
+            ResolverLinkArgs,
+        ),
+    }
+)
 
 
 def _type_name(value: object) -> str:
@@ -305,8 +311,13 @@ def check_id(value: object) -> int | str:
     return value
 
 
-def validate_request(ctx: Context, message: Mapping[str, object]) -> Request:
-    """Check a decoded request line; raise :class:`RequestInvalid` naming every problem."""
+def validate_request(
+    ctx: Context, message: Mapping[str, object], specs: Mapping[str, OpSpec] = NETWORK_SPECS
+) -> Request:
+    """Check a decoded request line against ``specs`` (the helper's op table's).
+
+    Raise :class:`RequestInvalid` naming every problem.
+    """
     problems: list[str] = []
     extra = sorted(set(message) - {"id", "op", "args"})
     for key in extra:
@@ -325,7 +336,7 @@ def validate_request(ctx: Context, message: Mapping[str, object]) -> Request:
             "op: required string" if op is None else f"op: must be a string, got {_type_name(op)}"
         )
         raise RequestInvalid(problems)
-    spec = OPS.get(op)
+    spec = specs.get(op)
     if spec is None:
         problems.append(f"op: unknown op {_show(op)}")
         raise RequestInvalid(problems)
