@@ -7,11 +7,14 @@ and deleted afterwards, with no uplink: no test traffic can leave the machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,6 +32,10 @@ IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
 
 T = TypeVar("T")
+
+#: The one interpreter path: the virtualenv running the tests. Its bin holds
+#: banger, bangerd and banger-helper; an unprivileged owner runs them from here too.
+VENV_BIN = Path(sys.executable).parent
 
 #: Seconds between two looks at the awaited state.
 POLL = 0.05
@@ -70,6 +77,43 @@ async def async_wait_for(probe: Callable[[], Awaitable[T]], timeout: float, what
         await asyncio.sleep(POLL)
 
 
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 60.0) -> None:
+    """Wait for ``pid`` to end; ``timeout`` is a hang bound, not a speed claim."""
+    wait_until(lambda: not alive(pid), timeout, f"pid {pid} gone")
+
+
+def stop_pid(pid: int | None, timeout: float = 60.0) -> None:
+    """The suite's one way to stop a daemon it started (bangerd, banger-helper) by pid.
+
+    SIGTERM, then SIGKILL only if it still runs after ``timeout`` (a hang bound).
+    """
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        wait_gone(pid, timeout)
+    except AssertionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid, timeout)
+
+
 class Branches:
     """Which branches a property test took, counted over all its examples.
 
@@ -91,6 +135,32 @@ class Branches:
     def require(self, *names: str) -> None:
         missing = [name for name in names if not self.seen[name]]
         assert not missing, f"branches never taken: {missing}; taken: {dict(self.seen)}"
+
+
+def assert_refusal(
+    result: subprocess.CompletedProcess[str], status: int, says: str, *, hint: str | None = None
+) -> str:
+    """A CLI refusal exactly as the README's "Exit status" section promises; its error line.
+
+    ``status`` is the documented code (2 bad input, 3 not found, 4 conflict, …:
+    spell it as ``InvalidArgument.exit_code`` etc. from :mod:`banger.errors`).
+    stderr is exactly one ``error:`` line containing ``says`` and at most one
+    ``hint:`` line (containing ``hint`` when given): no traceback, no progress,
+    no second error. stdout is empty: a refusal prints no result.
+    """
+    shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == status, f"expected exit {status}; {shown}"
+    assert result.stdout == "", f"a refusal printed a result; {shown}"
+    lines = result.stderr.splitlines()
+    assert 1 <= len(lines) <= 2, f"not one error line and at most one hint; {shown}"
+    assert lines[0].startswith("error: ") and says in lines[0], (
+        f"error line without {says!r}; {shown}"
+    )
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: "), f"second line not a hint; {shown}"
+    if hint is not None:
+        assert len(lines) == 2 and hint in lines[1], f"no hint with {hint!r}; {shown}"
+    return lines[0]
 
 
 @contextmanager

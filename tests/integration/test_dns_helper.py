@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import select
@@ -25,6 +26,7 @@ import pytest
 from banger.errors import HelperError
 from banger.helper.client import HelperClient
 from banger.net.dns import DNSServer, Resolver, ResolverSettings
+from tests.helper_launch import helper_paths, running_helper
 from tests.support import Netns, netns, short_tmpdir
 
 pytestmark = [pytest.mark.root]
@@ -143,3 +145,71 @@ def test_resolver_link_without_resolved_says_why(helper: tuple[Netns, HelperClie
         "configured": False,
         "reason": "systemd-resolved is not running (no /run/systemd/resolve)",
     }
+
+
+#: A resolvectl that records each call's argv (one JSON list a line) and changes
+#: nothing; it fails ``default-route`` (as resolved < 240 does) when told to.
+RESOLVECTL_STANDIN = """#!{python}
+import json, sys
+from pathlib import Path
+calls = Path({calls!r})
+with calls.open("a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1:2] == ["default-route"] and calls.with_name("no-default-route").exists():
+    sys.exit("Unknown command verb default-route.")
+"""
+
+#: The helper in its own mount namespace with an empty tmpfs on /run/systemd and
+#: /run/systemd/resolve in it: systemd-resolved "runs" for this helper only,
+#: whatever the host has (other tests see the host's /run unchanged).
+RESOLVED_RUNS = (
+    "unshare", "--mount", "--propagation", "private", "sh", "-c",
+    'mount -t tmpfs banger-test /run/systemd && mkdir /run/systemd/resolve && exec "$@"', "sh",
+)  # fmt: skip
+
+
+def recorded(calls: Path) -> list[list[str]]:
+    if not calls.exists():
+        return []
+    return [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def test_resolver_link_points_resolved_at_the_bridge_for_the_domain_only() -> None:
+    with netns("bgd") as ns, short_tmpdir("bgd-") as tmp:
+        calls = tmp / "resolvectl.calls"
+        bindir = tmp / "bin"
+        bindir.mkdir()
+        standin = bindir / "resolvectl"
+        standin.write_text(RESOLVECTL_STANDIN.format(python=sys.executable, calls=str(calls)))
+        standin.chmod(0o755)
+        paths = helper_paths(tmp)
+        path = f"{bindir}:{os.environ['PATH']}"
+        with running_helper(paths, 0, ns=ns, wrap=RESOLVED_RUNS, env={"PATH": path}):
+            client = HelperClient(paths.helper_socket, timeout=30)
+            client.call("ensure_bridge", name=BRIDGE, cidr=GATEWAY)
+            # Refusals run nothing: no half-configured link.
+            with pytest.raises(HelperError, match="bridge bgnone0 does not exist"):
+                client.call("resolver_link", bridge="bgnone0", cidr=GATEWAY, domain="banger")
+            with pytest.raises(HelperError, match=r"is on bgdns0 as 172.30.9.1/24, not .*/25"):
+                client.call("resolver_link", bridge=BRIDGE, cidr="172.30.9.1/25", domain="banger")
+            assert recorded(calls) == []
+
+            result = client.call("resolver_link", bridge=BRIDGE, cidr=GATEWAY, domain="vms.test")
+            assert result == {
+                "configured": True, "bridge": BRIDGE, "dns": "172.30.9.1", "domain": "~vms.test",
+            }  # fmt: skip
+            # The bridge's own DNS server, a routing-only domain (the ~), never the default route.
+            assert recorded(calls) == [
+                ["dns", BRIDGE, "172.30.9.1"],
+                ["domain", BRIDGE, "~vms.test"],
+                ["default-route", BRIDGE, "false"],
+            ]
+
+            # An older resolvectl without default-route: the link still works (the
+            # routing-only domain already keeps it off the default route), and the log says so.
+            calls.unlink()
+            (tmp / "no-default-route").touch()
+            result = client.call("resolver_link", bridge=BRIDGE, cidr=GATEWAY, domain="banger")
+            assert result["configured"] is True
+            assert [call[0] for call in recorded(calls)] == ["dns", "domain", "default-route"]
+            assert "resolver_link: default-route not set on bgdns0" in paths.helper_log.read_text()
