@@ -78,8 +78,6 @@ KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset(
         # The CLI's `session attach` takes attach_argv from guest.sessions,
         # which reads the session records of the store.
         ("banger.guest.sessions", "banger.store.records"),
-        # doctor reads the report the daemon writes from the daemon's module.
-        ("banger.doctor.reconcile", "banger.daemon.reconcile_report"),
     }
 )
 
