@@ -76,6 +76,8 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 PidFile none
+# the files API's SFTP, as a guest's Debian sshd_config has it
+Subsystem sftp internal-sftp
 # test files live under /tmp (world-writable), which StrictModes rejects
 StrictModes no
 """

@@ -60,6 +60,13 @@ class Conflict(BangerError):
     exit_code = 4
 
 
+class PermissionDenied(BangerError):
+    """Refused by file permissions: in a guest (files API), or on the host (``vm cp``)."""
+
+    http_status = 403
+    exit_code = 9
+
+
 class DaemonUnavailable(BangerError):
     """The CLI could not reach (or start) bangerd."""
 

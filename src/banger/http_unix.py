@@ -13,7 +13,7 @@ like a lost connection.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from io import BufferedReader
 
 #: Bounds for what the other side sends: a header line, the header count, a chunk-size line.
@@ -26,6 +26,15 @@ class ProtocolError(Exception):
     """The answer was not HTTP/1.1 as bangerd speaks it (or stopped half-way)."""
 
 
+def _head(method: str, target: str, headers: Mapping[str, str]) -> list[str]:
+    """The request line and headers (``Host`` and ``Connection: close`` added), checked."""
+    for text in (method, target, *headers, *headers.values()):
+        if any(c in text for c in "\r\n\0") or (text in (method, target) and " " in text):
+            raise ValueError(f"refusing to send a header or request line with {text!r}")
+    lines = [f"{method} {target} HTTP/1.1", "Host: bangerd", "Connection: close"]
+    return lines + [f"{name}: {value}" for name, value in headers.items()]
+
+
 def send_request(
     sock: socket.socket,
     method: str,
@@ -34,14 +43,32 @@ def send_request(
     body: bytes | None = None,
 ) -> None:
     """Write one request; ``Host``, ``Connection: close`` and ``Content-Length`` are added."""
-    for text in (method, target, *headers, *headers.values()):
-        if any(c in text for c in "\r\n\0") or (text in (method, target) and " " in text):
-            raise ValueError(f"refusing to send a header or request line with {text!r}")
-    lines = [f"{method} {target} HTTP/1.1", "Host: bangerd", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines = _head(method, target, headers)
     if body is not None or method not in ("GET", "HEAD"):
         lines.append(f"Content-Length: {len(body or b'')}")
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+
+
+def send_request_stream(
+    sock: socket.socket,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: Iterable[bytes],
+    length: int | None = None,
+) -> None:
+    """Write one request whose body comes in pieces: ``Content-Length`` when ``length``
+    is known (the pieces must add up to it), else ``Transfer-Encoding: chunked``."""
+    lines = _head(method, target, headers)
+    chunked = length is None
+    lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {length}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    for piece in body:
+        if not piece:
+            continue
+        sock.sendall(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+    if chunked:
+        sock.sendall(b"0\r\n\r\n")
 
 
 class Response:
@@ -68,6 +95,10 @@ class Response:
                 yield line + b"\n"
         if pending:
             yield pending
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """The body as it arrives, in pieces of whatever size (for streamed downloads)."""
+        return self._pieces()
 
     def _pieces(self) -> Iterator[bytes]:
         if self._consumed:

@@ -19,6 +19,7 @@ from banger.cli.state import CliState, get_state, json_option
 
 
 def _vm_group() -> click.Command:
+    from banger.cli.cp_cmd import register as register_cp
     from banger.cli.snapshot_cmd import register as register_snapshots
     from banger.cli.vm_cmd import vm
     from banger.cli.vm_control_cmd import register as register_vm_control
@@ -26,6 +27,7 @@ def _vm_group() -> click.Command:
     if "pause" not in vm.commands:  # register once, however often it is loaded
         register_vm_control(vm)
         register_snapshots(vm)
+        register_cp(vm)
     return vm
 
 
