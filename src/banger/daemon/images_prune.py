@@ -37,9 +37,7 @@ async def prune(images: ImageService, *, dry_run: bool) -> ImagePruneResult:
                 kept_blobs=plan.kept_blobs,
                 kept_bytes=plan.kept_bytes,
                 images=len(digests),
-                removed=[
-                    PrunedBlobInfo(digest=b.digest, size=b.size) for b in plan.blobs[:LISTED]
-                ],
+                removed=[PrunedBlobInfo(digest=b.digest, size=b.size) for b in plan.blobs[:LISTED]],
             )
 
         return await asyncio.to_thread(work)
