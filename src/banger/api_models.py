@@ -133,11 +133,6 @@ class KernelInfo(Response):
     capabilities: list[KernelCapability] = Field(
         default_factory=list, description="Per VMM: can it boot this kernel, and why (not)."
     )
-    pvh: bool | None = Field(
-        default=None,
-        description="QEMU boots the uncompressed vmlinux through its PVH entry (only with "
-        "capabilities, i.e. kernel show).",
-    )
 
 
 class KernelImportRequest(Request):
@@ -190,8 +185,6 @@ class ImagePromoteRequest(Request):
     vm: str
     name: str
     with_work_disk: bool = False
-    #: keep what file_sync and git identity wrote in the work seed (left out by default)
-    include_synced: bool = False
 
 
 class ImageRegisterRequest(Request):
@@ -202,31 +195,6 @@ class ImageRegisterRequest(Request):
 class ImageBuildRequest(Request):
     ref: str = Field(default="debian:bookworm", description="`debian:<suite>`.")
     name: str | None = None
-
-
-class ImagePruneRequest(Request):
-    dry_run: bool = Field(default=False, description="Only say what would be removed.")
-
-
-class PrunedBlobInfo(Response):
-    digest: str
-    size: int
-
-
-class ImagePruneResult(Response):
-    """What `image prune` removed (or, with dry_run, would remove) from the OCI cache."""
-
-    dry_run: bool
-    blobs: int = Field(description="Blobs no image needs.")
-    bytes: int = Field(description="Their total size.")
-    freed: int = Field(description="Bytes actually removed (0 with dry_run).")
-    refs: int = Field(description="Reference records of images no longer kept.")
-    kept_blobs: int
-    kept_bytes: int
-    images: int = Field(description="Images whose blobs are kept.")
-    removed: list[PrunedBlobInfo] = Field(
-        default_factory=list, description="The blobs (the first 1000)."
-    )
 
 
 class DefaultRequest(Request):

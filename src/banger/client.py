@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlencode
 
 from banger import errors, http_unix
+from banger.client_files import FilesAPI
+from banger.client_files import path_segment as _segment
 from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import Paths, check_private_dir
 
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
     from banger import api_models as api
     from banger.api_models import (
         ImageInfo,
-        ImagePruneResult,
         KernelImportRequest,
         KernelInfo,
         Operation,
@@ -152,10 +153,12 @@ _SIMPLE_KINDS: dict[str, type[BangerError]] = {
         errors.Conflict,
         errors.DaemonUnavailable,
         errors.HelperError,
+        errors.PermissionDenied,
     )
 }
 _BY_STATUS: dict[int, type[BangerError]] = {
     400: errors.InvalidArgument,
+    403: errors.PermissionDenied,
     404: errors.NotFound,
     405: errors.InvalidArgument,
     409: errors.Conflict,
@@ -195,7 +198,7 @@ def error_from_response(status: int, body: bytes) -> BangerError:
     return cls(message, hint)
 
 
-class BangerClient:
+class BangerClient(FilesAPI):
     """Synchronous client; one connection per request over the daemon socket."""
 
     def __init__(self, paths: Paths | None = None, *, timeout: float = READ_TIMEOUT) -> None:
@@ -358,11 +361,6 @@ class BangerClient:
     def pull_image(self, ref: str, name: str | None = None) -> Operation:
         """Pull an OCI reference, ``oci-archive:PATH`` or ``bundle:PATH|URL`` (paths absolute)."""
         return self._op("POST", "/v1/images/pull", {"ref": ref, "name": name})
-
-    def prune_images(self, *, dry_run: bool = False) -> ImagePruneResult:
-        """Remove the OCI cache's blobs no image needs (``dry_run``: only list them)."""
-        data = self._request("POST", "/v1/images/prune", json={"dry_run": dry_run})
-        return api.ImagePruneResult.model_validate(data)
 
     def export_image(self, ref: str, output: str) -> Operation:
         """Write image ``ref`` as a bundle at ``output`` (absolute: the daemon has its own cwd)."""
@@ -586,6 +584,16 @@ class BangerClient:
         finally:
             sock.close()
 
+    def _open_socket(self) -> socket.socket:
+        """A socket connected to bangerd, nothing sent yet (FilesAPI's streamed exchanges)."""
+        try:
+            return _connect(str(self.socket_path))
+        except OSError as exc:
+            self._transport_failed(exc, connecting=True)
+
+    def _response_error(self, status: int, body: bytes) -> BangerError:
+        return error_from_response(status, body)
+
     def _transport_failed(self, exc: BaseException, *, connecting: bool = False) -> NoReturn:
         if connecting:
             raise DaemonNotReachable(
@@ -596,13 +604,6 @@ class BangerClient:
             f"lost the connection to bangerd: {exc or type(exc).__name__}",
             hint=f"check the daemon log at {self.paths.daemon_log}",
         ) from exc
-
-
-def _segment(value: str) -> str:
-    """One URL path segment; an id with a slash would silently hit another route."""
-    if not value or "/" in value or value in (".", ".."):
-        raise errors.InvalidArgument(f"invalid id: {value!r}", hint="ids look like 3f9a1c2b7d10")
-    return value
 
 
 def _session_path(vm: str, name: str | None = None, *rest: str) -> str:

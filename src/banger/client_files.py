@@ -20,8 +20,10 @@ missing path), :class:`~banger.errors.Conflict` (VM not running, target
 exists, not a directory), :class:`~banger.errors.PermissionDenied` (refused
 in the guest), :class:`~banger.errors.InvalidArgument` (bad path or mode).
 
-A mixin: it uses the client's socket, timeouts and error handling, and stays
-free of pydantic (entries are plain dataclasses), like the rest of the client.
+A mixin: it uses the client's socket, timeouts and error handling (through
+``_open_socket`` and ``_response_error``, so this module never imports
+:mod:`banger.client`), and stays free of pydantic (entries are plain
+dataclasses), like the rest of the client.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlencode
 
 from banger import http_unix
-from banger.errors import BangerError
+from banger.errors import BangerError, InvalidArgument
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,10 +84,15 @@ class GuestEntry:
             raise BangerError(f"bangerd sent a file entry without {exc}") from None
 
 
-def _files_path(vm: str, *rest: str) -> str:
-    from banger.client import _segment
+def path_segment(value: str) -> str:
+    """One URL path segment; an id with a slash would silently hit another route."""
+    if not value or "/" in value or value in (".", ".."):
+        raise InvalidArgument(f"invalid id: {value!r}", hint="ids look like 3f9a1c2b7d10")
+    return value
 
-    return "/".join(["/v1/vms", _segment(vm), "files", *rest])
+
+def _files_path(vm: str, *rest: str) -> str:
+    return "/".join(["/v1/vms", path_segment(vm), "files", *rest])
 
 
 class FilesAPI:
@@ -108,6 +115,10 @@ class FilesAPI:
         def _transport_failed(
             self, exc: BaseException, *, connecting: bool = False
         ) -> NoReturn: ...
+
+        def _open_socket(self) -> socket.socket: ...
+
+        def _response_error(self, status: int, body: bytes) -> BangerError: ...
 
     # -- contents ----------------------------------------------------------------
     def read_file(
@@ -216,12 +227,7 @@ class FilesAPI:
         request: unknown VM, missing directory), sending fails with a broken
         pipe and its answer is read instead.
         """
-        from banger.client import _connect, error_from_response
-
-        try:
-            sock = _connect(str(self.socket_path))
-        except OSError as exc:
-            self._transport_failed(exc, connecting=True)
+        sock = self._open_socket()
         try:
             sock.settimeout(self.timeout)
             headers = {"Accept": "application/json"}
@@ -241,7 +247,7 @@ class FilesAPI:
                         content = resp.read()
                     except (OSError, http_unix.ProtocolError) as exc:
                         self._transport_failed(exc)
-                    raise error_from_response(resp.status, content)
+                    raise self._response_error(resp.status, content)
                 yield resp
         finally:
             sock.close()

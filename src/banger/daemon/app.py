@@ -46,6 +46,9 @@ def create_app(services: Services) -> FastAPI:
         from banger.daemon.routes_network import network_router
 
         app.include_router(network_router(services.stack, services.dns))
+        from banger.daemon.routes_files import files_router, vm_files_opener
+
+        app.include_router(files_router(vm_files_opener(services.stack)))
     else:
         app.include_router(vms_router(services))
     if services.config_watch is not None:
