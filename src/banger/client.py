@@ -464,13 +464,19 @@ class BangerClient(FilesAPI):
         from banger import exec_client
 
         request = exec_client.exec_request(command, env=env, cwd=cwd, user=user, timeout=timeout)
-        return await exec_client.run_exec(self.socket_path, ref, request, stdin)
+        try:
+            return await exec_client.run_exec(self.socket_path, ref, request, stdin)
+        except exec_client.DaemonGone as exc:
+            raise DaemonNotReachable(exc.message, exc.hint) from None
 
     async def open_exec(self, ref: str, request: Mapping[str, Any]) -> AsyncExec:
         """Start a command and stream it (request: :func:`banger.exec_client.exec_request`)."""
         from banger import exec_client
 
-        return await exec_client.open_exec(self.socket_path, ref, request)
+        try:
+            return await exec_client.open_exec(self.socket_path, ref, request)
+        except exec_client.DaemonGone as exc:
+            raise DaemonNotReachable(exc.message, exc.hint) from None
 
     def send_to_session(self, vm: str, name: str, text: str, *, enter: bool = False) -> None:
         """Type ``text`` into the session's terminal (and Enter)."""

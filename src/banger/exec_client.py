@@ -23,7 +23,8 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from banger.errors import BangerError
+from banger import errors
+from banger.errors import BangerError, DaemonUnavailable
 from banger.paths import check_private_dir
 
 #: Output the client acknowledges at once (the daemon sends at most 1 MiB ahead).
@@ -66,13 +67,24 @@ class ExecResult:
         return self.stderr.decode("utf-8", "replace")
 
 
-def _raise_remote(data: dict[str, Any]) -> None:
-    from banger.client import error_from_response
+#: Error kinds rebuilt as themselves (constructed from message and hint); others: BangerError.
+_KINDS = ("InvalidArgument", "NotFound", "Conflict", "DaemonUnavailable", "HelperError",
+          "PermissionDenied")  # fmt: skip
 
-    body = json.dumps(
-        {"error": str(data.get("error")), "hint": data.get("hint"), "kind": data.get("kind")}
-    )
-    raise error_from_response(500, body.encode())
+
+class DaemonGone(DaemonUnavailable):
+    """Nothing answered on the daemon socket (:class:`banger.client.DaemonNotReachable`
+    is raised instead by :class:`~banger.client.BangerClient`'s exec methods)."""
+
+
+def _raise_remote(data: dict[str, Any]) -> None:
+    """Raise the daemon's error frame as the :mod:`banger.errors` class it names."""
+    message, hint, kind = str(data.get("error")), data.get("hint"), str(data.get("kind"))
+    hint = hint if isinstance(hint, str) else None
+    cls = getattr(errors, kind, None) if kind in _KINDS else None
+    if isinstance(cls, type) and issubclass(cls, BangerError):
+        raise cls(message, hint)
+    raise BangerError(message, hint)
 
 
 class AsyncExec:
@@ -192,8 +204,6 @@ def exec_request(
 
 async def open_exec(socket_path: Path, vm: str, request: Mapping[str, Any]) -> AsyncExec:
     """Start a command in ``vm`` (request: :func:`exec_request`); returns once it runs."""
-    from banger.client import DaemonNotReachable
-
     check_private_dir(socket_path.parent)
     uri = f"ws://bangerd/v1/vms/{quote(vm, safe='')}/exec"
     try:
@@ -208,7 +218,7 @@ async def open_exec(socket_path: Path, vm: str, request: Mapping[str, Any]) -> A
             close_timeout=5,
         )
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise DaemonNotReachable(
+        raise DaemonGone(
             f"bangerd is not running (socket {socket_path}: {exc.strerror})",
             hint="start it: banger system start",
         ) from None

@@ -73,15 +73,7 @@ RULES = (
 #: ignored by the checks. This list only shrinks (issue #20): an entry whose
 #: import is gone fails ``test_known_exceptions_still_exist``, so remove it
 #: with the import; never add one.
-KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset(
-    {
-        # The CLI's `session attach` takes attach_argv from guest.sessions,
-        # which reads the session records of the store.
-        ("banger.guest.sessions", "banger.store.records"),
-        # doctor reads the report the daemon writes from the daemon's module.
-        ("banger.doctor.reconcile", "banger.daemon.reconcile_report"),
-    }
-)
+KNOWN_EXCEPTIONS: frozenset[tuple[str, str]] = frozenset()
 
 
 def within(module: str, packages: Iterable[str]) -> bool:
