@@ -1,6 +1,6 @@
 """A pulled Debian kernel + banger initramfs, built once and shared by tests.
 
-``cached_debian_kernel()`` returns a directory with ``vmlinuz``,
+``cached_debian_kernel()`` returns a directory with ``vmlinuz``, ``vmlinux``,
 ``initrd.img`` and ``kernel.json`` under ``/var/cache/banger-test/``, keyed by
 the Debian package apt resolves to now and by a hash of every source of
 ``banger.kernels`` (init script included): reruns reuse it, a change to any of
@@ -73,6 +73,9 @@ def cached_debian_kernel() -> Path:
             staging = work / "out"
             staging.mkdir()
             shutil.copyfile(entry.kernel_path, staging / "vmlinuz")
+            # The extracted ELF: QEMU boots it through its PVH entry, Firecracker as it is.
+            assert entry.vmlinux_path is not None
+            shutil.copyfile(entry.vmlinux_path, staging / "vmlinux")
             assert entry.initrd_path is not None
             shutil.copyfile(entry.initrd_path, staging / "initrd.img")
             shutil.copyfile(entry.path / "kernel.json", staging / "kernel.json")

@@ -133,6 +133,11 @@ class KernelInfo(Response):
     capabilities: list[KernelCapability] = Field(
         default_factory=list, description="Per VMM: can it boot this kernel, and why (not)."
     )
+    pvh: bool | None = Field(
+        default=None,
+        description="QEMU boots the uncompressed vmlinux through its PVH entry (only with "
+        "capabilities, i.e. kernel show).",
+    )
 
 
 class KernelImportRequest(Request):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from banger.daemon.kernels_svc import kernel_capability_list
+from banger.daemon.kernels_svc import kernel_capability_list, pvh_boot
 from banger.kernels.binfmt import bzimage_version
 from banger.kernels.pull import import_kernel
 from banger.kernels.store import VMLINUX_NAME, read_kernel, sha256_file, verify_kernel
@@ -44,7 +44,12 @@ def test_import_of_the_debian_kernel_publishes_a_matching_vmlinux(paths: Paths) 
 
     caps = {c.vmm: c for c in kernel_capability_list(read_kernel(entry.path))}
     assert caps["firecracker"].ok and "initramfs" in caps["firecracker"].reason
-    assert caps["qemu"].ok and caps["qemu"].reason == "bzImage + initramfs"
+    assert caps["qemu"].ok
+    assert (
+        caps["qemu"].reason
+        == "vmlinux through its PVH entry + initramfs (no decompression in the guest)"
+    )
+    assert pvh_boot(read_kernel(entry.path))
 
 
 def test_an_unpackable_bzimage_is_published_for_qemu_with_the_reason(
@@ -61,6 +66,7 @@ def test_an_unpackable_bzimage_is_published_for_qemu_with_the_reason(
     assert not (entry.path / VMLINUX_NAME).exists()
     assert isinstance(entry.meta.get("vmlinux_error"), str)
     caps = {c.vmm: c for c in kernel_capability_list(entry)}
-    assert caps["qemu"].ok
+    assert caps["qemu"].ok and caps["qemu"].reason == "bzImage (no vmlinux with a PVH entry note)"
+    assert not pvh_boot(entry)
     assert not caps["firecracker"].ok
     assert "extraction failed" in caps["firecracker"].reason

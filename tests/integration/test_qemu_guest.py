@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import re
+import struct
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,6 +27,7 @@ import pytest
 from banger.bootargs import BootSpec, InitMode, host_tsc_khz, kernel_cmdline
 from banger.disk.workdisk import HostKey, Provisioning, create_work_disk, provision_work_disk
 from banger.guest.ssh import SSHTarget, run, wait_for_ssh
+from banger.kernels.vmlinux import qemu_pvh_image
 from banger.procinfo import is_same_process
 from banger.vmm.base import Disk, LaunchSpec, VMMProcess, stable_mac
 from banger.vmm.qemu import QemuDriver
@@ -93,8 +96,26 @@ def guest_net() -> Iterator[Netns]:
         yield ns
 
 
-def prepare(d: Path, ns: Netns, init_mode: InitMode, tap_fd: int) -> Guest:
+def without_pvh_note(kernel: Path, d: Path) -> Path:
+    """A copy of the kernel directory whose ``vmlinux`` lost its PVH note (a kernel built
+    without CONFIG_PVH): the note's type 18 is rewritten, nothing else moves."""
+    out = d / "kernel-nopvh"
+    out.mkdir()
+    for name in ("vmlinuz", "initrd.img"):
+        (out / name).symlink_to(kernel / name)
+    data = bytearray((kernel / "vmlinux").read_bytes())
+    # The Xen PHYS32_ENTRY note: namesz 4, descsz (4 or 8: the entry address), type 18, "Xen".
+    notes = list(re.finditer(rb"\x04\0\0\0[\x04\x08]\0\0\0\x12\0\0\0Xen\0", data))
+    assert len(notes) == 1
+    struct.pack_into("<I", data, notes[0].start() + 8, 0x7FFF)
+    (out / "vmlinux").write_bytes(bytes(data))
+    return out
+
+
+def prepare(d: Path, ns: Netns, init_mode: InitMode, tap_fd: int, pvh: bool = True) -> Guest:
     kernel = cached_debian_kernel()
+    if not pvh:
+        kernel = without_pvh_note(kernel, d)
     image = cached_debian_image()
     root = d / "root.qcow2"
     subprocess.run(
@@ -138,17 +159,21 @@ def prepare(d: Path, ns: Netns, init_mode: InitMode, tap_fd: int) -> Guest:
         mac=stable_mac("g1"),
         tap_fd=tap_fd,
         tap_name="bgtap1",
+        # What bangerd does: the vmlinux through its PVH entry when it has the note.
+        pvh_kernel=qemu_pvh_image(kernel),
     )
     target = SSHTarget(GUEST_IP, d / "known_hosts", d / "id_ed25519")
     return Guest(spec, target, ns)
 
 
-async def boot(short_tmp: Path, ns: Netns, init_mode: InitMode) -> tuple[Guest, QemuDriver]:
+async def boot(
+    short_tmp: Path, ns: Netns, init_mode: InitMode, pvh: bool = True
+) -> tuple[Guest, QemuDriver]:
     tap_fd = open_tap_in_netns(ns.name, "bgtap1")
     try:
         ns.run("ip", "link", "set", "bgtap1", "master", "br0")
         ns.run("ip", "link", "set", "bgtap1", "up")
-        guest = prepare(short_tmp, ns, init_mode, tap_fd)
+        guest = prepare(short_tmp, ns, init_mode, tap_fd, pvh)
         driver = QemuDriver()
         guest.proc = await driver.launch(guest.spec)
     finally:
@@ -156,10 +181,17 @@ async def boot(short_tmp: Path, ns: Netns, init_mode: InitMode) -> tuple[Guest, 
     return guest, driver
 
 
-async def test_fast_guest_boots_and_answers_ssh(short_tmp: Path, guest_net: Netns) -> None:
-    guest, driver = await boot(short_tmp, guest_net, "fast")
+@pytest.mark.parametrize("pvh", [True, False], ids=["pvh-vmlinux", "no-pvh-note-bzimage"])
+async def test_fast_guest_boots_and_answers_ssh(
+    short_tmp: Path, guest_net: Netns, pvh: bool
+) -> None:
+    guest, driver = await boot(short_tmp, guest_net, "fast", pvh)
     proc = guest.proc
     assert proc is not None
+    # The Debian kernel has the note, so QEMU gets its vmlinux; the copy without the
+    # note falls back to the bzImage, and both boot.
+    booted = Path(proc.argv[proc.argv.index("-kernel") + 1])
+    assert booted.name == ("vmlinux" if pvh else "vmlinuz")
     try:
 
         async def check() -> list[str]:

@@ -16,9 +16,11 @@ from banger.kernels.binfmt import bzimage_version
 from banger.kernels.vmlinux import (
     VmlinuxError,
     extract_vmlinux,
+    has_pvh_note,
     inspect_elf,
     kernel_capabilities,
     parse_setup_header,
+    qemu_pvh_image,
 )
 from tests.kernel_cache import cached_debian_kernel
 
@@ -42,12 +44,17 @@ def test_real_debian_kernel_extracts_to_a_matching_x86_64_elf(tmp_path: Path) ->
     assert info.entry == header.pref_address == struct.unpack_from("<Q", elf, 24)[0]
     assert info.compression in {"gzip", "xz", "lzma", "zstd", "lz4", "bzip2"}
     assert not (tmp_path / ".vmlinux.tmp").exists()
-    caps = kernel_capabilities(kernel_dir)
-    assert caps["qemu"][0] is True
+    (tmp_path / "vmlinuz").symlink_to(bzimage)
+    caps = kernel_capabilities(tmp_path)
+    assert caps["qemu"] == (True, "vmlinux through its PVH entry (no decompression in the guest)")
+    (tmp_path / "vmlinux").unlink()
+    caps = kernel_capabilities(tmp_path)
+    assert caps["qemu"] == (True, "bzImage (no vmlinux with a PVH entry note)")
     assert caps["firecracker"] == (
         False,
         "firecracker needs an uncompressed x86-64 vmlinux: no vmlinux in the entry",
     )
+    (tmp_path / "vmlinux").write_bytes(elf)
     (tmp_path / "initrd.img").write_bytes(b"x")
     ok, reason = kernel_capabilities(tmp_path)["firecracker"]
     assert ok and "initrd_path" in reason
@@ -147,3 +154,72 @@ def test_capabilities_of_a_bare_vmlinux(tmp_path: Path) -> None:
         False,
         "qemu cannot boot an ELF vmlinux without a PVH entry note (CONFIG_PVH)",
     )
+
+
+# -- the PVH note: what lets QEMU boot the vmlinux directly ------------------------------
+
+
+def test_the_debian_vmlinux_has_the_pvh_note_and_qemu_boots_it(tmp_path: Path) -> None:
+    """The suite's real kernel (CONFIG_PVH=y in Debian's config): the file reader finds the
+    note reading only headers, agrees with the in-memory one, and the entry picks it."""
+    kernel_dir = cached_debian_kernel()
+    vmlinux = kernel_dir / "vmlinux"
+    assert has_pvh_note(vmlinux)
+    assert inspect_elf(vmlinux.read_bytes()).pvh
+    assert qemu_pvh_image(kernel_dir) == vmlinux
+    # Without a bzImage beside it, the vmlinux is the kernel itself: no choice to make.
+    (tmp_path / "vmlinux").symlink_to(vmlinux)
+    assert qemu_pvh_image(tmp_path) is None
+
+
+def elf_with_notes(notes: bytes, *, note_type: int = 4) -> bytes:
+    """An x86-64 ELF64 with one program header (PT_NOTE unless told) covering ``notes``."""
+    head = bytearray(fake_elf())
+    struct.pack_into("<Q", head, 32, 64)  # e_phoff
+    struct.pack_into("<HH", head, 54, 56, 1)  # e_phentsize, e_phnum
+    body = bytes(head[:64])
+    phdr = bytearray(56)
+    offset = 64 + 56
+    struct.pack_into("<IIQ", phdr, 0, note_type, 4, offset)
+    struct.pack_into("<QQ", phdr, 32, len(notes), len(notes))
+    return body + bytes(phdr) + notes
+
+
+def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+    name += b"\0"
+    return struct.pack("<III", len(name), len(desc), ntype) + _pad4(name) + _pad4(desc)
+
+
+def _pad4(field: bytes) -> bytes:
+    return field + b"\0" * (-len(field) % 4)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # Linux's own notes first (as in a real vmlinux), then Xen's PHYS32_ENTRY.
+        (elf_with_notes(note(b"GNU", 3, b"\1" * 20) + note(b"Xen", 18, b"\0" * 4)), True),
+        # Xen notes of other types (Linux emits several) are not the PVH entry.
+        (elf_with_notes(note(b"Xen", 6, b"linux\0\0\0") + note(b"Xen", 17, b"\0" * 8)), False),
+        # Type 18 under another owner's name is not Xen's.
+        (elf_with_notes(note(b"Linux", 18, b"\0" * 4)), False),
+        # A PVH-looking note outside any PT_NOTE segment does not count.
+        (elf_with_notes(note(b"Xen", 18, b"\0" * 4), note_type=1), False),
+        # No program headers at all (the fake ELF without a PVH kernel's notes).
+        (fake_elf(), False),
+        # Truncated program header table, and things that are not x86-64 ELFs.
+        (elf_with_notes(b"")[:80], False),
+        (fake_elf(machine=0xB7), False),
+        (b"MZ not an elf at all", False),
+    ],
+)
+def test_pvh_note_parser_on_built_elfs(tmp_path: Path, data: bytes, expected: bool) -> None:
+    path = tmp_path / "vmlinux"
+    path.write_bytes(data)
+    assert has_pvh_note(path) is expected
+    (tmp_path / "vmlinuz").write_bytes(b"bz")
+    assert qemu_pvh_image(tmp_path) == (path if expected else None)
+
+
+def test_pvh_note_of_a_missing_file_is_false(tmp_path: Path) -> None:
+    assert not has_pvh_note(tmp_path / "absent")

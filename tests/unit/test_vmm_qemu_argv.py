@@ -135,3 +135,16 @@ def test_refuses_injection(changes: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         qemu_argv(dataclasses.replace(SPEC, **changes))  # type: ignore[arg-type]
     assert info.value.message.startswith(f"{field}:")
+
+
+def test_a_pvh_vmlinux_is_booted_instead_of_the_bzimage() -> None:
+    """With the PVH ELF QEMU skips the guest's own decompression; the rest is unchanged."""
+    pvh = dataclasses.replace(SPEC, pvh_kernel=Path("/s/kernels/k1/vmlinux"))
+    argv, plain = qemu_argv(pvh), qemu_argv(SPEC)
+    assert argv[argv.index("-kernel") + 1] == "/s/kernels/k1/vmlinux"
+    assert plain[plain.index("-kernel") + 1] == "/s/kernels/k1/vmlinuz"
+    assert argv.count("-kernel") == 1
+    same = [a for a in argv if a != "/s/kernels/k1/vmlinux"]
+    assert same == [a for a in plain if a != "/s/kernels/k1/vmlinuz"]
+    with pytest.raises(InvalidArgument, match="pvh_kernel"):
+        qemu_argv(dataclasses.replace(SPEC, pvh_kernel=Path("vmlinux")))

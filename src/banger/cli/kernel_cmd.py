@@ -20,6 +20,14 @@ def kernel() -> None:
     """Guest kernels and their initramfs."""
 
 
+def _pvh_line(info: KernelInfo) -> str | None:
+    if info.pvh:
+        return "yes: QEMU boots the uncompressed vmlinux (no decompression in the guest)"
+    if info.pvh is False and info.kernel == "vmlinuz":
+        return "no: QEMU boots the bzImage (no vmlinux with a PVH entry note)"
+    return None  # not asked, or a bare vmlinux: the qemu line says whether it boots
+
+
 def _print_kernel(state: CliState, info: KernelInfo) -> None:
     if state.json:
         print_json(info.model_dump(mode="json"))
@@ -35,6 +43,7 @@ def _print_kernel(state: CliState, info: KernelInfo) -> None:
             ("vmlinux", info.vmlinux),
             ("path", info.path),
             ("used by", ", ".join(info.used_by) or None),
+            ("pvh boot", _pvh_line(info)),
             *[(f"{c.vmm}", ("yes: " if c.ok else "no: ") + c.reason) for c in info.capabilities],
         ]
     )

@@ -45,6 +45,13 @@ def kernel_capability_list(entry: KernelEntry) -> list[KernelCapability]:
     return out
 
 
+def pvh_boot(entry: KernelEntry) -> bool:
+    """Whether QEMU boots ``entry`` through its PVH ``vmlinux`` (else the bzImage or the ELF)."""
+    from banger.kernels.vmlinux import qemu_pvh_image
+
+    return qemu_pvh_image(entry.path) is not None
+
+
 def _absolute(field: str, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -88,6 +95,7 @@ class KernelService(ArtifactService[KernelRecord, KernelInfo]):
         vmlinux = entry.vmlinux_path
         return KernelInfo(
             vmlinux=vmlinux.name if vmlinux is not None else None,
+            pvh=pvh_boot(entry) if capabilities else None,
             capabilities=kernel_capability_list(entry) if capabilities else [],
             id=record.id,
             name=record.name,

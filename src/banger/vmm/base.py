@@ -72,6 +72,12 @@ class LaunchSpec:
     tap_fd: int | None = None
     tap_name: str | None = None
     accelerator: Accelerator = "tcg"
+    #: QEMU only: the uncompressed ELF of the same kernel, with a PVH entry note
+    #: (:func:`banger.kernels.vmlinux.qemu_pvh_image`). When set QEMU boots it
+    #: instead of ``kernel`` (a bzImage), and the guest skips decompressing
+    #: itself, which costs seconds under emulation. A restore must use what the
+    #: snapshot was booted with: QEMU's boot option ROM differs between the two.
+    pvh_kernel: Path | None = None
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the first bad field."""
@@ -95,6 +101,7 @@ class LaunchSpec:
             raise InvalidArgument("cmdline: contains a newline or NUL")
         paths = {
             "kernel": self.kernel,
+            "pvh_kernel": self.pvh_kernel,
             "initrd": self.initrd,
             "root_disk": self.root_disk.path,
             "work_disk": self.work_disk,

@@ -75,6 +75,16 @@ def _drive(drive_id: str, disk: Disk) -> list[str]:
     return ["-drive", ",".join(options), "-device", f"virtio-blk-device,drive={drive_id}"]
 
 
+def boot_image(spec: LaunchSpec) -> Path:
+    """The kernel file QEMU loads: the PVH ``vmlinux`` when the spec has one, else ``kernel``.
+
+    microvm boots an ELF through its PVH entry (the ``pvh.bin`` option ROM) and a
+    bzImage through ``linuxboot_dma.bin``; either takes the same ``-initrd`` and
+    ``-append``.
+    """
+    return spec.pvh_kernel if spec.pvh_kernel is not None else spec.kernel
+
+
 def qemu_argv(spec: LaunchSpec, binary: str = QEMU_BINARY) -> list[str]:
     """The QEMU command line for ``spec`` (validated first)."""
     spec.validate()
@@ -96,7 +106,7 @@ def qemu_argv(spec: LaunchSpec, binary: str = QEMU_BINARY) -> list[str]:
         "-serial", "chardev:con",
         "-chardev", f"socket,id=qmp,fd={QMP_FD},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-kernel", str(spec.kernel),
+        "-kernel", str(boot_image(spec)),
     ]  # fmt: skip
     if spec.initrd is not None:
         argv += ["-initrd", str(spec.initrd)]

@@ -48,7 +48,7 @@ from banger.daemon.vms.snapshots import (
     refuse_jailed,
 )
 from banger.daemon.vms.undo import UndoStack
-from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
+from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, VMM_REASON_KEY, qemu_pvh_kernel
 from banger.errors import Conflict, NotFound
 from banger.kernels.store import read_kernel
 from banger.rmtree import discard_tree_async
@@ -202,7 +202,11 @@ class SnapshotRestore:
             vm = await asyncio.to_thread(self.store.update_vm, vm.id, mac=snap.mac)
             spec = pipeline.launch_spec(vm, kernel, pipeline.root_disk_of(vm), fd)
             spec = dataclasses.replace(
-                spec, mac=snap.mac, cmdline=str(snap.meta.get("cmdline") or spec.cmdline)
+                spec,
+                mac=snap.mac,
+                cmdline=str(snap.meta.get("cmdline") or spec.cmdline),
+                # The kernel file the snapshot was booted with, not today's choice.
+                pvh_kernel=qemu_pvh_kernel(kernel, snap.meta) if snap.vmm == "qemu" else None,
             )
             if spec.tap_fd is None:  # Firecracker opens the tap by name
                 os.close(fd)
@@ -225,6 +229,7 @@ class SnapshotRestore:
             "cmdline": spec.cmdline,
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
+            PVH_BOOT_KEY: spec.pvh_kernel is not None,
         }
         if snap.vmm == "firecracker":
             config[FC_DRIVE_PATHS_KEY] = {

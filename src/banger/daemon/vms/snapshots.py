@@ -36,6 +36,7 @@ from banger.daemon.ops import OpHandle
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.service import VMService
+from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY
 from banger.errors import BangerError, Conflict
 from banger.rmtree import discard_tree
 from banger.store import SnapshotRecord, VMRecord, VMState, new_id
@@ -301,6 +302,7 @@ class Snapshots:
             "root_format": "qcow2" if layout.root.endswith(".qcow2") else "raw",
             "accelerator": vm.config.get("accelerator"),
             "cmdline": vm.config.get("cmdline"),
+            PVH_BOOT_KEY: vm.config.get(PVH_BOOT_KEY) is True,
             "hostname": vm.name,
             "left_paused": left_paused,
         }

@@ -12,16 +12,18 @@ three differences, applied by :func:`adapt_spec`:
 - the tap: QEMU gets the helper's open descriptor; Firecracker opens the
   (persistent, owner-owned) tap by name itself, so the descriptor is closed
   and only the name is passed;
-- the kernel: Firecracker boots the entry's uncompressed ``vmlinux``;
+- the kernel: Firecracker boots the entry's uncompressed ``vmlinux`` (QEMU
+  does too, through its PVH entry, when it has the note: :func:`qemu_pvh_kernel`);
 - the accelerator: Firecracker is KVM only (no TCG command-line extras).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from banger.config import Config
 from banger.errors import BangerError, InvalidArgument
@@ -71,6 +73,34 @@ def firecracker_kernel(entry: KernelEntry) -> Path:
     )
 
 
+#: VM config and snapshot meta key: the QEMU guest was booted through the PVH
+#: ``vmlinux`` (True) or the bzImage (False, and absent from older records).
+PVH_BOOT_KEY = "pvh_boot"
+
+
+def qemu_pvh_kernel(entry: KernelEntry, snapshot: Mapping[str, Any] | None = None) -> Path | None:
+    """The PVH ``vmlinux`` a QEMU boot of ``entry`` uses, or None for its bzImage.
+
+    A cold boot takes PVH whenever the entry has a ``vmlinux`` with the note.
+    A restore (``snapshot``: the snapshot's meta) boots what the snapshot
+    recorded under :data:`PVH_BOOT_KEY`, absent meaning an older snapshot booted
+    from the bzImage: QEMU's boot ROM is part of the saved machine.
+    """
+    from banger.kernels.vmlinux import qemu_pvh_image
+
+    if snapshot is None:
+        return qemu_pvh_image(entry.path)
+    if snapshot.get(PVH_BOOT_KEY) is not True:
+        return None
+    found = qemu_pvh_image(entry.path)
+    if found is None:
+        raise InvalidArgument(
+            f"kernel: {entry.name} has no PVH vmlinux, which the snapshot was booted with",
+            hint="the kernel entry changed under the snapshot; pull or import it again",
+        )
+    return found
+
+
 def adapt_spec(
     spec: LaunchSpec, driver: str, entry: KernelEntry, *, socket: Path, tap: str
 ) -> LaunchSpec:
@@ -80,6 +110,7 @@ def adapt_spec(
     return dataclasses.replace(
         spec,
         kernel=firecracker_kernel(entry),
+        pvh_kernel=None,
         tap_fd=None,
         tap_name=tap,
         accelerator="kvm",
