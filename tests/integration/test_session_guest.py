@@ -244,6 +244,60 @@ async def test_stop_term_handled_and_term_ignored(
     assert again.outcome == "exited"
 
 
+def group_members(pgid: int) -> list[str]:
+    """Live processes (zombies aside) in process group ``pgid`` on this host: "pid comm"."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue  # it ended while we looked
+        comm = text_[text_.index("(") + 1 : text_.rindex(")")]
+        state, _ppid, pgrp = text_.rpartition(")")[2].split()[:3]
+        if int(pgrp) == pgid and state != "Z":
+            found.append(f"{stat.parent.name} {comm}")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("leader", "timeout", "outcome"),
+    [
+        # The command ends on TERM; a child that ignores TERM (and the terminal's
+        # hangup) gets the same grace, then KILL: it must not outlive the stop.
+        ('trap "exit 7" TERM', 20.0, "signalled"),
+        # Nobody ends on TERM: after the grace period the whole group gets KILL.
+        ('trap "" TERM', 0.5, "killed"),
+    ],
+    ids=["leader-obeys", "nobody-obeys"],
+)
+async def test_stop_leaves_no_process_of_the_sessions_group(
+    conn: asyncssh.SSHClientConnection,
+    layout: GuestLayout,
+    leader: str,
+    timeout: float,
+    outcome: str,
+) -> None:
+    """README: `session stop` "signals its process group, waits, then kills"."""
+    script = (
+        f"{leader};"
+        # a child that ignores TERM and HUP (as nohup does) and keeps nothing of the
+        # terminal, so it does not hold the session open; and one that holds it
+        ' (trap "" TERM HUP; exec sleep 1000) </dev/null >/dev/null 2>&1 &'
+        " sleep 1000 &"
+        " echo ready; while :; do sleep 0.1; done"
+    )
+    await sessions.start(conn, ["sh", "-c", script], name="family", layout=layout)
+    pgid = int((Path(layout.dir("family")) / "pid").read_text())
+    wait_until(lambda: len(group_members(pgid)) >= 3, 60, "the session's processes started")
+    stopped = await sessions.stop(conn, "family", timeout=timeout, layout=layout)
+    assert stopped.outcome == outcome
+    assert stopped.info.state is SessionStatus.EXITED
+    # KILL is delivered asynchronously; the wait is a hang bound, not a speed claim.
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not group_members(pgid), 60, "the session's group empty")
+    assert group_members(pgid) == [], "session stop left processes of its group running"
+
+
 async def test_killed_tmux_server_leaves_lost_sessions_and_reconcile_says_so(
     conn: asyncssh.SSHClientConnection, layout: GuestLayout
 ) -> None:

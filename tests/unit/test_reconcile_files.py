@@ -12,10 +12,10 @@ from pathlib import Path
 from banger.daemon.ops import Operations
 from banger.daemon.reconcile import before_serving
 from banger.daemon.reconcile_probe import vmm_processes
-from banger.daemon.reconcile_report import ReconcileReport, read_report, report_path
 from banger.daemon.vms.watch import exit_reason
 from banger.doctor.checks import gather_context
 from banger.doctor.reconcile import check_reconciliation
+from banger.doctor.reconcile_report import ReconcileReport, read_report, report_path
 from banger.net.taps import banger_taps
 from banger.paths import Paths
 from banger.store import Store

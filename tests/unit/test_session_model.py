@@ -10,18 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from banger.daemon.sessions_svc import SessionUpdate, reconcile
 from banger.errors import InvalidArgument
 from banger.guest.sessions import (
     GuestListing,
     SessionError,
     SessionInfo,
     SessionStatus,
-    SessionUpdate,
     attach_argv,
     attach_shell_command,
     generate_name,
     parse_listing,
-    reconcile,
 )
 from banger.guest.ssh import SSHTarget, ssh_argv
 from banger.store.records import SessionRecord, SessionState

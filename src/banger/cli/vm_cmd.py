@@ -377,7 +377,7 @@ def _remove_quietly(state: CliState, name: str) -> None:
             click.echo(f"warning: could not remove VM {name}: {exc.message}", err=True)
 
 
-# -- vm set / vm stats (issue 8) ---------------------------------------------------
+# -- vm set / vm stats: change a stopped VM's size, read its live numbers ------------
 
 
 @vm.command(name="set")

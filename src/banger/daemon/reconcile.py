@@ -28,7 +28,7 @@ serves its first request (so no operation can race a repair):
    of an interrupted create (whose record goes too) are.
 
 What was repaired goes to the daemon log and to ``state/reconcile.json``
-(:mod:`.reconcile_report`), which ``banger doctor`` shows. The NAT entry is
+(:mod:`banger.doctor.reconcile_report`), which ``banger doctor`` shows. The NAT entry is
 per bridge, not per VM: it is re-ensured (and a stale subnet for our bridge
 replaced) by the helper at the next VM start, so nothing here reads nft.
 """
@@ -46,9 +46,9 @@ from banger.daemon import reconcile_files
 from banger.daemon.images_cleanup import helper_busy
 from banger.daemon.ops import Operations
 from banger.daemon.reconcile_probe import vmm_processes
-from banger.daemon.reconcile_report import ReconcileReport, report_path
 from banger.daemon.vms.stack import VMStack
 from banger.daemon.vms.stopped import mark_stopped
+from banger.doctor.reconcile_report import ReconcileReport, report_path
 from banger.errors import BangerError
 from banger.helper.staging import NAME as STAGING_NAME
 from banger.net.taps import banger_taps, tap_name

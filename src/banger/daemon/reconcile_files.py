@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from banger.daemon.images_cleanup import PULL_PATTERN, cleanup_image_leftovers
-from banger.daemon.reconcile_report import ReconcileReport
+from banger.doctor.reconcile_report import ReconcileReport
 from banger.errors import BangerError
 from banger.helper.staging import NAME as STAGING_NAME
 from banger.paths import Paths

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncssh
 
@@ -30,7 +31,7 @@ from banger.daemon.vms.service import VMService
 from banger.errors import BangerError, Conflict, NotFound
 from banger.guest import sessions as guest
 from banger.guest.session_scripts import DEFAULT_LAYOUT, GuestLayout, run_file
-from banger.guest.sessions import LogChunk, SessionEnded, SessionStatus, SessionUpdate
+from banger.guest.sessions import LogChunk, SessionEnded, SessionStatus
 from banger.guest.ssh import open_connection
 from banger.store import SessionRecord, SessionState, VMRecord, VMState
 
@@ -39,6 +40,51 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 #: Startup reconciliation must not hold the daemon up for an unreachable guest.
 STARTUP_CONNECT_TIMEOUT = 10.0
+
+
+# --- reconciliation of the stored records with the guest -----------------------
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """A change to apply to one stored session record."""
+
+    session_id: str
+    name: str
+    state: SessionStatus
+    exit_status: int | None = None
+    ended_at: datetime | None = None
+
+
+_OPEN = (SessionState.STARTING, SessionState.RUNNING)
+
+
+def reconcile(
+    records: Iterable[SessionRecord], listing: guest.GuestListing | None
+) -> list[SessionUpdate]:
+    """Updates that bring stored records in line with the guest.
+
+    ``listing`` is the guest's listing, or None when the VM is not running (every
+    open session of a stopped VM is lost). Finished records never change: a
+    session, once exited or lost, stays so. A record the guest does not know
+    (its directory was removed, the work disk was replaced) is lost.
+    """
+    updates: list[SessionUpdate] = []
+    for record in records:
+        if record.state not in _OPEN:
+            continue
+        seen = listing.find(record.name) if listing is not None else None
+        if seen is None or seen.state is SessionStatus.LOST:
+            updates.append(SessionUpdate(record.id, record.name, SessionStatus.LOST))
+        elif seen.state is SessionStatus.EXITED:
+            updates.append(
+                SessionUpdate(
+                    record.id, record.name, SessionStatus.EXITED, seen.exit_status, seen.ended_at
+                )
+            )
+        elif record.state is SessionState.STARTING:
+            updates.append(SessionUpdate(record.id, record.name, SessionStatus.RUNNING))
+    return updates
 
 
 def shown_state(record: SessionRecord) -> str:
@@ -136,7 +182,7 @@ class SessionService:
                     # unreachable is not proof of loss: keep the records as they are
                     log.warning("sessions of %s not reconciled: %s", vm.name, exc.message)
                     return records
-            await self._apply(guest.reconcile(records, listing))
+            await self._apply(reconcile(records, listing))
             return await asyncio.to_thread(self.store.list_sessions, vm.id)
 
     # -- API --------------------------------------------------------------------

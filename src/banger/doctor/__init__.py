@@ -4,7 +4,10 @@
   returns (:class:`~.model.CheckResult`);
 - :mod:`.checks`: the host checks, their order and the concurrent runner;
 - :mod:`.dns`, :mod:`.reconcile`, :mod:`.taps`: the checks with their own
-  facts to gather ("vm dns", "reconciliation", "stray taps").
+  facts to gather ("vm dns", "reconciliation", "stray taps");
+- :mod:`.reconcile_report`: ``state/reconcile.json``, written by bangerd at
+  every start and read by the "reconciliation" check.
 
-The package imports nothing itself: importing one module loads only it.
+The package imports nothing itself, so bangerd imports the report's module
+without loading the checks.
 """

@@ -1,7 +1,7 @@
 """The ``reconciliation`` doctor check: what bangerd repaired (or could not) at its last start.
 
 bangerd compares its store with the host every time it starts and writes
-``state/reconcile.json`` (:mod:`banger.daemon.reconcile_report`). This check
+``state/reconcile.json`` (:mod:`banger.doctor.reconcile_report`). This check
 reads that file; it never talks to the daemon, so it also works when bangerd
 is down. Repairs alone pass (they are the system working); anything left
 alone on purpose (a work disk without a VM record) or a repair that failed
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from banger.daemon.reconcile_report import read_report, report_path
 from banger.doctor.model import CheckResult
+from banger.doctor.reconcile_report import read_report, report_path
 
 if TYPE_CHECKING:
     from banger.doctor.model import DoctorContext

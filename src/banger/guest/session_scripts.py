@@ -270,9 +270,10 @@ if [ "$enter" = 1 ]; then tmux -S "$sock" send-keys -t "$target" Enter || exit 1
 
 #: Signal the command's process group, wait, then KILL. $1 session dir,
 #: $2 signal name, $3 seconds to wait, $4 socket, $5 tmux target. Prints
-#: ``exited`` (already over), ``signalled`` (ended after the signal) or
-#: ``killed``. A lost session (other boot, or its tmux server is gone) is not
-#: signalled: its pid may belong to someone else by now.
+#: ``exited`` (already over), ``signalled`` (the command ended after the
+#: signal; members of its group still running after another wait are killed)
+#: or ``killed``. A lost session (other boot, or its tmux server is gone) is
+#: not signalled: its pid may belong to someone else by now.
 STOP = r"""dir=$1 sig=$2 wait=$3 sock=$4 target=$5
 [ -d "$dir" ] || exit 3
 if [ -e "$dir/exit" ]; then echo exited; exit 0; fi
@@ -284,6 +285,11 @@ if [ -z "$pid" ] || [ -z "$w" ] \
 fi
 kill -s "$sig" -- "-$pid" 2>/dev/null
 if timeout "$wait" tail -n 0 -s 0.1 -f --pid="$w" -- "$dir/log" >/dev/null 2>&1; then
+    # The command ended; what it started in its group (a child ignoring the
+    # signal and the terminal's hangup) gets the same grace, then KILL too:
+    # a stopped session leaves no process of its group behind.
+    timeout "$wait" sh -c 'while kill -s 0 -- "-$1" 2>/dev/null; do sleep 0.1; done' \
+        banger-session "$pid" || kill -s KILL -- "-$pid" 2>/dev/null
     echo signalled
     exit 0
 fi

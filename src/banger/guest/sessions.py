@@ -13,9 +13,10 @@ ssh already does terminal modes, window size and resize (SIGWINCH becomes a
 window-change request), and tmux's own detach key (``C-b d``) leaves the
 session running. The daemon only hands the CLI the argv.
 
-The daemon keeps its own records of sessions (:mod:`banger.store`);
-:func:`reconcile` compares them with a guest listing (or with "the VM is not
-running") and says which records to update.
+The daemon keeps its own records of sessions (:mod:`banger.store`) and
+compares them with a :class:`GuestListing` from here
+(:func:`banger.daemon.sessions_svc.reconcile`); this module never reads the
+store, so the CLI's ``session attach`` can use :func:`attach_argv` without it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import re
 import secrets
 import shlex
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +40,6 @@ from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.guest import session_scripts as scripts
 from banger.guest.session_scripts import DEFAULT_LAYOUT, GuestLayout, validate_name
 from banger.guest.ssh import ExecResult, SSHError, remote_command, run_on
-from banger.store.records import SessionRecord, SessionState
 
 __all__ = [
     "GuestLayout",
@@ -49,7 +49,6 @@ __all__ = [
     "SessionError",
     "SessionInfo",
     "SessionStatus",
-    "SessionUpdate",
     "StopResult",
     "attach_argv",
     "follow",
@@ -60,7 +59,6 @@ __all__ = [
     "listing",
     "logs",
     "parse_listing",
-    "reconcile",
     "send",
     "start",
     "stop",
@@ -392,46 +390,3 @@ def attach_argv(
 def attach_shell_command(name: str, layout: GuestLayout = DEFAULT_LAYOUT) -> str:
     """What to type in a guest shell (``banger vm ssh``) to attach by hand."""
     return shlex.join(["tmux", "-S", layout.socket, "attach", "-t", scripts.tmux_session(name)])
-
-
-# --- reconciliation with the store -------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionUpdate:
-    """A change to apply to one stored session record."""
-
-    session_id: str
-    name: str
-    state: SessionStatus
-    exit_status: int | None = None
-    ended_at: datetime | None = None
-
-
-_OPEN = (SessionState.STARTING, SessionState.RUNNING)
-
-
-def reconcile(records: Iterable[SessionRecord], guest: GuestListing | None) -> list[SessionUpdate]:
-    """Updates that bring stored records in line with the guest.
-
-    ``guest`` is the VM's listing, or None when the VM is not running (every
-    open session of a stopped VM is lost). Finished records never change: a
-    session, once exited or lost, stays so. A record the guest does not know
-    (its directory was removed, the work disk was replaced) is lost.
-    """
-    updates: list[SessionUpdate] = []
-    for record in records:
-        if record.state not in _OPEN:
-            continue
-        seen = guest.find(record.name) if guest is not None else None
-        if seen is None or seen.state is SessionStatus.LOST:
-            updates.append(SessionUpdate(record.id, record.name, SessionStatus.LOST))
-        elif seen.state is SessionStatus.EXITED:
-            updates.append(
-                SessionUpdate(
-                    record.id, record.name, SessionStatus.EXITED, seen.exit_status, seen.ended_at
-                )
-            )
-        elif record.state is SessionState.STARTING:
-            updates.append(SessionUpdate(record.id, record.name, SessionStatus.RUNNING))
-    return updates

@@ -1,10 +1,18 @@
 """banger-helper: the only part of banger that runs as root.
 
 It serves one owner uid over a Unix socket (JSON lines, ``SO_PEERCRED``
-checked, see :mod:`.protocol`) and knows a short, fixed list of operations.
-Every argument is re-validated (:mod:`.validate`); no shell is ever run; every
-command goes through :mod:`banger.proc`. It imports only the standard library,
-pyroute2 and banger's stdlib-only modules (``proc``, ``errors``, ``paths``).
+checked, see :mod:`.protocol`) and knows a fixed list of operations: one
+immutable table built at start (:mod:`.optable`: each op's argument spec,
+handler and lock). Every argument is re-validated (:mod:`.validate`); no shell
+is ever run; every command goes through :mod:`banger.proc`.
+
+What it imports: at start only the standard library, pyroute2 (which brings
+psutil) and banger's stdlib-only modules (``proc``, ``errors``, ``paths``,
+``delay_spec``; ``tests/unit/test_helper_main.py`` checks this). The image ops
+load the image builder and the OCI flattener (:mod:`banger.images`, with
+zstandard) when first run, the jailer ops :mod:`banger.vmm.firecracker.jailer`.
+It never imports the daemon, the store or the owner's config
+(``tests/unit/test_import_rules.py``).
 
 Operations, and why each needs root:
 
@@ -41,6 +49,18 @@ Operations, and why each needs root:
     Where the host runs systemd-resolved: ``resolvectl dns/domain/default-route``
     on the bridge so the host resolves ``~domain`` through the VM resolver;
     elsewhere ``{"configured": false, "reason": ...}`` for ``doctor``.
+``image_build(suite, name, out_dir, mirror)`` / ``image_pull(out_dir, name, source, …)``
+    Build ``debian:<suite>`` with mmdebstrap, or flatten fetched OCI layers,
+    into a root-only stage and publish the finalized image into the owner's
+    empty ``out_dir`` (chroots, device nodes and file ownership need root;
+    :mod:`.image_build`, :mod:`.image_pull`, :mod:`.rootstage`).
+``remove_staging(path)``
+    Remove a ``tmp/register-…`` or ``tmp/pull-…`` stage an interrupted image op
+    left with root's files in it (:mod:`.staging`).
+``start_jailer(…)`` / ``teardown_jail(vm_id)``
+    Start Firecracker under its jailer (which must start as root), with the
+    binaries, uid and chroot base fixed by the helper's own flags, and remove
+    a VM's jail (:mod:`.jailer_ops`).
 
 Path arguments (for future ops: loop/dm devices, image mounts) are checked by
 :func:`.validate.checked_path` against the ``--allow-root`` directories.
