@@ -140,6 +140,17 @@ def test_bad_argument_from_the_daemon_exits_2(home: Path) -> None:
     assert "fail_at" in result.stderr
 
 
+def test_vm_create_names_every_bad_field_and_exits_2(home: Path) -> None:
+    """Issue #22 item 7: both the name and --cpus, in one line, as config validate does."""
+    result = run_cli(home, "vm", "create", "Bad_Name", "--cpus", "-1")
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr)
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("error: invalid request (2 problems): name: 'Bad_Name'")
+    assert "; cpus: must be at least 1, got -1" in first
+    assert run_cli(home, "--json", "vm", "list").stdout.strip() == "[]"
+
+
 def test_debug_shows_the_traceback(home: Path) -> None:
     result = run_cli(home, "--debug", "ops", "show", "0123456789ab")
     assert result.returncode == 3

@@ -186,3 +186,29 @@ async def test_unexpected_errors_are_generic_500s(short_tmp: Path) -> None:
     assert str(paths.daemon_log) in body["hint"]
     assert "Traceback" not in resp.text
     assert "closed" not in resp.text  # the exception's own text stays in the log
+
+
+def test_vm_create_reports_every_invalid_field_at_once(raw: httpx.Client) -> None:
+    """Issue #22 item 7: a bad name did not hide `vcpus: -1` and the rest."""
+    body = {"name": "Bad_Name", "vcpus": -1, "memory_mib": 1, "work_disk_size": 5,
+            "init": "upstart", "start": False}  # fmt: skip
+    resp = raw.post("/v1/vms", json=body)
+    assert resp.status_code == 400
+    data = resp.json()
+    assert data["kind"] == "InvalidArgument"
+    assert data["error"].startswith("invalid request (5 problems): name: 'Bad_Name' is not a DNS")
+    for field in (
+        "cpus: must be at least 1, got -1",
+        "memory: must be at least 128 MiB",
+        "work disk size: must be a whole number of MiB",
+        "init: must be 'systemd'",
+    ):
+        assert field in data["error"]
+    assert "lowercase letters" in data["hint"] and "--memory 512" in data["hint"]
+    # Type errors are gathered too (pydantic, before the checks run).
+    resp = raw.post("/v1/vms", json={"vcpus": "many", "memory_mib": "lots"})
+    assert resp.status_code == 400
+    assert "body.vcpus" in resp.json()["error"] and "body.memory_mib" in resp.json()["error"]
+    # One problem keeps its own message and hint.
+    one = raw.post("/v1/vms", json={"name": "ok-name", "vcpus": 0, "start": False}).json()
+    assert one["error"] == "cpus: must be at least 1, got 0"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
-from banger.daemon.vms.names import check_memory, check_vcpus
+from banger.daemon.vms.names import FieldProblems, check_memory, check_vcpus
 from banger.daemon.vms.service import VMService
 from banger.disk.workdisk import grow_work_disk
 from banger.errors import Conflict, InvalidArgument
@@ -52,12 +52,14 @@ async def set_vm(vms: VMService, ref: str, change: VMSettingsChange) -> Operatio
     if change == VMSettingsChange():
         raise InvalidArgument("nothing to change", hint="give --cpus, --memory or --disk")
     vm = await asyncio.to_thread(vms.store.resolve_vm, ref)
+    fields = FieldProblems()  # every bad field is named, not just the first
     if change.vcpus is not None:
-        check_vcpus(change.vcpus)
+        fields.check(check_vcpus, change.vcpus)
     if change.memory_mib is not None:
-        check_memory(change.memory_mib)
+        fields.check(check_memory, change.memory_mib)
     if change.work_disk_size is not None:
-        _check_disk(vm, change.work_disk_size, vms.alive(vm))
+        fields.check(_check_disk, vm, change.work_disk_size, vms.alive(vm))
+    fields.raise_any()
 
     async def body(op: OpHandle) -> None:
         async with vms.locks.hold(vm.id):

@@ -1,16 +1,27 @@
 """Checks on what a user asks a new VM to be: each failure names its argument.
 
 All of these run before anything is created, so a bad request leaves no trace.
+:class:`FieldProblems` runs them all and reports every failure at once, as
+``config validate`` does, instead of stopping at the first.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
+from typing import TypeVar
 
 from banger.errors import InvalidArgument
 from banger.hostinfo import host_cpu_count, host_memory_mib
-from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB
+from banger.limits import (
+    MAX_DISK_BYTES,
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    MIB,
+    MIN_DISK_BYTES,
+    MIN_MEMORY_MIB,
+)
 
 # Until pipeline.py and service.py (being edited) import it from banger.net.taps.
 from banger.net.taps import tap_name as tap_name
@@ -63,6 +74,45 @@ def check_memory(memory_mib: int, host_mib: int | None = None) -> int:
     if memory_mib > MAX_MEMORY_MIB:
         raise InvalidArgument(f"memory: at most {MAX_MEMORY_MIB} MiB, got {memory_mib} MiB")
     return memory_mib
+
+
+T = TypeVar("T")
+
+
+class FieldProblems:
+    """Collects the :class:`InvalidArgument` of each check; :meth:`raise_any` reports all."""
+
+    def __init__(self) -> None:
+        self.problems: list[InvalidArgument] = []
+
+    def check(self, fn: Callable[..., T], *args: object) -> T | None:
+        try:
+            return fn(*args)
+        except InvalidArgument as exc:
+            self.problems.append(exc)
+            return None
+
+    def raise_any(self) -> None:
+        """One problem: raised as it is. Several: one error naming each, in order."""
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        if self.problems:
+            hints = [p.hint for p in self.problems if p.hint]
+            raise InvalidArgument(
+                f"invalid request ({len(self.problems)} problems): "
+                + "; ".join(p.message for p in self.problems),
+                hint="; ".join(hints) if hints else None,
+            )
+
+
+def check_work_disk_size(size: int) -> int:
+    if isinstance(size, bool) or size < MIN_DISK_BYTES or size % MIB:
+        raise InvalidArgument(
+            f"work disk size: must be a whole number of MiB, at least 64 MiB (got {size} bytes)"
+        )
+    if size > MAX_DISK_BYTES:
+        raise InvalidArgument(f"work disk size: at most 16 TiB (got {size} bytes)")
+    return size
 
 
 def check_init(init: str) -> str:

@@ -21,10 +21,12 @@ from banger.daemon.kernels_svc import KernelService
 from banger.daemon.ops import Operations, OpHandle
 from banger.daemon.vms.locks import VMLocks
 from banger.daemon.vms.names import (
+    FieldProblems,
     check_init,
     check_memory,
     check_name,
     check_vcpus,
+    check_work_disk_size,
     generated_name,
     tap_name,
 )
@@ -134,27 +136,33 @@ class VMService:
     def plan(self, request: VMCreateRequest) -> CreatePlan:
         """Check the whole request (a 400 or 404 here creates nothing)."""
         defaults = self.config.vm
-        name = check_name(request.name) if request.name is not None else generated_name()
+        # Every field is checked before any is refused: a request with a bad
+        # name and vcpus -1 hears about both (issue #22 item 7).
+        fields = FieldProblems()
+        name = fields.check(check_name, request.name) if request.name is not None else None
+        vcpus = fields.check(
+            check_vcpus, request.vcpus if request.vcpus is not None else defaults.vcpus
+        )
+        memory = fields.check(
+            check_memory,
+            request.memory_mib if request.memory_mib is not None else defaults.memory_mib,
+        )
+        size = fields.check(
+            check_work_disk_size,
+            request.work_disk_size
+            if request.work_disk_size is not None
+            else defaults.work_disk_size,
+        )
+        init = fields.check(check_init, request.init if request.init is not None else defaults.init)
+        fields.raise_any()
+        assert vcpus is not None and memory is not None and size is not None and init is not None
+        name = name or generated_name()
         try:
             self.store.get_vm_by_name(name)
         except NotFound:
             pass
         else:
             raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
-        vcpus = check_vcpus(request.vcpus if request.vcpus is not None else defaults.vcpus)
-        memory = check_memory(
-            request.memory_mib if request.memory_mib is not None else defaults.memory_mib
-        )
-        size = (
-            request.work_disk_size
-            if request.work_disk_size is not None
-            else defaults.work_disk_size
-        )
-        if size < 64 * MIB or size % MIB:
-            raise InvalidArgument(
-                f"work disk size: must be a whole number of MiB, at least 64 MiB (got {size} bytes)"
-            )
-        init = check_init(request.init if request.init is not None else defaults.init)
         image = self.images.resolve_now(request.image)
         self.kernels.resolve_now(request.kernel)
         if image is not None:
