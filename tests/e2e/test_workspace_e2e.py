@@ -210,6 +210,31 @@ def test_an_unreadable_synced_file_fails_the_create_and_leaves_nothing(env: Env)
     assert names == [VM]
 
 
+def test_a_config_edit_applies_at_the_next_start_without_a_daemon_restart(env: Env) -> None:
+    """Issue #21 item 1: bangerd re-reads config.toml; a removed entry's files leave the disk."""
+    b = env.b
+    config = b.home / "config" / "config.toml"
+    saved = config.read_text()
+    pid = (b.runtime_dir / "bangerd.pid").read_text()
+    sh(b, f"printf 'fresh\\n' > {env.home}/.fresh-test")
+    # the ~/.netrc-test entry goes, a new one comes
+    edited = saved.replace(
+        'host = "~/.netrc-test"\nguest = "~/.netrc"', 'host = "~/.fresh-test"\nguest = "~/.fresh"'
+    )
+    assert edited != saved
+    config.write_text(edited)
+    try:
+        guest(b, "echo mine > /root/.mine")
+        b.banger("vm", "stop", VM)
+        b.banger("vm", "start", VM)
+        assert guest(b, "cat /root/.fresh") == "fresh\n"
+        assert guest(b, "test -e /root/.netrc || echo gone") == "gone\n"  # banger wrote it
+        assert guest(b, "cat /root/.mine") == "mine\n"  # the guest's own file stays
+        assert (b.runtime_dir / "bangerd.pid").read_text() == pid  # the same bangerd
+    finally:
+        config.write_text(saved)
+
+
 # -- workspaces -------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from banger.config.file_sync import FileSync
 from banger.disk import ext4
+from banger.disk.debugfs_script import Ext4Edit
 from banger.disk.workdisk import (
     AUTHORIZED_KEYS_PATH,
     FileSyncItem,
@@ -144,3 +145,64 @@ def test_git_identity_merged_into_the_disk_gitconfig(
             ["git", "config", "--file", str(merged), "--get", key], capture_output=True, text=True
         )
         assert out.stdout.strip() == value, key
+
+
+def test_a_removed_entry_s_files_leave_the_disk_and_the_guest_s_stay(
+    disk: Path, host_key: HostKey, tmp_path: Path
+) -> None:
+    """Issue #21 item 1: what banger synced and no entry writes any more is deleted."""
+    from banger.daemon.work_sync import stage_work_sync
+    from banger.disk.synced import SYNCED_RECORD_PATH, read_synced_record
+    from banger.disk.workdisk import synced_record
+
+    home = tmp_path / "home"
+    (home / "dots/sub").mkdir(parents=True)
+    (home / ".netrc").write_text("machine x\n")
+    (home / "dots/a.conf").write_text("a\n")
+    (home / "dots/sub/b.conf").write_text("b\n")
+    (home / ".gitconfig").write_text("[user]\n\tname = Ada\n")
+    netrc = entry(home, "~/.netrc", "~/.netrc")
+    dots = entry(home, "~/dots", "~/.dots")
+
+    def provision(*entries: FileSync) -> None:
+        stage = tmp_path / f"stage-{len(entries)}"
+        stage.mkdir(exist_ok=True)
+        sync = stage_work_sync(entries, disk, home=home, stage_dir=stage)
+        prov = Provisioning(
+            "ssh-ed25519 AAAA k",
+            host_key,
+            dirs=sync.dirs,
+            files=sync.files,
+            synced=sync.synced,
+            git_identity=sync.git_identity,
+        )
+        provision_work_disk(disk, prov)
+        assert read_synced_record(disk) == synced_record(prov)
+
+    provision(netrc, dots)
+    record = read_synced_record(disk)
+    assert record.files == ("/.netrc", "/.dots/a.conf", "/.dots/sub/b.conf")
+    assert record.git_identity == "/.gitconfig"
+    assert ext4.stat(disk, SYNCED_RECORD_PATH).mode == 0o600
+    # the guest writes its own file into the synced directory
+    own = tmp_path / "own"
+    own.write_text("mine\n")
+    ext4.apply(disk, Ext4Edit().write_file("/.dots/mine.txt", own, 0o644))
+
+    provision(netrc)  # the [[file_sync]] entry for ~/dots was removed
+
+    assert not ext4.exists(disk, "/.dots/a.conf")
+    assert not ext4.exists(disk, "/.dots/sub/b.conf")
+    assert ext4.read_file(disk, "/.dots/mine.txt") == b"mine\n"  # not banger's: kept
+    assert ext4.listdir(disk, "/.dots") == ["mine.txt", "sub"]  # directories stay
+    assert ext4.read_file(disk, "/.netrc") == b"machine x\n"
+    assert ext4.exists(disk, "/.gitconfig")  # the identity is still written
+    assert read_synced_record(disk).files == ("/.netrc",)
+
+    provision()  # every entry gone, and no identity on the host any more
+    (home / ".gitconfig").unlink()
+    provision()
+    assert not ext4.exists(disk, "/.netrc")
+    assert ext4.exists(disk, "/.gitconfig")  # merged into the guest's own: never deleted
+    fsck = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout

@@ -43,6 +43,9 @@ class StagedSync:
     notices: tuple[str, ...]
     #: e.g. "3 synced files, git identity" (for the stage's info event)
     summary: str
+    #: Of ``files``, those [[file_sync]] wrote, and the git identity's (recorded on the disk)
+    synced: tuple[str, ...] = ()
+    git_identity: str | None = None
 
 
 def stage_work_sync(
@@ -54,6 +57,7 @@ def stage_work_sync(
     """
     plan = plan_file_sync(entries, home=home)
     synced_files = len(plan.files)
+    synced = tuple(f.guest_rel_path for f in plan.files)
     identity = stage_git_identity(
         disk, home=home, stage_dir=stage_dir, synced=plan.file_for(GITCONFIG)
     )
@@ -65,7 +69,15 @@ def stage_work_sync(
     parts = [f"{synced_files} synced file{'s' if synced_files != 1 else ''}"]
     if identity.item is not None:
         parts.append("git identity")
-    return StagedSync(plan.dirs, plan.files, plan.warnings, notices, ", ".join(parts))
+    return StagedSync(
+        plan.dirs,
+        plan.files,
+        plan.warnings,
+        notices,
+        ", ".join(parts),
+        synced=synced,
+        git_identity=identity.item.guest_rel_path if identity.item is not None else None,
+    )
 
 
 @asynccontextmanager

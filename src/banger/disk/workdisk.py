@@ -19,6 +19,7 @@ from banger import proc
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit, image_path
 from banger.disk.durable import publish_file
+from banger.disk.synced import SYNCED_RECORD_PATH, SyncedRecord, read_synced_record, stale_files
 from banger.errors import BangerError, CommandError, Conflict, InvalidArgument, NotFound
 
 MIB = 1024 * 1024
@@ -136,6 +137,12 @@ class Provisioning:
     dirs: tuple[DirItem, ...] = field(default_factory=tuple)
     files: tuple[FileSyncItem, ...] = field(default_factory=tuple)
     hushlogin: bool = True
+    #: Of ``files``, the ones ``[[file_sync]]`` wrote, and the one the git identity
+    #: was merged into: recorded on the disk (:mod:`banger.disk.synced`).
+    synced: tuple[str, ...] = ()
+    git_identity: str | None = None
+    #: Files an earlier provisioning synced that nothing writes now: deleted first.
+    stale: tuple[str, ...] = ()
 
 
 def disk_path(guest_rel_path: str) -> str:
@@ -159,6 +166,8 @@ def provisioning_edit(p: Provisioning, stage_dir: Path) -> Ext4Edit:
     edit.mkdir("/.banger", 0o700)
     edit.write_file(HOST_KEY_PATH, p.host_key.private, 0o600)
     edit.write_file(HOST_KEY_PATH + ".pub", p.host_key.public, 0o644)
+    for stale in p.stale:
+        edit.remove(stale)
     if p.hushlogin:
         edit.write_bytes("/.hushlogin", b"", 0o644, stage_dir=stage_dir)
     for d in p.dirs:
@@ -169,7 +178,16 @@ def provisioning_edit(p: Provisioning, stage_dir: Path) -> Ext4Edit:
         if parent and not any(e.path == parent for e in edit.expectations):
             edit.mkdir_p(parent, 0o755)
         edit.write_file(target, f.host_path, f.mode)
+    edit.write_bytes(SYNCED_RECORD_PATH, synced_record(p).to_bytes(), 0o600, stage_dir=stage_dir)
     return edit
+
+
+def synced_record(p: Provisioning) -> SyncedRecord:
+    """What this batch syncs, as recorded on the disk."""
+    return SyncedRecord(
+        files=tuple(disk_path(rel) for rel in p.synced),
+        git_identity=disk_path(p.git_identity) if p.git_identity else None,
+    )
 
 
 def merged_authorized_keys(existing: bytes, key: str) -> str:
@@ -198,13 +216,19 @@ def _existing_authorized_keys(disk: Path) -> bytes:
 def provision_work_disk(disk: Path, p: Provisioning) -> None:
     """Write keys, host key, ``.hushlogin`` and synced files in one batch, then verify.
 
+    Files synced by an earlier batch that this one no longer writes are
+    deleted in the same batch, and the new record written
+    (:mod:`banger.disk.synced`).
+
     ``authorized_keys`` is merged, not replaced: banger's key is ensured
     present and every other line on the disk is kept (:func:`merged_authorized_keys`).
     """
     if not disk.is_file():
         raise NotFound(f"work disk not found: {disk}")
     keys = merged_authorized_keys(_existing_authorized_keys(disk), p.authorized_keys)
-    p = replace(p, authorized_keys=keys)
+    # a removed [[file_sync]] entry's files go: banger wrote them (banger.disk.synced)
+    stale = stale_files(disk, read_synced_record(disk), synced_record(p))
+    p = replace(p, authorized_keys=keys, stale=tuple(stale))
     for f in p.files:
         if not f.host_path.is_file():
             raise NotFound(f"file to sync not found: {f.host_path}")
