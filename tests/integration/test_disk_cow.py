@@ -112,22 +112,28 @@ def test_missing_base(tmp_path: Path, vm_dir: Path) -> None:
 
 
 def test_reflink_on_this_host(tmp_path: Path, base: Path, vm_dir: Path) -> None:
-    """guest-boot.md measured ext4 here: no reflink. Elsewhere, check it is consistent."""
+    """guest-boot.md measured ext4 here: no reflink. Wherever the test runs (ext4,
+    tmpfs, btrfs, xfs), the probe and the strategy agree, and both paths assert."""
     supported = reflink_supported(tmp_path)
     assert not list(tmp_path.glob(".reflink-probe-*"))  # the probe cleans up
     if fs_type(tmp_path) == "ext2/ext3":  # how stat -f names ext4
         assert supported is False
-        with pytest.raises(CommandError, match="cp failed"):
-            Reflink().create(base, vm_dir)
-        assert list(vm_dir.iterdir()) == []  # no temp file left behind
-    elif supported:
+    if supported:
         disk = Reflink().create(base, vm_dir)
         assert disk.format == "raw" and disk.path.stat().st_size == 8 * GIB
+        Reflink().remove(disk)
+    else:
+        with pytest.raises(CommandError, match="cp failed"):
+            Reflink().create(base, vm_dir)
+    assert list(vm_dir.iterdir()) == []  # no temp file left behind
 
 
 def test_choose_strategy(tmp_path: Path) -> None:
     assert choose_strategy("qemu", tmp_path, dm_usable=True).name == "qcow2"
-    if not reflink_supported(tmp_path):
+    if reflink_supported(tmp_path):  # btrfs, xfs: a reflink wins whatever dm can do
+        assert choose_strategy("firecracker", tmp_path, dm_usable=False).name == "reflink"
+        assert choose_strategy("firecracker", tmp_path, dm_usable=True).name == "reflink"
+    else:
         assert choose_strategy("firecracker", tmp_path, dm_usable=False).name == "copy"
         dm = choose_strategy("firecracker", tmp_path, dm_usable=True)
         assert dm.name == "dm-snapshot" and dm.requires_helper

@@ -139,19 +139,28 @@ def test_cli_will_not_talk_to_a_squatters_socket(
             connected.set()
             conn.close()
 
+    thread = threading.Thread(target=serve, daemon=True)
     try:
         fake.bind(str(sock_path))
         os.chown(sock_path, stranger.uid, stranger.gid)
         sock_path.chmod(0o666)
         fake.listen(8)
-        thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         result = as_user(owner, str(VENV_BIN / "banger"), "vm", "list", BANGER_NO_AUTOSTART="1")
         reliability_counts.hostile()
+        # A connection the thread has not accepted yet still waits in the backlog:
+        # take it here, so no connect can go unseen whatever the scheduling.
+        fake.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            fake.accept()[0].close()
+            connected.set()
     finally:
         with contextlib.suppress(OSError):
             fake.shutdown(socket.SHUT_RDWR)  # wakes the accept() in the thread
         fake.close()
+        if thread.is_alive():
+            thread.join(60)  # a hang bound; after it, the thread has said all it saw
+    assert not thread.is_alive(), "the fake daemon's accept() never returned"
     assert not connected.is_set(), "the CLI connected to a socket in a squatted directory"
     assert result.returncode == 2
     first = result.stderr.splitlines()[0]

@@ -100,7 +100,13 @@ def test_script_runs_for_real(shell: list[str]) -> None:
     assert work.total_bytes > 0
 
 
-def test_script_is_posix_sh() -> None:
+def test_script_parses_as_sh() -> None:
     subprocess.run(["sh", "-n", "-c", STATS_SCRIPT], check=True)
-    if shutil.which("checkbashisms"):
-        subprocess.run(["checkbashisms", "-"], input=STATS_SCRIPT, text=True, check=True)
+
+
+def test_script_has_no_bashisms() -> None:
+    # devscripts is in scripts/test-packages.txt (make test installs it); without it
+    # the check cannot run, and -ra says so instead of a silent pass.
+    if shutil.which("checkbashisms") is None:
+        pytest.skip("checkbashisms is not installed (Debian package devscripts: make testdeps)")
+    subprocess.run(["checkbashisms", "-"], input=STATS_SCRIPT, text=True, check=True)
