@@ -202,6 +202,31 @@ class ImageBuildRequest(Request):
     name: str | None = None
 
 
+class ImagePruneRequest(Request):
+    dry_run: bool = Field(default=False, description="Only say what would be removed.")
+
+
+class PrunedBlobInfo(Response):
+    digest: str
+    size: int
+
+
+class ImagePruneResult(Response):
+    """What `image prune` removed (or, with dry_run, would remove) from the OCI cache."""
+
+    dry_run: bool
+    blobs: int = Field(description="Blobs no image needs.")
+    bytes: int = Field(description="Their total size.")
+    freed: int = Field(description="Bytes actually removed (0 with dry_run).")
+    refs: int = Field(description="Reference records of images no longer kept.")
+    kept_blobs: int
+    kept_bytes: int
+    images: int = Field(description="Images whose blobs are kept.")
+    removed: list[PrunedBlobInfo] = Field(
+        default_factory=list, description="The blobs (the first 1000)."
+    )
+
+
 class DefaultRequest(Request):
     name: str
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from banger import api_models as api
     from banger.api_models import (
         ImageInfo,
+        ImagePruneResult,
         KernelImportRequest,
         KernelInfo,
         Operation,
@@ -361,6 +362,11 @@ class BangerClient(FilesAPI):
     def pull_image(self, ref: str, name: str | None = None) -> Operation:
         """Pull an OCI reference, ``oci-archive:PATH`` or ``bundle:PATH|URL`` (paths absolute)."""
         return self._op("POST", "/v1/images/pull", {"ref": ref, "name": name})
+
+    def prune_images(self, *, dry_run: bool = False) -> ImagePruneResult:
+        """Remove the OCI cache's blobs no image needs (``dry_run``: only list them)."""
+        data = self._request("POST", "/v1/images/prune", json={"dry_run": dry_run})
+        return api.ImagePruneResult.model_validate(data)
 
     def export_image(self, ref: str, output: str) -> Operation:
         """Write image ``ref`` as a bundle at ``output`` (absolute: the daemon has its own cwd)."""

@@ -78,6 +78,30 @@ def rm(names: tuple[str, ...]) -> None:
     remove_artifacts("image", names, lambda c, n: c.remove_image(n))
 
 
+@image.command(name="prune")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@json_option
+def prune(dry_run: bool) -> None:
+    """Remove cached OCI blobs no image needs (refused pulls, removed images)."""
+    from banger.cli.output import print_json
+
+    state = get_state()
+    result = state.call(lambda c: c.prune_images(dry_run=dry_run))
+    if state.json:
+        print_json(result.model_dump(mode="json"))
+        return
+    size = f"{result.bytes / MIB:.1f} MiB"
+    if dry_run:
+        for blob in result.removed:
+            click.echo(f"would remove {blob.digest} ({blob.size} bytes)")
+        click.echo(f"would remove {result.blobs} blobs ({size}) from the OCI cache")
+    else:
+        click.echo(f"removed {result.blobs} blobs from the OCI cache, {result.freed / MIB:.1f}"
+                   " MiB freed")  # fmt: skip
+    click.echo(f"kept {result.kept_blobs} blobs ({result.kept_bytes / MIB:.1f} MiB) that"
+               f" {result.images} pulled images need")  # fmt: skip
+
+
 @image.command(name="default")
 @click.argument("name", required=False)
 @json_option

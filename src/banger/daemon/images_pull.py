@@ -125,16 +125,19 @@ async def pull(images: ImageService, ref: str, name: str | None, op: OpHandle) -
         parsed = parse_ref(ref)
         final_name = check_image_name(name or image_name_for(parsed))
         await asyncio.to_thread(check_free, images, final_name)
-        await op.stage("download", f"fetching {parsed} into the layer cache")
-        fetched = await asyncio.to_thread(
-            lambda: pull_oci(parsed, paths=images.paths, progress=progress.line)
-        )
-        source = source_of(fetched, parsed)
-        await op.stage("flatten", "flattening and finalizing the image (root helper)")
-        async with images.publish_lock:
-            await asyncio.to_thread(check_free, images, final_name)
-            entry = await _flatten_in_helper(images, fetched, final_name, source, op)
-            info = await asyncio.to_thread(lambda: images.info(record_entry(images, entry)))
+        # Shared with other pulls, never with `image prune`: until the row below
+        # exists, no image references the blobs this pull brings into the cache.
+        async with images.cache_gate.shared():
+            await op.stage("download", f"fetching {parsed} into the layer cache")
+            fetched = await asyncio.to_thread(
+                lambda: pull_oci(parsed, paths=images.paths, progress=progress.line)
+            )
+            source = source_of(fetched, parsed)
+            await op.stage("flatten", "flattening and finalizing the image (root helper)")
+            async with images.publish_lock:
+                await asyncio.to_thread(check_free, images, final_name)
+                entry = await _flatten_in_helper(images, fetched, final_name, source, op)
+                info = await asyncio.to_thread(lambda: images.info(record_entry(images, entry)))
     await op.event("info", f"image {info.name} ready", {"image": info.id, "name": info.name})
     return info
 

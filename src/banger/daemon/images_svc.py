@@ -32,6 +32,7 @@ from typing import Any
 from banger.api_models import ImageInfo
 from banger.config import Config
 from banger.daemon.artifacts_svc import DEFAULT_KEY, ArtifactService
+from banger.daemon.cache_gate import CacheGate
 from banger.daemon.ops import OpHandle
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit
@@ -97,6 +98,8 @@ class ImageService(ArtifactService[ImageRecord, ImageInfo]):
     ) -> None:
         super().__init__(paths, config, store, publish_lock)
         self._helper = helper
+        #: Pulls share the OCI cache; `image prune` takes it alone (daemon/cache_gate.py).
+        self.cache_gate = CacheGate()
 
     # -- rows ------------------------------------------------------------------------
     def _rows(self) -> list[ImageRecord]:

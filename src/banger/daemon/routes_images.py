@@ -11,6 +11,8 @@ from fastapi import APIRouter
 from banger.api_models import (
     ImageExportRequest,
     ImagePromoteRequest,
+    ImagePruneRequest,
+    ImagePruneResult,
     ImagePullRequest,
     Operation,
 )
@@ -50,6 +52,13 @@ def image_transfer_router(stack: VMStack) -> APIRouter:
             )
 
         return await stack.vms.ops.start("image.promote", request.vm, body)
+
+    @router.post("/prune")
+    async def prune(request: ImagePruneRequest) -> ImagePruneResult:
+        """Remove the OCI cache's blobs no image needs (waits for running pulls)."""
+        from banger.daemon import images_prune
+
+        return await images_prune.prune(images, dry_run=request.dry_run)
 
     @router.post("/{ref}/export", status_code=202)
     async def export(ref: str, request: ImageExportRequest) -> Operation:
