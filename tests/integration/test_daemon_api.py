@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,10 +11,13 @@ import pytest
 from banger.client import BangerClient
 from banger.config import load_config
 from banger.daemon.app import create_app
+from banger.daemon.config_watch import ConfigWatch
+from banger.daemon.lifecycle import build_services
 from banger.daemon.ops import Operations
 from banger.daemon.selftest import STAGES
 from banger.daemon.services import Services
 from banger.errors import InvalidArgument, NotFound
+from banger.paths import Paths
 from banger.store import Store
 from tests.integration.bangerd_harness import Daemon, running_daemon
 from tests.support import short_tmpdir
@@ -31,6 +33,18 @@ def daemon() -> Iterator[Daemon]:
 def client(daemon: Daemon) -> Iterator[BangerClient]:
     with daemon.client() as c:
         yield c
+
+
+@pytest.fixture
+def in_process(short_tmp: Path) -> Iterator[Services]:
+    """A whole daemon's services built in this process as bangerd builds them (not served)."""
+    paths = Paths.from_env({"BANGER_HOME": str(short_tmp)})
+    paths.ensure()
+    store = Store.open(paths.db)
+    try:
+        yield build_services(paths, ConfigWatch.load(paths.config_file), store, Operations(store))
+    finally:
+        store.close()
 
 
 @pytest.fixture
@@ -162,22 +176,12 @@ def test_two_followers_see_the_same_stream(client: BangerClient, daemon: Daemon)
         assert list(a) == list(b)
 
 
-async def test_unexpected_errors_are_generic_500s(short_tmp: Path) -> None:
+async def test_unexpected_errors_are_generic_500s(in_process: Services) -> None:
     """In-process app over a closed store: a real failure, answered without a traceback."""
-    from banger.paths import Paths
-
-    paths = Paths.from_env({"BANGER_HOME": str(short_tmp)})
-    paths.ensure()
-    store = Store.open(paths.db)
-    services = Services(
-        paths=paths,
-        config=load_config(paths=paths),
-        store=store,
-        ops=Operations(store),
-        started_at=datetime.now(UTC),
-    )
-    store.close()
-    transport = httpx.ASGITransport(app=create_app(services), raise_app_exceptions=False)
+    paths = in_process.paths
+    app = create_app(in_process)  # building it reads the store (leftover snapshot sweep)
+    in_process.store.close()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         resp = await http.get("/v1/vms")
     assert resp.status_code == 500

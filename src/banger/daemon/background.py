@@ -30,13 +30,11 @@ class Background:
         days = services.config.daemon.ops_retention_days
         bg.tasks.append(asyncio.create_task(prune_periodically(services.store, days)))
         stack = services.stack
-        if stack is not None:
-            # Taps a killed helper may have left: deleted as soon as a helper is back.
-            bg.tasks.append(asyncio.create_task(stack.hostnet.owed.settle_periodically()))
-        if stack is not None and services.dns is not None:
-            bg.dns = services.dns
-            stack.hostnet.after_ensure.append(services.dns.ensure)
-            bg.tasks.append(asyncio.create_task(bg._resume_dns(services)))
+        # Taps a killed helper may have left: deleted as soon as a helper is back.
+        bg.tasks.append(asyncio.create_task(stack.hostnet.owed.settle_periodically()))
+        bg.dns = services.dns
+        stack.hostnet.after_ensure.append(services.dns.ensure)
+        bg.tasks.append(asyncio.create_task(bg._resume_dns(services)))
         return bg
 
     async def _resume_dns(self, services: Services) -> None:

@@ -33,10 +33,34 @@ def pidfile_path(paths: Paths) -> Path:
     return paths.daemon_pidfile
 
 
+def build_services(paths: Paths, watch: ConfigWatch, store: Store, ops: Operations) -> Services:
+    """Every collaborator of one daemon, built and wired (nothing started, nothing served).
+
+    The daemon's one composition root; the suite builds an in-process daemon with it too.
+    """
+    from banger.daemon.dns_svc import DNSService
+    from banger.daemon.vms.stack import build_stack
+
+    config = watch.current
+    stack = build_stack(paths, config, store, ops)
+    services = Services(
+        paths=paths,
+        config=config,
+        store=store,
+        ops=ops,
+        started_at=datetime.now(UTC),
+        stack=stack,
+        dns=DNSService.for_daemon(config, paths.helper_socket, store),
+        guest_conns=stack.guest_conns,
+        config_watch=watch,
+    )
+    follow_config(watch, services)  # reloads reach every service
+    return services
+
+
 def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) -> int:
     """Serve until a signal; 0 after a graceful stop, 1 after a forced one."""
     watch = ConfigWatch.load(paths.config_file)  # invalid at start: a refusal
-    config = watch.current
     pidfile = PidFile.acquire(pidfile_path(paths), socket_path=socket_path)
     try:
         sock = bind_unix_socket(socket_path)
@@ -52,8 +76,6 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
             try:
                 ops = Operations(store)
                 from banger.daemon import reconcile, stage_delay
-                from banger.daemon.dns_svc import DNSService
-                from banger.daemon.vms.stack import build_stack
 
                 stage_delay.configure_from_env()  # test-only hook, read once, here
                 # Before serving: interrupted ops failed, temp/half-published files gone.
@@ -64,19 +86,7 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
                 paths.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 tempfile.tempdir = str(paths.tmp_dir)
 
-                stack = build_stack(paths, config, store, ops)
-                services = Services(
-                    paths=paths,
-                    config=config,
-                    store=store,
-                    ops=ops,
-                    started_at=datetime.now(UTC),
-                    stack=stack,
-                    dns=DNSService.for_daemon(config, paths.helper_socket, store),
-                    guest_conns=stack.guest_conns,
-                    config_watch=watch,
-                )
-                follow_config(watch, services)  # reloads reach every service
+                services = build_services(paths, watch, store, ops)
                 forced = asyncio.run(_serve(services, sock, startup, grace=grace, debug=debug))
             finally:
                 store.close()
@@ -103,34 +113,28 @@ async def _serve(
     app = create_app(services)
     # Store vs host (VMMs, taps, leases, interrupted creates), re-attach; state/reconcile.json.
     await reconcile.after_stack(services.stack, startup)
-    watch = VMMWatch.start(services.stack.vms) if services.stack is not None else None
-    if services.stack is not None:
-        from banger.daemon.routes_sessions import reconcile_sessions_at_start
+    watch = VMMWatch.start(services.stack.vms)
+    from banger.daemon.routes_sessions import reconcile_sessions_at_start
 
-        changed = await reconcile_sessions_at_start(services.stack)
-        if changed:
-            log.info("reconciled %d session(s) with their guests", changed)
+    changed = await reconcile_sessions_at_start(services.stack)
+    if changed:
+        log.info("reconciled %d session(s) with their guests", changed)
     background = Background.start(services)
     loop = asyncio.get_running_loop()
-    if services.config_watch is not None:
-        # SIGHUP: re-read config.toml now (as `banger config reload` does)
-        loop.add_signal_handler(signal.SIGHUP, services.config_watch.reload)
+    # SIGHUP: re-read config.toml now (as `banger config reload` does)
+    loop.add_signal_handler(signal.SIGHUP, services.config_watch.reload)
     log.info("bangerd ready")
     try:
         state = await serve(app, sock, services.ops, grace=grace, debug=debug)
-        if watch is not None:
-            await watch.close()
-        if services.stack is not None and services.config.daemon.stop_vms_on_shutdown:
+        await watch.close()
+        if services.config.daemon.stop_vms_on_shutdown:
             if state.forced:
                 log.warning("forced shutdown: VMs left running (re-attached at the next start)")
             else:
                 await stop_all(services.stack.vms)
     finally:
-        if services.config_watch is not None:
-            loop.remove_signal_handler(signal.SIGHUP)
-        if watch is not None:
-            await watch.close()
+        loop.remove_signal_handler(signal.SIGHUP)
+        await watch.close()
         await background.close()
-        if services.guest_conns is not None:
-            await services.guest_conns.close()
+        await services.guest_conns.close()
     return state.forced

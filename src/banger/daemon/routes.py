@@ -11,13 +11,12 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from banger import __version__
-from banger.api_models import API_VERSION, Operation, SelftestRequest, VersionInfo, VMSummary
+from banger.api_models import API_VERSION, Operation, SelftestRequest, VersionInfo
 from banger.daemon.config_watch import RELOAD_PATH
 from banger.daemon.dns_svc import DNSReport
-from banger.daemon.records import vm_model
 from banger.daemon.selftest import check_request, run_selftest
 from banger.daemon.services import Services
-from banger.errors import BangerError, ConfigError, InvalidArgument
+from banger.errors import BangerError, ConfigError
 
 NDJSON = "application/x-ndjson"
 
@@ -50,19 +49,7 @@ def meta_router(services: Services) -> APIRouter:
     @router.get("/dns")
     async def dns() -> DNSReport:
         """The VM resolver: serving or not (and why), where, and whether the host routes it."""
-        if services.dns is None:
-            net = services.config.network
-            return DNSReport(
-                serving=False,
-                address=str(net.gateway),
-                bridge=net.bridge,
-                domain=net.dns_domain,
-                upstreams=[],
-                host_link=None,
-                error="this bangerd runs no VMs, so no resolver",
-            )
-        report: DNSReport = services.dns.report()
-        return report
+        return services.dns.report()
 
     @router.get("/config")
     async def config() -> dict[str, Any]:
@@ -73,8 +60,6 @@ def meta_router(services: Services) -> APIRouter:
     async def reload_config() -> dict[str, Any]:
         """Re-read config.toml now; an invalid file is refused and the last good one kept."""
         watch = services.config_watch
-        if watch is None:
-            raise InvalidArgument("this bangerd does not follow a config file")
         result = await asyncio.to_thread(watch.reload)
         if result.error is not None:
             raise ConfigReloadRefused(result.error)
@@ -122,16 +107,5 @@ def ops_router(services: Services) -> APIRouter:
                 yield event.model_dump_json().encode() + b"\n"
 
         return StreamingResponse(lines(), media_type=NDJSON)
-
-    return router
-
-
-def vms_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/v1/vms", tags=["vms"])
-
-    @router.get("")
-    async def list_vms() -> list[VMSummary]:
-        records = await asyncio.to_thread(services.store.list_vms)
-        return [vm_model(r) for r in records]
 
     return router
