@@ -15,6 +15,7 @@ from banger import limits
 from banger.config import load_config
 from banger.daemon.vms.names import check_memory, check_vcpus
 from banger.errors import ConfigError, InvalidArgument
+from banger.vmm.base import Disk, LaunchSpec
 from banger.vmm.firecracker.jailer import (
     JailerPolicy,
     JailerRequestInvalid,
@@ -47,6 +48,24 @@ def jail_request(vcpus: int, memory_mib: int) -> dict[str, object]:
     }
 
 
+def launch_spec(vcpus: int, memory_mib: int) -> LaunchSpec:
+    vm = STATE / "vms" / "v1"
+    return LaunchSpec(
+        vm_id="v1",
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        kernel=STATE / "kernels" / "k1" / "vmlinuz",
+        initrd=None,
+        cmdline="console=ttyS0 root=/dev/vda rw",
+        root_disk=Disk(vm / "root.qcow2", "qcow2", "unsafe"),
+        work_disk=vm / "work.ext4",
+        console_log=vm / "console.log",
+        control_socket=Path("/r/vm-v1.qmp"),
+        vmm_log=vm / "qemu.log",
+        mac="02:11:22:33:44:55",
+    )
+
+
 def config_vm(tmp_path: Path, body: str) -> tuple[int, int]:
     path = tmp_path / "config.toml"
     path.write_text(f"[vm]\n{body}\n")
@@ -70,6 +89,7 @@ def test_every_bound_the_config_accepts_passes_every_layer(
     assert check_memory(memory_mib, host_mib=BIG_HOST_MIB) == memory_mib
     request = validate_jailer_request(jail_request(vcpus, memory_mib), POLICY)
     assert (request.vcpus, request.memory_mib) == (vcpus, memory_mib)
+    launch_spec(vcpus, memory_mib).validate()  # what both drivers check before launching
 
 
 @pytest.mark.parametrize(
@@ -94,6 +114,8 @@ def test_every_value_past_a_bound_is_refused_by_the_config_and_every_layer(
         check_memory(memory, host_mib=BIG_HOST_MIB)
     with pytest.raises(JailerRequestInvalid, match=field):
         validate_jailer_request(jail_request(vcpus, memory), POLICY)
+    with pytest.raises(InvalidArgument, match=f"^{field}: must be between"):
+        launch_spec(vcpus, memory).validate()
 
 
 def test_disk_sizes_follow_the_limits(tmp_path: Path) -> None:

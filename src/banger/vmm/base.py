@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from banger.errors import BangerError, InvalidArgument
+from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS
 
 Accelerator = Literal["kvm", "tcg"]
 DiskFormat = Literal["raw", "qcow2"]
@@ -83,10 +84,15 @@ class LaunchSpec:
         """Raise :class:`InvalidArgument` naming the first bad field."""
         if not _VM_ID.fullmatch(self.vm_id):
             raise InvalidArgument(f"vm_id: not a valid VM id: {self.vm_id!r}")
-        if not 1 <= self.vcpus <= 32:
-            raise InvalidArgument(f"vcpus: must be between 1 and 32, got {self.vcpus}")
-        if not 64 <= self.memory_mib <= 1024 * 1024:
-            raise InvalidArgument(f"memory_mib: must be at least 64, got {self.memory_mib}")
+        if not MIN_VCPUS <= self.vcpus <= MAX_VCPUS:
+            raise InvalidArgument(
+                f"vcpus: must be between {MIN_VCPUS} and {MAX_VCPUS}, got {self.vcpus}"
+            )
+        if not MIN_MEMORY_MIB <= self.memory_mib <= MAX_MEMORY_MIB:
+            raise InvalidArgument(
+                f"memory_mib: must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB},"
+                f" got {self.memory_mib}"
+            )
         if not _MAC.fullmatch(self.mac):
             raise InvalidArgument(f"mac: not a lower-case MAC address: {self.mac!r}")
         if int(self.mac[:2], 16) & 1:
