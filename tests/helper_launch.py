@@ -1,7 +1,7 @@
 """The suite's one way to start ``banger-helper``: the production command line.
 
 Every test that needs a real root helper starts it here, with
-:func:`banger.cli.helper_start.helper_argv` — the argv the CLI's auto-start
+:func:`banger.helper_start.helper_argv` — the argv the CLI's auto-start
 uses — so a flag the helper gains or renames reaches the tests at once instead
 of in seven hand-written copies. ``banger-helper`` binds its socket before it
 detaches and prints its pid: when :func:`start_helper` returns, the socket
@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from banger.cli.helper_start import helper_argv
+from banger.helper_start import helper_argv
 from banger.paths import Paths
 from tests.support import VENV_BIN, Netns, stop_pid
 

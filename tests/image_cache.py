@@ -36,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from banger.cli.helper_start import helper_argv
+from banger.helper_start import helper_argv
 from banger.images.distro import DEFAULT_PACKAGES
 from banger.images.publish import read_image
 from banger.paths import Paths

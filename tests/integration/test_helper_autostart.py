@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from banger.cli.helper_start import helper_argv, needs_helper
+from banger.helper_start import helper_argv, needs_helper
 from banger.paths import Paths
 from banger.system.probes import probe_helper
 from tests.integration.bangerd_harness import BANGER, home_env, home_paths, wait_pid_exit

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from banger.cli.helper_start import helper_argv, jailer_flags
 from banger.config.models import FirecrackerSettings
 from banger.errors import ConfigError
+from banger.helper_start import helper_argv, jailer_flags
 from banger.paths import Paths
 from banger.system.units import (
     HELPER_CAPABILITIES,

@@ -42,7 +42,7 @@ class CliState:
 
     def call(self, fn: Callable[[BangerClient], T]) -> T:
         """Run ``fn`` against the daemon, starting it first if nothing answers."""
-        from banger.cli.autostart import ensure_daemon
+        from banger.autostart import ensure_daemon
         from banger.client import DaemonNotReachable
 
         self._ensure_helper_once()
@@ -58,7 +58,7 @@ class CliState:
         if self._helper_checked:
             return
         self._helper_checked = True
-        from banger.cli.helper_start import ensure_helper, needs_helper
+        from banger.helper_start import ensure_helper, needs_helper
 
         ctx = click.get_current_context(silent=True)
         if ctx is not None and needs_helper(ctx.command_path.split()[1:]):

@@ -3,7 +3,7 @@
 The helper's ``start_jailer`` op runs only the two binaries it was started
 with (``--jailer PATH --firecracker PATH``, absolute paths it checks itself):
 the daemon cannot name a program for root to run. So whoever starts the
-helper — the CLI's first-use start (:mod:`banger.cli.helper_start`) or the
+helper — the CLI's first-use start (:mod:`banger.helper_start`) or the
 systemd unit (:mod:`banger.system.units`) — resolves the owner's
 ``firecracker.jailer_binary`` and ``firecracker.binary`` here, once, to
 absolute paths. With ``jailer = false`` there are no flags and the helper
