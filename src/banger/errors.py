@@ -8,28 +8,76 @@ bodies with the status code named by ``http_status``.
 
 from __future__ import annotations
 
+import re
+
 
 class BangerError(Exception):
-    """Base class: a message for the user and an optional hint on what to do."""
+    """Base class: a message for the user and an optional hint on what to do.
+
+    ``field`` names the request field or argument at fault, when one is (see
+    :class:`InvalidArgument`); programs (the SDK's callers) read it instead of
+    parsing the message.
+    """
 
     http_status = 500
     #: CLI exit status for this kind of failure (documented in the README).
     exit_code = 1
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.field = field
 
     def __str__(self) -> str:
         return self.message
 
 
 class InvalidArgument(BangerError):
-    """Bad input from the user: names the field or argument."""
+    """Bad input from the user: names the field or argument.
+
+    The message starts with the field (``cpus: must be at least 1``, or the
+    daemon's ``invalid request: body.cpus: …``), banger's one convention for
+    bad input; :attr:`field` is that name unless given, so an error rebuilt
+    from the daemon's ``{error, hint, kind}`` answer carries it too.
+    :attr:`fields` lists every field a multi-problem message names.
+    """
 
     http_status = 400
     exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None, *, field: str | None = None) -> None:
+        self.fields = (field,) if field is not None else fields_named(message)
+        super().__init__(message, hint, field=self.fields[0] if self.fields else None)
+
+
+#: A field as messages name it: a word, dotted path or index (``file_sync[2].guest``).
+_FIELD = re.compile(r"[A-Za-z_][\w\-]*(?:\.[\w\-]+|\[\d+\])*")
+#: Where FastAPI's request-validation locations start (``body.cpus`` is ``cpus``).
+_LOCATIONS = ("body.", "query.", "path.")
+
+
+def fields_named(message: str) -> tuple[str, ...]:
+    """The fields an :class:`InvalidArgument` message names at the start of each problem.
+
+    ``memory: …`` names ``memory``; ``invalid request: body.cpus: …`` names
+    ``cpus``; ``invalid request (2 problems): name: …; cpus: …`` names both.
+    A message that does not start with a field names none.
+    """
+    head, sep, rest = message.partition(": ")
+    if not sep:
+        return ()
+    problems = [message]
+    if head == "invalid request" or head.startswith("invalid request ("):
+        problems = rest.split("; ")
+    found: list[str] = []
+    for problem in problems:
+        name, sep, _ = problem.partition(": ")
+        for prefix in _LOCATIONS:
+            name = name.removeprefix(prefix)
+        if sep and _FIELD.fullmatch(name) and name not in found:
+            found.append(name)
+    return tuple(found)
 
 
 class ConfigError(BangerError):
