@@ -246,6 +246,17 @@ class VMStopRequest(Request):
     timeout: float = Field(default=30.0, ge=0, le=600)
 
 
+class BootPhase(Response):
+    phase: str
+    label: str
+    seconds: float | None = Field(
+        default=None, description="Wall seconds since the VMM started, when bangerd saw it."
+    )
+    kernel: float | None = Field(
+        default=None, description="The printk timestamp of the phase's console line (guest clock)."
+    )
+
+
 class VMDetail(Response):
     id: str
     name: str
@@ -273,6 +284,10 @@ class VMDetail(Response):
     last_error: str | None = None
     console_log: str
     vm_dir: str
+    boot_timeline: list[BootPhase] = Field(
+        default_factory=list,
+        description="The last cold boot's phases, from the VMM's start to the first SSH answer.",
+    )
 
 
 class SSHInfo(Response):

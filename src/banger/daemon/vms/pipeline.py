@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from banger.disk.workdisk import (
     provision_work_disk,
 )
 from banger.errors import BangerError
+from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, ConsoleWatch
 from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
@@ -309,6 +311,8 @@ class Pipeline:
         vm, fd = await self.network(vm, op, undo)
         attempt = 1
         while True:
+            # Where this boot's console output starts, and when: for its timeline.
+            watch = ConsoleWatch.before_launch(self.paths.vm_console_log(vm.id))
             try:
                 spec = self.launch_spec(vm, kernel, root, fd)
                 if spec.tap_fd is None:
@@ -320,7 +324,9 @@ class Pipeline:
                 if fd >= 0:
                     os.close(fd)
             try:
-                await self.wait_ssh(vm, proc, op)
+                async with watch:
+                    await self.wait_ssh(vm, proc, op)
+                await self._record_timeline(vm, watch)
                 return proc
             except SSHTimeout as exc:
                 if attempt >= self.boot_attempts:
@@ -329,6 +335,16 @@ class Pipeline:
                 await op.event("warning", f"no SSH yet ({exc.message.splitlines()[0]}); retrying")
                 await self.driver_for(vm).stop(proc, graceful_timeout=0)
                 fd = await self.hostnet.open_tap(tap_name(vm.id))
+
+    async def _record_timeline(self, vm: VMRecord, watch: ConsoleWatch) -> None:
+        """Keep the boot's phases in the VM's config (``vm logs --boot-timeline``)."""
+        phases = [phase.to_json() for phase in watch.timeline(time.time())]
+
+        def update() -> None:
+            fresh = self.store.get_vm(vm.id)
+            self.store.update_vm(vm.id, config={**fresh.config, BOOT_TIMELINE_KEY: phases})
+
+        await asyncio.to_thread(update)
 
     # -- stop ---------------------------------------------------------------------
     async def guest_poweroff(self, vm: VMRecord) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from banger import sshkeys
-from banger.api_models import Operation, SSHInfo, VMCreateRequest, VMDetail
+from banger.api_models import BootPhase, Operation, SSHInfo, VMCreateRequest, VMDetail
 from banger.config import Config
 from banger.daemon.images_svc import ImageService
 from banger.daemon.kernels_svc import KernelService
@@ -35,6 +35,7 @@ from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.disk.cow import RootDisk, strategy_named
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
+from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, phases_from_json
 from banger.images.publish import read_image
 from banger.kernels.store import read_kernel
 from banger.procinfo import is_same_process
@@ -113,6 +114,10 @@ class VMService:
             last_error=vm.last_error,
             console_log=str(self.paths.vm_console_log(vm.id)),
             vm_dir=str(self.paths.vm_dir(vm.id)),
+            boot_timeline=[
+                BootPhase(**phase.to_json())
+                for phase in phases_from_json(vm.config.get(BOOT_TIMELINE_KEY))
+            ],
         )
 
     async def show(self, ref: str) -> VMDetail:
