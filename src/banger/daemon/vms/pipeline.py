@@ -28,7 +28,7 @@ from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.undo import UndoStack
-from banger.daemon.vms.vmm_choice import DriverSet, adapt_spec
+from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, DriverSet, adapt_spec, qemu_pvh_kernel
 from banger.daemon.work_sync import staged_work_sync
 from banger.disk.cow import RootDisk, choose_strategy, strategy_named
 from banger.disk.workdisk import (
@@ -225,6 +225,7 @@ class Pipeline:
             mac=stable_mac(vm.id),
             tap_fd=tap_fd,
             accelerator=self.accel.kind,
+            pvh_kernel=qemu_pvh_kernel(kernel) if qemu else None,
         )
         tap = vm.tap or tap_name(vm.id)
         socket = self.paths.vm_firecracker_socket(vm.id)
@@ -250,6 +251,7 @@ class Pipeline:
             "cmdline": spec.cmdline,
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
+            PVH_BOOT_KEY: spec.pvh_kernel is not None,
         }
         await asyncio.to_thread(
             self.store.update_vm,
