@@ -190,6 +190,8 @@ class ImagePromoteRequest(Request):
     vm: str
     name: str
     with_work_disk: bool = False
+    #: keep what file_sync and git identity wrote in the work seed (left out by default)
+    include_synced: bool = False
 
 
 class ImageRegisterRequest(Request):

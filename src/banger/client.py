@@ -372,9 +372,16 @@ class BangerClient(FilesAPI):
         """Write image ``ref`` as a bundle at ``output`` (absolute: the daemon has its own cwd)."""
         return self._op("POST", f"/v1/images/{_segment(ref)}/export", {"output": output})
 
-    def promote_image(self, vm: str, name: str, *, with_work_disk: bool = False) -> Operation:
+    def promote_image(
+        self, vm: str, name: str, *, with_work_disk: bool = False, include_synced: bool = False
+    ) -> Operation:
         """Make stopped VM ``vm``'s root disk (and optionally its work disk) image ``name``."""
-        body = {"vm": vm, "name": name, "with_work_disk": with_work_disk}
+        body = {
+            "vm": vm,
+            "name": name,
+            "with_work_disk": with_work_disk,
+            "include_synced": include_synced,
+        }
         return self._op("POST", "/v1/images/promote", body)
 
     # -- sessions (JSON as the daemon sends it: SessionModel in routes_sessions) ---

@@ -210,6 +210,29 @@ def test_an_unreadable_synced_file_fails_the_create_and_leaves_nothing(env: Env)
     assert names == [VM]
 
 
+def _promote_leaves_out_what_banger_synced(b: Banger) -> None:
+    """Issue #21 item 2, on the stopped shared VM: synced credentials stay out of images."""
+    from banger.disk import ext4
+
+    promoted = b.banger("image", "promote", VM, "ws-plain", "--with-work-disk")
+    assert "left out of the work seed what file_sync and git identity wrote:" in promoted.stderr
+    assert "~/.netrc" in promoted.stderr, promoted.stderr
+    b.banger("image", "promote", VM, "ws-all", "--with-work-disk", "--include-synced")
+    try:
+        plain = Path(
+            json.loads(b.banger("image", "show", "ws-plain", "--json").stdout)["work_seed"]
+        )
+        kept = Path(json.loads(b.banger("image", "show", "ws-all", "--json").stdout)["work_seed"])
+        for synced in ("/.netrc", "/.local/bin/tool", "/.dots/a.conf", "/.gitconfig"):
+            assert not ext4.exists(plain, synced), synced
+            assert ext4.exists(kept, synced), synced
+        for seed in (plain, kept):
+            assert ext4.read_file(seed, "/.mine") == b"mine\n"  # the guest's own work stays
+            assert not ext4.exists(seed, "/.banger/synced.json")
+    finally:
+        b.banger("image", "rm", "ws-plain", "ws-all", check=False)
+
+
 def test_a_config_edit_applies_at_the_next_start_without_a_daemon_restart(env: Env) -> None:
     """Issue #21 item 1: bangerd re-reads config.toml; a removed entry's files leave the disk."""
     b = env.b
@@ -226,6 +249,7 @@ def test_a_config_edit_applies_at_the_next_start_without_a_daemon_restart(env: E
     try:
         guest(b, "echo mine > /root/.mine")
         b.banger("vm", "stop", VM)
+        _promote_leaves_out_what_banger_synced(b)
         b.banger("vm", "start", VM)
         assert guest(b, "cat /root/.fresh") == "fresh\n"
         assert guest(b, "test -e /root/.netrc || echo gone") == "gone\n"  # banger wrote it

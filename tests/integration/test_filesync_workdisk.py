@@ -206,3 +206,49 @@ def test_a_removed_entry_s_files_leave_the_disk_and_the_guest_s_stay(
     assert ext4.exists(disk, "/.gitconfig")  # merged into the guest's own: never deleted
     fsck = subprocess.run(["e2fsck", "-fn", str(disk)], capture_output=True, text=True)
     assert fsck.returncode == 0, fsck.stdout
+
+
+def test_promote_leaves_out_what_banger_synced_unless_asked(
+    disk: Path, host_key: HostKey, tmp_path: Path
+) -> None:
+    """Issue #21 item 2: a promoted work seed carries no synced credentials by default."""
+    from banger.daemon.work_sync import stage_work_sync
+    from banger.disk.synced import SYNCED_RECORD_PATH
+    from banger.images.promote import leave_out_synced, work_seed_from_disk
+
+    home = tmp_path / "home"
+    (home / "dots").mkdir(parents=True)
+    (home / ".netrc").write_text("machine x password y\n")
+    (home / "dots/token").write_text("t\n")
+    (home / ".gitconfig").write_text("[user]\n\temail = ada@example.test\n")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    entries = [entry(home, "~/.netrc", "~/.netrc"), entry(home, "~/dots", "~/.dots")]
+    sync = stage_work_sync(entries, disk, home=home, stage_dir=stage)
+    provision_work_disk(
+        disk,
+        Provisioning(
+            "ssh-ed25519 AAAA k",
+            host_key,
+            dirs=sync.dirs,
+            files=sync.files,
+            synced=sync.synced,
+            git_identity=sync.git_identity,
+        ),
+    )
+    work = tmp_path / "work-own.txt"
+    work.write_text("the guest's work\n")
+    ext4.apply(disk, Ext4Edit().write_file("/notes.txt", work, 0o644))
+
+    seed = tmp_path / "seed.ext4"
+    work_seed_from_disk(disk, seed)
+    assert leave_out_synced(seed) == ["/.netrc", "/.dots/token", "/.gitconfig"]
+    for gone in ("/.netrc", "/.dots/token", "/.gitconfig", SYNCED_RECORD_PATH):
+        assert not ext4.exists(seed, gone), gone
+    assert ext4.read_file(seed, "/notes.txt") == b"the guest's work\n"
+
+    kept = tmp_path / "kept.ext4"
+    work_seed_from_disk(disk, kept)
+    assert leave_out_synced(kept, include_synced=True) == []
+    assert ext4.read_file(kept, "/.netrc") == b"machine x password y\n"
+    assert not ext4.exists(kept, SYNCED_RECORD_PATH)  # the record never goes into an image

@@ -84,10 +84,21 @@ def export(name: str, output: Path) -> None:
 @click.argument("vm")
 @click.argument("new_name")
 @click.option("--with-work-disk", is_flag=True,
-              help="Also keep the VM's work disk (/root) as the image's work seed.")  # fmt: skip
+              help="Also keep the VM's work disk (/root) as the image's work seed, minus what "
+                   "[[file_sync]] and git identity wrote.")  # fmt: skip
+@click.option("--include-synced", is_flag=True,
+              help="With --with-work-disk: keep what [[file_sync]] and git identity wrote "
+                   "(your credentials) in the image.")  # fmt: skip
 @json_option
-def promote(vm: str, new_name: str, with_work_disk: bool) -> None:
+def promote(vm: str, new_name: str, with_work_disk: bool, include_synced: bool) -> None:
     """Make a stopped VM's root disk (and optionally its work disk) a new image."""
+    if include_synced and not with_work_disk:
+        raise click.UsageError("--include-synced only applies with --with-work-disk")
     state = get_state()
-    promoted = _run(state, lambda c: c.promote_image(vm, new_name, with_work_disk=with_work_disk))
+    promoted = _run(
+        state,
+        lambda c: c.promote_image(
+            vm, new_name, with_work_disk=with_work_disk, include_synced=include_synced
+        ),
+    )
     _show_image(state, promoted)

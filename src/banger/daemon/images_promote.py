@@ -1,4 +1,4 @@
-"""``banger image promote VM NEW-NAME [--with-work-disk]`` on the daemon's side.
+"""``banger image promote VM NEW-NAME [--with-work-disk [--include-synced]]``, daemon side.
 
 Two phases, following the lock order in :mod:`banger.daemon.vms.locks` (the
 publication lock is never taken while a VM lock is held):
@@ -26,7 +26,7 @@ from banger.daemon.ops import OpHandle
 from banger.daemon.vms.stack import VMStack
 from banger.errors import Conflict, InvalidArgument, NotFound
 from banger.images.common import check_image_name
-from banger.images.promote import flatten_root_disk, work_seed_from_disk
+from banger.images.promote import flatten_root_disk, leave_out_synced, work_seed_from_disk
 from banger.images.publish import ImageEntry, ImageMeta, publish_image
 from banger.rmtree import discard_tree
 from banger.store import VMRecord, VMState
@@ -49,8 +49,12 @@ def _root_disk(stack: VMStack, vm: VMRecord) -> Path:
     return path
 
 
-def _stage(stack: VMStack, vm: VMRecord, source: ImageEntry, with_work_disk: bool) -> Path:
+def _stage(
+    stack: VMStack, vm: VMRecord, source: ImageEntry, with_work_disk: bool, include_synced: bool
+) -> tuple[Path, list[str]]:
+    """The staged image files, and what file_sync/git identity wrote that was left out."""
     paths = stack.vms.paths
+    left_out: list[str] = []
     paths.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     stage = paths.tmp_dir / f"{PROMOTE_DIR_PREFIX}{secrets.token_hex(4)}"
     stage.mkdir(mode=0o700)
@@ -61,16 +65,23 @@ def _stage(stack: VMStack, vm: VMRecord, source: ImageEntry, with_work_disk: boo
             if not work.is_file():
                 raise NotFound(f"VM {vm.name}: work disk {work} is missing")
             work_seed_from_disk(work, stage / "work-seed.ext4")
+            left_out = leave_out_synced(stage / "work-seed.ext4", include_synced=include_synced)
         else:
             shutil.copyfile(source.work_seed, stage / "work-seed.ext4")
     except BaseException:
         discard_tree(stage)
         raise
-    return stage
+    return stage, left_out
 
 
 async def promote(
-    stack: VMStack, vm_ref: str, name: str, with_work_disk: bool, op: OpHandle
+    stack: VMStack,
+    vm_ref: str,
+    name: str,
+    with_work_disk: bool,
+    op: OpHandle,
+    *,
+    include_synced: bool = False,
 ) -> ImageInfo:
     vms, images = stack.vms, stack.images
     check_image_name(name)
@@ -88,7 +99,17 @@ async def promote(
         if image_id is None:
             raise NotFound(f"VM {vm.name} has no image recorded")
         source = await asyncio.to_thread(lambda: images.entry(images.store.get_image(image_id)))
-        stage = await asyncio.to_thread(_stage, stack, vm, source, with_work_disk)
+        stage, left_out = await asyncio.to_thread(
+            _stage, stack, vm, source, with_work_disk, include_synced
+        )
+    if left_out:
+        shown = ", ".join("~" + p for p in left_out)
+        await op.event(
+            "notice",
+            f"left out of the work seed what file_sync and git identity wrote: {shown}"
+            " (--include-synced keeps them)",
+            {"left_out": ["/root" + p for p in left_out]},
+        )
     try:
         await op.stage("publish", f"publishing image {name}")
         what = "root and work disks" if with_work_disk else "root disk"

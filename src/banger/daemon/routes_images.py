@@ -18,6 +18,7 @@ from banger.api_models import (
 )
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms.stack import VMStack
+from banger.errors import InvalidArgument
 from banger.images.common import check_image_name
 
 
@@ -45,10 +46,17 @@ def image_transfer_router(stack: VMStack) -> APIRouter:
         from banger.daemon import images_promote
 
         check_image_name(request.name)
+        if request.include_synced and not request.with_work_disk:
+            raise InvalidArgument("include_synced: only meaningful with with_work_disk")
 
         async def body(op: OpHandle) -> None:
             await images_promote.promote(
-                stack, request.vm, request.name, request.with_work_disk, op
+                stack,
+                request.vm,
+                request.name,
+                request.with_work_disk,
+                op,
+                include_synced=request.include_synced,
             )
 
         return await stack.vms.ops.start("image.promote", request.vm, body)

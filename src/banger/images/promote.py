@@ -11,6 +11,10 @@ No root is needed: the VM's files belong to the owner.
   copy of the VM's work disk minus what banger wrote for that one VM: its
   sshd host key and its authorized key. Every VM made from the new image gets
   fresh ones at its first start, as with any other image.
+- Also left out: what ``[[file_sync]]`` and the git identity wrote (the
+  owner's credentials must not travel into an image every VM inherits). The
+  disk's own record says which files those are (:mod:`banger.disk.synced`);
+  ``--include-synced`` keeps them. The record itself never goes into a seed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from banger import proc
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit
+from banger.disk.synced import SYNCED_RECORD_PATH, read_synced_record
 from banger.disk.workdisk import AUTHORIZED_KEYS_PATH, sparse_copy
 from banger.errors import InvalidArgument
 
@@ -66,3 +71,20 @@ def work_seed_from_disk(work_disk: Path, out: Path) -> list[str]:
             edit.remove(path)
         ext4.apply(out, edit)
     return removed
+
+
+def leave_out_synced(seed: Path, *, include_synced: bool = False) -> list[str]:
+    """Remove from ``seed`` the files file_sync and the git identity wrote (unless
+    ``include_synced``) and the record naming them; returns the files removed."""
+    record = read_synced_record(seed)
+    wanted = [] if include_synced else list(record.written)
+    found = ext4.stat_many(seed, [*wanted, SYNCED_RECORD_PATH])
+    present = [p for p in wanted if (s := found.get(p)) is not None and s.kind != "dir"]
+    edit = Ext4Edit()
+    for path in present:
+        edit.remove(path)
+    if found.get(SYNCED_RECORD_PATH) is not None:
+        edit.remove(SYNCED_RECORD_PATH)
+    if edit.ops:
+        ext4.apply(seed, edit)
+    return present
