@@ -69,6 +69,12 @@ RULES = (
         except_=("banger.cli", "banger.daemon"),
     ),
     Rule("nothing below the CLI imports it", ("banger",), ("banger.cli",), except_=("banger.cli",)),
+    # The Python SDK is a client of bangerd, like the CLI (issue #17 item 5).
+    Rule(
+        "the SDK never imports the daemon or the store",
+        ("banger.sdk",),
+        ("banger.daemon", "banger.store"),
+    ),
 )
 
 #: Import edges (importer, imported) that break a rule or close a cycle today,
