@@ -61,7 +61,7 @@ def test_an_invalid_edit_is_one_line_and_the_last_good_config_stays(
     lines = listed.stderr.splitlines()
     assert len(lines) == 1, listed.stderr
     assert lines[0].startswith("error: "), lines
-    assert "invalid config: vm.vcpus: must be between 1 and 64" in lines[0], lines
+    assert "invalid config: vm.vcpus: must be between 1 and 32" in lines[0], lines
     assert "bangerd keeps the last good config" in lines[0]
     assert vcpus(daemon) == 2
 

@@ -20,7 +20,7 @@ SIGHUP. So ``vm stop`` + ``vm start`` after an edit provisions from the new
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,30 +136,6 @@ def _changed_sections(old: Config, new: Config) -> tuple[str, ...]:
     return tuple(
         name for name in type(new).model_fields if getattr(old, name) != getattr(new, name)
     )
-
-
-def config_holders(services: Any) -> Sequence[Any]:
-    """Every object of a daemon that keeps its own reference to the config."""
-    holders: list[Any] = []
-    stack = services.stack
-    if stack is not None:
-        holders += [stack.kernels, stack.images, stack.hostnet, stack.vms, stack.vms.pipeline]
-    if services.dns is not None:
-        holders.append(services.dns)
-    return holders
-
-
-def follow_config(watch: ConfigWatch, services: Any) -> None:
-    """Make ``watch`` push every applied config into ``services`` and its collaborators."""
-
-    def push(config: Config) -> None:
-        # Services is a frozen record of collaborators; its config is the one
-        # field that legitimately changes while the daemon runs.
-        object.__setattr__(services, "config", config)
-        for holder in config_holders(services):
-            holder.config = config
-
-    watch.listeners.append(push)
 
 
 class ConfigRefreshMiddleware:

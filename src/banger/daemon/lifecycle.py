@@ -10,11 +10,12 @@ import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from banger import __version__
+from banger.config import Config
 from banger.daemon.app import create_app
-from banger.daemon.config_watch import ConfigWatch, follow_config
+from banger.daemon.config_watch import ConfigWatch
 from banger.daemon.listener import bind_unix_socket
 from banger.daemon.ops import Operations
 from banger.daemon.pidfile import PidFile
@@ -31,6 +32,32 @@ log = logging.getLogger("banger.daemon")
 
 def pidfile_path(paths: Paths) -> Path:
     return paths.daemon_pidfile
+
+
+class HoldsConfig(Protocol):
+    config: Config
+
+
+def follow_config(watch: ConfigWatch, services: Services) -> None:
+    """Push every config ``watch`` applies into ``services`` and each collaborator holding one."""
+    stack = services.stack
+    holders: tuple[HoldsConfig, ...] = (
+        stack.kernels,
+        stack.images,
+        stack.hostnet,
+        stack.vms,
+        stack.vms.pipeline,
+        services.dns,
+    )
+
+    def push(config: Config) -> None:
+        # Services is a frozen record of collaborators; its config is the one
+        # field that legitimately changes while the daemon runs.
+        object.__setattr__(services, "config", config)
+        for holder in holders:
+            holder.config = config
+
+    watch.listeners.append(push)
 
 
 def build_services(paths: Paths, watch: ConfigWatch, store: Store, ops: Operations) -> Services:
