@@ -21,8 +21,8 @@ from pathlib import Path
 
 from banger import proc
 from banger.config.file_sync import FileSync
+from banger.disk.sync_plan import SyncPlan, plan_file_sync
 from banger.disk.workdisk import HostKey, Provisioning, provision_work_disk
-from banger.filesync import SyncPlan, plan_file_sync
 from bench.context import BenchContext
 from bench.model import BenchResult, Measurement, Ratio, Target
 from bench.stats import median, ratio

@@ -10,6 +10,8 @@ import pytest
 from banger.config.file_sync import FileSync
 from banger.disk import ext4
 from banger.disk.debugfs_script import Ext4Edit
+from banger.disk.gitidentity import stage_git_identity
+from banger.disk.sync_plan import plan_file_sync
 from banger.disk.workdisk import (
     AUTHORIZED_KEYS_PATH,
     FileSyncItem,
@@ -17,8 +19,6 @@ from banger.disk.workdisk import (
     Provisioning,
     provision_work_disk,
 )
-from banger.filesync import plan_file_sync
-from banger.gitidentity import stage_git_identity
 from banger.sshkeys import generate_host_key
 
 MIB = 1024 * 1024

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from banger.config.file_sync import FileSync
+from banger.disk.sync_plan import SyncPlan, plan_file_sync
 from banger.disk.workdisk import DirItem, FileSyncItem
 from banger.errors import BangerError, InvalidArgument
-from banger.filesync import SyncPlan, plan_file_sync
 
 
 def entry(home: Path, host: str, guest: str, mode: str | None = None) -> FileSync:

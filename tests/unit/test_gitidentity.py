@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from banger.disk.workdisk import FileSyncItem
-from banger.errors import BangerError
-from banger.gitidentity import (
+from banger.disk.gitidentity import (
     GitIdentity,
     merge_gitconfig,
     read_host_identity,
     stage_git_identity,
 )
+from banger.disk.workdisk import FileSyncItem
+from banger.errors import BangerError
 
 EXISTING = b"""# from the image's work seed
 [core]

@@ -5,10 +5,10 @@ The start pipeline provisions the work disk with one debugfs batch
 synced part of that batch, at create and again at every start (idempotent:
 files are overwritten, the identity is merged into what the disk holds):
 
-1. :func:`banger.filesync.plan_file_sync` reads the host side for the owner
+1. :func:`banger.disk.sync_plan.plan_file_sync` reads the host side for the owner
    (the daemon's ``$HOME``) and turns the entries into disk items, collecting
    one warning per skipped path;
-2. :func:`banger.gitidentity.stage_git_identity` merges ``user.name`` and
+2. :func:`banger.disk.gitidentity.stage_git_identity` merges ``user.name`` and
    ``user.email`` into the guest's ``~/.gitconfig`` (the one file_sync writes,
    else the one on the disk), or says why it did not;
 3. warnings and notices become operation events, which the CLI prints.
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from banger.config.file_sync import FileSync
 from banger.daemon.ops import OpHandle
+from banger.disk.gitidentity import GITCONFIG, stage_git_identity
+from banger.disk.sync_plan import plan_file_sync
 from banger.disk.workdisk import DirItem, FileSyncItem
-from banger.filesync import plan_file_sync
-from banger.gitidentity import GITCONFIG, stage_git_identity
 
 
 @dataclass(frozen=True)

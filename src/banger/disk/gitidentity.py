@@ -107,7 +107,7 @@ def stage_git_identity(
     """Merge the owner's identity into the guest ``.gitconfig``, staged in ``stage_dir``.
 
     ``synced`` is the ``.gitconfig`` a ``[[file_sync]]`` entry writes, if any
-    (see :meth:`banger.filesync.SyncPlan.file_for`): its content is the base
+    (see :meth:`banger.disk.sync_plan.SyncPlan.file_for`): its content is the base
     and the returned item replaces it (:meth:`SyncPlan.with_file`). Otherwise
     the work disk's current file is the base. ``stage_dir`` must outlive the
     provisioning batch.
