@@ -112,7 +112,7 @@ def test_no_daemon_is_daemon_unavailable(short_tmp: Path) -> None:
 
 def test_the_asyncio_sdk_raises_the_same_errors(daemon: Daemon) -> None:
     async def main() -> None:
-        async with await aio.Banger.connect(daemon.paths) as bg:
+        async with aio.Banger(daemon.paths) as bg:
             with pytest.raises(NotFound, match="no VM named 'nope'"):
                 await bg.get("nope")
             vm = aio.VM(bg, "ghost")

@@ -2,7 +2,7 @@
 
     from banger.sdk.aio import Banger
 
-    async with await Banger.connect() as bg:
+    async with Banger() as bg:                  # reaches bangerd, starting it like the CLI
         vm = await bg.create("t1", memory="1G")
         results = await asyncio.gather(*(vm.run(["sh", "-c", f"echo {i}"]) for i in range(8)))
         await vm.delete(force=True)
@@ -54,14 +54,14 @@ async def _thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class Banger:
-    """A connection to bangerd (``await Banger.connect()``; ``async with`` closes it).
+    """A connection to bangerd: ``async with Banger() as bg`` (or ``await Banger.connect()``).
 
     Closing it cancels the commands still running in the background: their
     exec connections close, and bangerd kills them in the guest.
     """
 
     def __init__(self, paths: Paths | None = None, *, autostart: bool = True) -> None:
-        """Not connected yet: :meth:`connect` (or ``await bg.open()``) reaches bangerd."""
+        """Not connected yet: ``async with`` (or :meth:`connect`, :meth:`open`) reaches bangerd."""
         self.client = BangerClient(paths)
         self.paths = self.client.paths
         self.autostart = autostart
@@ -79,6 +79,7 @@ class Banger:
             await _thread(common.connect, self.client)
 
     async def __aenter__(self) -> Banger:
+        await self.open()
         return self
 
     async def __aexit__(
