@@ -57,6 +57,12 @@ Operations, and why each needs root:
 ``remove_staging(path)``
     Remove a ``tmp/register-…`` or ``tmp/pull-…`` stage an interrupted image op
     left with root's files in it (:mod:`.staging`).
+``dm_snapshot_create(vm_id, origin, cow)`` / ``dm_snapshot_remove(vm_id)``
+    A VM's raw root disk as a device-mapper snapshot ``banger-<vm_id>``: the
+    image rootfs on a read-only loop device, the VM's cow file on a read-write
+    one, both attached to descriptors the helper opened and checked; the node
+    is given to the owner. Loop devices and ``dmsetup`` need ``CAP_SYS_ADMIN``
+    (:mod:`.dm_ops`, builders in :mod:`banger.disk.dmsnap`).
 ``start_jailer(…)`` / ``teardown_jail(vm_id)``
     Start Firecracker under its jailer (which must start as root), with the
     binaries, uid and chroot base fixed by the helper's own flags, and remove

@@ -28,7 +28,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import banger
-from banger.helper import image_build, image_pull, jailer_ops, links, nat, ops_dns, staging
+from banger.helper import (
+    dm_ops,
+    image_build,
+    image_pull,
+    jailer_ops,
+    links,
+    nat,
+    ops_dns,
+    staging,
+)
 from banger.helper.validate import (
     NETWORK_SPECS,
     BindDnsArgs,
@@ -121,6 +130,14 @@ def _remove_staging(args: staging.RemoveStagingArgs, owner_uid: int) -> Outcome:
     return Outcome(staging.remove_staging(args, owner_uid))
 
 
+def _dm_create(args: dm_ops.DmCreateArgs, owner_uid: int) -> Outcome:
+    return Outcome(dm_ops.dm_snapshot_create(args, owner_uid))
+
+
+def _dm_remove(args: dm_ops.DmRemoveArgs, owner_uid: int) -> Outcome:
+    return Outcome(dm_ops.dm_snapshot_remove(args, owner_uid))
+
+
 def _jailer(args: Any, _owner_uid: int) -> Outcome:
     return Outcome(jailer_ops.run(args))
 
@@ -147,6 +164,10 @@ def op_table(jailer: JailerPolicy | None) -> OpTable:
     table["image_build"] = Op(image_build.SPEC, _image_build, "out_dir")
     table[image_pull.OP] = Op(image_pull.SPEC, _image_pull, "out_dir")
     table[staging.OP] = Op(staging.SPEC, _remove_staging, None)
+    # Loop devices and dm snapshots (issue #22 item 8): a VM's device is named by
+    # its id, and the daemon serialises ops per VM, so no helper lock is needed.
+    table[dm_ops.CREATE] = Op(dm_ops.CREATE_SPEC, _dm_create, None)
+    table[dm_ops.REMOVE] = Op(dm_ops.REMOVE_SPEC, _dm_remove, None)
     for name, spec in jailer_ops.specs(jailer).items():
         table[name] = Op(spec, _jailer, None)
     names = sorted(table)
