@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from banger.cli.cp_cmd import Endpoint, parse_endpoint
-from banger.client_files import path_segment
-from banger.errors import InvalidArgument
+from banger.cli.cp_cmd import Endpoint, Summary, _Download, _Meter, parse_endpoint
+from banger.client_files import GuestEntry, path_segment
+from banger.errors import BangerError, InvalidArgument
 from banger.guest.files import check_mode, check_owner, check_path, file_type
 
 
@@ -52,3 +54,24 @@ def test_path_and_mode_checks() -> None:
     for bad in ("", "a/b", ".", ".."):
         with pytest.raises(InvalidArgument):
             path_segment(bad)
+
+
+class HostileGuest:
+    """A daemon relaying a broken or hostile guest's listing (no real sftp-server lies so)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def list_files(self, vm: str, path: str) -> list[GuestEntry]:
+        return [GuestEntry(self.name, "file", 1, 0o644, 0, 0, None)]
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ""])
+def test_a_guest_listing_never_steers_a_download_outside(tmp_path: Path, name: str) -> None:
+    top = GuestEntry("d", "dir", 0, 0o755, 0, 0, None)
+    summary = Summary("download", "t1", "t1:/d", str(tmp_path / "d"))
+    copier = _Download(HostileGuest(name), "t1", summary, _Meter(None, quiet=True))  # type: ignore[arg-type]
+    with pytest.raises(BangerError, match="bad name"):
+        copier.copy(top, "/d", tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert list((tmp_path / "d").iterdir()) == []

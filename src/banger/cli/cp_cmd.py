@@ -297,6 +297,11 @@ class _Download:
                     dst.mkdir(mode=0o700)
             self.summary.dirs += 1
             for child in self.client.list_files(self.vm, src):
+                if child.name in ("", ".", "..") or "/" in child.name or "\0" in child.name:
+                    # never let a guest's listing steer a write outside the copy
+                    raise BangerError(
+                        f"{self.vm}:{src}: the guest listed a bad name {child.name!r}"
+                    )
                 self.copy(child, posixpath.join(src, child.name), dst / child.name)
             with _host_errors(dst):
                 dst.chmod(entry.mode)  # last: a read-only directory is filled first

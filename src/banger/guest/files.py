@@ -211,6 +211,11 @@ class GuestFiles:
                 assert isinstance(name, str)
                 if name in (".", ".."):
                     continue
+                if not name or "/" in name or "\0" in name:
+                    # only a broken or hostile sftp-server says this; a copy would follow it
+                    raise BangerError(
+                        f"{path} in VM {self.vm}: the guest listed a bad name {name!r}"
+                    )
                 target = None
                 if stat_mod.S_ISLNK(item.attrs.permissions or 0):
                     with suppress(asyncssh.SFTPError):
