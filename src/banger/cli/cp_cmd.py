@@ -28,7 +28,6 @@ import posixpath
 import re
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -313,6 +312,8 @@ class _Download:
 
     def _file(self, src: str, dst: Path, mode: int) -> int:
         """Into a temporary file beside ``dst``, renamed over it once complete."""
+        import tempfile  # here: every `banger vm …` command loads this module (bench/cli_latency)
+
         with _host_errors(dst.parent):
             fd, name = tempfile.mkstemp(prefix=".banger-cp-", dir=dst.parent)
         temp = Path(name)
