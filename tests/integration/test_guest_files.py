@@ -141,6 +141,9 @@ async def test_mkdir_remove_rename_symlink_and_errors(sshd: Sshd) -> None:
             await files.write(str(root / "no/such/dir/f"), pieces(b"x"))
         with pytest.raises(InvalidArgument, match="directory"):
             await files.open_read(str(root))
+        os.mkfifo(root / "fifo")
+        with pytest.raises(InvalidArgument, match="is a fifo, not a file"):
+            await files.open_read(str(root / "fifo"))
         with pytest.raises(InvalidArgument, match="NUL"):
             await files.stat("/a\0b")
         with pytest.raises(InvalidArgument, match="root"):

@@ -228,11 +228,15 @@ class GuestFiles:
         check_path(path)
         with guest_errors(self.vm, path):
             attrs = await self.sftp.stat(path)
-            if file_type(attrs.permissions) == "dir":
+            kind = file_type(attrs.permissions)
+            if kind == "dir":
                 raise InvalidArgument(
                     f"path: {path} in VM {self.vm} is a directory",
                     hint="list it, or copy it with `banger vm cp`",
                 )
+            if kind != "file":
+                # a fifo would block the request forever, /dev/zero never end
+                raise InvalidArgument(f"path: {path} in VM {self.vm} is a {kind}, not a file")
             handle = await self.sftp.open(path, "rb")
         return entry_from(path, attrs), self._chunks(path, handle)
 
