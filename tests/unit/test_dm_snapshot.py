@@ -121,3 +121,18 @@ def test_files_are_checked_on_the_descriptor(tmp_path: Path) -> None:
     (tmp_path / "swapped").symlink_to("/etc/passwd")  # a swap after validation
     with pytest.raises(InvalidArgument, match=r"origin: .*swapped"):
         dm_ops.open_owned_file(tmp_path / "swapped", uid, write=False, what="origin")
+
+
+def test_snapshots_are_listed_from_sysfs_and_their_owner_read(tmp_path: Path) -> None:
+    sys_block = tmp_path / "block"
+    for dev, name in (("dm-0", "banger-0123456789ab"), ("dm-1", "vg0-root"),
+                      ("dm-2", "banger-aaaaaaaaaaaa")):  # fmt: skip
+        (sys_block / dev / "dm").mkdir(parents=True)
+        (sys_block / dev / "dm" / "name").write_text(name + "\n")
+    (sys_block / "loop0").mkdir()
+    assert dmsnap.snapshot_names(sys_block) == ["banger-0123456789ab", "banger-aaaaaaaaaaaa"]
+    mapper = tmp_path / "mapper"
+    mapper.mkdir()
+    (mapper / "banger-0123456789ab").write_text("")  # stands in for the node
+    assert dmsnap.node_owner("banger-0123456789ab", mapper) == os.getuid()
+    assert dmsnap.node_owner("banger-aaaaaaaaaaaa", mapper) is None

@@ -116,6 +116,7 @@ async def after_stack(stack: VMStack | None, startup: Startup) -> ReconcileRepor
             _release_orphan_leases,
             _remove_stale_sockets,
             _remove_root_owned_staging,
+            _remove_stale_dm_snapshots,
         ):
             try:
                 await step(stack, startup)
@@ -259,3 +260,22 @@ async def _remove_root_owned_staging(stack: VMStack, startup: Startup) -> None:
             startup.report.fixed(
                 f"{where}: removed by the helper (root's files of an interrupted image op)"
             )
+
+
+async def _remove_stale_dm_snapshots(stack: VMStack, startup: Startup) -> None:
+    """dm snapshots (Firecracker root disks) of this owner whose VM record is gone."""
+    from banger.disk import dmsnap
+
+    known = {vm.id for vm in await asyncio.to_thread(startup.store.list_vms)}
+    uid = os.getuid()
+    for name in await asyncio.to_thread(dmsnap.snapshot_names):
+        vm_id = name.removeprefix(dmsnap.DM_PREFIX)
+        if vm_id in known or await asyncio.to_thread(dmsnap.node_owner, name) != uid:
+            continue  # a VM of ours (kept for its next start) or another owner's device
+        try:
+            await stack.hostnet.helper.acall("dm_snapshot_remove", vm_id=vm_id)
+        except (BangerError, OSError) as exc:
+            message = exc.message if isinstance(exc, BangerError) else str(exc)
+            startup.report.fail(f"dm snapshot {name}: its VM is gone, but not removed: {message}")
+        else:
+            startup.report.fixed(f"dm snapshot {name}: removed (its VM is gone)")

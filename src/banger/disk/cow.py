@@ -6,9 +6,10 @@ Strategies, in the order :func:`choose_strategy` prefers them:
   a few hundred KiB whatever the image size; QEMU only (Firecracker takes raw).
 - :class:`Reflink` — ``cp --reflink=always``: instant and shared on btrfs/XFS;
   refused by ext4 (probed with a real copy, never guessed from the fs name).
-- :class:`DmSnapshot` — a device-mapper snapshot of a read-only loop device;
-  needs root, so the helper runs it (``requires_helper``). Only the pure table
-  and argv builders live here.
+- :class:`DmSnapshot` — a device-mapper snapshot of the image on a read-only
+  loop device over a per-VM sparse cow file; needs root, so the helper makes
+  it (``requires_helper``: an instance bound to a helper call). Raw, so it
+  serves Firecracker where the filesystem has no reflink.
 - :class:`SparseCopy` — ``cp --sparse=always``: the last resort, and the only
   strategy whose cost grows with the image (with its data, not its size).
 
@@ -18,12 +19,14 @@ the file ending :meth:`banger.paths.Paths.vm_root_disk` expects.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from banger import proc
 from banger.disk.durable import publish_file
@@ -186,24 +189,64 @@ def device_mapper_usable(control: Path = DM_CONTROL) -> bool:
         return False
 
 
-class DmSnapshot:
-    """Device-mapper snapshot: needs root, so the helper performs it.
+#: ``helper.call(op, **args)``: how a strategy that needs root reaches banger-helper.
+HelperCall = Callable[..., dict[str, Any]]
+COW_FILE = "root.cow"
 
-    The helper operation that sets it up (loop devices + ``dmsetup create``)
-    is not written yet; this kernel has no device-mapper to exercise it.
+
+class DmSnapshot:
+    """Device-mapper snapshot of the image rootfs over a per-VM sparse cow file.
+
+    The owner makes ``<vm dir>/root.cow`` (sparse, as large as the image, so
+    the exception store cannot overflow whatever the guest writes); the
+    helper's ``dm_snapshot_create`` puts both on loop devices and makes
+    ``/dev/mapper/banger-<vm id>`` (:mod:`banger.helper.dm_ops`). The snapshot
+    is persistent: after a host reboot the same call over the same cow file
+    brings the VM's writes back. Only an instance bound to a helper
+    (:meth:`bound`) can create or remove one.
     """
 
     name: ClassVar[str] = "dm-snapshot"
     requires_helper: ClassVar[bool] = True
 
+    def __init__(self, call: HelperCall | None = None) -> None:
+        self._call = call
+
+    def bound(self, call: HelperCall) -> DmSnapshot:
+        return DmSnapshot(call)
+
+    def _helper(self) -> HelperCall:
+        if self._call is None:
+            raise HelperError(
+                "device-mapper snapshots are made by the root helper",
+                hint="start banger-helper (banger system install, or sudo banger-helper)",
+            )
+        return self._call
+
     def create(self, base: Path, vm_dir: Path) -> RootDisk:
-        raise HelperError(
-            "device-mapper snapshots are created by the root helper, not in-process",
-            hint="call the helper's snapshot operation, or use another strategy",
-        )
+        call = self._helper()
+        vm_id = vm_dir.name
+        dm_name(vm_id)  # the VM directory is named by the id the device is named by
+        if not base.is_file():
+            raise NotFound(f"image rootfs not found: {base}")
+        cow = vm_dir / COW_FILE
+        if not cow.exists():  # kept across restarts: it holds the VM's writes
+            tmp = vm_dir / f".{COW_FILE}.tmp-{secrets.token_hex(4)}"
+            try:
+                with open(tmp, "xb") as f:
+                    os.truncate(f.fileno(), max(base.stat().st_size, 1 << 20))
+                _publish(tmp, cow)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        result = call("dm_snapshot_create", vm_id=vm_id, origin=str(base), cow=str(cow))
+        return RootDisk(Path(str(result["device"])), "raw", self.name)
 
     def remove(self, root_disk: RootDisk) -> None:
-        raise HelperError("device-mapper snapshots are removed by the root helper")
+        vm_id = root_disk.path.name.removeprefix("banger-")
+        dm_name(vm_id)
+        self._helper()("dm_snapshot_remove", vm_id=vm_id)
+        # The cow file goes with the VM directory.
 
 
 # -- choice ---------------------------------------------------------------------

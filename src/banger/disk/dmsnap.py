@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 from banger.errors import InvalidArgument
 
@@ -133,3 +134,25 @@ def parse_dmsetup_ls(output: str) -> list[DmDevice]:
 def stale_snapshots(devices: list[DmDevice], live_vm_ids: set[str]) -> list[DmDevice]:
     """Snapshots whose VM is not running (or no longer exists): reconciliation removes them."""
     return [d for d in devices if d.vm_id not in live_vm_ids]
+
+
+def snapshot_names(sys_block: Path = Path("/sys/block")) -> list[str]:
+    """banger's snapshot devices, from sysfs (world-readable: the owner's bangerd can
+    look without root; ``dmsetup ls`` needs ``/dev/mapper/control``)."""
+    names = []
+    for name_file in sorted(sys_block.glob("dm-*/dm/name")):
+        try:
+            name = name_file.read_text().strip()
+        except OSError:
+            continue
+        if _DM_NAME.fullmatch(name):
+            names.append(name)
+    return names
+
+
+def node_owner(name: str, mapper: Path = Path("/dev/mapper")) -> int | None:
+    """The uid owning a snapshot's device node (dmsetup's node or udev's link target)."""
+    try:
+        return (mapper / _check_name(name)).stat().st_uid
+    except OSError:
+        return None

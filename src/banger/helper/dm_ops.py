@@ -176,12 +176,15 @@ def dm_snapshot_create(args: DmCreateArgs, owner_uid: int) -> dict[str, Any]:
             os.close(fd)
 
 
-def dm_snapshot_remove(args: DmRemoveArgs, _owner_uid: int) -> dict[str, Any]:
+def dm_snapshot_remove(args: DmRemoveArgs, owner_uid: int) -> dict[str, Any]:
     from banger.disk import dmsnap
 
     name = dmsnap.dm_name(args.vm_id)
     listed = proc.run(dmsnap.DMSETUP_LS_ARGV, check=False)
     if not any(d.name == name for d in dmsnap.parse_dmsetup_ls(listed.out)):
         return {"removed": False}
+    # Device names are VM ids, not owners: another owner's device is not ours to remove.
+    if dmsnap.node_owner(name) != owner_uid:
+        raise InvalidArgument(f"{REMOVE}.args.vm_id: {name} is not the owner's device")
     proc.run(dmsnap.dmsetup_remove_argv(name))
     return {"removed": True}

@@ -30,7 +30,14 @@ from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, DriverSet, adapt_spec, qemu_pvh_kernel
 from banger.daemon.work_sync import staged_work_sync
-from banger.disk.cow import RootDisk, choose_strategy, strategy_named
+from banger.disk.cow import (
+    CowStrategy,
+    DmSnapshot,
+    HelperCall,
+    RootDisk,
+    choose_strategy,
+    strategy_named,
+)
 from banger.disk.workdisk import (
     HostKey,
     Provisioning,
@@ -81,6 +88,10 @@ class Pipeline:
     boot_attempts: int = 2
     #: Every driver by name and the ``vmm`` choice for new VMs; None: QEMU (``driver``) only.
     drivers: DriverSet | None = None
+    #: ``helper.call``: device-mapper root disks are made through it (None: never chosen).
+    helper_call: HelperCall | None = None
+    #: The kernel has device-mapper (probed once when bangerd starts).
+    dm_usable: bool = False
     #: The held guest connections (issue #17): wait_ssh's connection is kept here.
     conns: GuestConns = field(init=False)
 
@@ -99,7 +110,8 @@ class Pipeline:
         vm_dir = self.paths.vm_dir(vm.id)
         await asyncio.to_thread(vm_dir.mkdir, 0o700, True)
         undo.push("vm directory", lambda: discard_tree_async(vm_dir))
-        strategy = choose_strategy(vm.vmm, self.paths.state_dir, dm_usable=False)
+        dm_usable = self.dm_usable and self.helper_call is not None
+        strategy = self.strategy(choose_strategy(vm.vmm, self.paths.state_dir, dm_usable))
         root = await asyncio.to_thread(strategy.create, image.rootfs, vm_dir)
 
         async def remove_root() -> None:
@@ -310,6 +322,7 @@ class Pipeline:
         The rare early-boot hang under TCG (TSC calibration) is worth one more try;
         a guest that powered itself off (bad kernel or init) is not.
         """
+        await self.ensure_root_device(vm)
         vm, fd = await self.network(vm, op, undo)
         attempt = 1
         while True:
@@ -359,6 +372,26 @@ class Pipeline:
         with contextlib.suppress(BangerError, OSError, TimeoutError):
             async with asyncio.timeout(20):
                 await self.conns.run(vm, command, timeout=10, any_state=True)  # held: no handshake
+
+    def strategy(self, strategy: CowStrategy | str) -> CowStrategy:
+        """``strategy`` (or the one of that name), bound to the helper when it needs it."""
+        if isinstance(strategy, str):
+            strategy = strategy_named(strategy)
+        if isinstance(strategy, DmSnapshot) and self.helper_call is not None:
+            return strategy.bound(self.helper_call)
+        return strategy
+
+    async def ensure_root_device(self, vm: VMRecord) -> None:
+        """A dm-snapshot root disk is a device, gone after a host reboot: made again
+        over the VM's cow file (a persistent snapshot: the VM's writes come back)."""
+        if vm.root_strategy != DmSnapshot.name or vm.image_id is None:
+            return
+        device = self.root_disk_of(vm).path
+        if await asyncio.to_thread(device.exists):
+            return
+        rootfs = self.paths.image_dir(vm.image_id) / "rootfs.ext4"
+        strategy = self.strategy(DmSnapshot.name)
+        await asyncio.to_thread(strategy.create, rootfs, self.paths.vm_dir(vm.id))
 
     def root_disk_of(self, vm: VMRecord) -> Disk:
         path = Path(str(vm.config.get("root_disk") or self._default_root(vm)))

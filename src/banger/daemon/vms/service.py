@@ -33,7 +33,7 @@ from banger.daemon.vms.names import (
 from banger.daemon.vms.pipeline import Pipeline
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
-from banger.disk.cow import RootDisk, strategy_named
+from banger.disk.cow import RootDisk
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, phases_from_json
 from banger.images.publish import read_image
@@ -381,7 +381,7 @@ class VMService:
     def _delete_files(self, vm: VMRecord) -> None:
         if vm.root_strategy:
             root = self.pipeline.root_disk_of(vm)
-            strategy_named(vm.root_strategy).remove(
+            self.pipeline.strategy(vm.root_strategy).remove(
                 RootDisk(root.path, root.format, vm.root_strategy)
             )
         discard_tree(self.paths.vm_dir(vm.id))

@@ -17,7 +17,7 @@ from banger.daemon.vms.pipeline import Accel, Pipeline
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import build_drivers, jailed_driver
 from banger.helper.client import HelperClient
-from banger.hostinfo import choose_accelerator, host_tsc_khz, kvm_status
+from banger.hostinfo import choose_accelerator, device_mapper_usable, host_tsc_khz, kvm_status
 from banger.paths import Paths
 from banger.store import Store
 from banger.vmm.qemu import QemuDriver
@@ -84,6 +84,10 @@ def build_stack(paths: Paths, config: Config, store: Store, ops: Operations) -> 
         accel=accel,
         boot_timeout=boot_timeout(),
         drivers=build_drivers(config, qemu, jailed_driver(config, helper)),
+        # Firecracker's raw root disks: a dm snapshot through the helper where the
+        # state filesystem has no reflink and the kernel has device-mapper.
+        helper_call=lambda op, **args: helper().call(op, **args),
+        dm_usable=device_mapper_usable().ok,
     )
     vms = VMService(config, ops, kernels, images, pipeline)
     return VMStack(kernels=kernels, images=images, hostnet=hostnet, vms=vms)
