@@ -301,3 +301,9 @@ class SSHInfo(Response):
     user: str = "root"
     known_hosts: str
     client_key: str
+    workdir: str | None = Field(
+        default=None, description="The image's WorkingDir: where `vm ssh VM -- CMD` runs."
+    )
+    run_as: str | None = Field(
+        default=None, description="The image's User (not root): who runs `vm ssh VM -- CMD`."
+    )

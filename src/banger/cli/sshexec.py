@@ -26,7 +26,22 @@ def argv_for(info: SSHInfo, command: Sequence[str] | None, *, tty: bool | None =
     )
     want_tty = (not command) if tty is None else tty
     want_tty = want_tty and sys.stdin.isatty()
+    if command and (info.workdir or info.run_as):
+        return ssh_argv(target, image_command(info, command), tty=want_tty)
     return ssh_argv(target, list(command) if command else None, tty=want_tty)
+
+
+def image_command(info: SSHInfo, command: Sequence[str]) -> str:
+    """``command`` as the image's config says, like ``docker run``: in its WorkingDir
+    (created at pull) and as its User. An interactive shell gets both from the
+    image's /etc/profile.d/banger-image.sh instead (banger.images.oci.guestenv)."""
+    from banger.guest.ssh import remote_command
+    from banger.images.oci.guestenv import switch_user_argv
+
+    argv = list(command)
+    if info.run_as:
+        argv = [*switch_user_argv(info.run_as), *argv]
+    return remote_command(argv, cwd=info.workdir)
 
 
 def run_ssh(argv: list[str]) -> int:

@@ -36,6 +36,8 @@ from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.disk.cow import RootDisk
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, phases_from_json
+from banger.images.oci.config import ImageConfig
+from banger.images.oci.guestenv import GuestEnv, guest_env
 from banger.images.publish import read_image
 from banger.kernels.store import read_kernel
 from banger.procinfo import is_same_process
@@ -130,12 +132,29 @@ class VMService:
                 f"VM {vm.name} is {vm.state.value}, not running",
                 hint=f"start it first: banger vm start {vm.name}",
             )
+        guest = await asyncio.to_thread(self._image_defaults, vm)
         return SSHInfo(
             vm=vm.name,
             host=str(vm.ip),
             known_hosts=str(self.paths.known_hosts),
             client_key=str(self.paths.ssh_key),
+            workdir=guest.working_dir or None if guest else None,
+            run_as=guest.user or None if guest else None,
         )
+
+    def _image_defaults(self, vm: VMRecord) -> GuestEnv | None:
+        """The OCI config of the VM's image, as the guest applies it (issue #22 item 6)."""
+        if vm.image_id is None:
+            return None
+        try:
+            config = read_image(self.paths.image_dir(vm.image_id)).config
+        except (OSError, BangerError):
+            return None
+        return guest_env(ImageConfig(
+            tuple(str(e) for e in config.get("Env") or ()),
+            str(config.get("WorkingDir") or ""),
+            str(config.get("User") or ""),
+        ))  # fmt: skip
 
     # -- create --------------------------------------------------------------------
     def plan(self, request: VMCreateRequest) -> CreatePlan:

@@ -53,7 +53,7 @@ class Manifest:
 
 @dataclass(frozen=True)
 class ImageConfig:
-    """What the image author set for processes: recorded, not enforced (sshd runs as root)."""
+    """What the image author set for processes: applied in the guest by oci/guestenv.py."""
 
     env: tuple[str, ...] = ()
     working_dir: str = ""

@@ -14,7 +14,8 @@ by other users, device nodes and capabilities, and mkfs must read them all.
 ``owner`` is the daemon's (uid, gid): the published image and the cache
 entries this pull created are handed to it.
 
-The image config (``Env``, ``WorkingDir``, ``User``) is recorded as the
+The image config (``Env``, ``WorkingDir``, ``User``) is applied in the guest
+(:mod:`banger.images.oci.guestenv`) and recorded as the
 image's structured ``config`` field (and summarised in its description); the
 digest the ref resolved to ends its ``source``. ``banger image show`` shows
 both. :func:`image_from_layers` is the root half on its own: banger-helper's
@@ -34,6 +35,7 @@ from banger.images.foreign import finalize_foreign
 from banger.images.oci.budget import DEFAULT_MAX_UNPACKED
 from banger.images.oci.config import ImageConfig
 from banger.images.oci.flatten import flatten_layers
+from banger.images.oci.guestenv import apply_image_config
 from banger.images.oci.layers import FetchedImage, OciCache, fetch
 from banger.images.oci.ref import OciRef, RegistryRef, image_name_for, parse_ref
 from banger.images.oci.skopeo import SkopeoOptions
@@ -175,6 +177,7 @@ def image_from_layers(
         tree = work / "tree"
         flatten_layers(layers, tree, progress, max_unpacked=max_unpacked)
         installed = finalize_foreign(tree, progress=progress, install=install_missing)
+        apply_image_config(tree, config, progress)  # Env, WorkingDir, User (guestenv.py)
         meta = ImageMeta(source=source, description=describe_config(config, installed),
                          config=config.to_json())  # fmt: skip
         return image_from_tree(tree, work, paths=paths, name=name, meta=meta, image_id=image_id,

@@ -1,0 +1,94 @@
+"""An OCI image's Env, WorkingDir and User reach the guest, as ``docker run`` applies them
+(issue #22 item 6) — one real guest.
+
+The image is the cached test image's tree as its base layer (bootable) plus a config
+setting all three, built here as an OCI layout, pushed to a docker-registry inside
+the harness's namespace, pulled through bangerd and the helper, and booted.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Banger, banger_env
+from tests.e2e.test_images_e2e import _put, _sha256_file, base_layer_tar, push, registry_in
+from tests.support import needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+CONFIG = {
+    "Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "APP_MODE=from-image",
+            "GREETING=hello world"],
+    "WorkingDir": "/srv/app",
+    "User": "nobody",
+}  # fmt: skip
+
+
+def write_layout(layout: Path, base_tar: Path, tag: str = "v1") -> None:
+    """One uncompressed base layer and :data:`CONFIG`."""
+    (layout / "blobs/sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    digest, size = _sha256_file(base_tar), base_tar.stat().st_size
+    base_tar.rename(layout / "blobs/sha256" / digest.removeprefix("sha256:"))
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": CONFIG,
+                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()  # fmt: skip
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _put(layout, config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                    "size": size}]}).encode()  # fmt: skip
+    index = {"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": _put(layout, manifest), "size": len(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[Banger]:
+    with banger_env() as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def work() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="bgc-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        import subprocess
+
+        subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
+def test_env_working_dir_and_user_apply_in_the_guest(b: Banger, work: Path) -> None:
+    layout = work / "layout"
+    write_layout(layout, base_layer_tar(work / "base.tar"))
+    with registry_in(b, work / "registry") as registry:
+        ref = push(b, registry, layout, "test/config")
+        info = json.loads(b.banger("image", "pull", ref, "--name", "cfg", "--json").stdout)
+    assert info["config"] == CONFIG
+    b.banger("vm", "create", "--name", "cfg", "--image", "cfg", "--init", "fast", "--start")
+    try:
+        # A command: the image's Env, in its WorkingDir, as its User.
+        out = b.banger("vm", "ssh", "cfg", "--", "sh", "-c",
+                       'echo "$APP_MODE|$GREETING|$PWD|$(id -un)|$PATH"').stdout  # fmt: skip
+        assert out.strip() == "from-image|hello world|/srv/app|nobody|/usr/local/bin:/usr/bin:/bin"
+        # banger's own variables win over the image's (set after sshd's SetEnv).
+        mine = b.banger("vm", "ssh", "cfg", "--", "env", "APP_MODE=mine", "sh", "-c",
+                        'echo "$APP_MODE"').stdout  # fmt: skip
+        assert mine.strip() == "mine"
+        # A login shell reads the profile: the same Env after /etc/profile reset PATH.
+        login = b.banger("vm", "ssh", "cfg", "--", "bash", "-lc",
+                         'echo "$GREETING|$PATH"').stdout  # fmt: skip
+        assert login.strip().startswith("hello world|/usr/local/bin:/usr/bin:/bin")
+    finally:
+        b.banger("vm", "rm", "--force", "cfg")
+    b.banger("image", "rm", "cfg")
