@@ -13,6 +13,7 @@ Restoring while another VM holds the address is refused, naming it.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,7 +66,12 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     bad = b.banger("vm", "snapshot", "sa", "--name", "Not_A_Label", check=False)
     assert bad.returncode != 0 and "snapshot name: 'Not_A_Label' is not a DNS label" in bad.stderr
 
+    # `vm set` applies at the next start; the snapshot records what runs (issue #21 item 8)
+    running_memory = shown["memory_mib"]
+    b.banger("vm", "set", "sa", "--memory", "256")
+    assert js(b, "vm", "show", "sa")["memory_mib"] == 256
     snap = js(b, "vm", "snapshot", "sa", "--name", "s1")
+    assert snap["memory_mib"] == running_memory, snap
     assert (snap["name"], snap["vm"], snap["vmm"], snap["ip"], snap["mac"]) == (
         "s1", "sa", "qemu", ip, mac,
     )  # fmt: skip
@@ -86,6 +92,22 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
 
     b.banger("vm", "rm", "sa", "idle")
     assert [s["name"] for s in js(b, "vm", "snapshots", "sa")] == ["s1"]  # sa is gone
+
+    # A state QEMU cannot load (here: a record that lies about the memory size) fails
+    # saying QEMU's own reason, not "QMP connection failed" (issue #21 item 8).
+    db = sqlite3.connect(b.state_dir / "banger.db")
+    try:
+        with db:
+            db.execute("UPDATE snapshots SET memory_mib = 256 WHERE name = 's1'")
+        broken = b.banger("vm", "create", "sb", "--from-snapshot", "s1", check=False)
+        with db:
+            db.execute("UPDATE snapshots SET memory_mib = ? WHERE name = 's1'", (running_memory,))
+    finally:
+        db.close()
+    assert broken.returncode != 0
+    error = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "QEMU could not load the saved state:" in error[0], broken.stderr
+    assert "QMP connection failed" not in error[0], broken.stderr
 
     restored = js(b, "vm", "create", "sb", "--from-snapshot", "s1")
     assert restored["state"] == "running" and restored["ip"] == ip and restored["mac"] == mac

@@ -67,6 +67,15 @@ class BootFailed(BangerError):
     http_status = 500
 
 
+#: ``vm.config`` key: what the running VMM was started with (``vm set`` changes the
+#: VM's record for its next start, not the process); a snapshot records these.
+LAUNCHED_KEY = "launched"
+
+
+def launched(spec: LaunchSpec) -> dict[str, int]:
+    return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib}
+
+
 @dataclass(frozen=True)
 class Accel:
     kind: Accelerator
@@ -264,6 +273,7 @@ class Pipeline:
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
             PVH_BOOT_KEY: spec.pvh_kernel is not None,
+            LAUNCHED_KEY: launched(spec),
         }
         await asyncio.to_thread(
             self.store.update_vm,

@@ -40,6 +40,7 @@ from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
+from banger.daemon.vms.pipeline import LAUNCHED_KEY, launched
 from banger.daemon.vms.snapshots import (
     FC_DRIVE_PATHS_KEY,
     Snapshots,
@@ -49,11 +50,12 @@ from banger.daemon.vms.snapshots import (
 )
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, VMM_REASON_KEY, qemu_pvh_kernel
-from banger.errors import Conflict, NotFound
+from banger.errors import BangerError, Conflict, NotFound
 from banger.kernels.store import read_kernel
 from banger.rmtree import discard_tree_async
 from banger.store import AddressTaken, SnapshotRecord, VMRecord, VMState
 from banger.vmm.base import LaunchSpec, VMMDriver, VMMProcess
+from banger.vmm.process import log_tail
 
 RESTORED_FROM_KEY = "restored_from"
 
@@ -230,6 +232,7 @@ class SnapshotRestore:
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
             PVH_BOOT_KEY: spec.pvh_kernel is not None,
+            LAUNCHED_KEY: launched(spec),
         }
         if snap.vmm == "firecracker":
             config[FC_DRIVE_PATHS_KEY] = {
@@ -261,7 +264,18 @@ class SnapshotRestore:
         from banger.vmm.qemu import QemuDriver
 
         if isinstance(driver, QemuDriver):
-            return await driver.restore(spec, layout.state)
+            offset = spec.vmm_log.stat().st_size if spec.vmm_log.exists() else 0
+            try:
+                return await driver.restore(spec, layout.state)
+            except BangerError as exc:
+                # "QMP connection failed" says nothing: QEMU's own words are in its log
+                said = log_tail(spec.vmm_log, offset)
+                if not said:
+                    raise
+                raise BangerError(
+                    f"restoring snapshot {snap.name}: QEMU could not load the saved state: {said}",
+                    hint=f"see {spec.vmm_log}",
+                ) from exc
         if isinstance(driver, FirecrackerDriver):
             recorded = snap.meta.get("drive_paths") or {}
             links = {Path(str(recorded["root"])): spec.root_disk.path}

@@ -35,6 +35,7 @@ from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
+from banger.daemon.vms.pipeline import LAUNCHED_KEY
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY
 from banger.errors import BangerError, Conflict
@@ -47,6 +48,13 @@ from banger.vmm.base import VMState as VMMState
 FORMAT = 1
 #: VM config key: the drive paths a restored Firecracker process still records.
 FC_DRIVE_PATHS_KEY = "firecracker_drive_paths"
+
+
+def _launched(vm: VMRecord, field: str, configured: int) -> int:
+    """``field`` as the running VMM was started with it (recorded at launch)."""
+    recorded = vm.config.get(LAUNCHED_KEY)
+    value = recorded.get(field) if isinstance(recorded, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else configured
 
 
 class SnapshotUnsupported(BangerError):
@@ -318,8 +326,10 @@ class Snapshots:
             "image_id": vm.image_id,
             "kernel_id": vm.kernel_id,
             "init_mode": vm.init_mode,
-            "vcpus": vm.vcpus,
-            "memory_mib": vm.memory_mib,
+            # what the running VMM has, not what `vm set` asked for its next start:
+            # a restore must give QEMU the memory size the saved state holds
+            "vcpus": _launched(vm, "vcpus", vm.vcpus),
+            "memory_mib": _launched(vm, "memory_mib", vm.memory_mib),
             "work_disk_size": vm.work_disk_size,
             "ip": vm.ip,
             "mac": vm.mac,
