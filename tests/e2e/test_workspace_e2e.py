@@ -328,9 +328,20 @@ def test_prepare_copies_exactly_the_repository(env: Env, repo: Path) -> None:
     assert guest(b, q + "readlink link") == "README.md\n"
     host_sum = owner(b, "sha256sum", "data.bin", cwd=repo).stdout
     assert guest(b, q + "sha256sum data.bin") == host_sum
-    # re-running replaces the copy (a guest-only file goes away)
-    guest(b, "touch /root/proj/stray")
-    banger_in(b, repo, "workspace", "prepare", VM)
+    banger_in(b, repo, "workspace", "prepare", VM)  # nothing new in the guest: replaced
+    # work made in the guest is not thrown away silently (issue #21 item 4) ...
+    guest(b, "cd /root/proj && touch stray && git -c user.name=G -c user.email=g@x commit -q "
+          "--allow-empty -m 'guest only'")  # fmt: skip
+    refused = banger_in(b, repo, "workspace", "prepare", VM, check=False)
+    assert refused.returncode == 4, refused
+    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, refused.stderr
+    assert "workspace prepare: ws:/root/proj has work that was never exported" in error[0]
+    assert "1 commit (" in error[0] and "guest only)" in error[0], error
+    assert "1 changed file (stray)" in error[0], error
+    assert guest(b, "ls /root/proj/stray") == "/root/proj/stray\n"
+    # ... only with --force (a guest-only file goes away)
+    banger_in(b, repo, "workspace", "prepare", VM, "--force")
     assert guest_tree(b, "/root/proj") == EXPECTED_TREE
 
 

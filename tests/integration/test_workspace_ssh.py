@@ -170,12 +170,13 @@ async def test_prepare_copies_exactly_the_workspace(
     assert reports[-1].bytes_done == result.bytes
     assert sorted(p.name for p in guest_home.iterdir()) == ["my repo"]  # no temporaries left
 
-    # re-running updates the guest copy (and drops what only the old copy had)
+    # re-running updates the guest copy (and drops what only the old copy had: with
+    # --force, since a file made in the guest is work the host never got)
     (dest / "stale.txt").write_text("only in the old copy")
     (repo / "later.txt").write_text("later\n")
     git(repo, "add", "later.txt")
     git(repo, "commit", "-q", "-m", "fifth")
-    await prepare_workspace(shell, repo, guest_home=PurePosixPath(guest_home))
+    await prepare_workspace(shell, repo, guest_home=PurePosixPath(guest_home), force=True)
     assert (dest / "later.txt").read_text() == "later\n"
     assert not (dest / "stale.txt").exists()
     assert git(dest, "log", "-1", "--format=%s") == "fifth\n"
@@ -257,6 +258,56 @@ async def test_export_brings_commits_and_uncommitted_changes_back(
         )
     with pytest.raises(InvalidArgument, match="branch"):
         await export_workspace(shell, repo, vm="x", guest_path=result.dest, branch="bad..name")
+
+
+async def test_re_prepare_refuses_to_drop_work_that_was_never_exported(
+    repo: Path, shell: SSHGuestShell, guest_home: Path
+) -> None:
+    """Issue #21 item 4: guest commits and changes are named, not silently replaced."""
+    home = PurePosixPath(guest_home)
+    result = await prepare_workspace(shell, repo, guest_home=home, vm="vm1")
+    dest = Path(result.dest)
+    await prepare_workspace(shell, repo, guest_home=home, vm="vm1")  # nothing new: fine
+
+    ident = "git -c user.name=Guest -c user.email=guest@example.org"
+    await in_guest(
+        shell,
+        dest,
+        f"echo more >> README.md\n{ident} commit -q -am 'guest work'\n"
+        "echo edited > 'file with spaces.txt'\necho new > fresh.txt\n",
+    )
+    before = git(dest, "log", "-1", "--format=%H")
+    with pytest.raises(Conflict) as refused:
+        await prepare_workspace(shell, repo, guest_home=home, vm="vm1")
+    message = refused.value.message
+    assert "\n" not in message
+    assert f"vm1:{dest} has work that was never exported" in message, message
+    assert f"1 commit ({before[:7]}" in message and "guest work)" in message, message
+    assert "2 changed files (" in message and "fresh.txt" in message, message
+    assert "file with spaces.txt" in message, message
+    assert "workspace export vm1" in (refused.value.hint or "")
+    # nothing was replaced
+    assert git(dest, "log", "-1", "--format=%H") == before
+    assert (dest / "fresh.txt").read_text() == "new\n"
+
+    # exported: the host has it all, so a prepare may replace it
+    await export_workspace(shell, repo, vm="vm1", guest_path=result.dest)
+    await prepare_workspace(shell, repo, guest_home=home, vm="vm1")
+    assert not (dest / "fresh.txt").exists()
+
+    (dest / "scratch.txt").write_text("after the prepare\n")
+    with pytest.raises(Conflict, match=r"1 changed file \(scratch.txt\)"):
+        await prepare_workspace(shell, repo, guest_home=home, vm="vm1")
+    await prepare_workspace(shell, repo, guest_home=home, vm="vm1", force=True)
+    assert not (dest / "scratch.txt").exists()
+
+    # a directory banger did not prepare is not replaced either
+    own = guest_home / "own"
+    own.mkdir()
+    (own / "keep.txt").write_text("mine\n")
+    with pytest.raises(Conflict, match="is not a copy banger prepared"):
+        await prepare_workspace(shell, repo, dest=str(own), vm="vm1")
+    assert (own / "keep.txt").read_text() == "mine\n"
 
 
 async def test_export_from_a_guest_without_commits_fails_clearly(

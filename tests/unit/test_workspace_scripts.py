@@ -30,6 +30,9 @@ def test_every_script_parses_in_posix_sh() -> None:
         gs.export_send(f"{HOSTILE}/.git/banger-export.abc", HOSTILE),
         gs.export_cleanup(f"{HOSTILE}/.git/banger-export.abc", HOSTILE),
         gs.export_cleanup(None, HOSTILE),
+        gs.record_state(HOSTILE),
+        gs.record_state(HOSTILE, "a" * 40, snapshot=True),
+        gs.unexported_work(HOSTILE),
     ]
     for script in scripts:
         assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0, script
@@ -157,3 +160,28 @@ def test_receive_swap_for_real(tmp_path: Path) -> None:
     bad = sh(gs.receive(PurePosixPath(dest), 0o755), b"not a tar" * 200)
     assert bad.returncode != 0
     assert [p.name for p in dest.parent.iterdir()] == ["r"]
+
+
+def test_record_state_takes_only_a_commit_id() -> None:
+    with pytest.raises(InvalidArgument, match="not a commit id"):
+        gs.record_state(HOSTILE, "HEAD; rm -rf /")
+
+
+def test_the_refusal_names_commits_and_files_on_one_line() -> None:
+    from banger.workspace.guard import parse_guest_work, refusal
+
+    dest = PurePosixPath("/root/repo")
+    assert parse_guest_work("absent\n").state == "absent"
+    assert refusal("vm", dest, parse_guest_work("absent\n")) is None
+    assert refusal("vm", dest, parse_guest_work("end\n")) is None
+    unrecorded = refusal("vm", dest, parse_guest_work("unrecorded\n"))
+    assert unrecorded is not None and "not a copy banger prepared" in unrecorded.message
+    out = "".join(f"commit abc{i} subject {i}\n" for i in range(7)) + "file a b.txt\nend\n"
+    problem = refusal("vm", dest, parse_guest_work(out))
+    assert problem is not None
+    assert problem.message == (
+        "workspace prepare: vm:/root/repo has work that was never exported: 7 commits "
+        "(abc0 subject 0, abc1 subject 1, abc2 subject 2, abc3 subject 3, abc4 subject 4, …); "
+        "1 changed file (a b.txt)"
+    )
+    assert problem.exit_code == 4

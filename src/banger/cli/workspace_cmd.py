@@ -48,10 +48,15 @@ def follow_result(state: CliState, op: Operation) -> tuple[Operation, dict[str, 
 
 
 def prepare_workspace(
-    state: CliState, vm: str, path: str | None = None, dest: str | None = None
+    state: CliState,
+    vm: str,
+    path: str | None = None,
+    dest: str | None = None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run ``workspace prepare`` and return its result (``dest``, ``files``, …)."""
-    body: dict[str, Any] = {"path": _abspath(path)}
+    body: dict[str, Any] = {"path": _abspath(path), "force": force}
     if dest is not None:
         body["dest"] = dest
     op = state.call(lambda c: c.workspace_prepare(vm, body))
@@ -62,15 +67,20 @@ def prepare_workspace(
 @click.argument("vm")
 @click.argument("path", required=False, type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--dest", help="Guest directory (absolute or under /root); default /root/<repo>.")
+@click.option(
+    "--force", is_flag=True, help="Replace the guest copy even if it holds unexported work."
+)
 @json_option
-def prepare(vm: str, path: str | None, dest: str | None) -> None:
+def prepare(vm: str, path: str | None, dest: str | None, force: bool) -> None:
     """Copy the git repository at PATH (default: the current one) into VM.
 
     Tracked files, untracked files that are not ignored, and .git (history,
-    branches, the current branch). Re-running replaces the guest copy.
+    branches, the current branch). Re-running replaces the guest copy, but
+    refuses (naming them) if it holds commits or changes made in the guest
+    since the last prepare or export; --force replaces it anyway.
     """
     state = get_state()
-    result = prepare_workspace(state, vm, path, dest)
+    result = prepare_workspace(state, vm, path, dest, force=force)
     if state.json:
         print_json(result)
         return

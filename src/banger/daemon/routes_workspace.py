@@ -20,6 +20,10 @@ class WorkspacePrepareRequest(Request):
         default=None,
         description="Guest directory (absolute, or relative to /root); default /root/<repo name>.",
     )
+    force: bool = Field(
+        default=False,
+        description="Replace an earlier copy even if it holds work that was never exported.",
+    )
 
 
 class WorkspaceExportRequest(Request):
@@ -38,7 +42,7 @@ def workspace_router(stack: VMStack) -> APIRouter:
     @router.post("/{ref}/workspace/prepare", status_code=202)
     async def prepare(ref: str, request: WorkspacePrepareRequest) -> Operation:
         """Copy a host repository into the VM (tracked + untracked-not-ignored + .git)."""
-        return await workspaces.prepare(ref, request.path, request.dest)
+        return await workspaces.prepare(ref, request.path, request.dest, force=request.force)
 
     @router.post("/{ref}/workspace/export", status_code=202)
     async def export(ref: str, request: WorkspaceExportRequest) -> Operation:

@@ -139,8 +139,13 @@ class WorkspaceService:
             async with open_connection(target, CONNECT_TIMEOUT) as conn:
                 yield SSHGuestShell(conn)
 
-    async def prepare(self, ref: str, path: str, dest: str | None) -> Operation:
-        """Copy the repository containing ``path`` into the VM (replacing an earlier copy)."""
+    async def prepare(
+        self, ref: str, path: str, dest: str | None, *, force: bool = False
+    ) -> Operation:
+        """Copy the repository containing ``path`` into the VM (replacing an earlier copy).
+
+        An earlier copy holding work the host never got is refused unless ``force``.
+        """
         vm = await self._vm(ref)
         repo = await asyncio.to_thread(_repository, path, "prepare")
         target = guest_destination(repo, dest)
@@ -150,7 +155,9 @@ class WorkspaceService:
             async with self._guest(vm, op) as shell:
                 await op.stage("transfer", f"{repo} → {vm.name}:{target}")
                 try:
-                    result = await prepare_workspace(shell, repo, dest=target, progress=progress)
+                    result = await prepare_workspace(
+                        shell, repo, dest=target, progress=progress, force=force, vm=vm.name
+                    )
                 finally:
                     await progress.flush()
                 # reported before the lock goes: events order the transfers as they ran

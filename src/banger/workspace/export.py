@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from banger import proc
 from banger.errors import BangerError, CommandError, Conflict, InvalidArgument
-from banger.workspace import guest_scripts
+from banger.workspace import guard, guest_scripts
 from banger.workspace.gitfiles import find_repository
 from banger.workspace.shell import GuestShell, check
 
@@ -227,6 +227,8 @@ async def export_workspace(
     finally:
         cleanup = guest_scripts.export_cleanup(None if bundle == "-" else bundle, guest_repo)
         await shell.run(cleanup)
+    # the host has this state now: a later prepare may replace it without --force
+    await guard.record_state(shell, guest_repo, commit, snapshot_flag == "1")
     commits, diffstat, files = await _summary(repo, name, known)
     return ExportResult(
         repo=repo,

@@ -13,6 +13,7 @@ short therefore never replaces the guest copy with a partial tree.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import PurePosixPath
 
@@ -196,3 +197,101 @@ def _check_bundle(bundle: str, repo: PurePosixPath) -> str:
     if PurePosixPath(path).name.startswith("banger-export.") and "\n" not in path:
         return path
     raise InvalidArgument(f"bundle: {bundle!r} is not an export bundle of {repo}")
+
+
+#: In the guest copy's git directory: ``<HEAD> <tree>`` of the state the host has
+#: (written after a prepare and after an export), so a re-prepare can tell work the
+#: host never saw from what it sent.
+STATE_RECORD = "banger.workspace"
+
+# ``head`` and ``tree`` of the working tree as it is (tracked and untracked, ignored
+# files excluded), on a temporary index: the guest's own index is left alone. A
+# copy of the real index keeps its stat cache (fast); git cannot read an empty file.
+_WORKTREE_STATE = (
+    "gitdir=$(git rev-parse --absolute-git-dir)\n"
+    'record="$gitdir/' + STATE_RECORD + '"\n'
+    "head=$(git rev-parse --verify -q 'HEAD^{commit}') || head=none\n"
+    'idx=$(mktemp -- "$gitdir/banger-index.XXXXXX")\n'
+    'trap \'rm -f -- "$idx" "$idx.since" "$idx.dirty"\' EXIT\n'
+    'rm -f -- "$idx"\n'
+    'if [ -f "$gitdir/index" ]; then cp -- "$gitdir/index" "$idx"; fi\n'
+    "GIT_INDEX_FILE=$idx git add -A\n"
+    "tree=$(GIT_INDEX_FILE=$idx git write-tree)\n"
+)
+
+
+def record_state(repo: PurePosixPath, exported: str | None = None, snapshot: bool = False) -> str:
+    """Remember the guest copy's state as the host's.
+
+    After a prepare: the state as it is. After an export: the state that was
+    exported (``exported``, the commit :func:`export_snapshot` printed; with
+    ``snapshot`` its parent is ``HEAD`` and its tree the working files), not
+    whatever the guest changed since.
+    """
+    path = _check_path(repo, "workspace path")
+    if exported is None:
+        state = _WORKTREE_STATE
+    else:
+        if not re.fullmatch(r"[0-9a-f]{40,64}", exported):
+            raise InvalidArgument(f"exported commit {exported!r} is not a commit id")
+        state = (
+            "gitdir=$(git rev-parse --absolute-git-dir)\n"
+            'record="$gitdir/'
+            + STATE_RECORD
+            + '"\n'
+            + _assign(exported=exported)
+            + ('head=$(git rev-parse "$exported^1")\n' if snapshot else "head=$exported\n")
+            + 'tree=$(git rev-parse "$exported^{tree}")\n'
+        )
+    return (
+        "set -eu\n"
+        + _assign(repo=path)
+        + 'cd -- "$repo"\n'
+        + state
+        + 'printf "%s %s\\n" "$head" "$tree" > "$record.tmp"\n'
+        + 'mv -- "$record.tmp" "$record"\n'
+    )
+
+
+def unexported_work(dest: PurePosixPath) -> str:
+    """What re-preparing ``dest`` would throw away; one line each:
+
+    ``absent`` (nothing there), ``unrecorded`` (there, but not a copy banger
+    prepared), or ``commit <short id> <subject>`` lines for commits made since
+    the recorded state, ``file <path>`` lines for files changed since, then ``end``.
+    """
+    target = _check_path(dest, "workspace path")
+    return (
+        "set -eu\n"
+        + _assign(dest=target)
+        + 'if [ ! -e "$dest" ] && [ ! -L "$dest" ]; then echo absent; exit 0; fi\n'
+        'if [ ! -d "$dest" ] || [ -L "$dest" ]; then echo unrecorded; exit 0; fi\n'
+        'cd -- "$dest"\n'
+        "if ! git rev-parse --absolute-git-dir >/dev/null 2>&1; then echo unrecorded; exit 0; fi\n"
+        + _WORKTREE_STATE
+        + 'if [ ! -f "$record" ]; then echo unrecorded; exit 0; fi\n'
+        'read -r was_head was_tree < "$record" || { echo unrecorded; exit 0; }\n'
+        'if [ "$head" != none ] && [ "$head" != "$was_head" ]; then\n'
+        '  if [ "$was_head" != none ] && git cat-file -e "$was_head^{commit}" 2>/dev/null; then\n'
+        '    git log --format=\'commit %h %s\' "$head" --not "$was_head" --\n'
+        "  else\n"
+        "    git log --format='commit %h %s' \"$head\" --\n"
+        "  fi\n"
+        "fi\n"
+        # changed since the record and not what the new commits hold: uncommitted work
+        'if [ "$tree" != "$was_tree" ]; then\n'
+        '  if git cat-file -e "$was_tree^{tree}" 2>/dev/null; then\n'
+        '    since=$(git diff --name-only "$was_tree" "$tree" -- | sort)\n'
+        "  else\n"
+        '    since=$(git ls-tree -r --name-only "$tree" | sort)\n'
+        "  fi\n"
+        '  if [ "$head" != none ]; then\n'
+        '    dirty=$(git diff --name-only "$head^{tree}" "$tree" -- | sort)\n'
+        "  else\n"
+        "    dirty=$since\n"
+        "  fi\n"
+        '  printf "%s\\n" "$since" > "$idx.since"; printf "%s\\n" "$dirty" > "$idx.dirty"\n'
+        '  comm -12 "$idx.since" "$idx.dirty" | sed -n "s/^./file &/p"\n'
+        "fi\n"
+        "echo end\n"
+    )

@@ -6,6 +6,10 @@ the whole stream was sent and unpacked, so re-running prepare replaces the
 guest copy with a complete new one or leaves the old one alone.
 
 Serialising transfers per VM is the caller's job (the VM service's per-VM lock).
+
+An existing copy with work the host never got (commits or file changes since
+the last prepare or export) is not replaced unless ``force``
+(:mod:`.guard`); after the swap the new copy's state is recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from banger.config.file_sync import GUEST_HOME
 from banger.errors import InvalidArgument
-from banger.workspace import guest_scripts
+from banger.workspace import guard, guest_scripts
 from banger.workspace.gitfiles import find_repository, list_workspace
 from banger.workspace.shell import GuestShell, check
 from banger.workspace.tarstream import ProgressCallback, tar_chunks
@@ -62,6 +66,8 @@ async def prepare_workspace(
     dest: str | PurePosixPath | None = None,
     guest_home: PurePosixPath = GUEST_HOME,
     progress: ProgressCallback | None = None,
+    force: bool = False,
+    vm: str = "the VM",
 ) -> PrepareResult:
     """Copy the repository containing ``path`` into the guest (replacing an earlier copy).
 
@@ -71,6 +77,8 @@ async def prepare_workspace(
     began = time.monotonic()
     repo = await asyncio.to_thread(find_repository, path)
     target = guest_destination(repo, dest, guest_home=guest_home)
+    if not force:  # before anything is sent: a refusal costs no transfer
+        await guard.check_replaceable(shell, vm, target)
     listing = await asyncio.to_thread(list_workspace, repo)
     received = await shell.run_feeding(
         guest_scripts.receive(target, listing.root_mode),
@@ -84,11 +92,12 @@ async def prepare_workspace(
     except BaseException:
         await shell.run(guest_scripts.discard(target, new_tree))
         raise
+    recorded = await guard.record_state(shell, target)
     return PrepareResult(
         repo=repo,
         dest=target,
         files=listing.files,
         bytes=listing.total_bytes,
         duration=time.monotonic() - began,
-        warnings=listing.warnings,
+        warnings=(*listing.warnings, *([recorded] if recorded else [])),
     )
