@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from banger.bootargs import BootSpec, host_tsc_khz, kernel_cmdline
+from banger.vmm.bootargs import BootSpec, host_tsc_khz, kernel_cmdline
 from tests.kernel_cache import cached_debian_kernel
 
 pytestmark = [pytest.mark.guest, pytest.mark.slow]

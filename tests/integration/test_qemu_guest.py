@@ -1,7 +1,7 @@
 """Boot a real Debian guest through the QEMU driver and reach it over SSH.
 
 Everything the boot contract promises, end to end at library level: the kernel
-command line from ``banger.bootargs``, a qcow2 root overlay and a provisioned
+command line from ``banger.vmm.bootargs``, a qcow2 root overlay and a provisioned
 work disk, the tap handed to QEMU as a descriptor, SSH with the pinned per-VM
 host key, and stop (ACPI power button for systemd guests).
 The guest's network lives in a throwaway namespace; the SSH client runs on a
@@ -24,12 +24,12 @@ from typing import TypeVar
 
 import pytest
 
-from banger.bootargs import BootSpec, InitMode, host_tsc_khz, kernel_cmdline
 from banger.disk.workdisk import HostKey, Provisioning, create_work_disk, provision_work_disk
 from banger.guest.ssh import SSHTarget, run, wait_for_ssh
 from banger.kernels.vmlinux import qemu_pvh_image
 from banger.procinfo import is_same_process
 from banger.vmm.base import Disk, LaunchSpec, VMMProcess, stable_mac
+from banger.vmm.bootargs import BootSpec, InitMode, host_tsc_khz, kernel_cmdline
 from banger.vmm.qemu import QemuDriver
 from tests.image_cache import cached_debian_image
 from tests.integration.test_qemu_driver import CLONE_NEWNET, open_tap_in_netns

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from banger.bootargs import BootSpec, check_hostname, host_tsc_khz, kernel_cmdline
 from banger.errors import InvalidArgument
+from banger.vmm.bootargs import BootSpec, check_hostname, host_tsc_khz, kernel_cmdline
 
 BASE = BootSpec(ip="172.30.0.2", gateway="172.30.0.1", prefix=24, hostname="box", dns="172.30.0.1")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from banger.bootargs import BootSpec, kernel_cmdline
 from banger.errors import InvalidArgument
+from banger.vmm.bootargs import BootSpec, kernel_cmdline
 from banger.vmm.firecracker.bootargs import firecracker_boot_args
 from banger.vmm.firecracker.exitcodes import exit_reason
 

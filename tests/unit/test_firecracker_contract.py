@@ -17,8 +17,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from banger.bootargs import BootSpec, kernel_cmdline
 from banger.vmm.base import Disk, LaunchSpec, stable_mac
+from banger.vmm.bootargs import BootSpec, kernel_cmdline
 from banger.vmm.firecracker import models
 from banger.vmm.firecracker.jailer import JailerPolicy, JailRequest, jail_layout
 from banger.vmm.firecracker.models import ApiRequest, RateLimiter, TokenBucket

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from banger import sshkeys
-from banger.bootargs import BootSpec, InitMode, kernel_cmdline
 from banger.config import Config
 from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
@@ -53,6 +52,7 @@ from banger.paths import Paths
 from banger.rmtree import discard_tree_async
 from banger.store import Store, VMRecord, VMState
 from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMDriver, VMMProcess, stable_mac
+from banger.vmm.bootargs import BootSpec, InitMode, kernel_cmdline
 from banger.vmm.qemu import QemuDriver
 
 log = logging.getLogger(__name__)

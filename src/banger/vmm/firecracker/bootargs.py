@@ -1,6 +1,6 @@
 """The guest command line as Firecracker wants it.
 
-banger builds one command line for both drivers (:func:`banger.bootargs.kernel_cmdline`,
+banger builds one command line for both drivers (:func:`banger.vmm.bootargs.kernel_cmdline`,
 ``vmm="firecracker"`` adds ``reboot=k``). Firecracker then differs from QEMU in two ways:
 
 - ``boot_args`` *replaces* Firecracker's default line
