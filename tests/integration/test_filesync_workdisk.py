@@ -151,7 +151,7 @@ def test_a_removed_entry_s_files_leave_the_disk_and_the_guest_s_stay(
     disk: Path, host_key: HostKey, tmp_path: Path
 ) -> None:
     """Issue #21 item 1: what banger synced and no entry writes any more is deleted."""
-    from banger.daemon.work_sync import stage_work_sync
+    from banger.daemon.vms.work_sync import stage_work_sync
     from banger.disk.synced import SYNCED_RECORD_PATH, read_synced_record
     from banger.disk.workdisk import synced_record
 
@@ -212,7 +212,7 @@ def test_promote_leaves_out_what_banger_synced_unless_asked(
     disk: Path, host_key: HostKey, tmp_path: Path
 ) -> None:
     """Issue #21 item 2: a promoted work seed carries no synced credentials by default."""
-    from banger.daemon.work_sync import stage_work_sync
+    from banger.daemon.vms.work_sync import stage_work_sync
     from banger.disk.synced import SYNCED_RECORD_PATH
     from banger.images.promote import leave_out_synced, work_seed_from_disk
 

@@ -25,10 +25,9 @@ from banger.config import Config
 from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
-from banger.daemon.vms.names import tap_name
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, DriverSet, adapt_spec, qemu_pvh_kernel
-from banger.daemon.work_sync import staged_work_sync
+from banger.daemon.vms.work_sync import staged_work_sync
 from banger.disk.cow import (
     CowStrategy,
     DmSnapshot,
@@ -48,6 +47,7 @@ from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, ConsoleWatch
 from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
+from banger.net.taps import tap_name
 from banger.paths import Paths
 from banger.rmtree import discard_tree_async
 from banger.store import Store, VMRecord, VMState
