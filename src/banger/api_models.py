@@ -105,7 +105,7 @@ class SelftestRequest(Request):
     delay_ms: int = Field(default=50, ge=0, le=5000, description="Pause between stages.")
 
 
-# -- kernels, images, VMs (issue 3) ---------------------------------------------------
+# -- kernels, images, VMs: the artifacts and the machines built from them -----------
 
 
 class KernelCapability(Response):
