@@ -11,6 +11,7 @@ tens of milliseconds that ``banger vm list`` should not pay).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal as signal_module
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -99,7 +100,10 @@ class AsyncExec:
 
     async def _send(self, message: str | bytes) -> None:
         async with self._send_lock:
-            await self.ws.send(message)
+            # The command ended (or the daemon left) while this was on its way: not
+            # an error here; events() reports how it ended, or that it did not.
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(message)
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` to the command's stdin (waits while the guest is not reading)."""

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,7 +63,8 @@ async def daemon(sshd: Sshd, tmp: Path) -> AsyncIterator[tuple[Path, GuestConns]
     )
     app = FastAPI()
     app.include_router(exec_router(stack))  # type: ignore[arg-type]
-    sock = tmp / "d.sock"
+    (tmp / "run").mkdir(mode=0o700)
+    sock = tmp / "run" / "bangerd.sock"
     tmp.chmod(0o700)
     server = uvicorn.Server(uvicorn.Config(app, uds=str(sock), log_config=None, lifespan="off"))
     task = asyncio.create_task(server.serve())
@@ -217,3 +225,87 @@ def test_framing_is_in_the_openapi_description() -> None:
     app.include_router(exec_router(SimpleNamespace(vms=None, guest_conns=None)))  # type: ignore[arg-type]
     get = app.openapi()["paths"]["/v1/vms/{ref}/exec"]["get"]
     assert "0x01" in get["description"] and "426" in get["responses"]
+
+
+BANGER = Path(sys.executable).parent / "banger"
+LOOP = "stty size; while read x; do stty size; done"
+
+
+async def test_cli_exec_status_stdin_and_a_real_pty(sshd: Sshd, short_tmp: Path) -> None:
+    env = {
+        **os.environ,
+        "BANGER_HOME": str(short_tmp),
+        "BANGER_RUNTIME_DIR": str(short_tmp / "run"),
+    }
+    async with daemon(sshd, short_tmp):
+        cli = await asyncio.create_subprocess_exec(
+            BANGER, "vm", "exec", "-i", "-e", "A=1", "-w", "/tmp", "t1", "--",
+            "sh", "-c", 'cat; echo "$A $PWD" >&2; exit 3',
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, err = await cli.communicate(b"through stdin")
+        assert (cli.returncode, out, err) == (3, b"through stdin", b"1 /tmp\n")
+
+        # -t through a real pty: raw mode, the size, a resize (SIGWINCH), restored after
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 70, 0, 0))
+        before = termios.tcgetattr(slave)
+        proc = subprocess.Popen(
+            [BANGER, "vm", "exec", "-it", "t1", "--", "sh", "-c", LOOP],
+            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )  # fmt: skip
+        seen = b""
+
+        def read_until(text: bytes) -> bool:
+            nonlocal seen
+            while text not in seen:
+                seen += os.read(master, 4096)
+            return True
+
+        await asyncio.to_thread(read_until, b"20 70")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+
+        def resized() -> bool:  # each Enter prints the size the guest sees, until it is new
+            nonlocal seen
+            for _ in range(300):
+                os.write(master, b"\r")
+                seen += os.read(master, 4096)
+                if b"40 120" in seen:
+                    return True
+            return False
+
+        assert await asyncio.to_thread(resized)
+        os.write(master, b"\x04")  # EOF ends the loop
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert termios.tcgetattr(slave) == before  # the terminal restored
+        os.close(master)
+        os.close(slave)
+
+
+async def test_invalid_frames_are_refused_by_field(sshd: Sshd, short_tmp: Path) -> None:
+    from websockets.asyncio.client import unix_connect
+
+    async with daemon(sshd, short_tmp) as (sock, _):
+        uri = "ws://bangerd/v1/vms/t1/exec"
+        async with unix_connect(str(sock), uri) as ws:
+            await ws.send("not json")
+            reply = json.loads(await ws.recv())
+            assert (reply["type"], reply["kind"]) == ("error", "InvalidArgument")
+            assert reply["error"].startswith("frame: ")
+        async with unix_connect(str(sock), uri) as ws:
+            await ws.send(json.dumps({"shell": "echo up; sleep 60"}))
+            started = json.loads(await ws.recv())
+            assert started["type"] == "started"
+            assert await ws.recv() == b"\x01up\n"
+            await ws.send(b"\x07stdin on the wrong stream")
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and "0x00" in reply["error"]
+        # the command of the refused stream was killed, not left running
+        await async_wait_until(lambda: not marked(started["exec_id"]), 15, "no process left")
+        async with unix_connect(str(sock), uri) as ws:
+            await ws.send(json.dumps({"argv": ["true"]}))
+            assert json.loads(await ws.recv())["type"] == "started"
+            await ws.send(json.dumps({"type": "signal", "signal": "NOPE"}))
+            reply = json.loads(await ws.recv())
+            assert reply["type"] in ("error", "exit")  # `true` may have ended first

@@ -396,12 +396,22 @@ def run(
     status = 1
     try:
         _follow(state, op)
-        info = state.client().vm_ssh_info(vm_name)
         if session_name is not None:
             status = run_session.run_as_session(state, vm_name, session_name, command, repo)
+        elif command:
+            # Through bangerd's held connection (the one that saw the guest boot): no
+            # second SSH handshake, and the status comes back as soon as CMD ends.
+            from banger.cli.vm_exec_cmd import run_exec_cli
+            from banger.cli.workspace_cmd import prepare_workspace
+
+            cwd = (
+                None if repo is None else str(prepare_workspace(state, vm_name, str(repo))["dest"])
+            )
+            status = run_exec_cli(vm_name, list(command), cwd=cwd, interactive=True)
         elif repo is None:
-            status = run_ssh(argv_for(info, command or None))
+            status = run_ssh(argv_for(state.client().vm_ssh_info(vm_name), None))
         else:
+            info = state.client().vm_ssh_info(vm_name)
             status = run_ssh(argv_in_workspace(state, info, repo, command))
     finally:
         if remove and session_name and run_session.session_still_runs(state, vm_name, session_name):

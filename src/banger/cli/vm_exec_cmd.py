@@ -10,7 +10,6 @@ and the terminal is restored on every exit path.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -18,12 +17,15 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from banger.cli.state import get_state
 from banger.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import asyncio  # imported where it runs: `banger vm list` must not pay for it
 
 #: Stdin chunks queued before the reader thread waits for the daemon.
 STDIN_QUEUE = 16
@@ -75,6 +77,8 @@ async def stream_exec(
     tty: bool,
 ) -> int:
     """Run the command with this process's stdin/stdout/stderr; its status."""
+    import asyncio
+
     from banger.exec_client import open_exec
 
     loop = asyncio.get_running_loop()
@@ -97,7 +101,10 @@ async def stream_exec(
                         data = os.read(fd, 65536)
                     except OSError:
                         data = b""
-                    asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+                    try:
+                        asyncio.run_coroutine_threadsafe(queue.put(data), loop).result()
+                    except (RuntimeError, asyncio.CancelledError):
+                        return  # the command ended (the loop is gone): this input is not ours
                     if not data:
                         return
 
@@ -163,6 +170,8 @@ def run_exec_cli(
     socket_path = state.paths.daemon_socket
 
     def go() -> int:
+        import asyncio
+
         with raw_terminal(sys.stdin.fileno()) if tty else contextlib.nullcontext():
             return asyncio.run(
                 stream_exec(socket_path, vm, request, interactive=interactive, tty=tty)
