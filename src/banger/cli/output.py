@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import traceback
@@ -11,6 +12,9 @@ from typing import Any
 import click
 
 from banger.errors import BangerError
+
+#: Table width off a terminal: no row is folded (a line is as long as its cells).
+PIPE_WIDTH = 100_000
 
 
 def print_json(data: Any) -> None:
@@ -30,7 +34,15 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("-" if cell is None else str(cell) for cell in row))
-    Console(soft_wrap=False).print(table)
+    # Into a pipe or a file rich would assume 80 columns and fold long cells onto
+    # extra lines; there, every row is one line, as wide as it needs (issue #21 item 12).
+    if sys.stdout.isatty():
+        Console(soft_wrap=False).print(table)
+        return
+    out = io.StringIO()
+    Console(file=out, soft_wrap=False, width=PIPE_WIDTH).print(table)
+    for line in out.getvalue().splitlines():
+        click.echo(line.rstrip())
 
 
 def print_fields(pairs: Sequence[tuple[str, Any]]) -> None:
