@@ -31,6 +31,11 @@ def helper_paths(root: Path) -> Paths:
     return paths
 
 
+def helper_command_line(paths: Paths, owner_uid: int, extra: Sequence[str] = ()) -> list[str]:
+    """The production argv (for a ``--foreground`` run a test watches itself)."""
+    return helper_argv(paths, owner_uid, [str(HELPER)], extra)
+
+
 def start_helper(
     paths: Paths,
     owner_uid: int,
@@ -46,7 +51,7 @@ def start_helper(
     (``unshare …``, ``setpriv …``) it runs under. ``extra``: more flags
     (``--jailer …``). ``env``: added to this process's environment.
     """
-    argv = [*wrap, *helper_argv(paths, owner_uid, [str(HELPER)], extra)]
+    argv = [*wrap, *helper_command_line(paths, owner_uid, extra)]
     result = subprocess.run(
         ns.argv(*argv) if ns is not None else argv,
         capture_output=True,

@@ -25,26 +25,25 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import select
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from contextlib import suppress
 from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from banger.helper_start import helper_argv
 from banger.images.distro import DEFAULT_PACKAGES
 from banger.images.publish import read_image
 from banger.paths import Paths
-from tests.support import User, package_sources, throwaway_user
+from tests.helper_launch import start_helper
+
+# VENV_BIN: the suite's one interpreter path, re-exported for the modules importing it here.
+from tests.support import VENV_BIN as VENV_BIN
+from tests.support import User, package_sources, stop_pid, throwaway_user
 
 CACHE_ROOT = Path(os.environ.get("BANGER_TEST_CACHE", "/var/cache/banger-test"))
 SUITE = "bookworm"
-VENV_BIN = Path(sys.executable).parent
 #: What the key covers, as a rule rather than a hand-picked list (a list goes
 #: stale as the build grows modules): every file of the image-building package,
 #: recursively (``.py`` and the init script alike), plus the modules outside it
@@ -145,16 +144,8 @@ def build_as_owner(suite: str, home: Path, log: TextIO) -> Path:
 
 
 def _start_helper(paths: Paths, user: User) -> int:
-    result = subprocess.run(
-        helper_argv(paths, user.uid, [str(VENV_BIN / "banger-helper")]),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"banger-helper did not start: {result.stderr}")
-    return int(result.stdout.split()[-1])
+    """The helper in the host namespace (the build needs the mirror), serving ``user``."""
+    return start_helper(paths, user.uid)
 
 
 def _as_owner(user: User, home: Path, *args: str) -> list[str]:
@@ -171,13 +162,5 @@ def _as_owner(user: User, home: Path, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _stop(pid: int) -> None:
-    with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    with suppress(ProcessLookupError, OSError):
-        fd = os.pidfd_open(pid)
-        try:
-            if not select.select([fd], [], [], 20)[0]:
-                os.kill(pid, signal.SIGKILL)
-        finally:
-            os.close(fd)
+#: The old name of the suite's one stop helper (tests.reliability.build_world imports it).
+_stop = stop_pid

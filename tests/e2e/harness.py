@@ -11,7 +11,6 @@ real QEMU/TCG VMs on a real bridge and tap.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,16 @@ from pathlib import Path
 
 import pytest
 
+from banger.paths import Paths
+from tests.helper_launch import start_helper
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import Netns, User, netns, throwaway_user, wait_until
+
+# VENV_BIN: the suite's one interpreter path, re-exported for the modules importing it here.
+from tests.support import VENV_BIN as VENV_BIN
+from tests.support import Netns, User, alive, netns, stop_pid, throwaway_user
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
 KERNEL_NAME = "debian-test"
 IMAGE_NAME = "debian-bookworm"
 #: Per-boot SSH timeout inside the daemon; the pipeline retries a timed-out boot once.
@@ -136,56 +139,26 @@ def check_owner_can_run(user: User) -> None:
 
 
 def _start_helper(b: Banger, extra_env: Mapping[str, str] | None = None) -> None:
-    log = b.state_dir / "helper.log"
-    result = subprocess.run(
-        b.ns.argv(
-            str(VENV_BIN / "banger-helper"),
-            "--socket",
-            str(b.runtime_dir / "helper.sock"),
-            "--owner-uid",
-            str(b.user.uid),
-            "--allow-root",
-            str(b.state_dir),
-            "--log",
-            str(log),
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-        env={**os.environ, **(extra_env or {})},
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"banger-helper did not start: {result.stderr}")
-    b.helper_pid = int(result.stdout.strip().splitlines()[-1])
+    """The owner's root helper inside the namespace, started with the production argv."""
+    paths = Paths(b.home / "config", b.state_dir, b.home / "cache", b.runtime_dir)
+    b.helper_pid = start_helper(paths, b.user.uid, ns=b.ns, env=extra_env)
 
 
-def _stop(pid: int | None, timeout: float = 60) -> None:
-    """SIGTERM; SIGKILL only if ``pid`` still runs after ``timeout`` (a hang bound)."""
-    if pid is None:
-        return
-    with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+#: The old name of the suite's one stop helper (several e2e modules import it).
+_stop = stop_pid
 
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
 
+def daemon_pid(b: Banger) -> int | None:
+    """The running bangerd's pid from its pid file; None when there is none or it ended."""
     try:
-        wait_until(gone, timeout, f"pid {pid} ended after SIGTERM")
-    except AssertionError:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _daemon_pid(b: Banger) -> int | None:
-    try:
-        return int((b.runtime_dir / "bangerd.pid").read_text().split()[0])
+        pid = int((b.runtime_dir / "bangerd.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+    return pid if alive(pid) else None
+
+
+#: The old name (test_dns_stats and test_sessions import it).
+_daemon_pid = daemon_pid
 
 
 @contextmanager

@@ -6,7 +6,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +14,11 @@ from pathlib import Path
 
 from banger.client import BangerClient, DaemonNotReachable
 from banger.paths import Paths
+
+# VENV_BIN: the suite's one interpreter path, re-exported for the modules importing it here.
+from tests.support import VENV_BIN as VENV_BIN
 from tests.support import wait_until
 
-VENV_BIN = Path(sys.executable).parent
 BANGER = VENV_BIN / "banger"
 BANGERD = VENV_BIN / "bangerd"
 

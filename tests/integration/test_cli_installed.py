@@ -11,16 +11,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import netns, short_tmpdir, wait_until
+from tests.support import VENV_BIN, netns, short_tmpdir, wait_until
 from tests.unit.test_paths_install import write_metadata
-
-VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture

@@ -13,10 +13,7 @@ import ipaddress
 import json
 import os
 import re
-import select
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,6 @@ from tests.support import Netns, netns, short_tmpdir
 
 pytestmark = [pytest.mark.root]
 
-HELPER = str(Path(sys.executable).parent / "banger-helper")
 BRIDGE, GATEWAY = "bgdns0", "172.30.9.1/24"
 
 QUERY = r"""
@@ -46,19 +42,9 @@ print(dns.rcode.to_text(r.rcode()), *[rr.to_text() for rrset in r.answer for rr 
 @pytest.fixture
 def helper() -> Iterator[tuple[Netns, HelperClient]]:
     with netns("bgd") as ns, short_tmpdir("bgd-") as tmp:
-        sock, log = tmp / "h.sock", tmp / "helper.log"
-        argv = [HELPER, "--socket", str(sock), "--owner-uid", "0", "--log", str(log)]
-        argv += ["--allow-root", str(tmp)]
-        out = subprocess.run(ns.argv(*argv), capture_output=True, text=True, check=True)
-        pid = int(out.stdout.strip())
-        try:
-            yield ns, HelperClient(sock, timeout=30)
-        finally:
-            pidfd = os.pidfd_open(pid)
-            os.kill(pid, signal.SIGTERM)
-            if not select.select([pidfd], [], [], 15)[0]:
-                os.kill(pid, signal.SIGKILL)
-            os.close(pidfd)
+        paths = helper_paths(tmp)
+        with running_helper(paths, 0, ns=ns):
+            yield ns, HelperClient(paths.helper_socket, timeout=30)
 
 
 async def query_from(ns: Netns, name: str, transport: str = "udp") -> str:

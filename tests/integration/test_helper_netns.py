@@ -24,12 +24,12 @@ from pyroute2 import NetNS
 
 from banger.errors import HelperError
 from banger.helper.client import HelperClient
-from tests.support import Netns, User, netns, short_tmpdir, throwaway_user
+from tests.helper_launch import helper_command_line, helper_paths
+from tests.helper_launch import start_helper as launch_helper
+from tests.support import Netns, User, netns, short_tmpdir, throwaway_user, wait_until
 
 pytestmark = [pytest.mark.root]
 
-BIN = Path(sys.executable).parent
-HELPER = str(BIN / "banger-helper")
 VNET_HDR = bytes(10)  # struct virtio_net_hdr, no offloads (the default header size)
 
 
@@ -58,13 +58,11 @@ def start_helper() -> Iterator[StartHelper]:
             ns = stack.enter_context(netns("bgh"))
             tmp = stack.enter_context(short_tmpdir("bgh-"))
             tmp.chmod(0o711)  # throwaway users must reach the socket inside
-            sock, log = tmp / "h.sock", tmp / "helper.log"
-            argv = [HELPER, "--socket", str(sock), "--owner-uid", str(owner_uid)]
-            argv += ["--allow-root", str(tmp), "--log", str(log)]
-            if owner_gid is not None:
-                argv += ["--owner-gid", str(owner_gid)]
-            out = subprocess.run(ns.argv(*argv), capture_output=True, text=True, check=True)
-            helper = RunningHelper(ns, int(out.stdout.strip()), sock, log)
+            paths = helper_paths(tmp)
+            paths.runtime_dir.chmod(0o711)
+            extra = [] if owner_gid is None else ["--owner-gid", str(owner_gid)]
+            pid = launch_helper(paths, owner_uid, ns=ns, extra=extra)
+            helper = RunningHelper(ns, pid, paths.helper_socket, paths.helper_log)
             stack.callback(stop, helper)
             started.append(helper)
             return helper
@@ -77,10 +75,10 @@ def stop(helper: RunningHelper) -> None:
     pidfd = os.pidfd_open(helper.pid)
     try:
         os.kill(helper.pid, signal.SIGTERM)
-        ready, _, _ = select.select([pidfd], [], [], 15)
+        ready, _, _ = select.select([pidfd], [], [], 60)  # a hang bound, not a speed claim
         if not ready:
             os.kill(helper.pid, signal.SIGKILL)
-            pytest.fail("banger-helper did not stop within 15s of SIGTERM")
+            pytest.fail("banger-helper did not stop within 60s of SIGTERM")
     finally:
         os.close(pidfd)
     assert not helper.socket.exists(), "helper left its socket behind"
@@ -431,19 +429,20 @@ def test_only_the_owner_is_served(start_helper: StartHelper) -> None:
 
 def test_foreground_helper_stops_cleanly_on_sigint() -> None:
     with netns("bgh") as ns, short_tmpdir("bgh-") as tmp:
-        sock = tmp / "h.sock"
-        argv = [HELPER, "--socket", str(sock), "--owner-uid", "0", "--allow-root", str(tmp)]
-        with subprocess.Popen(
-            ns.argv(*argv, "--foreground"), stderr=subprocess.PIPE, text=True
-        ) as proc:
-            assert proc.stderr is not None
-            lines: list[str] = []
-            while "banger-helper ready" not in (line := proc.stderr.readline()):
-                assert line, f"helper exited early: {''.join(lines)}"
-                lines.append(line)
+        paths = helper_paths(tmp)
+        sock, log = paths.helper_socket, paths.helper_log
+        argv = helper_command_line(paths, 0, ["--foreground"])  # it logs to --log
+        with subprocess.Popen(ns.argv(*argv), stderr=subprocess.PIPE, text=True) as proc:
+
+            def ready() -> bool:
+                assert proc.poll() is None, f"helper exited early: {proc.communicate()[1]}"
+                return log.exists() and "banger-helper ready" in log.read_text()
+
+            wait_until(ready, 60, "banger-helper ready in its log")
             assert HelperClient(sock).call("ping")["version"]
             proc.send_signal(signal.SIGINT)
-            rest = proc.communicate(timeout=15)[1]
-        assert proc.returncode == 0
+            stderr = proc.communicate(timeout=60)[1]  # a hang bound
+        assert proc.returncode == 0, stderr
+        rest = log.read_text()
         assert "received SIGINT" in rest and "stopped" in rest
         assert not sock.exists()

@@ -41,11 +41,10 @@ from banger.vmm.firecracker.driver import wait_for_socket
 from banger.vmm.firecracker.jailer import NAMES, REQUEST_FIELDS, JailRequest
 from banger.vmm.firecracker.plan import VMFiles, boot_requests
 from tests.integration.test_firecracker_driver import standin_binary
-from tests.support import User, needs_root, short_tmpdir, throwaway_user
+from tests.support import VENV_BIN, User, needs_root, short_tmpdir, throwaway_user
 
 pytestmark = [pytest.mark.root, needs_root]
 
-BIN = Path(sys.executable).parent
 JAILER_STANDIN = Path(__file__).resolve().parents[1] / "jailer_standin.py"
 
 
@@ -98,7 +97,7 @@ def owner_call(user: User, sock: Path, op: str, **args: Any) -> dict[str, Any]:
 def helper(state: Path, user: User, *extra: str) -> Iterator[Path]:
     sock = state.parent / "h.sock"
     log = state.parent / "helper.log"
-    argv = [str(BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
+    argv = [str(VENV_BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
             "--allow-root", str(state), "--log", str(log), *extra]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
     pid = int(out.stdout.strip().splitlines()[-1])
@@ -265,7 +264,7 @@ def test_a_request_outside_the_state_dir_is_refused_before_anything_runs(
 
 def start_helper(state: Path, user: User, *extra: str) -> subprocess.CompletedProcess[str]:
     sock = state.parent / "h.sock"
-    argv = [str(BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
+    argv = [str(VENV_BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
             "--allow-root", str(state), "--foreground", *extra]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
 

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +25,7 @@ from banger.errors import BangerError
 from banger.paths import INSTALL_METADATA
 from banger.system.install import install, resolve_owner, systemd_running, uninstall
 from banger.system.status import gather_status
-from tests.support import throwaway_user, wait_until
-
-VENV_BIN = Path(sys.executable).parent
+from tests.support import VENV_BIN, throwaway_user, wait_until
 
 
 def snapshot(root: Path, *, dir_mtimes: bool = False) -> dict[str, tuple[int, int, bytes | str]]:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,14 +47,20 @@ from banger.vmm.base import VMState as VMMState
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.qemu import QemuDriver
 from banger.vmm.select import DriverName
+from tests.helper_launch import start_helper
 from tests.image_cache import cached_debian_image
 from tests.integration.test_firecracker_driver import standin_binary
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import Netns, async_wait_until, needs_root, netns, short_tmpdir
+from tests.support import (
+    Netns,
+    async_wait_until,
+    needs_root,
+    netns,
+    short_tmpdir,
+    stop_pid,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
-
-BIN = Path(sys.executable).parent
 
 
 @dataclass
@@ -123,13 +127,7 @@ async def world() -> AsyncIterator[World]:
     with short_tmpdir("bgf-") as home, netns("bgf") as ns:
         paths = Paths(home / "c", home / "s", home / "k", home / "r")
         paths.ensure()
-        out = subprocess.run(
-            ns.argv(str(BIN / "banger-helper"), "--socket", str(paths.helper_socket),
-                    "--owner-uid", str(os.getuid()), "--allow-root", str(paths.state_dir),
-                    "--log", str(home / "helper.log")),
-            capture_output=True, text=True, check=True, timeout=30,
-        )  # fmt: skip
-        helper_pid = int(out.stdout.split()[-1])
+        helper_pid = start_helper(paths, os.getuid(), ns=ns)
         bins = home / "bin"
         bins.mkdir()
         fc = standin_binary(bins)
@@ -148,7 +146,7 @@ async def world() -> AsyncIterator[World]:
         finally:
             for vm in store.list_vms():
                 await finish(ops, await vms.delete(vm.id, force=True))
-            os.kill(helper_pid, 15)
+            stop_pid(helper_pid)
             store.close()
 
 

@@ -33,14 +33,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.stranger import PYTHON
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import User, needs_root, short_tmpdir, throwaway_user, wait_until
+from tests.support import VENV_BIN, User, needs_root, short_tmpdir, throwaway_user, wait_until
 from tests.unit.test_paths_install import write_metadata
 
 pytestmark = [pytest.mark.root, needs_root]
-
-VENV_BIN = PYTHON.parent
 
 
 @pytest.fixture

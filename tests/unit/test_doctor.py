@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ from banger.doctor import checks as d
 from banger.doctor.model import CheckResult, DoctorContext
 from banger.hostinfo import KvmStatus
 from banger.paths import Paths
-from tests.support import throwaway_user
-
-VENV_BIN = Path(sys.executable).parent
+from tests.support import VENV_BIN, throwaway_user
 
 KVM_USABLE = KvmStatus(True, "ok", True, True, True, False)
 KVM_PVM = KvmStatus(False, "nested paravirtual (kvm_pvm)", True, True, False, True)
