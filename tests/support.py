@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -137,6 +138,11 @@ class Branches:
         assert not missing, f"branches never taken: {missing}; taken: {dict(self.seen)}"
 
 
+#: What the CLI prints on stderr while an operation runs: "▸ stage" and its
+#: indented detail lines. A refusal found inside an operation comes after them.
+PROGRESS_LINE = re.compile(r"▸ \S.*|  \S.*")
+
+
 def assert_refusal(
     result: subprocess.CompletedProcess[str], status: int, says: str, *, hint: str | None = None
 ) -> str:
@@ -144,23 +150,25 @@ def assert_refusal(
 
     ``status`` is the documented code (2 bad input, 3 not found, 4 conflict, …:
     spell it as ``InvalidArgument.exit_code`` etc. from :mod:`banger.errors`).
-    stderr is exactly one ``error:`` line containing ``says`` and at most one
-    ``hint:`` line (containing ``hint`` when given): no traceback, no progress,
-    no second error. stdout is empty: a refusal prints no result.
+    stderr ends with exactly one ``error:`` line containing ``says`` and at most
+    one ``hint:`` line (containing ``hint`` when given); before them, only the
+    progress of the operation that refused (``▸ stage`` and its indented
+    lines): no traceback, no note, no second error. stdout is empty.
     """
     shown = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == status, f"expected exit {status}; {shown}"
     assert result.stdout == "", f"a refusal printed a result; {shown}"
     lines = result.stderr.splitlines()
-    assert 1 <= len(lines) <= 2, f"not one error line and at most one hint; {shown}"
-    assert lines[0].startswith("error: ") and says in lines[0], (
-        f"error line without {says!r}; {shown}"
-    )
-    if len(lines) == 2:
-        assert lines[1].startswith("hint: "), f"second line not a hint; {shown}"
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert len(errors) == 1, f"not exactly one error line; {shown}"
+    before, (error, *after) = lines[: errors[0]], lines[errors[0] :]
+    assert all(PROGRESS_LINE.fullmatch(line) for line in before), f"more than progress; {shown}"
+    assert says in error, f"error line without {says!r}; {shown}"
+    assert len(after) <= 1, f"more than one line after the error; {shown}"
+    assert all(line.startswith("hint: ") for line in after), f"not a hint; {shown}"
     if hint is not None:
-        assert len(lines) == 2 and hint in lines[1], f"no hint with {hint!r}; {shown}"
-    return lines[0]
+        assert after and hint in after[0], f"no hint with {hint!r}; {shown}"
+    return error
 
 
 @contextmanager

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from banger.errors import Conflict
 from tests.e2e.harness import Banger, banger_env
-from tests.support import needs_root
+from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -47,10 +48,10 @@ def cleanup(b: Banger, *args: str, check: bool = True) -> Any:
 
 def assert_refused(b: Banger, state: str) -> None:
     refused = cleanup(b, check=False)
-    assert refused.returncode == 4, refused.stderr
-    first, hint = refused.stderr.splitlines()
+    first = assert_refusal(
+        refused, Conflict.exit_code, "is still needed by", hint="stop them first"
+    )
     assert first == f"error: bridge {BRIDGE} is still needed by 1 VM(s): {VM} ({state})"
-    assert hint.startswith("hint: stop them first")
     assert BRIDGE in links(b) and b.taps() != []
     table = nft_table(b)
     assert table is not None and f"banger-nat {BRIDGE}" in table

@@ -8,17 +8,18 @@ guests run at once; most use the fast init, the lifecycle test uses systemd.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from banger.errors import Conflict, InvalidArgument, NotFound
 from banger.kernels.initramfs import build_initramfs
 from tests.e2e.harness import Banger, banger_env
+from tests.e2e.leftovers import assert_nothing_left as assert_no_leftovers
+from tests.e2e.leftovers import vm_kept
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import needs_root
+from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -29,22 +30,10 @@ def b() -> Iterator[Banger]:
         yield env
 
 
-def leases(b: Banger) -> list[tuple[str, str]]:
-    with sqlite3.connect(f"file:{b.state_dir / 'banger.db'}?mode=ro", uri=True) as db:
-        return [tuple(row) for row in db.execute("SELECT ip, vm_id FROM ip_leases")]
-
-
-def vm_dirs(b: Banger) -> list[str]:
-    vms = b.state_dir / "vms"
-    return sorted(os.listdir(vms)) if vms.is_dir() else []
-
-
 def assert_nothing_left(b: Banger) -> None:
-    assert json.loads(b.banger("vm", "list", "--json").stdout) == []
-    assert b.taps() == []
-    assert leases(b) == []
-    assert vm_dirs(b) == []
-    assert b.owner_processes("qemu-system") == []
+    """The full leftover check (records, taps, leases, NAT, processes, files), and no
+    host key left pinned for a VM that is gone."""
+    assert_no_leftovers(b)
     known = b.state_dir / "ssh" / "known_hosts"
     assert not known.exists() or known.read_text().strip() == ""
 
@@ -159,29 +148,31 @@ def test_a_broken_kernel_fails_naming_the_stage_and_leaves_nothing(b: Banger) ->
         b.banger("kernel", "rm", "broken")
 
 
+BAD = InvalidArgument.exit_code
+MISSING = NotFound.exit_code
+TAKEN = Conflict.exit_code
+
+
 @pytest.mark.parametrize(
-    ("args", "needle"),
+    ("args", "status", "needle"),
     [
-        (["--name", "Bad_Name"], "name:"),
-        (["--name", "-x"], "name:"),
-        (["--image", "nope"], "image:"),
-        (["--kernel", "nope"], "kernel:"),
-        (["--cpus", "0"], "cpus:"),
-        (["--cpus", "4096"], "cpus:"),
-        (["--memory", "0"], "memory:"),
-        (["--memory", "64T"], "memory:"),
-        (["--name", "dup"], "name:"),
+        (["--name", "Bad_Name"], BAD, "name:"),
+        (["--name", "-x"], BAD, "name:"),
+        (["--image", "nope"], MISSING, "image:"),
+        (["--kernel", "nope"], MISSING, "kernel:"),
+        (["--cpus", "0"], BAD, "cpus:"),
+        (["--cpus", "4096"], BAD, "cpus:"),
+        (["--memory", "0"], BAD, "memory:"),
+        (["--memory", "64T"], BAD, "memory:"),
+        (["--name", "dup"], TAKEN, "name:"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_nothing(
-    b: Banger, args: list[str], needle: str, dup: None
+    b: Banger, args: list[str], status: int, needle: str, dup: None
 ) -> None:
     result = b.banger("vm", "create", *args, check=False)
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
-    names = [vm["name"] for vm in json.loads(b.banger("vm", "list", "--json").stdout)]
-    assert names == ["dup"]
+    assert_refusal(result, status, needle)
+    assert_no_leftovers(b, [vm_kept(b, "dup")])
 
 
 @pytest.fixture(scope="module")
@@ -196,8 +187,7 @@ def test_image_and_kernel_in_use_cannot_be_removed(b: Banger, dup: None) -> None
     for kind in ("image", "kernel"):
         result = b.banger(kind, "rm", "debian-test" if kind == "kernel" else "debian-bookworm",
                           check=False)  # fmt: skip
-        assert result.returncode == 4, result.stderr
-        assert "dup" in result.stderr
+        assert_refusal(result, TAKEN, "dup")
 
 
 def test_listing_shows_the_seeded_artifacts(b: Banger) -> None:
