@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from banger.errors import Conflict, InvalidArgument
 from tests.e2e.harness import VENV_BIN, Banger, _daemon_pid, _stop, banger_env
-from tests.support import needs_root
+from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -127,11 +128,11 @@ def test_set_applies_at_restart_and_refuses_shrink_and_running_growth(b: Banger)
     assert isinstance(size, int)
     grown = size + 512 * MIB
     running = b.banger("vm", "set", "dns-b", "--disk", f"{grown // MIB}M", check=False)
-    assert running.returncode != 0 and "while it is stopped" in running.stderr
+    assert_refusal(running, Conflict.exit_code, "while it is stopped")
     shrink = b.banger("vm", "set", "dns-b", "--disk", f"{size // MIB - 64}M", check=False)
-    assert shrink.returncode != 0 and "shrinking" in shrink.stderr
+    assert_refusal(shrink, InvalidArgument.exit_code, "shrinking")
     too_many = b.banger("vm", "set", "dns-b", "--cpus", "999", check=False)
-    assert too_many.returncode != 0 and "cpus" in too_many.stderr
+    assert_refusal(too_many, InvalidArgument.exit_code, "cpus")
 
     before = int(ssh(b, "dns-b", "df", "-Pk", "/root").stdout.splitlines()[1].split()[1])
     b.banger("vm", "set", "dns-b", "--cpus", "2", "--memory", "768")
