@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from banger.errors import Conflict, InvalidArgument
 from tests.e2e.harness import VENV_BIN, Banger, _daemon_pid, _stop, banger_env
+from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.integration.test_session_guest import HOSTILE, Terminal
-from tests.support import needs_root, wait_until
+from tests.support import assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -67,7 +69,7 @@ def test_a_session_that_ended_unwatched_shows_its_status(b: Banger) -> None:
     quick = wait_until(ended, 120, "the listing to show the session's end")
     assert (quick["state"], quick["exit_status"]) == ("exited", 4)
     dup = b.banger("session", "start", VM, "--name", "quick", "--", "true", check=False)
-    assert dup.returncode == 4 and "already has a session named 'quick'" in dup.stderr
+    assert_refusal(dup, Conflict.exit_code, "already has a session named 'quick'")
     b.banger("session", "rm", VM, "quick")
     assert "quick" not in sessions(b)
 
@@ -199,14 +201,14 @@ def test_vm_run_session_detached_keeps_running_and_keeps_its_vm(b: Banger) -> No
 
 
 def test_vm_run_session_refused_before_any_vm_exists(b: Banger) -> None:
-    before = _vm_names(b)
+    kept = [vm_kept(b, name) for name in _vm_names(b)]
     no_tty = b.banger("vm", "run", "--session", "x", "--", "true", check=False)
-    assert no_tty.returncode == 2 and "--session attaches this terminal" in no_tty.stderr
+    assert_refusal(no_tty, InvalidArgument.exit_code, "--session attaches this terminal")
     bad = b.banger("vm", "run", "--session", "Bad Name", "--", "true", check=False)
-    assert bad.returncode == 2 and "--session: name: not a valid session name" in bad.stderr
+    assert_refusal(bad, InvalidArgument.exit_code, "--session: name: not a valid session name")
     bare = b.banger("vm", "run", "--session", "x", check=False)
-    assert bare.returncode == 2 and "--session: needs a COMMAND" in bare.stderr
-    assert _vm_names(b) == before
+    assert_refusal(bare, InvalidArgument.exit_code, "--session: needs a COMMAND")
+    assert_nothing_left(b, kept)
 
 
 def test_an_unwatched_session_keeps_the_guests_end_time(b: Banger) -> None:
@@ -251,8 +253,9 @@ def test_daemon_restart_keeps_sessions_and_a_stopped_vm_loses_them(b: Banger) ->
     assert (listed["survivor"]["state"], listed["survivor"]["exit_status"]) == ("lost", None)
     assert listed["shell"]["state"] == "lost"
     assert (listed["count"]["state"], listed["count"]["exit_status"]) == ("exited", 3)
+    # stdin is not a terminal here, so the CLI refuses before it asks the daemon
     refused = b.banger("session", "attach", VM, "survivor", check=False)
-    assert refused.returncode != 0
+    assert_refusal(refused, InvalidArgument.exit_code, "attach needs a terminal")
     db = sqlite3.connect(f"file:{b.state_dir / 'banger.db'}?mode=ro", uri=True)
     try:  # stored as lost (schema v4), not as failed
         stored = dict(db.execute("SELECT name, state FROM sessions").fetchall())

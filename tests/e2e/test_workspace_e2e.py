@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from banger.errors import BangerError, Conflict
 from tests.e2e.harness import VENV_BIN, Banger, banger_env, seed_artifacts
+from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import needs_root
+from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -203,11 +205,12 @@ def test_an_unreadable_synced_file_fails_the_create_and_leaves_nothing(env: Env)
         result = b.banger("vm", "create", "--name", "unreadable", "--init", "fast", check=False)
     finally:
         netrc.chmod(0o644)
-    assert result.returncode != 0
-    assert "failed at stage prepare_work_disk" in result.stderr, result.stderr
-    assert "file_sync: cannot read ~/.netrc-test: Permission denied" in result.stderr
-    names = [vm["name"] for vm in json.loads(b.banger("vm", "list", "--json").stdout)]
-    assert names == [VM]
+    # A failed operation, not bad input: exit 1, still one error line and its hint.
+    said = assert_refusal(
+        result, BangerError.exit_code, "failed at stage prepare_work_disk", hint="permissions"
+    )
+    assert "file_sync: cannot read ~/.netrc-test: Permission denied" in said
+    assert_nothing_left(b, [vm_kept(b, VM)])
 
 
 def _promote_leaves_out_what_banger_synced(b: Banger) -> None:
@@ -377,8 +380,7 @@ def test_export_brings_commits_and_uncommitted_work_back_as_a_branch(env: Env, r
     assert not (repo / "new.txt").exists()
 
     again = banger_in(b, repo, "workspace", "export", VM, check=False)
-    assert again.returncode != 0
-    assert "branch banger/ws already exists" in again.stderr and "--force" in again.stderr
+    assert_refusal(again, Conflict.exit_code, "branch banger/ws already exists", hint="--force")
     forced = banger_in(b, repo, "workspace", "export", VM, "--force", "--json")
     assert json.loads(forced.stdout)["branch"] == "banger/ws"
 
