@@ -134,6 +134,14 @@ def _put_blob(layout: Path, data: bytes) -> str:
     return digest
 
 
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
 def write_layout(
     layout: Path,
     layers: Sequence[Sequence[Entry]],
@@ -142,16 +150,28 @@ def write_layout(
     media_type: str = LAYER_GZIP,
     config: dict[str, Any] | None = None,
     raw_layers: Sequence[bytes] = (),
+    base_tar: Path | None = None,
 ) -> BuiltImage:
     """An OCI image layout in ``layout`` holding one image: ``layers`` in order.
 
-    ``raw_layers`` are appended as already-built (uncompressed) tar bytes,
-    for layers ``tarfile`` refuses to write.
+    The suite's one OCI layout writer. ``raw_layers`` are appended as
+    already-built (uncompressed) tar bytes, for layers ``tarfile`` refuses to
+    write. ``base_tar``: an uncompressed tar file (a whole root filesystem, too
+    big to hold in memory) moved in as the first layer, before ``layers``.
     """
     layout.mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     tars = [layer_tar(entries) for entries in layers] + list(raw_layers)
-    descs, diff_ids = [], []
+    descs: list[dict[str, Any]] = []
+    diff_ids: list[str] = []
+    if base_tar is not None:
+        digest = _file_digest(base_tar)
+        size = base_tar.stat().st_size
+        blob_path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
+        blob_path.parent.mkdir(parents=True, exist_ok=True)
+        base_tar.rename(blob_path)
+        descs.append({"mediaType": LAYER_TAR, "digest": digest, "size": size})
+        diff_ids.append(digest)
     for tar in tars:
         blob = compress(tar, media_type)
         descs.append({"mediaType": media_type, "digest": _put_blob(layout, blob),

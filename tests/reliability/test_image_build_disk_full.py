@@ -74,7 +74,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
         yield w
 
 
-def leftovers(b: World, free_before: int) -> dict[str, list[str]]:
+def disk_full_leftovers(b: World, free_before: int) -> dict[str, list[str]]:
     state = b.paths.state_dir
     found: dict[str, list[str]] = {}
     found["images listed"] = [str(i) for i in json.loads(b.ok("image", "list", "--json"))]
@@ -133,14 +133,14 @@ def test_disk_full_during_image_build(
     assert (stage, state) == ("build_image", "failed"), (kind, stage, state, error)
     assert error is not None and "no space left on device" in error.lower(), error
 
-    reliability_counts.check_leaks(leftovers(b, free_before))
+    reliability_counts.check_leaks(disk_full_leftovers(b, free_before))
     check_helper(b)
 
     stop_daemon(b)
     assert json.loads(b.ok("image", "list", "--json")) == []  # auto-starts it again
     assert (b.paths.state_dir / "reconcile.json").is_file()
     reliability_counts.restart()
-    reliability_counts.check_leaks(leftovers(b, free_before))
+    reliability_counts.check_leaks(disk_full_leftovers(b, free_before))
     [(_, stage, state, _)] = ops(b)
     assert (stage, state) == ("build_image", "failed")
     check_helper(b)

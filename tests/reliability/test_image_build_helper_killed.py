@@ -120,7 +120,7 @@ def wait_until_installing(w: World, cli_pid: int) -> Path:
     raise AssertionError(f"mmdebstrap did not reach {INSTALLING!r} in {REACHES_INSTALL:.0f}s")
 
 
-def leftovers(w: World) -> dict[str, list[str]]:
+def build_leftovers(w: World) -> dict[str, list[str]]:
     tmp, images = w.paths.tmp_dir, w.paths.images_dir
     return {
         "images listed": [str(i) for i in json.loads(w.ok("image", "list", "--json"))],
@@ -199,7 +199,7 @@ def test_helper_killed_during_image_build(
     stop_daemon(w)
     assert json.loads(w.ok("image", "list", "--json")) == []  # auto-starts a new bangerd
     reliability_counts.restart()
-    reliability_counts.check_leaks(leftovers(w))
+    reliability_counts.check_leaks(build_leftovers(w))
     repaired = json.loads((w.paths.state_dir / "reconcile.json").read_text())["repaired"]
     removed = f"tmp/{staging.name}: removed by the helper (root's files of an interrupted image op)"
     assert removed in repaired, repaired
@@ -214,4 +214,4 @@ def test_helper_killed_during_image_build(
     assert len(rest) <= 1, refused.stderr
     reliability_counts.hostile()
     assert len(ops(w)) <= 2 and mmdebstrap_pid(w) is None
-    reliability_counts.check_leaks(leftovers(w))
+    reliability_counts.check_leaks(build_leftovers(w))
