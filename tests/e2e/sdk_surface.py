@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
@@ -72,6 +74,36 @@ def commands(vm: VM) -> dict[str, Any]:
     return seen
 
 
+#: A program that runs a command through the SDK until it is interrupted (Ctrl-C).
+INTERRUPTED = """
+import sys
+from banger.sdk import Banger
+with Banger() as bg:
+    bg.get(sys.argv[1]).run("echo up; sleep 3173", on_stdout=print)
+"""
+
+
+def interruptions(vm: VM) -> dict[str, Any]:
+    """Ctrl-C in a blocking run(), and closing Banger with a background command running."""
+    seen: dict[str, Any] = {}
+    with Banger() as other:
+        other.get(vm.name).run("sleep 3172", background=True)
+        wait_until(lambda: guest_count(vm, "[s]leep 3172") == 1, 120, "the background sleep")
+    # leaving the with block closed its exec connection: bangerd killed the command
+    wait_until(lambda: guest_count(vm, "[s]leep 3172") == 0, 120, "no sleep left after close")
+    seen["closed"] = True
+    child = subprocess.Popen(
+        [sys.executable, "-u", "-c", INTERRUPTED, vm.name], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    seen["child_first_line"] = child.stdout.readline()
+    child.send_signal(signal.SIGINT)
+    seen["child_status"] = child.wait(120)
+    wait_until(lambda: guest_count(vm, "[s]leep 3173") == 0, 120, "no sleep left after Ctrl-C")
+    seen["interrupted"] = True
+    return seen
+
+
 def files(vm: VM) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     vm.files.write("/root/in.txt", b"hi")
@@ -113,6 +145,7 @@ def main() -> None:
         seen["get"] = bg.get(name).name
         seen["state"] = vm.state
         seen["commands"] = commands(vm)
+        seen["interruptions"] = interruptions(vm)
         seen["files"] = files(vm)
         seen["sessions"] = sessions(vm)
         seen["aio"] = asyncio.run(concurrent(bg.paths, name))

@@ -94,6 +94,13 @@ def test_the_sdk_surface_against_one_vm(b: Banger) -> None:
     # Recorded for the report: a held connection, no handshake per command.
     print(f"SDK vm.run(['true']) median: {commands['true_median_s'] * 1000:.0f} ms")
 
+    # Ctrl-C in a blocking run(), and leaving `with Banger()` with a command in the
+    # background, leave no process in the guest (checked with ps in the program).
+    interruptions = seen["interruptions"]
+    assert interruptions["closed"] and interruptions["interrupted"]
+    assert interruptions["child_first_line"] == "up\n"
+    assert interruptions["child_status"] != 0  # KeyboardInterrupt
+
     files = seen["files"]
     assert files["read"] == "hi" and files["listed"]
     assert files["stat"] == ["file", len("ünïcode\n".encode()), "0o600"]
