@@ -103,13 +103,19 @@ def _wait_ready(
     deadline = time.monotonic() + timeout
     delay = 0.02
     exited: int | None = None
+    progress = StartupProgress(paths.daemon_log, log_start) if sys.stderr.isatty() else None
     with BangerClient(paths) as client:
         while True:
             try:
                 client.version()
-                return
             except DaemonNotReachable:
                 pass
+            else:
+                if progress is not None:
+                    progress.show()  # the steps logged since the last look
+                return
+            if progress is not None:
+                progress.show()
             if exited is None:
                 exited = child.poll()
                 if exited is not None and exited != _ALREADY_RUNNING:
@@ -118,6 +124,38 @@ def _wait_ready(
                 _fail(paths, f"bangerd did not answer within {timeout:g}s", log_start)
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+
+class StartupProgress:
+    """What a starting bangerd says it is doing (its ``startup:`` log lines, issue #21
+    item 14): a person at a terminal sees reconciliation happen, not a silent wait."""
+
+    MARK = " startup: "
+
+    def __init__(self, log: Path, offset: int) -> None:
+        self.log = log
+        self.offset = offset
+        self.partial = b""
+
+    def show(self) -> None:
+        for step in self.new_steps():
+            print(f"  {step}…", file=sys.stderr, flush=True)
+
+    def new_steps(self) -> list[str]:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(64 * 1024)
+        except OSError:
+            return []
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        steps = []
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            if self.MARK in line:
+                steps.append(line.split(self.MARK, 1)[1].strip())
+        return steps
 
 
 def _fail(paths: Paths, what: str, log_start: int) -> None:

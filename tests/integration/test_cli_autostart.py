@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,13 +62,24 @@ def test_a_person_at_a_terminal_is_told_the_daemon_is_starting(home: Path) -> No
         )  # fmt: skip
         os.close(slave)
         out, _ = proc.communicate(timeout=120)
-        said = os.read(master, 4096).decode()
+        said = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal's last writer is gone
+            while chunk := os.read(master, 4096):
+                said += chunk
     finally:
         os.close(master)
     assert proc.returncode == 0
     assert json.loads(out) == []
     log = home_paths(home).daemon_log
-    assert said.splitlines()[0] == f"starting bangerd (log: {log})…", said
+    lines = said.decode().splitlines()
+    assert lines[0] == f"starting bangerd (log: {log})…", said
+    # ... then what it is doing while it reconciles (the rest of item 14)
+    assert lines[1:4] == [
+        "  reconciling interrupted operations and leftover files…",
+        "  finding the host's VM support (KVM or emulation)…",
+        "  reconciling VMs with their processes, taps and addresses…",
+    ], said
+    assert "  reconciling sessions with their guests…" in lines, said
 
 
 def test_scripts_get_no_starting_line(home: Path) -> None:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from banger.daemon.reconcile import Startup
 
 log = logging.getLogger("banger.daemon")
+#: Marks the log lines that say what a starting bangerd is doing: the CLI that
+#: started it shows them at a terminal while it waits (banger.autostart).
+STARTUP = "startup:"
 
 
 def pidfile_path(paths: Paths) -> Path:
@@ -106,7 +109,9 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
 
                 stage_delay.configure_from_env()  # test-only hook, read once, here
                 # Before serving: interrupted ops failed, temp/half-published files gone.
+                log.info("%s reconciling interrupted operations and leftover files", STARTUP)
                 startup = reconcile.before_serving(paths, store, ops)
+                log.info("%s finding the host's VM support (KVM or emulation)", STARTUP)
                 # Scratch files (provisioning stages, debugfs scripts, the generated
                 # .gitconfig) go under state/tmp, not /tmp: what a crash leaves there
                 # the next start's reconciliation removes, as it just did.
@@ -139,10 +144,12 @@ async def _serve(
 
     app = create_app(services)
     # Store vs host (VMMs, taps, leases, interrupted creates), re-attach; state/reconcile.json.
+    log.info("%s reconciling VMs with their processes, taps and addresses", STARTUP)
     await reconcile.after_stack(services.stack, startup)
     watch = VMMWatch.start(services.stack.vms)
     from banger.daemon.routes_sessions import reconcile_sessions_at_start
 
+    log.info("%s reconciling sessions with their guests", STARTUP)
     changed = await reconcile_sessions_at_start(services.stack)
     if changed:
         log.info("reconciled %d session(s) with their guests", changed)
