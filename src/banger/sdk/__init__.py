@@ -328,7 +328,11 @@ class VM:
         common.follow(self.banger.client, self.banger.client.restart_vm(self.name))
 
     def delete(self, *, force: bool = False) -> None:
-        """Remove the VM and its disks (``force``: a running one too, as ``vm rm --force``)."""
+        """Remove the VM and its disks; a running one is shut down first.
+
+        ``force`` (``banger vm rm --force``): no graceful shutdown, and a workspace
+        transfer still running is cancelled instead of refused.
+        """
         common.follow(self.banger.client, self.banger.client.delete_vm(self.name, force=force))
 
     def pause(self) -> None:

@@ -232,6 +232,7 @@ class VM:
         await self._follow(self.client.restart_vm)
 
     async def delete(self, *, force: bool = False) -> None:
+        """As :meth:`banger.sdk.VM.delete`."""
         await self._follow(self.client.delete_vm, force=force)
 
     async def pause(self) -> None:
