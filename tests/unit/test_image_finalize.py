@@ -80,7 +80,7 @@ def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
 
     assert (tree / "etc/fstab").read_text() == FSTAB
     assert "/dev/vda / ext4 rw,relatime 0 1\n" in FSTAB
-    assert "/dev/vdb /root ext4 rw,relatime,nofail 0 2\n" in FSTAB
+    assert "/dev/vdb /root ext4 rw,relatime,nofail 0 0\n" in FSTAB  # no fsck per boot
     assert (tree / "etc/hostname").read_text() == ""
     assert "127.0.0.1\tlocalhost" in (tree / "etc/hosts").read_text()
     resolv = tree / "etc/resolv.conf"
@@ -89,6 +89,8 @@ def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
     assert (tree / "etc/machine-id").read_text() == ""
 
     assert os.readlink(tree / "etc/systemd/system/apt-daily.timer") == "/dev/null"
+    for masked in ("e2scrub_all.timer", "e2scrub_reap.service", "serial-getty@ttyS0.service"):
+        assert os.readlink(tree / "etc/systemd/system" / masked) == "/dev/null"
     assert not os.path.lexists(tree / "etc/systemd/system/timers.target.wants/apt-daily.timer")
     assert not os.path.lexists(tree / "etc/systemd/system/getty.target.wants/getty@tty1.service")
 
