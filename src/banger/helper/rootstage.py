@@ -103,43 +103,61 @@ def empty_dir(dir_fd: int, *, keep: frozenset[str] = frozenset()) -> int:
 
     By descriptor, iteratively (no depth limit, no recursion), never
     following a symlink and never entering another filesystem: a mount point
-    below is an error, not something to empty.
+    below is an error, not something to empty. At most two descriptors are
+    open besides ``dir_fd`` whatever the depth (a pulled layer may nest 1500
+    directories; one descriptor per level ran out at the usual limit of
+    1024): each level keeps only its remaining names, and climbing back up
+    opens ``..`` and checks it is the directory we came down from. Nobody
+    can move anything meanwhile: below the root-only stage only root writes.
     """
-    dev = os.fstat(dir_fd).st_dev
+    top = os.fstat(dir_fd)
+    dev = top.st_dev
     removed = 0
-    # Each frame: (descriptor, entries still to look at, names to skip).
-    stack: list[tuple[int, list[str], frozenset[str]]] = [(dir_fd, os.listdir(dir_fd), keep)]
+    # Each level: its name in its parent, its (dev, inode), the names still to visit.
+    levels: list[tuple[str, tuple[int, int], list[str]]] = [
+        ("", (top.st_dev, top.st_ino), [n for n in os.listdir(dir_fd) if n not in keep])
+    ]
+    fd = dir_fd
     try:
-        while stack:
-            fd, names, skip = stack[-1]
-            if not names:
-                stack.pop()
-                if stack:  # the child is empty now: remove it from its parent
-                    parent_fd, parent_names, _ = stack[-1]
-                    name = parent_names.pop()
-                    os.close(fd)
-                    os.rmdir(name, dir_fd=parent_fd)
+        while levels:
+            name_in_parent, _ident, names = levels[-1]
+            if names:
+                name = names.pop()
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(name, dir_fd=fd)
                     removed += 1
+                    continue
+                if st.st_dev != dev:
+                    raise StageError(f"{name} is a mount point inside a staging directory")
+                child = os.open(name, _O_DIR, dir_fd=fd)
+                cst = os.fstat(child)
+                if cst.st_dev != dev:
+                    os.close(child)
+                    raise StageError(f"{name} is a mount point inside a staging directory")
+                if fd != dir_fd:
+                    os.close(fd)
+                fd = child
+                levels.append((name, (cst.st_dev, cst.st_ino), os.listdir(child)))  # noqa: PTH208
                 continue
-            name = names[-1]
-            if name in skip:
-                names.pop()
-                continue
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=fd)
-                names.pop()
-                removed += 1
-                continue
-            if st.st_dev != dev:
-                raise StageError(f"{name} is a mount point inside a staging directory")
-            child = os.open(name, _O_DIR, dir_fd=fd)
-            if os.fstat(child).st_dev != dev:
-                os.close(child)
-                raise StageError(f"{name} is a mount point inside a staging directory")
-            stack.append((child, os.listdir(child), frozenset()))  # noqa: PTH208
+            levels.pop()
+            if not levels:
+                break
+            parent = os.open("..", _O_DIR, dir_fd=fd)
+            pst = os.fstat(parent)
+            if (pst.st_dev, pst.st_ino) != levels[-1][1]:
+                os.close(parent)
+                raise StageError(f"{name_in_parent} moved while its staging directory was emptied")
+            os.close(fd)
+            if len(levels) == 1:  # back at the top: use the caller's descriptor
+                os.close(parent)
+                fd = dir_fd
+            else:
+                fd = parent
+            os.rmdir(name_in_parent, dir_fd=fd)
+            removed += 1
     finally:
-        for fd, _, _ in stack[1:]:
+        if fd != dir_fd:
             os.close(fd)
     return removed
 
