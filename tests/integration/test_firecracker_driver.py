@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import json
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,23 +29,9 @@ from banger.vmm.firecracker.api import FirecrackerClient, FirecrackerError
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
 
-STANDIN = Path(__file__).resolve().parent.parent / "firecracker_standin.py"
-
-
-def standin_binary(
-    d: Path, *, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
-) -> str:
-    """An executable named ``firecracker`` that runs the stand-in (with test knobs)."""
-    path = d / "firecracker"
-    path.write_text(
-        f"#!{sys.executable}\n"
-        "import os, runpy, sys\n"
-        f"os.environ.update({env or {}!r})\n"
-        f"sys.argv = [{str(STANDIN)!r}, *sys.argv[1:], *{list(extra)!r}]\n"
-        f"runpy.run_path({str(STANDIN)!r}, run_name='__main__')\n"
-    )
-    path.chmod(0o755)
-    return str(path)
+# Moved to tests/standins.py; re-exported for the modules that import them from here.
+from tests.standins import STANDIN as STANDIN
+from tests.standins import standin_binary as standin_binary
 
 
 def make_spec(d: Path, **changes: object) -> LaunchSpec:

@@ -40,7 +40,7 @@ from banger.vmm.firecracker.api import FirecrackerClient
 from banger.vmm.firecracker.driver import wait_for_socket
 from banger.vmm.firecracker.jailer import NAMES, REQUEST_FIELDS, JailRequest
 from banger.vmm.firecracker.plan import VMFiles, boot_requests
-from tests.integration.test_firecracker_driver import standin_binary
+from tests.standins import standin_binary
 from tests.support import VENV_BIN, User, needs_root, short_tmpdir, throwaway_user
 
 pytestmark = [pytest.mark.root, needs_root]

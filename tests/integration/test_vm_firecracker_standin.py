@@ -49,8 +49,8 @@ from banger.vmm.qemu import QemuDriver
 from banger.vmm.select import DriverName
 from tests.helper_launch import start_helper
 from tests.image_cache import cached_debian_image
-from tests.integration.test_firecracker_driver import standin_binary
 from tests.kernel_cache import cached_debian_kernel
+from tests.standins import standin_binary
 from tests.support import (
     Netns,
     async_wait_until,
