@@ -22,6 +22,7 @@ NUL included); a name that is not UTF-8 is refused.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import secrets
 import stat as stat_mod
@@ -38,6 +39,8 @@ from banger.errors import BangerError, Conflict, InvalidArgument, NotFound, Perm
 READ_CHUNK = 1024 * 1024
 #: Request-body pieces are gathered up to this size before one (parallel) SFTP write.
 WRITE_CHUNK = 1024 * 1024
+#: Blocks being written at once (each WRITE_CHUNK, at its own offset).
+WRITES_IN_FLIGHT = 4
 #: The longest path accepted (Linux PATH_MAX).
 MAX_PATH = 4096
 TEMP_PREFIX = ".banger-upload-"
@@ -241,15 +244,26 @@ class GuestFiles:
         return entry_from(path, attrs), self._chunks(path, handle)
 
     async def _chunks(self, path: str, handle: asyncssh.SFTPClientFile) -> AsyncIterator[bytes]:
+        """The file's chunks; the next is read from the guest while this one is sent on."""
+
+        async def read() -> bytes:
+            with guest_errors(self.vm, path):
+                # opened "rb": bytes (asyncssh types read() as str)
+                return cast(bytes, await handle.read(READ_CHUNK))
+
+        ahead: asyncio.Future[bytes] | None = None
         try:
+            ahead = asyncio.ensure_future(read())
             while True:
-                with guest_errors(self.vm, path):
-                    # opened "rb": bytes (asyncssh types read() as str)
-                    data: bytes = cast(bytes, await handle.read(READ_CHUNK))
+                data = await ahead
                 if not data:
                     return
+                ahead = asyncio.ensure_future(read())
                 yield data
         finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
             with suppress(Exception):
                 await handle.close()
 
@@ -415,15 +429,43 @@ async def _lexists(sftp: asyncssh.SFTPClient, path: str) -> bool:
 
 
 async def _copy_in(handle: asyncssh.SFTPClientFile, data: AsyncIterable[bytes]) -> None:
-    """Write ``data`` in pieces of up to WRITE_CHUNK: memory stays bounded, and each
-    write is one round of parallel SFTP requests rather than one per small piece."""
+    """Write ``data`` in blocks of WRITE_CHUNK, up to WRITES_IN_FLIGHT of them at once.
+
+    Each block is one round of parallel SFTP requests at its own offset; while
+    the guest acknowledges one, the next is gathered from the request body, so
+    the body never waits on a round trip. Memory stays bounded (blocks in
+    flight plus the one being gathered): past that the body is not read, and
+    uvicorn stops reading the client's socket.
+    """
+    in_flight: set[asyncio.Task[int]] = set()
+    offset = 0
+
+    async def settle(limit: int) -> None:
+        while len(in_flight) > limit:
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            in_flight.difference_update(done)
+            for task in done:
+                task.result()  # a failed write fails the copy now
+
+    def send(block: bytes) -> None:
+        nonlocal offset
+        in_flight.add(asyncio.ensure_future(handle.write(block, offset)))
+        offset += len(block)
+
     pending: list[bytes] = []
     size = 0
-    async for piece in data:
-        pending.append(piece)
-        size += len(piece)
-        if size >= WRITE_CHUNK:
-            await handle.write(b"".join(pending))
-            pending, size = [], 0
-    if pending:
-        await handle.write(b"".join(pending))
+    try:
+        async for piece in data:
+            pending.append(piece)
+            size += len(piece)
+            if size >= WRITE_CHUNK:
+                await settle(WRITES_IN_FLIGHT - 1)
+                send(b"".join(pending))
+                pending, size = [], 0
+        if pending:
+            send(b"".join(pending))
+        await settle(0)
+    finally:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
