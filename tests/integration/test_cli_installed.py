@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.install_meta import write_metadata
 from tests.support import VENV_BIN, netns, short_tmpdir, wait_until
-from tests.unit.test_paths_install import write_metadata
 
 
 @pytest.fixture

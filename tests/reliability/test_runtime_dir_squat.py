@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.install_meta import write_metadata
 from tests.reliability_counts import ReliabilityCounts
 from tests.support import VENV_BIN, User, needs_root, short_tmpdir, throwaway_user, wait_until
-from tests.unit.test_paths_install import write_metadata
 
 pytestmark = [pytest.mark.root, needs_root]
 

@@ -9,22 +9,9 @@ import pytest
 
 from banger.errors import BangerError
 from banger.paths import INSTALL_METADATA, Paths, install_metadata_path, system_install
-from banger.system.metadata import InstallMetadata
 
-
-def write_metadata(path: Path, *, owner_uid: int, runtime_dir: str) -> Path:
-    meta = InstallMetadata(
-        owner="someone",
-        owner_uid=owner_uid,
-        owner_gid=owner_uid,
-        version="1",
-        installed_at="2024-01-01T00:00:00Z",
-        daemon_version="1",
-        helper_version="1",
-        paths={"runtime_dir": runtime_dir},
-    )
-    path.write_text(meta.to_toml())
-    return path
+# Moved to tests/install_meta.py; re-exported for the modules that import it from here.
+from tests.install_meta import write_metadata as write_metadata
 
 
 def env_for(tmp_path: Path, meta: Path, **extra: str) -> dict[str, str]:
