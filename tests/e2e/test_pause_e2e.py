@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from banger.errors import Conflict
 from tests.e2e.harness import Banger, banger_env
-from tests.support import needs_root
+from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -59,7 +60,7 @@ def test_a_paused_guest_answers_nothing_and_a_resumed_one_does(b: Banger) -> Non
     code, out = probe(b, ip)
     assert code == 3 and "timed out" in out, out
     again = b.banger("vm", "pause", "pz", check=False)
-    assert again.returncode != 0 and "already paused" in again.stderr
+    assert_refusal(again, Conflict.exit_code, "already paused", hint="banger vm resume pz")
 
     b.banger("vm", "resume", "pz")
     assert state(b, "pz") == "running"
@@ -72,5 +73,5 @@ def test_a_paused_guest_answers_nothing_and_a_resumed_one_does(b: Banger) -> Non
     b.banger("vm", "stop", "pz")
     assert state(b, "pz") == "stopped"
     not_running = b.banger("vm", "resume", "pz", check=False)
-    assert not_running.returncode != 0 and "not paused" in not_running.stderr
+    assert_refusal(not_running, Conflict.exit_code, "not paused")
     b.banger("vm", "rm", "pz")
