@@ -69,9 +69,25 @@ def test_a_session_that_ended_unwatched_shows_its_status(b: Banger) -> None:
     quick = wait_until(ended, 120, "the listing to show the session's end")
     assert (quick["state"], quick["exit_status"]) == ("exited", 4)
     dup = b.banger("session", "start", VM, "--name", "quick", "--", "true", check=False)
-    assert_refusal(dup, Conflict.exit_code, "already has a session named 'quick'")
+    assert_refusal(
+        dup,
+        Conflict.exit_code,
+        "already has a session named 'quick' (exited)",
+        hint=f"banger session rm {VM} quick frees the name",
+    )
     b.banger("session", "rm", VM, "quick")
     assert "quick" not in sessions(b)
+
+
+def test_utf8_locale_and_plain_logs_off_a_terminal(b: Banger) -> None:
+    """Issue #21 item 11: a UTF-8 locale; logs into a pipe are text, --raw is the terminal's."""
+    script = 'printf "%s\\n" "$LANG $LC_ALL"; printf é | wc -m; printf "\\033[31mred\\033[0m\\n"'
+    b.banger("session", "start", VM, "--name", "utf8", "--", "sh", "-c", script)
+    assert follow(b, "utf8").returncode == 0
+    plain = b.banger("session", "logs", VM, "utf8").stdout  # stdout is a pipe here
+    assert plain == "C.UTF-8 C.UTF-8\n1\nred\n", repr(plain)  # é is one character
+    raw = b.banger("session", "logs", "--raw", VM, "utf8").stdout
+    assert "\x1b[31mred\x1b[0m" in raw, repr(raw)  # the escapes as the terminal got them
 
 
 def test_hostile_arguments_reach_the_guest_unchanged(b: Banger) -> None:
@@ -253,6 +269,17 @@ def test_daemon_restart_keeps_sessions_and_a_stopped_vm_loses_them(b: Banger) ->
     assert (listed["survivor"]["state"], listed["survivor"]["exit_status"]) == ("lost", None)
     assert listed["shell"]["state"] == "lost"
     assert (listed["count"]["state"], listed["count"]["exit_status"]) == ("exited", 3)
+    # the log is on the work disk: readable with the VM stopped (issue #21 item 11)
+    stopped_log = b.banger("session", "logs", "--tail", "2", VM, "count").stdout
+    assert stopped_log == "line 4\nline 5\n", repr(stopped_log)
+    # a lost session's name is freed by `session rm`, not attach
+    reused = b.banger("session", "start", VM, "--name", "survivor", "--", "true", check=False)
+    assert_refusal(
+        reused,
+        Conflict.exit_code,
+        "already has a session named 'survivor' (lost)",
+        hint=f"banger session rm {VM} survivor frees the name",
+    )
     # stdin is not a terminal here, so the CLI refuses before it asks the daemon
     refused = b.banger("session", "attach", VM, "survivor", check=False)
     assert_refusal(refused, InvalidArgument.exit_code, "attach needs a terminal")

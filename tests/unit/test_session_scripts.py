@@ -45,6 +45,7 @@ CONSTANT_SCRIPTS = {
     "FOLLOW": scripts.FOLLOW,
     "SEND": scripts.SEND,
     "STOP": scripts.STOP,
+    "STOP_THEN_LIST": scripts.STOP_THEN_LIST,
     "ATTACH": scripts.ATTACH,
     "FORGET": scripts.FORGET,
 }
@@ -208,8 +209,12 @@ def test_default_layout_and_session_dir() -> None:
 
 def test_stop_argv_normalises_signals_and_bounds_the_timeout() -> None:
     argv = scripts.stop_argv(LAYOUT, "x", "sigint", 2.5)
-    assert argv[4:] == [f"{LAYOUT.root}/x", "INT", "2.5", LAYOUT.socket, "=banger-x:"]
-    assert scripts.stop_argv(LAYOUT, "x", "TERM", 10)[6] == "10"
+    # one exec: STOP, then LIST for the session (no second round trip after a stop)
+    assert argv[2:6] == [scripts.STOP_THEN_LIST, "banger-session", scripts.STOP, scripts.LIST]
+    assert argv[6:] == [
+        f"{LAYOUT.root}/x", "INT", "2.5", LAYOUT.socket, "=banger-x:", LAYOUT.root, "x",
+    ]  # fmt: skip
+    assert scripts.stop_argv(LAYOUT, "x", "TERM", 10)[8] == "10"
     with pytest.raises(InvalidArgument, match="signal: not supported: 'STOP'"):
         scripts.stop_argv(LAYOUT, "x", "STOP", 1)
     with pytest.raises(InvalidArgument, match="signal: not supported"):

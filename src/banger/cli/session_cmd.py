@@ -129,17 +129,30 @@ def attach(vm: str, name: str) -> int:
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the session ends.")
 @click.option("--tail", "-n", type=click.IntRange(min=0), help="Only the last N lines first.")
+@click.option(
+    "--plain/--raw",
+    default=None,
+    help="Plain text: no terminal escapes, \\n line ends (default when stdout is not a"
+    " terminal) / exactly what the terminal got.",
+)
 @json_option
-def logs(vm: str, name: str, follow: bool, tail: int | None) -> int:
-    """Print a session's terminal output; with -f, exit with the session's status."""
+def logs(vm: str, name: str, follow: bool, tail: int | None, plain: bool | None) -> int:
+    """Print a session's terminal output; with -f, exit with the session's status.
+
+    Works while the VM is stopped too (the log is on its work disk).
+    """
+    from banger.cli.plain import PlainFilter
+
     state = get_state()
     state.call(lambda c: c.version())  # a stream starts lazily: start the daemon first
     status = 0
+    text = PlainFilter() if (plain if plain is not None else not sys.stdout.isatty()) else None
     for event in state.client().session_logs(vm, name, follow=follow, tail=tail):
         if state.json:
             print_json_line(event)
         if event["kind"] == "output" and not state.json:
-            sys.stdout.buffer.write(base64.b64decode(event["data"]))
+            data = base64.b64decode(event["data"])
+            sys.stdout.buffer.write(text.feed(data) if text is not None else data)
             sys.stdout.buffer.flush()
         elif event["kind"] == "end" and follow:
             session_data = event["session"]
@@ -151,6 +164,9 @@ def logs(vm: str, name: str, follow: bool, tail: int | None) -> int:
                     + (f" with status {exit_status}]" if exit_status is not None else "]"),
                     err=True,
                 )
+    if text is not None:
+        sys.stdout.buffer.write(text.close())
+        sys.stdout.buffer.flush()
     return min(status, 255)
 
 

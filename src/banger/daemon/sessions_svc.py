@@ -24,10 +24,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Se
 from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import asyncssh
 
 from banger.daemon.vms.service import VMService
+from banger.disk import ext4
 from banger.errors import BangerError, Conflict, NotFound
 from banger.guest import sessions as guest
 from banger.guest.session_scripts import DEFAULT_LAYOUT, GuestLayout, run_file
@@ -36,6 +38,9 @@ from banger.guest.ssh import open_connection
 from banger.store import SessionRecord, SessionState, VMRecord, VMState
 
 log = logging.getLogger(__name__)
+
+#: Where the work disk is mounted in the guest (session logs live on it).
+GUEST_ROOT = "/root"
 
 CONNECT_TIMEOUT = 30.0
 #: Startup reconciliation must not hold the daemon up for an unreachable guest.
@@ -220,12 +225,15 @@ class SessionService:
         env: Mapping[str, str] | None = None,
     ) -> SessionView:
         vm = await self._vm(ref)
+        if name is not None:  # a taken name says so whatever the VM's state
+            await self._refuse_taken(vm, guest.validate_name(name))
         _require_running(vm, self.vms)
         name = guest.validate_name(name) if name is not None else guest.generate_name(argv)
         # the guest checks the argv, cwd and env too; checking first keeps bad input
         # from leaving a record behind
         run_file(self.layout, name, argv, cwd, env)
         async with self._vm_locks[vm.id]:
+            await self._refuse_taken(vm, name)
             record = await asyncio.to_thread(self.store.create_session, vm.id, name, list(argv))
             try:
                 async with self._connect(vm) as conn:
@@ -238,9 +246,31 @@ class SessionService:
             )
         return SessionView(vm.name, record)
 
+    async def _refuse_taken(self, vm: VMRecord, name: str) -> None:
+        """A name in use says what to do with the session holding it."""
+        try:
+            taken = await asyncio.to_thread(self.store.get_session_by_name, vm.id, name)
+        except NotFound:
+            return
+        view = SessionView(vm.name, taken)
+        if taken.state.finished:
+            raise Conflict(
+                f"VM {vm.name} already has a session named {name!r} ({view.state})",
+                hint=f"banger session rm {vm.name} {name} frees the name"
+                f" (banger session logs {vm.name} {name} shows its output first)",
+            )
+        raise Conflict(
+            f"VM {vm.name} already has a session named {name!r} (running)",
+            hint=f"banger session attach {vm.name} {name}, or pick another name",
+        )
+
     async def logs(self, ref: str, name: str, tail: int | None) -> bytes:
+        """The log; from the work disk itself while the VM is stopped (the log is there)."""
         vm = await self._vm(ref)
         await self._record(vm, name)
+        if vm.state == VMState.STOPPED and not self.vms.alive(vm):
+            disk = self.vms.paths.vm_work_disk(vm.id)
+            return await asyncio.to_thread(offline_log, disk, self.layout, name, tail)
         async with self._connect(vm) as conn:
             return await guest.logs(conn, name, tail=tail, layout=self.layout)
 
@@ -320,3 +350,20 @@ class SessionService:
                 hint=f"banger session logs {view.vm} {name} shows its output",
             )
         return view
+
+
+def offline_log(disk: Path, layout: GuestLayout, name: str, tail: int | None) -> bytes:
+    """A session's log read from a stopped VM's work disk (mounted at /root in the guest)."""
+    root = layout.root.removeprefix(GUEST_ROOT)
+    if root == layout.root:
+        raise Conflict(f"session logs: {layout.root} is not on the work disk; start the VM")
+    try:
+        data = ext4.read_file(disk, f"{root}/{guest.validate_name(name)}/log")
+    except NotFound:
+        raise NotFound(
+            f"no log of session {name!r} on the VM's work disk",
+            hint="the session's directory was removed in the guest",
+        ) from None
+    if tail is None:
+        return data
+    return b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""

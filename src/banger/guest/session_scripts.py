@@ -69,6 +69,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 # used verbatim, so a quote or newline in them must be impossible.
 _PATH = re.compile(r"/[A-Za-z0-9_.+/-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Every glibc since 2.35 (Debian 12) has C.UTF-8 built in: no locale package needed.
+UTF8_LOCALE = "C.UTF-8"
+UTF8_ENV = {"LANG": UTF8_LOCALE, "LC_ALL": UTF8_LOCALE}
 
 
 def validate_name(name: str) -> str:
@@ -155,7 +158,11 @@ def run_file(
             f"cd -- {shlex.quote(cwd)} || {{ echo {shlex.quote(f'banger: cannot cd to {cwd}')}"
             " >&2; exit 126; }"
         )
-    for key, value in (env or {}).items():
+    # A UTF-8 locale (an SSH exec carries none: bash would echo "é" as octal
+    # escapes); the session's own env, exported after, overrides it.
+    env = dict(env or {})
+    locale = {"LANG": UTF8_LOCALE} if {"LANG", "LC_ALL"} & env.keys() else UTF8_ENV
+    for key, value in (*locale.items(), *env.items()):
         if not _ENV_NAME.fullmatch(key):
             raise InvalidArgument(f"env: not a variable name: {key!r}")
         if "\0" in value:
@@ -384,12 +391,32 @@ def normalize_signal(signal: str) -> str:
     return sig
 
 
+#: :data:`STOP`, then (if it succeeded) :data:`LIST` for the one session, in one exec:
+#: the stop's answer carries the session's end without a second round trip, so
+#: ``session stop --timeout N`` ends within N seconds and a fraction.
+STOP_THEN_LIST = r"""stop=$1 list=$2
+shift 2
+sh -c "$stop" banger-session "$1" "$2" "$3" "$4" "$5" || exit $?
+exec sh -c "$list" banger-session "$6" "$4" "$7"
+"""
+
+
 def stop_argv(layout: GuestLayout, name: str, signal: str, timeout: float) -> list[str]:
+    """STOP's outcome line, then LIST's lines for the session (:data:`STOP_THEN_LIST`)."""
     if not 0.1 <= timeout <= 3600:
         raise InvalidArgument(f"timeout: must be between 0.1 and 3600 seconds, got {timeout:g}")
     seconds = f"{timeout:.3f}".rstrip("0").rstrip(".")
     return script_argv(
-        STOP, layout.dir(name), normalize_signal(signal), seconds, layout.socket, tmux_target(name)
+        STOP_THEN_LIST,
+        STOP,
+        LIST,
+        layout.dir(name),
+        normalize_signal(signal),
+        seconds,
+        layout.socket,
+        tmux_target(name),
+        layout.root,
+        validate_name(name),
     )
 
 

@@ -359,10 +359,13 @@ async def stop(
     result = await run_on(conn, argv, timeout=timeout + SCRIPT_TIMEOUT)
     if result.exit_status != 0:
         raise _failure("stopping session", name, result)
-    outcome = result.out.strip()
+    outcome, _, listed = result.out.partition("\n")
     if outcome not in ("exited", "signalled", "killed"):
         raise SessionError(f"stopping session {name!r}: unexpected answer {outcome!r}")
-    info = await get(conn, name, layout)
+    # the same exec listed the session afterwards (scripts.STOP_THEN_LIST): no second trip
+    info = parse_listing(listed).find(name)
+    if info is None:
+        raise NotFound(f"no session named {name!r}", hint="`banger session list` shows them")
     return StopResult(outcome, info)  # type: ignore[arg-type]  # checked just above
 
 
