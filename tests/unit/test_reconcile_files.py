@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from banger.daemon.ops import Operations
-from banger.daemon.reconcile import before_serving
-from banger.daemon.reconcile_probe import vmm_processes
+from banger.daemon.reconcile.probe import vmm_processes
+from banger.daemon.reconcile.startup import before_serving
 from banger.daemon.vms.watch import exit_reason
 from banger.doctor.checks import gather_context
 from banger.doctor.reconcile import check_reconciliation

@@ -25,7 +25,7 @@ from banger.paths import Paths
 from banger.store import Store
 
 if TYPE_CHECKING:
-    from banger.daemon.reconcile import Startup
+    from banger.daemon.reconcile.startup import Startup
 
 log = logging.getLogger("banger.daemon")
 #: Marks the log lines that say what a starting bangerd is doing: the CLI that
@@ -105,7 +105,8 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
             store = Store.open(paths.db)
             try:
                 ops = Operations(store)
-                from banger.daemon import reconcile, stage_delay
+                from banger.daemon import stage_delay
+                from banger.daemon.reconcile import startup as reconcile
 
                 stage_delay.configure_from_env()  # test-only hook, read once, here
                 # Before serving: interrupted ops failed, temp/half-published files gone.
@@ -137,8 +138,8 @@ def run_daemon(paths: Paths, socket_path: Path, *, grace: float, debug: bool) ->
 async def _serve(
     services: Services, sock: socket.socket, startup: Startup, *, grace: float, debug: bool
 ) -> bool:
-    from banger.daemon import reconcile
     from banger.daemon.background import Background
+    from banger.daemon.reconcile import startup as reconcile
     from banger.daemon.vms.shutdown import stop_all
     from banger.daemon.vms.watch import VMMWatch
 

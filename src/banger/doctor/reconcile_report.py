@@ -1,7 +1,7 @@
 """The startup reconciliation report: what was repaired, what was left for the owner.
 
 Here, not in the daemon, because two processes share it: bangerd writes it
-(:mod:`banger.daemon.reconcile`) and the CLI's ``banger doctor`` reads it, and
+(:mod:`banger.daemon.reconcile.startup`) and the CLI's ``banger doctor`` reads it, and
 the CLI never imports the daemon. Written once per daemon start to
 ``state/reconcile.json`` (temp file, fsync, rename) and logged line by line;
 ``banger doctor`` shows it as the "reconciliation" check.

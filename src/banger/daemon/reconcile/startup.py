@@ -5,7 +5,7 @@ serves its first request (so no operation can race a repair):
 
 1. :func:`before_serving` (store open, no helper needed): operations the last
    daemon left running are marked failed — their kind, target and stage are
-   remembered first — and the file repairs of :mod:`.reconcile_files` run
+   remembered first — and the file repairs of :mod:`.files` run
    (temp builds, half-published images/kernels, per-VM leftovers).
 2. :func:`after_stack` (VM service built; the helper is asked for repairs):
 
@@ -42,10 +42,10 @@ import signal
 from dataclasses import dataclass
 from datetime import datetime
 
-from banger.daemon import reconcile_files
 from banger.daemon.images_cleanup import helper_busy
 from banger.daemon.ops import Operations
-from banger.daemon.reconcile_probe import vmm_processes
+from banger.daemon.reconcile import files as reconcile_files
+from banger.daemon.reconcile.probe import vmm_processes
 from banger.daemon.vms.stack import VMStack
 from banger.daemon.vms.stopped import mark_stopped
 from banger.doctor.reconcile_report import ReconcileReport, report_path
@@ -56,7 +56,8 @@ from banger.paths import Paths
 from banger.procinfo import reap, send_signal, wait_for_exit
 from banger.store import Store, VMRecord, VMState
 
-log = logging.getLogger(__name__)
+#: The name the log lines had before the package split; the report logs under it too.
+log = logging.getLogger("banger.daemon.reconcile")
 
 #: States in which a VM's record claims a live VMM.
 CLAIMS_A_VMM = (VMState.RUNNING, VMState.PAUSED, VMState.STARTING, VMState.STOPPING)
