@@ -23,7 +23,7 @@ from tests.e2e.harness import VENV_BIN, Banger, banger_env, seed_artifacts
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import assert_refusal, needs_root
+from tests.support import assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -454,3 +454,42 @@ def test_vm_run_command_runs_in_the_repository(env: Env, repo: Path) -> None:
     b = env.b
     result = banger_in(b, repo, "vm", "run", "--init", "fast", "--rm", "--", "git", "status", "-s")
     assert result.stdout == "?? notes.txt\n", result
+
+
+def test_vm_rm_force_cancels_a_running_transfer(env: Env) -> None:
+    """Issue #21 item 18: a transfer holds the VM's workspace lock, not its lifecycle
+    lock; `vm rm` refuses while one runs, `vm rm --force` cancels it. Runs last: it
+    removes the shared VM."""
+    b = env.b
+    big = make_repo(b, env.home / "big")
+    # large enough that the transfer (tar over SSH into an emulated CPU) is still
+    # running when the rm comes: the wait below is for it to have begun
+    sh(b, f"cd {big} && head -c 512M /dev/zero > big.bin && git add big.bin && git commit -qm big")
+    prepare = subprocess.Popen(
+        b.as_owner(["env", "-C", str(big), str(VENV_BIN / "banger"), "workspace", "prepare", VM]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+
+        def transferring() -> bool:
+            ops = json.loads(b.banger("ops", "list", "--json").stdout)
+            return any(o["kind"] == "workspace.prepare" and o["stage"] == "transfer" for o in ops)
+
+        wait_until(transferring, 300, "the prepare to reach its transfer stage")
+        refused = b.banger("vm", "rm", VM, check=False)
+        assert refused.returncode == 4, refused
+        assert "has a workspace transfer running" in refused.stderr, refused.stderr
+        assert "--force" in refused.stderr
+        removed = b.banger("vm", "rm", "--force", VM)
+        assert "cancelled 1 workspace transfer" in removed.stderr, removed.stderr
+        _, err = prepare.communicate(timeout=300)
+    finally:
+        if prepare.poll() is None:
+            prepare.kill()
+            prepare.wait()
+    assert prepare.returncode != 0
+    assert "VM ws is being removed" in err, err
+    assert json.loads(b.banger("vm", "list", "--json").stdout) == []

@@ -157,10 +157,12 @@ class Operations:
 
     async def _finish_failed(self, handle: OpHandle, exc: BaseException) -> None:
         if isinstance(exc, asyncio.CancelledError):
+            # Task.cancel(msg) carries why (vm rm --force, shutdown…); none: the usual causes
+            why = str(exc.args[0]) if exc.args and exc.args[0] else None
             await self._finish(
                 handle,
                 OpState.FAILED,
-                "cancelled: bangerd stopped or the request went away",
+                f"cancelled: {why or 'bangerd stopped or the request went away'}",
                 "run the command again",
                 {"exit_code": 1, "cancelled": True},
             )

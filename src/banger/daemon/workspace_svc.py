@@ -7,10 +7,12 @@ directly. Each transfer is an operation (``workspace.prepare`` /
 ``export``, progress events, and a final ``result`` event whose data is what
 the CLI prints (files copied; commits and files that came back).
 
-A transfer holds the VM's lock (:mod:`banger.daemon.vms.locks`) from before
-it connects until it is done: two prepares of one VM run one after the
-other (the second waits in ``lock``), and a stop or delete waits for the
-transfer instead of cutting it off. The guest connection uses the pinned
+A transfer holds the VM's workspace lock (:mod:`banger.daemon.vms.transfers`)
+from before it connects until it is done: two transfers of one VM run one
+after the other (the second waits in ``lock``). It does not hold the VM's
+lifecycle lock: ``vm stop``/``restart`` and ``vm rm --force`` cancel a running
+transfer (which leaves the old guest copy or branch) instead of waiting behind
+it; a plain ``vm rm`` refuses while one runs. The guest connection uses the pinned
 per-VM host key (:func:`banger.guest.ssh.open_connection`).
 """
 
@@ -129,9 +131,11 @@ class WorkspaceService:
 
     @asynccontextmanager
     async def _guest(self, vm: VMRecord, op: OpHandle) -> AsyncIterator[SSHGuestShell]:
-        """The VM's lock, then an SSH shell into it (the VM checked again under the lock)."""
+        """The VM's workspace lock, then an SSH shell into it (the VM checked again
+        under the lock). Not the VM's lifecycle lock: stop and rm cancel a transfer
+        instead of waiting for it (:mod:`banger.daemon.vms.transfers`)."""
         await op.stage("lock")
-        async with self.vms.locks.hold(vm.id):
+        async with self.vms.transfers.hold(vm.id):
             current = await asyncio.to_thread(self.store.get_vm, vm.id)
             _require_running(current, self.vms)
             await op.stage("connect")

@@ -31,6 +31,7 @@ from banger.daemon.vms.names import (
     tap_name,
 )
 from banger.daemon.vms.pipeline import Pipeline
+from banger.daemon.vms.transfers import Transfers
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.disk.cow import RootDisk
@@ -83,6 +84,8 @@ class VMService:
         self.store = pipeline.store
         self.paths = pipeline.paths
         self.locks = VMLocks()
+        #: workspace transfers' own per-VM locks (stop/rm cancel them, never wait)
+        self.transfers = Transfers()
 
     # -- reading -----------------------------------------------------------------------
     def detail(self, vm: VMRecord) -> VMDetail:
@@ -320,12 +323,14 @@ class VMService:
 
     async def stop(self, ref: str, timeout: float = GUEST_POWEROFF_WAIT) -> Operation:
         async def work(vm: VMRecord, op: OpHandle) -> None:
+            await self._end_transfers(vm, op, "stopping")
             await self._stop(vm, op, timeout=timeout, force=False)
 
         return await self._vm_op("vm.stop", ref, work)
 
     async def restart(self, ref: str) -> Operation:
         async def work(vm: VMRecord, op: OpHandle) -> None:
+            await self._end_transfers(vm, op, "restarting")
             await self._stop(vm, op, timeout=GUEST_POWEROFF_WAIT, force=False)
             await self._start(await asyncio.to_thread(self.store.get_vm, vm.id), op)
 
@@ -384,9 +389,22 @@ class VMService:
 
         return await self._vm_op("vm.rm", ref, work)
 
+    async def _end_transfers(self, vm: VMRecord, op: OpHandle, why: str) -> None:
+        """Cancel the VM's workspace transfers (they cannot outlive its guest)."""
+        cancelled = await self.transfers.cancel(vm.id, f"VM {vm.name} is {why}")
+        if cancelled:
+            plural = "s" if cancelled > 1 else ""
+            await op.event("notice", f"cancelled {cancelled} workspace transfer{plural}")
+
     async def _delete(self, vm: VMRecord, op: OpHandle, *, force: bool) -> None:
         if vm.state == VMState.CREATING and not force:
             raise Conflict(f"VM {vm.name} is still being created", hint="wait, or use --force")
+        if self.transfers.running(vm.id) and not force:
+            raise Conflict(
+                f"VM {vm.name} has a workspace transfer running",
+                hint="wait for it, or `banger vm rm --force` cancels it",
+            )
+        await self._end_transfers(vm, op, "being removed")
         await self._stop(vm, op, timeout=GUEST_POWEROFF_WAIT, force=force)
         await op.stage("delete")
         await asyncio.to_thread(self._delete_files, vm)
@@ -395,6 +413,7 @@ class VMService:
         await asyncio.to_thread(sshkeys.unpin, self.paths.known_hosts, names)
         await asyncio.to_thread(self.store.delete_vm, vm.id)
         self.locks.forget(vm.id)
+        self.transfers.forget(vm.id)
         await op.event("info", f"VM {vm.name} deleted")
 
     def _delete_files(self, vm: VMRecord) -> None:
