@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from banger.errors import Conflict, InvalidArgument, NotFound
 from tests.e2e.harness import Banger, banger_env
-from tests.support import needs_root
+from tests.e2e.leftovers import assert_nothing_left, vm_kept
+from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -62,9 +64,11 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     # Only a running (or paused) VM has memory to save.
     b.banger("vm", "create", "idle")
     refused = b.banger("vm", "snapshot", "idle", check=False)
-    assert refused.returncode != 0 and "only a running or paused VM" in refused.stderr
+    assert_refusal(refused, Conflict.exit_code, "only a running or paused VM")
     bad = b.banger("vm", "snapshot", "sa", "--name", "Not_A_Label", check=False)
-    assert bad.returncode != 0 and "snapshot name: 'Not_A_Label' is not a DNS label" in bad.stderr
+    assert_refusal(
+        bad, InvalidArgument.exit_code, "snapshot name: 'Not_A_Label' is not a DNS label"
+    )
 
     # `vm set` applies at the next start; the snapshot records what runs (issue #21 item 8)
     running_memory = shown["memory_mib"]
@@ -80,15 +84,17 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     assert js(b, "vm", "show", "sa")["state"] == "running"
     assert guest(b, "sa", PROBE)[3] == boot_id
     again = b.banger("vm", "snapshot", "sa", "--name", "s1", check=False)
-    assert again.returncode != 0 and "a snapshot named 's1' already exists" in again.stderr
+    assert_refusal(again, Conflict.exit_code, "a snapshot named 's1' already exists")
 
     # While sa holds the address, a restore is refused and leaves nothing behind.
     taken = b.banger("vm", "create", "sb", "--from-snapshot", "s1", check=False)
-    assert taken.returncode != 0, taken.stdout
-    assert f"address {ip} is held by VM sa" in taken.stderr and "banger vm rm sa" in taken.stderr
-    assert sorted(v["name"] for v in js(b, "vm", "list")) == ["idle", "sa"]
+    assert_refusal(
+        taken, Conflict.exit_code, f"address {ip} is held by VM sa", hint="banger vm rm sa"
+    )
+    assert_nothing_left(b, [vm_kept(b, "idle"), vm_kept(b, "sa")])
     fixed = b.banger("vm", "create", "sb", "--from-snapshot", "s1", "--cpus", "2", check=False)
-    assert fixed.returncode != 0 and "--cpus: not with --from-snapshot" in fixed.stderr
+    assert_refusal(fixed, InvalidArgument.exit_code, "--cpus: not with --from-snapshot")
+    assert_nothing_left(b, [vm_kept(b, "idle"), vm_kept(b, "sa")])
 
     b.banger("vm", "rm", "sa", "idle")
     assert [s["name"] for s in js(b, "vm", "snapshots", "sa")] == ["s1"]  # sa is gone
@@ -108,6 +114,7 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     error = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "QEMU could not load the saved state:" in error[0], broken.stderr
     assert "QMP connection failed" not in error[0], broken.stderr
+    assert_nothing_left(b, [])
 
     restored = js(b, "vm", "create", "sb", "--from-snapshot", "s1")
     assert restored["state"] == "running" and restored["ip"] == ip and restored["mac"] == mac
@@ -132,7 +139,7 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     assert [s["name"] for s in removed] == ["s1", snap2["name"]]
     assert js(b, "vm", "snapshots") == []
     gone = b.banger("vm", "snapshot-rm", "s1", check=False)
-    assert gone.returncode != 0 and "no snapshot named 's1'" in gone.stderr
+    assert_refusal(gone, NotFound.exit_code, "no snapshot named 's1'")
     # sb does not need the snapshot's files to keep running.
     assert guest(b, "sb", "cat /dev/shm/marker")[0] == "kept-in-memory"
     b.banger("vm", "rm", "sb")
