@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "concurrency": "bench.concurrency",
     "footprint": "bench.footprint",
     "images": "bench.images",
+    "boot": "bench.boot",
 }
 
 
