@@ -81,3 +81,10 @@ def test_the_probe_reads_proc_misc_so_the_owner_gets_roots_answer(tmp_path: Path
         assert probe.ok and "banger-helper makes snapshots" in probe.detail
         absent = hostinfo.device_mapper_usable(tmp_path / "absent")
         assert not absent and "not in /proc/misc" in absent.detail
+
+
+def test_a_jailed_firecracker_never_gets_a_dm_device(tmp_path: Path) -> None:
+    """The jail hard-links the VM's disks from the state directory: a /dev node is not one."""
+    if hostinfo.reflink_supported(tmp_path):
+        pytest.skip("this filesystem has reflink: the dm branch is not reached")
+    assert choose_strategy("firecracker", tmp_path, dm_usable=True, jailed=True).name == "copy"

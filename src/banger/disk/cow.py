@@ -280,14 +280,20 @@ def reflink_supported(directory: Path) -> bool:
         dst.unlink(missing_ok=True)
 
 
-def choose_strategy(vmm: str, state_dir: Path, dm_usable: bool) -> CowStrategy:
-    """qcow2 under QEMU; else reflink if the state fs has it; else dm via the helper; else copy."""
+def choose_strategy(
+    vmm: str, state_dir: Path, dm_usable: bool, *, jailed: bool = False
+) -> CowStrategy:
+    """qcow2 under QEMU; else reflink if the state fs has it; else dm via the helper; else copy.
+
+    A jailed Firecracker gets no dm snapshot: the jail hard-links the VM's disks
+    from the state directory (a device node under /dev is not one of them).
+    """
     if vmm not in ("qemu", "firecracker"):
         raise InvalidArgument(f"unknown vmm {vmm!r}", hint="use 'qemu' or 'firecracker'")
     if vmm == "qemu":
         return STRATEGIES[Qcow2Overlay.name]
     if reflink_supported(state_dir):
         return STRATEGIES[Reflink.name]
-    if dm_usable:
+    if dm_usable and not jailed:
         return STRATEGIES[DmSnapshot.name]
     return STRATEGIES[SparseCopy.name]

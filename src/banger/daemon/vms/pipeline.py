@@ -120,7 +120,10 @@ class Pipeline:
         await asyncio.to_thread(vm_dir.mkdir, 0o700, True)
         undo.push("vm directory", lambda: discard_tree_async(vm_dir))
         dm_usable = self.dm_usable and self.helper_call is not None
-        strategy = self.strategy(choose_strategy(vm.vmm, self.paths.state_dir, dm_usable))
+        jailed = self.config.firecracker.jailer
+        strategy = self.strategy(
+            choose_strategy(vm.vmm, self.paths.state_dir, dm_usable, jailed=jailed)
+        )
         root = await asyncio.to_thread(strategy.create, image.rootfs, vm_dir)
 
         async def remove_root() -> None:
