@@ -90,6 +90,30 @@ def test_utf8_locale_and_plain_logs_off_a_terminal(b: Banger) -> None:
     assert "\x1b[31mred\x1b[0m" in raw, repr(raw)  # the escapes as the terminal got them
 
 
+def test_json_where_commands_print(b: Banger) -> None:
+    """Issue #21 item 12: vm ssh, vm run and session send/attach take --json."""
+    script = "echo out; echo err >&2; exit 3"
+    ran = b.banger("vm", "ssh", "--json", VM, "--", "sh", "-c", script, check=False)
+    assert ran.returncode == 3, ran  # the command's status, as without --json
+    data = json.loads(ran.stdout)
+    assert (data["vm"], data["command"], data["exit_status"]) == (VM, ["sh", "-c", script], 3)
+    assert (data["stdout"], data["stderr"]) == ("out\n", "err\n"), data
+    shell = b.banger("vm", "ssh", "--json", VM, check=False)
+    assert_refusal(shell, InvalidArgument.exit_code, "--json: vm ssh needs a COMMAND")
+
+    b.banger("session", "start", VM, "--name", "typed", "--", "sh", "-c", "read -r l")
+    sent = json.loads(b.banger("session", "send", "--json", VM, "typed", "x", "--enter").stdout)
+    assert sent == {"vm": VM, "session": "typed", "sent": "x", "enter": True}
+    assert follow(b, "typed").returncode == 0
+
+    run = b.banger("vm", "run", "--json", "--init", "fast", "--no-workspace", "--rm",
+                   "--", "sh", "-c", "echo hi; exit 4", check=False)  # fmt: skip
+    assert run.returncode == 4, run
+    data = json.loads(run.stdout)
+    assert (data["stdout"], data["exit_status"], data["removed"]) == ("hi\n", 4, True), data
+    assert data["vm"] not in _vm_names(b)
+
+
 def test_hostile_arguments_reach_the_guest_unchanged(b: Banger) -> None:
     writer = 'printf "%s\\0" "$@" "$PWD" "$V" > /root/argv.out'
     b.banger(

@@ -119,9 +119,17 @@ def attach_session(state: CliState, vm: str, name: str) -> int:
 @session.command(name="attach")
 @click.argument("vm")
 @click.argument("name")
+@json_option
 def attach(vm: str, name: str) -> int:
-    """Attach this terminal to a session; C-b d detaches and leaves it running."""
-    return attach_session(get_state(), vm, name)
+    """Attach this terminal to a session; C-b d detaches and leaves it running.
+
+    With --json, the session's record is printed once the terminal is given back.
+    """
+    state = get_state()
+    status = attach_session(state, vm, name)
+    if state.json:
+        print_json({**state.call(lambda c: c.show_session(vm, name)), "attach_status": status})
+    return status
 
 
 @session.command(name="logs")
@@ -175,9 +183,13 @@ def logs(vm: str, name: str, follow: bool, tail: int | None, plain: bool | None)
 @click.argument("name")
 @click.argument("text")
 @click.option("--enter", is_flag=True, help="Press Enter after the text.")
+@json_option
 def send(vm: str, name: str, text: str, enter: bool) -> None:
     """Type TEXT into a session's terminal."""
-    get_state().call(lambda c: c.send_to_session(vm, name, text, enter=enter))
+    state = get_state()
+    state.call(lambda c: c.send_to_session(vm, name, text, enter=enter))
+    if state.json:
+        print_json({"vm": vm, "session": name, "sent": text, "enter": enter})
 
 
 @session.command(name="stop")

@@ -90,12 +90,17 @@ def uninstall_cmd(prefix: Path | None, purge: bool, yes: bool) -> None:
 
 
 @system.command("restart")
-def restart_cmd() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.pass_context
+def restart_cmd(ctx: click.Context, as_json: bool) -> None:
     """Restart both services, the helper first."""
     from banger.system.install import restart
 
     restart()
-    click.echo("restarted banger-helper and bangerd")
+    if as_json or root_flag(ctx, "json"):
+        click.echo(json.dumps({"restarted": ["banger-helper", "bangerd"]}, indent=2))
+    else:
+        click.echo("restarted banger-helper and bangerd")
 
 
 @system.command("status")

@@ -340,7 +340,8 @@ def _print_boot_timeline(state: CliState, detail: VMDetail, console: Path) -> No
 @vm.command(name="ssh", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def ssh(name: str, command: tuple[str, ...]) -> None:
+@json_option
+def ssh(name: str, command: tuple[str, ...]) -> int | None:
     """Open a shell in a VM, or run COMMAND (after --); exit status is the command's.
 
     COMMAND's words are passed as its argv, quoted for the guest's shell (like
@@ -350,8 +351,15 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
     from banger.cli.sshexec import argv_for, exec_ssh
 
     state = get_state()
+    if state.json:  # the output and status as one JSON object (issue #21 item 12)
+        from banger.cli.ssh_json import require_command, run_json
+
+        require_command(command, "vm ssh")
+        info = state.call(lambda c: c.vm_ssh_info(name))
+        return run_json(argv_for(info, command, tty=False), command, vm=info.vm)
     info = state.call(lambda c: c.vm_ssh_info(name))
     exec_ssh(argv_for(info, command or None))
+    return None
 
 
 @vm.command(name="run", context_settings={"ignore_unknown_options": True})
@@ -362,6 +370,7 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
 @click.option("--session", "session_name", metavar="NAME",
               help="Run COMMAND as session NAME, attached (C-b d detaches).")  # fmt: skip
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@json_option
 def run(
     name: str | None,
     image: str | None,
@@ -389,6 +398,12 @@ def run(
     if session_name is not None:
         run_session.check_session_run(session_name, command)
     state = get_state()
+    if state.json:
+        from banger.cli.ssh_json import require_command
+
+        require_command(command, "vm run")
+        if session_name is not None:
+            raise InvalidArgument("--json: not with --session (an attached terminal)")
     repo = None if no_workspace else repository_here()
     request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True)
     op = state.call(lambda c: c.create_vm(request))
@@ -398,6 +413,16 @@ def run(
         _follow(state, op)
         if session_name is not None:
             status = run_session.run_as_session(state, vm_name, session_name, command, repo)
+        elif state.json:
+            from banger.cli.ssh_json import run_json
+
+            info = state.client().vm_ssh_info(vm_name)
+            argv = (
+                argv_for(info, command, tty=False)
+                if repo is None
+                else argv_in_workspace(state, info, repo, command)
+            )
+            status = run_json(argv, command, vm=vm_name, removed=remove)
         elif command:
             # Through bangerd's held connection (the one that saw the guest boot): no
             # second SSH handshake, and the status comes back as soon as CMD ends.
