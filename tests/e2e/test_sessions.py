@@ -240,6 +240,24 @@ def test_vm_run_session_detached_keeps_running_and_keeps_its_vm(b: Banger) -> No
     b.banger("vm", "rm", "--force", "keeps", timeout=300)
 
 
+def test_an_interactive_vm_run_shows_no_banner_motd_or_last_login(b: Banger) -> None:
+    """Issue #21 item 17: the quiet login seen through a real pty, not only on the disk."""
+    argv = b.as_owner(["env", "TERM=xterm-256color", str(VENV_BIN / "banger"), "vm", "run",
+                       "--name", "quiet", "--init", "fast", "--no-workspace", "--rm"])  # fmt: skip
+    term = Terminal(argv, {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}, rows=30, cols=100)
+    try:
+        # the shell answers once it is up (typed input before that is only echoed)
+        wait_until(lambda: term.answers(b"echo mark$((6*7))\r", b"mark42"), 600, "the VM's shell")
+        term.type(b"exit\r")
+        assert term.proc.wait(timeout=300) == 0
+        seen = term.seen  # the whole session: the login and the two commands
+    finally:
+        term.close()
+    for noise in (b"Last login", b"ABSOLUTELY NO WARRANTY", b"Linux quiet", b"Debian GNU/Linux"):
+        assert noise not in seen, seen.decode("utf-8", "replace")
+    assert "quiet" not in _vm_names(b)  # --rm
+
+
 def test_vm_run_session_refused_before_any_vm_exists(b: Banger) -> None:
     kept = [vm_kept(b, name) for name in _vm_names(b)]
     no_tty = b.banger("vm", "run", "--session", "x", "--", "true", check=False)
