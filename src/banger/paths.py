@@ -367,6 +367,10 @@ class Paths:
     def vm_qmp_socket(self, vm_id: str) -> Path:
         return check_socket_path(self.runtime_dir / f"vm-{vm_id}.qmp")
 
+    def vm_agent_socket(self, vm_id: str) -> Path:
+        """The host end of the VM's guest agent channel (QEMU listens on it)."""
+        return check_socket_path(self.runtime_dir / f"vm-{vm_id}.qga")
+
     def vm_firecracker_socket(self, vm_id: str) -> Path:
         return check_socket_path(self.runtime_dir / f"vm-{vm_id}.fc")
 

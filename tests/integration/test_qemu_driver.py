@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from banger.errors import Conflict
+from banger.guest.agent import AgentUnavailable, GuestAgent
 from banger.procinfo import is_same_process
 from banger.vmm.base import Disk, LaunchSpec, VMMError, VMMProcess, VMState, stable_mac
 from banger.vmm.qemu import QemuDriver
@@ -155,6 +156,23 @@ async def test_qmp_errors_and_events(vm: VMMProcess) -> None:
         event = await qmp.wait_event("POWERDOWN", timeout=60)
         assert event is not None and event["event"] == "POWERDOWN"
         assert await qmp.wait_event("NEVER", timeout=0.1) is None
+
+
+async def test_the_agent_channel_is_there_without_an_agent(
+    short_tmp: Path, driver: QemuDriver
+) -> None:
+    """QEMU listens on the agent socket; with no agent in the guest a sync times out clearly."""
+    spec = make_spec(short_tmp, agent_socket=short_tmp / "qga.sock")
+    proc = await driver.launch(spec)
+    try:
+        with pytest.raises(AgentUnavailable, match="no answer within"):
+            await GuestAgent.connect(short_tmp / "qga.sock", timeout=1)
+        # One client at a time: the first is gone, a second connects (and times out too).
+        with pytest.raises(AgentUnavailable, match="no answer within"):
+            await GuestAgent.connect(short_tmp / "qga.sock", timeout=1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await driver.wait(proc, 10)
 
 
 async def test_qmp_connect_to_nothing(short_tmp: Path) -> None:

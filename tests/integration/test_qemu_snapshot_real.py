@@ -40,13 +40,17 @@ async def low_memory(socket: Path, out: Path) -> bytes:
     return out.read_bytes()
 
 
-async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
+@pytest.mark.parametrize("agent", [False, True], ids=["plain", "agent-channel"])
+async def test_restore_runs_the_saved_memory(short_tmp: Path, agent: bool) -> None:
+    """Also with the guest agent's virtio-serial port on both sides (issue #18 item 1)."""
     driver = QemuDriver(control_timeout=30.0, quit_timeout=30.0)  # hang bounds, not speed
     a_dir, b_dir = short_tmp / "a", short_tmp / "b"
     a_dir.mkdir()
     b_dir.mkdir()
     spec_a = dataclasses.replace(
-        make_spec(a_dir), kernel=marked_kernel(a_dir / "k", b"MARKER-AAAA")
+        make_spec(a_dir),
+        kernel=marked_kernel(a_dir / "k", b"MARKER-AAAA"),
+        agent_socket=a_dir / "qga.sock" if agent else None,
     )
     state = short_tmp / "state"
     a = await driver.launch(spec_a)
@@ -69,7 +73,10 @@ async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
         await driver.stop(a, graceful_timeout=0)
 
     spec_b = dataclasses.replace(
-        make_spec(b_dir), vm_id="t2", kernel=marked_kernel(b_dir / "k", b"MARKER-BBBB")
+        make_spec(b_dir),
+        vm_id="t2",
+        kernel=marked_kernel(b_dir / "k", b"MARKER-BBBB"),
+        agent_socket=b_dir / "qga.sock" if agent else None,
     )
     b = await driver.restore(spec_b, state)
     try:
@@ -77,6 +84,7 @@ async def test_restore_runs_the_saved_memory(short_tmp: Path) -> None:
         memory = await low_memory(b.control_socket, b_dir / "m")
         assert b"MARKER-AAAA" in memory and b"MARKER-BBBB" not in memory
         assert "-incoming" in b.argv and b.argv[-3:] == ("-incoming", "defer", "-S")
+        assert ("virtio-serial-device" in b.argv) is agent
     finally:
         await driver.stop(b, graceful_timeout=0)
     with pytest.raises(Conflict, match="not running"):

@@ -34,6 +34,7 @@ def test_runtime_override() -> None:
     p = Paths.from_env({"BANGER_HOME": "/x", "BANGER_RUNTIME_DIR": "/r"})
     assert p.helper_socket == Path("/r/helper.sock")
     assert p.vm_qmp_socket("abc") == Path("/r/vm-abc.qmp")
+    assert p.vm_agent_socket("abc") == Path("/r/vm-abc.qga")
 
 
 def test_long_socket_path_refused_with_clear_error() -> None:

@@ -129,6 +129,8 @@ def test_never_daemonizes_and_has_no_default_devices() -> None:
         ({"memory_mib": 16}, "memory_mib"),
         ({"accelerator": "hvf"}, "accelerator"),
         ({"cmdline": "a\nb"}, "cmdline"),
+        ({"agent_socket": Path("/r/a.qga,server=off")}, "agent_socket"),
+        ({"agent_socket": Path("rel.qga")}, "agent_socket"),
     ],
 )
 def test_refuses_injection(changes: dict[str, object], field: str) -> None:
@@ -148,3 +150,14 @@ def test_a_pvh_vmlinux_is_booted_instead_of_the_bzimage() -> None:
     assert same == [a for a in plain if a != "/s/kernels/k1/vmlinuz"]
     with pytest.raises(InvalidArgument, match="pvh_kernel"):
         qemu_argv(dataclasses.replace(SPEC, pvh_kernel=Path("vmlinux")))
+
+
+def test_the_agent_channel_is_a_virtio_serial_port_after_every_other_device() -> None:
+    """Last, so adding it leaves the other devices' virtio-mmio slots where they were."""
+    assert "virtio-serial-device" not in qemu_argv(SPEC)
+    argv = qemu_argv(dataclasses.replace(SPEC, agent_socket=Path("/r/vm-v1.qga")))
+    assert argv[-6:] == [
+        "-device", "virtio-serial-device",
+        "-chardev", "socket,id=qga0,path=/r/vm-v1.qga,server=on,wait=off",
+        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+    ]  # fmt: skip

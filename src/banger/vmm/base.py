@@ -79,6 +79,11 @@ class LaunchSpec:
     #: itself, which costs seconds under emulation. A restore must use what the
     #: snapshot was booted with: QEMU's boot option ROM differs between the two.
     pvh_kernel: Path | None = None
+    #: The host end of the guest agent channel (:mod:`banger.guest.agent`), None for
+    #: none: QEMU listens there for a virtio-serial port, Firecracker for its hybrid
+    #: vsock. A restore must have it exactly when the snapshot's VM had it (the
+    #: device set is part of the saved state).
+    agent_socket: Path | None = None
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the first bad field."""
@@ -114,6 +119,7 @@ class LaunchSpec:
             "console_log": self.console_log,
             "control_socket": self.control_socket,
             "vmm_log": self.vmm_log,
+            "agent_socket": self.agent_socket,
         }
         for name, path in paths.items():
             if path is None:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from banger.errors import Conflict
+from banger.guest.agent import PORT_NAME as AGENT_PORT_NAME
 from banger.paths import check_socket_path
 from banger.procinfo import send_signal
 from banger.vmm.base import (
@@ -121,6 +122,14 @@ def qemu_argv(spec: LaunchSpec, binary: str = QEMU_BINARY) -> list[str]:
         argv += ["-netdev", f"tap,id=n0,ifname={spec.tap_name},script=no,downscript=no"]
     if spec.tap_fd is not None or spec.tap_name is not None:
         argv += ["-device", f"virtio-net-device,netdev=n0,mac={spec.mac}"]
+    if spec.agent_socket is not None:
+        # Last, so the other devices keep their virtio-mmio slots. QEMU listens on
+        # the socket itself (one client at a time, wait=off: the guest runs without one).
+        argv += [
+            "-device", "virtio-serial-device",
+            "-chardev", f"socket,id=qga0,path={spec.agent_socket},server=on,wait=off",
+            "-device", f"virtserialport,chardev=qga0,name={AGENT_PORT_NAME}",
+        ]  # fmt: skip
     return argv
 
 

@@ -26,7 +26,13 @@ from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms.undo import UndoStack
-from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, DriverSet, adapt_spec, qemu_pvh_kernel
+from banger.daemon.vms.vmm_choice import (
+    AGENT_CHANNEL_KEY,
+    PVH_BOOT_KEY,
+    DriverSet,
+    adapt_spec,
+    qemu_pvh_kernel,
+)
 from banger.daemon.vms.work_sync import staged_work_sync
 from banger.disk.cow import (
     CowStrategy,
@@ -250,6 +256,7 @@ class Pipeline:
             tap_fd=tap_fd,
             accelerator=self.accel.kind,
             pvh_kernel=qemu_pvh_kernel(kernel) if qemu else None,
+            agent_socket=self.paths.vm_agent_socket(vm.id),
         )
         tap = vm.tap or tap_name(vm.id)
         socket = self.paths.vm_firecracker_socket(vm.id)
@@ -276,6 +283,7 @@ class Pipeline:
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
             PVH_BOOT_KEY: spec.pvh_kernel is not None,
+            AGENT_CHANNEL_KEY: spec.agent_socket is not None,
             LAUNCHED_KEY: launched(spec),
         }
         await asyncio.to_thread(
@@ -372,7 +380,11 @@ class Pipeline:
             fresh = self.store.get_vm(vm.id)
             self.store.update_vm(vm.id, config={**fresh.config, BOOT_TIMELINE_KEY: phases})
 
-        await asyncio.to_thread(update)
+        # A report about the boot must not fail the boot: the guest answers already.
+        try:
+            await asyncio.to_thread(update)
+        except (BangerError, OSError) as exc:
+            log.warning("VM %s: boot timeline not recorded: %s", vm.name, exc)
 
     # -- stop ---------------------------------------------------------------------
     async def guest_poweroff(self, vm: VMRecord) -> None:

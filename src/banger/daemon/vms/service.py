@@ -424,6 +424,7 @@ class VMService:
             )
         discard_tree(self.paths.vm_dir(vm.id))
         self.paths.vm_qmp_socket(vm.id).unlink(missing_ok=True)
+        self.paths.vm_agent_socket(vm.id).unlink(missing_ok=True)
 
     # -- daemon start ------------------------------------------------------------------
     async def reattach(self) -> None:

@@ -49,7 +49,12 @@ from banger.daemon.vms.snapshots import (
     refuse_jailed,
 )
 from banger.daemon.vms.undo import UndoStack
-from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, VMM_REASON_KEY, qemu_pvh_kernel
+from banger.daemon.vms.vmm_choice import (
+    AGENT_CHANNEL_KEY,
+    PVH_BOOT_KEY,
+    VMM_REASON_KEY,
+    qemu_pvh_kernel,
+)
 from banger.errors import BangerError, Conflict, NotFound
 from banger.kernels.store import read_kernel
 from banger.rmtree import discard_tree_async
@@ -209,6 +214,10 @@ class SnapshotRestore:
                 cmdline=str(snap.meta.get("cmdline") or spec.cmdline),
                 # The kernel file the snapshot was booted with, not today's choice.
                 pvh_kernel=qemu_pvh_kernel(kernel, snap.meta) if snap.vmm == "qemu" else None,
+                # The channel only when the snapshot's machine had it (older ones did not).
+                agent_socket=spec.agent_socket
+                if snap.meta.get(AGENT_CHANNEL_KEY) is True
+                else None,
             )
             if spec.tap_fd is None:  # Firecracker opens the tap by name
                 os.close(fd)
@@ -232,6 +241,7 @@ class SnapshotRestore:
             "root_disk": str(spec.root_disk.path),
             "root_format": spec.root_disk.format,
             PVH_BOOT_KEY: spec.pvh_kernel is not None,
+            AGENT_CHANNEL_KEY: spec.agent_socket is not None,
             LAUNCHED_KEY: launched(spec),
         }
         if snap.vmm == "firecracker":

@@ -37,7 +37,7 @@ from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.pipeline import LAUNCHED_KEY
 from banger.daemon.vms.service import VMService
-from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY
+from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY, PVH_BOOT_KEY
 from banger.errors import BangerError, Conflict
 from banger.rmtree import discard_tree
 from banger.store import SnapshotRecord, VMRecord, VMState, new_id
@@ -311,6 +311,7 @@ class Snapshots:
             "accelerator": vm.config.get("accelerator"),
             "cmdline": vm.config.get("cmdline"),
             PVH_BOOT_KEY: vm.config.get(PVH_BOOT_KEY) is True,
+            AGENT_CHANNEL_KEY: vm.config.get(AGENT_CHANNEL_KEY) is True,
             "hostname": vm.name,
             "left_paused": left_paused,
         }

@@ -76,6 +76,10 @@ def firecracker_kernel(entry: KernelEntry) -> Path:
 #: VM config and snapshot meta key: the QEMU guest was booted through the PVH
 #: ``vmlinux`` (True) or the bzImage (False, and absent from older records).
 PVH_BOOT_KEY = "pvh_boot"
+#: VM config and snapshot meta key: the VM was launched with a guest agent channel
+#: (True; absent from older records). A restore adds the channel only when the
+#: snapshot had it: the device set is part of the saved machine.
+AGENT_CHANNEL_KEY = "agent_channel"
 
 
 def qemu_pvh_kernel(entry: KernelEntry, snapshot: Mapping[str, Any] | None = None) -> Path | None:
@@ -115,6 +119,8 @@ def adapt_spec(
         tap_name=tap,
         accelerator="kvm",
         control_socket=socket,
+        # Firecracker's channel is its hybrid vsock, not wired into its launch plan yet.
+        agent_socket=None,
     )
 
 
