@@ -126,8 +126,8 @@ class GuestConns:
             self._close_pool(old)
         self._pools[vm.id] = _Pool(vm.id, target, [_Held(conn)])
 
-    async def _connect(self, target: SSHTarget) -> asyncssh.SSHClientConnection:
-        return await connect(target, self.connect_timeout, keepalive=KEEPALIVE_INTERVAL)
+    async def _connect(self, target: SSHTarget, timeout: float) -> asyncssh.SSHClientConnection:
+        return await connect(target, timeout, keepalive=KEEPALIVE_INTERVAL)
 
     async def get(self, vm: VMRecord) -> asyncssh.SSHClientConnection:
         """An open connection to ``vm`` (reconnecting if it dropped), without reserving a channel.
@@ -145,16 +145,17 @@ class GuestConns:
 
     @contextlib.asynccontextmanager
     async def channel(
-        self, vm: VMRecord, *, any_state: bool = False
+        self, vm: VMRecord, *, any_state: bool = False, connect_timeout: float | None = None
     ) -> AsyncIterator[asyncssh.SSHClientConnection]:
         """A connection to ``vm`` with one channel slot reserved for the block's duration.
 
         Waits while every slot of every connection (``conns_per_vm`` x
         ``channels_per_conn``) is taken; opens a connection when none is free
-        and the VM has fewer than ``conns_per_vm``.
+        and the VM has fewer than ``conns_per_vm``. ``connect_timeout`` bounds a
+        (re)connect it needs (default: the pool's).
         """
         pool = self._pool(vm, any_state)
-        held = await self._reserve(pool)
+        held = await self._reserve(pool, connect_timeout or self.connect_timeout)
         try:
             yield held.conn
         finally:
@@ -162,7 +163,7 @@ class GuestConns:
                 held.used -= 1
                 pool.cond.notify_all()
 
-    async def _reserve(self, pool: _Pool) -> _Held:
+    async def _reserve(self, pool: _Pool, connect_timeout: float) -> _Held:
         async with pool.cond:
             while True:
                 pool.prune()
@@ -177,7 +178,7 @@ class GuestConns:
                     break
                 await pool.cond.wait()
         try:
-            conn = await self._connect(pool.target)
+            conn = await self._connect(pool.target, connect_timeout)
         except BaseException:
             async with pool.cond:
                 pool.connecting -= 1

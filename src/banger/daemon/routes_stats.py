@@ -18,7 +18,7 @@ from banger.api_models import Operation, Request
 from banger.daemon.vm_set import VMSettingsChange, set_vm
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError
-from banger.guest.stats import GuestStats, guest_stats
+from banger.guest.stats import GuestStats, guest_stats_on
 from banger.store import VMState
 from banger.vmm.stats import HostStats, ProcessSampler, host_stats
 
@@ -71,9 +71,15 @@ def stats_router(stack: VMStack) -> APIRouter:
         error: str | None = None
         if guest and alive and vm.state == VMState.RUNNING and vm.ip is not None:
             try:
-                inside = await guest_stats(vms.pipeline.ssh_target(vm), timeout=GUEST_STATS_TIMEOUT)
+                async with asyncio.timeout(GUEST_STATS_TIMEOUT * 2):
+                    async with vms.pipeline.conns.channel(
+                        vm, connect_timeout=GUEST_STATS_TIMEOUT
+                    ) as conn:  # the held connection: no handshake per stats call
+                        inside = await guest_stats_on(conn, timeout=GUEST_STATS_TIMEOUT)
             except BangerError as exc:
                 error = exc.message
+            except TimeoutError:
+                error = f"the guest did not answer within {GUEST_STATS_TIMEOUT * 2:g}s"
         elif guest:
             error = f"VM is {vm.state.value}"
         return VMStats(

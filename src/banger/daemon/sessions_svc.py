@@ -34,7 +34,6 @@ from banger.errors import BangerError, Conflict, NotFound
 from banger.guest import sessions as guest
 from banger.guest.session_scripts import DEFAULT_LAYOUT, GuestLayout, run_file
 from banger.guest.sessions import LogChunk, SessionEnded, SessionStatus
-from banger.guest.ssh import open_connection
 from banger.store import SessionRecord, SessionState, VMRecord, VMState
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,8 @@ class SessionService:
         self, vm: VMRecord, timeout: float = CONNECT_TIMEOUT
     ) -> AsyncIterator[asyncssh.SSHClientConnection]:
         _require_running(vm, self.vms)
-        async with open_connection(self.vms.pipeline.ssh_target(vm), timeout) as conn:
+        # The VM's held connection (issue #17): no SSH handshake per session call.
+        async with self.vms.pipeline.conns.channel(vm, connect_timeout=timeout) as conn:
             yield conn
 
     async def _record(self, vm: VMRecord, name: str) -> SessionRecord:

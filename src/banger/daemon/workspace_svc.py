@@ -29,7 +29,6 @@ from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms.service import VMService
 from banger.errors import Conflict, InvalidArgument
-from banger.guest.ssh import open_connection
 from banger.store import VMRecord, VMState
 from banger.workspace import (
     ExportResult,
@@ -139,8 +138,9 @@ class WorkspaceService:
             current = await asyncio.to_thread(self.store.get_vm, vm.id)
             _require_running(current, self.vms)
             await op.stage("connect")
-            target = self.vms.pipeline.ssh_target(current)
-            async with open_connection(target, CONNECT_TIMEOUT) as conn:
+            # The VM's held connection (issue #17): no SSH handshake per transfer.
+            conns = self.vms.pipeline.conns
+            async with conns.channel(current, connect_timeout=CONNECT_TIMEOUT) as conn:
                 yield SSHGuestShell(conn)
 
     async def prepare(

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asyncssh import SSHClientConnection
+
 from banger.errors import BangerError
-from banger.guest.ssh import SSHTarget, run
+from banger.guest.ssh import SSHTarget, open_connection, run_on
 
 KIB = 1024
 
@@ -145,8 +147,14 @@ def _disk(path: str, value: str) -> GuestDisk | None:
 
 
 async def guest_stats(target: SSHTarget, *, timeout: float = 15.0) -> GuestStats:
-    """Run the stats script in the guest and parse what it prints."""
-    result = await run(target, ["sh", "-c", STATS_SCRIPT], timeout=timeout, connect_timeout=timeout)
+    """Run the stats script in the guest (a new connection) and parse what it prints."""
+    async with open_connection(target, timeout) as conn:
+        return await guest_stats_on(conn, timeout=timeout)
+
+
+async def guest_stats_on(conn: SSHClientConnection, *, timeout: float = 15.0) -> GuestStats:
+    """:func:`guest_stats` over an open connection (bangerd's held one)."""
+    result = await run_on(conn, ["sh", "-c", STATS_SCRIPT], timeout=timeout)
     if result.exit_status != 0:
         raise GuestStatsError(
             f"guest stats script exited {result.exit_status}: {result.err.strip()[-200:]}",
