@@ -185,6 +185,9 @@ class Instance:
     pending_ctrl_alt_del: bool = False
     #: ``PUT /serial`` (jailer mode): the console goes to this file instead of stdout.
     serial_path: str | None = None
+    #: ``PUT /vsock``: recorded and kept in snapshots; the stand-in has no vsock
+    #: muxer (nothing listens on ``uds_path``).
+    vsock: dict[str, Any] | None = None
 
     @property
     def state(self) -> str:
@@ -313,6 +316,8 @@ class StandIn:
         elif template == "/serial":
             _need_file("serial_out_path", body["serial_out_path"], writable=True)
             inst.serial_path = body["serial_out_path"]
+        elif template == "/vsock":
+            inst.vsock = dict(body)
         elif template == "/vm":
             inst.paused = body["state"] == "Paused"
             if not inst.paused and inst.pending_ctrl_alt_del:
@@ -367,6 +372,7 @@ class StandIn:
             "boot_source": inst.boot_source,
             "drives": inst.drives,
             "ifaces": inst.ifaces,
+            "vsock": inst.vsock,
         }
         Path(body["snapshot_path"]).write_text(json.dumps(state))
         with open(body["mem_file_path"], "wb") as f:
@@ -392,11 +398,19 @@ class StandIn:
             if override["iface_id"] not in ifaces:
                 raise Fault(f"Invalid network override: no interface {override['iface_id']}")
             ifaces[override["iface_id"]]["host_dev_name"] = override["host_dev_name"]
+        vsock = state.get("vsock")
+        if "vsock_override" in body:
+            if vsock is None:
+                raise Fault("Invalid vsock override: the snapshot has no vsock device")
+            vsock = {**vsock, "uds_path": body["vsock_override"]["uds_path"]}
+        inst.vsock = vsock
         inst.machine, inst.boot_source = state["machine"], state["boot_source"]
         inst.drives, inst.ifaces = state["drives"], ifaces
         inst.started = True
         inst.paused = not body.get("resume_vm", False)
         _log(inst, "snapshot loaded; interfaces: " + json.dumps(ifaces))
+        if vsock is not None:
+            _log(inst, "snapshot loaded; vsock: " + json.dumps(vsock))
 
 
 # -- HTTP over the Unix socket -----------------------------------------------------------

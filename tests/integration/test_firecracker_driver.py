@@ -241,3 +241,31 @@ async def test_tap_descriptor_and_software_emulation_are_refused(short_tmp: Path
         await driver.launch(make_spec(short_tmp, accelerator="tcg"))
     with pytest.raises(VMMError, match="not found"):
         await FirecrackerDriver("no-such-firecracker-binary").launch(make_spec(short_tmp))
+
+
+async def test_the_agent_vsock_is_configured_before_boot_and_overridden_on_restore(
+    short_tmp: Path,
+) -> None:
+    """The stand-in checks PUT /vsock against Firecracker's API and its pre-boot rule.
+
+    It has no vsock muxer: connecting to the socket (CONNECT/OK) is not exercised
+    here, only in tests/integration/test_guest_agent.py against a relay (issue #18 item 1).
+    """
+    driver = FirecrackerDriver(standin_binary(short_tmp))
+    spec = make_spec(short_tmp, agent_socket=short_tmp / "v1.vsock")
+    snap = SnapshotFiles(short_tmp / "snap.state", short_tmp / "snap.mem")
+    proc = await driver.launch(spec)
+    try:
+        log = (short_tmp / "firecracker.log").read_text()
+        assert "PUT /vsock: ok" in log
+        assert log.index("PUT /vsock: ok") < log.index("PUT /actions: ok")
+        await driver.snapshot(proc, snap)
+    finally:
+        await driver.stop(proc, 5)
+    restored = await driver.restore(make_spec(short_tmp, agent_socket=short_tmp / "v2.vsock"), snap)
+    try:
+        assert (await driver.status(restored)).state is VMState.RUNNING
+        log = (short_tmp / "firecracker.log").read_text()
+        assert f'"uds_path": "{short_tmp / "v2.vsock"}"' in log.split("vsock: ")[-1]
+    finally:
+        await driver.stop(restored, 5)

@@ -45,7 +45,9 @@ def spec() -> SpecValidator:
     return SpecValidator()
 
 
-def launch_spec(*, initrd: bool, read_only: bool, tap: bool, work: bool) -> LaunchSpec:
+def launch_spec(
+    *, initrd: bool, read_only: bool, tap: bool, work: bool, agent: bool = False
+) -> LaunchSpec:
     return LaunchSpec(
         vm_id="t1",
         vcpus=2,
@@ -63,6 +65,7 @@ def launch_spec(*, initrd: bool, read_only: bool, tap: bool, work: bool) -> Laun
         mac=stable_mac("t1"),
         tap_name="bt-t1" if tap else None,
         accelerator="kvm",
+        agent_socket=Path("/run/banger/vm-t1.vsock") if agent else None,
     )
 
 
@@ -114,7 +117,13 @@ def every_request() -> list[tuple[str, ApiRequest]]:
         snap = SnapshotFiles(VM / "snap.state", VM / "snap.mem")
         for r in restore_requests(spec, files, snap, options):
             out.append((name + ",restore", r))
+    # The guest agent's vsock (not in jailed mode: its socket is not placed in a jail yet).
+    agent = launch_spec(initrd=True, read_only=False, tap=True, work=True, agent=True)
     snap = SnapshotFiles(VM / "snap.state", VM / "snap.mem")
+    for r in boot_requests(agent, VMFiles.for_spec(agent)):
+        out.append(("agent", r))
+    for r in restore_requests(agent, VMFiles.for_spec(agent), snap):
+        out.append(("agent,restore", r))
     for r in snapshot_requests(snap):
         out.append(("snapshot", r))
     for r in (
@@ -149,6 +158,7 @@ def test_matrix_covers_every_builder() -> None:
         ("PUT", "/drives/root"),
         ("PUT", "/drives/work"),
         ("PUT", "/network-interfaces/eth0"),
+        ("PUT", "/vsock"),
         ("PUT", "/actions"),
         ("PATCH", "/vm"),
         ("PUT", "/snapshot/create"),
@@ -162,6 +172,27 @@ def test_matrix_covers_every_builder() -> None:
     assert any("initrd_path" in b for b in bodies)
     assert any(b.get("is_read_only") is True for b in bodies)
     assert any("network_overrides" in b for b in bodies)
+    assert any("vsock_override" in b for b in bodies)
+
+
+def test_the_agent_vsock_comes_before_instance_start() -> None:
+    s = launch_spec(initrd=True, read_only=False, tap=True, work=True, agent=True)
+    reqs = boot_requests(s, VMFiles.for_spec(s))
+    assert reqs[-2] == ApiRequest(
+        "PUT", "/vsock", {"guest_cid": 3, "uds_path": "/run/banger/vm-t1.vsock"}
+    )
+    assert reqs[-1].path == "/actions"
+    assert not any(
+        r.path == "/vsock"
+        for r in boot_requests(dataclasses.replace(s, agent_socket=None), VMFiles.for_spec(s))
+    )
+    (load,) = [
+        r
+        for r in restore_requests(s, VMFiles.for_spec(s), SnapshotFiles(VM / "s", VM / "m"))
+        if r.path == "/snapshot/load"
+    ]
+    assert load.body is not None
+    assert load.body["vsock_override"] == {"uds_path": "/run/banger/vm-t1.vsock"}
 
 
 @pytest.mark.parametrize(

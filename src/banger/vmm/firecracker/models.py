@@ -215,6 +215,20 @@ def metrics(metrics_path: str, *, properties: Mapping[str, str] | None = None) -
     return ApiRequest("PUT", "/metrics", body)
 
 
+#: The guest's vsock context id: each Firecracker VM has its own vsock device, so
+#: every guest can use the same (3 is the first one not reserved).
+GUEST_CID = 3
+
+
+def vsock(uds_path: str, guest_cid: int = GUEST_CID) -> ApiRequest:
+    """The vsock device; Firecracker listens on ``uds_path`` for host-initiated connections."""
+    if guest_cid < 3:
+        raise InvalidArgument(f"guest_cid: must be 3 or more, got {guest_cid}")
+    return ApiRequest(
+        "PUT", "/vsock", {"guest_cid": guest_cid, "uds_path": _check_path("uds_path", uds_path)}
+    )
+
+
 def serial(serial_out_path: str) -> ApiRequest:
     """Send the guest's serial console to a file instead of Firecracker's stdout."""
     return ApiRequest(
@@ -273,6 +287,7 @@ def snapshot_load(
     resume_vm: bool = True,
     track_dirty_pages: bool = False,
     network_overrides: Sequence[NetworkOverride] = (),
+    vsock_uds_path: str | None = None,
 ) -> ApiRequest:
     # mem_backend rather than the deprecated mem_file_path (they cannot be combined).
     body: dict[str, Any] = {
@@ -295,4 +310,9 @@ def snapshot_load(
                 )
             overrides.append({"iface_id": o.iface_id, "host_dev_name": o.host_dev_name})
         body["network_overrides"] = overrides
+    if vsock_uds_path is not None:
+        # The restored VM listens on its own socket, not the snapshot source's.
+        body["vsock_override"] = {
+            "uds_path": _check_path("vsock_override.uds_path", vsock_uds_path)
+        }
     return ApiRequest("PUT", "/snapshot/load", body)

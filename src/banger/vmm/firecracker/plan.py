@@ -3,8 +3,9 @@
 Order follows Firecracker's rules: logger and metrics first (they must precede
 everything else, and metrics can be set only once), then machine, boot source,
 drives (root first, so it is ``/dev/vda`` and the work disk ``/dev/vdb``), the
-network interface, and finally ``InstanceStart``. A restore is the same
-logger/metrics prefix followed by ``snapshot/load`` on a fresh process.
+network interface, the vsock (the guest agent's channel), and finally
+``InstanceStart``. A restore is the same logger/metrics prefix followed by
+``snapshot/load`` on a fresh process.
 
 Paths in request bodies are the paths *Firecracker* sees. Without the jailer
 that is the host path; in jailer mode it is the path inside the jail, so every
@@ -155,6 +156,10 @@ def boot_requests(
                 tx_rate_limiter=options.net_tx_rate_limiter,
             )
         )
+    if spec.agent_socket is not None:
+        # The guest agent's channel: the guest's qemu-ga listens on vsock, the host
+        # connects through this socket (banger.guest.agent.GuestAgent.connect_vsock).
+        requests.append(models.vsock(path(spec.agent_socket)))
     requests.append(models.action("InstanceStart"))
     return requests
 
@@ -184,6 +189,7 @@ def restore_requests(
             resume_vm=True,
             track_dirty_pages=options.track_dirty_pages,
             network_overrides=overrides,
+            vsock_uds_path=path(spec.agent_socket) if spec.agent_socket is not None else None,
         ),
     ]
 
