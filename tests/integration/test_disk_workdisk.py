@@ -23,7 +23,7 @@ from banger.disk.workdisk import (
     provision_work_disk,
 )
 from banger.errors import Conflict, InvalidArgument, NotFound
-from banger.sshkeys import generate_host_key
+from banger.guest.sshkeys import generate_host_key
 
 MIB = 1024 * 1024
 

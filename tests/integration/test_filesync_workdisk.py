@@ -19,7 +19,7 @@ from banger.disk.workdisk import (
     Provisioning,
     provision_work_disk,
 )
-from banger.sshkeys import generate_host_key
+from banger.guest.sshkeys import generate_host_key
 
 MIB = 1024 * 1024
 

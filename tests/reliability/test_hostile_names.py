@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from banger.daemon.vms.names import check_name as check_vm_name
 from banger.disk.cow import dm_name, dmsetup_create_argv, snapshot_table
 from banger.errors import InvalidArgument
+from banger.guest.sshkeys import _check_names as check_known_host_names
 from banger.images.common import check_image_name
 from banger.images.distro import parse_distro_ref
 from banger.kernels.pull import parse_source
 from banger.kernels.store import check_kernel_name
-from banger.sshkeys import _check_names as check_known_host_names
 from tests.reliability.budget import fuzz_settings
 from tests.reliability_counts import ReliabilityCounts
 from tests.support import Branches

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from banger.errors import InvalidArgument
-from banger.paths import Paths
-from banger.sshkeys import (
+from banger.guest.sshkeys import (
     ensure_owner_key,
     generate_host_key,
     pin_host_key,
     read_public_key,
     unpin,
 )
+from banger.paths import Paths
 
 
 def keygen_find(known_hosts: Path, name: str) -> str:

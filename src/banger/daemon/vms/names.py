@@ -23,9 +23,6 @@ from banger.limits import (
     MIN_MEMORY_MIB,
 )
 
-# Until pipeline.py and service.py (being edited) import it from banger.net.taps.
-from banger.net.taps import tap_name as tap_name
-
 #: A VM name is one DNS label (it becomes the guest hostname and `<name>.<domain>`).
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 INIT_MODES = ("systemd", "fast")

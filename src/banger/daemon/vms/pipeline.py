@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from banger import sshkeys
 from banger.config import Config
 from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
@@ -49,6 +48,7 @@ from banger.disk.workdisk import (
     provision_work_disk,
 )
 from banger.errors import BangerError
+from banger.guest import sshkeys
 from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, ConsoleWatch
 from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from banger import sshkeys
 from banger.api_models import BootPhase, Operation, SSHInfo, VMCreateRequest, VMDetail
 from banger.config import Config
 from banger.daemon.images_svc import ImageService
@@ -28,7 +27,6 @@ from banger.daemon.vms.names import (
     check_vcpus,
     check_work_disk_size,
     generated_name,
-    tap_name,
 )
 from banger.daemon.vms.pipeline import Pipeline
 from banger.daemon.vms.transfers import Transfers
@@ -36,11 +34,13 @@ from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.disk.cow import RootDisk
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
+from banger.guest import sshkeys
 from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, phases_from_json
 from banger.images.oci.config import ImageConfig
 from banger.images.oci.guestenv import GuestEnv, guest_env
 from banger.images.publish import read_image
 from banger.kernels.store import read_kernel
+from banger.net.taps import tap_name
 from banger.procinfo import is_same_process
 from banger.rmtree import discard_tree
 from banger.store import ImageRecord, KernelRecord, VMRecord, VMState
