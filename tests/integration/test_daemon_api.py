@@ -10,7 +10,7 @@ import pytest
 
 from banger.client import BangerClient
 from banger.config import load_config
-from banger.daemon.app import create_app
+from banger.daemon.api.app import create_app
 from banger.daemon.config_watch import ConfigWatch
 from banger.daemon.lifecycle import build_services
 from banger.daemon.ops import Operations

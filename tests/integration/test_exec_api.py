@@ -28,8 +28,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from banger.daemon.api.exec import exec_router
 from banger.daemon.guestconn import GuestConns
-from banger.daemon.routes_exec import exec_router
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.exec_client import exec_request, open_exec, run_exec
 from banger.guest.ssh import wait_for_ssh

@@ -1,7 +1,7 @@
 """The files API against a real sshd on loopback standing in for a guest's (its SFTP server).
 
 Three layers, each real: :class:`banger.guest.files.GuestFiles` over asyncssh's
-SFTP client; the daemon's routes (:mod:`banger.daemon.routes_files`) served by
+SFTP client; the daemon's routes (:mod:`banger.daemon.api.files`) served by
 uvicorn on a Unix socket and called through :class:`banger.client.BangerClient`;
 and ``banger vm cp`` run as a process against that socket. Only the VM lookup
 is replaced: "t1" is the loopback sshd.
@@ -26,8 +26,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from banger.client import BangerClient
-from banger.daemon.errors_http import install_error_handlers
-from banger.daemon.routes_files import FilesOpener, files_router
+from banger.daemon.api.errors import install_error_handlers
+from banger.daemon.api.files import FilesOpener, files_router
 from banger.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from banger.guest.files import TEMP_PREFIX, GuestFiles, open_sftp
 from banger.guest.ssh import SSHTarget, open_connection, wait_for_ssh

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from banger import __version__
 from banger.config import Config
-from banger.daemon.app import create_app
+from banger.daemon.api.app import create_app
+from banger.daemon.api.listener import bind_unix_socket
+from banger.daemon.api.server import serve
 from banger.daemon.config_watch import ConfigWatch
-from banger.daemon.listener import bind_unix_socket
 from banger.daemon.ops import Operations
 from banger.daemon.pidfile import PidFile
-from banger.daemon.server import serve
 from banger.daemon.services import Services
 from banger.paths import Paths
 from banger.store import Store
@@ -148,7 +148,7 @@ async def _serve(
     log.info("%s reconciling VMs with their processes, taps and addresses", STARTUP)
     await reconcile.after_stack(services.stack, startup)
     watch = VMMWatch.start(services.stack.vms)
-    from banger.daemon.routes_sessions import reconcile_sessions_at_start
+    from banger.daemon.api.sessions import reconcile_sessions_at_start
 
     log.info("%s reconciling sessions with their guests", STARTUP)
     changed = await reconcile_sessions_at_start(services.stack)

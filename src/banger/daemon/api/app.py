@@ -5,18 +5,18 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from banger import __version__
+from banger.daemon.api.errors import install_error_handlers
+from banger.daemon.api.exec import exec_router
+from banger.daemon.api.files import files_router, vm_files_opener
+from banger.daemon.api.meta import meta_router, ops_router
+from banger.daemon.api.network import network_router
+from banger.daemon.api.sessions import session_router
+from banger.daemon.api.snapshots import snapshot_router
+from banger.daemon.api.stats import stats_router
+from banger.daemon.api.vm_control import vm_control_router
+from banger.daemon.api.vms import image_router, kernel_router, vm_router
+from banger.daemon.api.workspace import workspace_router
 from banger.daemon.config_watch import ConfigRefreshMiddleware
-from banger.daemon.errors_http import install_error_handlers
-from banger.daemon.routes import meta_router, ops_router
-from banger.daemon.routes_exec import exec_router
-from banger.daemon.routes_files import files_router, vm_files_opener
-from banger.daemon.routes_network import network_router
-from banger.daemon.routes_sessions import session_router
-from banger.daemon.routes_snapshots import snapshot_router
-from banger.daemon.routes_stats import stats_router
-from banger.daemon.routes_vm_control import vm_control_router
-from banger.daemon.routes_vms import image_router, kernel_router, vm_router
-from banger.daemon.routes_workspace import workspace_router
 from banger.daemon.services import Services
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from banger.api_models import ErrorBody
-from banger.daemon.errors_http import error_kind
+from banger.daemon.api.errors import error_kind
 from banger.daemon.guestexec import STDERR, STDOUT, ExecSpec, GuestExec
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError, InvalidArgument

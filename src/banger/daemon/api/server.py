@@ -22,8 +22,8 @@ from collections.abc import Generator
 import uvicorn
 from fastapi import FastAPI
 
+from banger.daemon.api.peer import owner_only
 from banger.daemon.ops import Operations
-from banger.daemon.peer import owner_only
 
 log = logging.getLogger(__name__)
 

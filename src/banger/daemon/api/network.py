@@ -1,4 +1,7 @@
-"""``POST /v1/network/cleanup``: remove banger's bridge and NAT (see :mod:`.netcleanup`)."""
+"""``POST /v1/network/cleanup``: remove banger's bridge and NAT.
+
+The work is :mod:`banger.daemon.netcleanup`.
+"""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def image_router(stack: VMStack) -> APIRouter:
     async def remove(ref: str) -> ImageInfo:
         return await images.remove(ref)
 
-    from banger.daemon.routes_images import image_transfer_router
+    from banger.daemon.api.images import image_transfer_router
 
     router.include_router(image_transfer_router(stack))
     return router
