@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "clone": "bench.clone",
     "cli_latency": "bench.cli_latency",
     "orchestration": "bench.orchestration",
+    "exec_latency": "bench.exec_latency",
     "concurrency": "bench.concurrency",
     "footprint": "bench.footprint",
     "images": "bench.images",

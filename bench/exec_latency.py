@@ -1,0 +1,155 @@
+"""8. Per-command latency on a running VM: ``vm exec``, the client library, a fresh ``ssh``.
+
+One VM (fast init) in the e2e harness, interleaved round by round:
+
+- ``banger vm exec NAME -- true``: the CLI as the owner in the namespace (its
+  start-up, the exec WebSocket, bangerd's held connection);
+- the client library, ``BangerClient.exec(NAME, ["true"])``, timed inside one
+  long-lived Python process of the owner (what a program driving sandboxes
+  pays per command; what ``banger.sdk``'s ``vm.run`` will be built on);
+- a fresh ``ssh … true`` with banger's key and pinned host key (what every
+  guest command cost before issue #17: key exchange, sshd re-exec, session).
+
+Both CLI cases pay the same ``ip netns exec``/``setpriv`` wrapper.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.e2e.harness import VENV_BIN, Banger, banger_env
+
+from banger.guest.ssh import SSHTarget, ssh_argv
+from bench.context import BenchContext
+from bench.guests import banger_paths, timed_cli, vm_row
+from bench.model import BenchResult, Measurement, Ratio, Target
+from bench.stats import median, ratio
+from bench.timing import interleaved
+
+NAME = "exec_latency"
+TITLE = "8. Per-command latency on a running VM (vm exec, client library, fresh ssh)"
+VM = "lat"
+#: the issue's goal: the library call at least this many times faster than a fresh ssh
+LIBRARY_GOAL = 10.0
+#: library calls per round (one process; the first of each round is not counted)
+CALLS = 5
+
+#: A long-lived owner process: one line in ("go"), CALLS timings out (JSON), until EOF.
+LIBRARY_LOOP = f"""
+import json, sys, time
+from banger.client import BangerClient
+client = BangerClient()
+client.exec({VM!r}, ["true"])  # warm: imports, first connection
+for _ in sys.stdin:
+    times = []
+    for _ in range({CALLS}):
+        start = time.perf_counter()
+        result = client.exec({VM!r}, ["true"])
+        times.append(time.perf_counter() - start)
+        assert result.exit_code == 0, result
+    print(json.dumps(times), flush=True)
+"""
+
+
+@contextmanager
+def library_process(b: Banger) -> Iterator[subprocess.Popen[str]]:
+    child = subprocess.Popen(
+        b.as_owner([str(VENV_BIN / "python"), "-c", LIBRARY_LOOP]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(60)
+
+
+def run(ctx: BenchContext) -> BenchResult:
+    library: list[float] = []
+    with banger_env() as b:
+        b.banger("vm", "create", "--name", VM, "--init", "fast", "--start", timeout=600)
+        paths = banger_paths(b)
+        target = SSHTarget(str(vm_row(b, VM)["ip"]), paths.known_hosts, paths.ssh_key)
+        ssh = b.as_owner(ssh_argv(target, ["true"]))
+
+        def exec_case() -> float:
+            r = timed_cli(b, "vm", "exec", VM, "--", "true", timeout=120)
+            if r.returncode != 0:
+                raise RuntimeError(f"vm exec exited {r.returncode}: {r.stderr[-300:]}")
+            return r.seconds
+
+        def ssh_case() -> float:
+            start = time.perf_counter()
+            done = subprocess.run(ssh, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=120, check=False)  # fmt: skip
+            if done.returncode != 0:
+                raise RuntimeError(f"ssh exited {done.returncode}: {done.stderr[-300:]!r}")
+            return time.perf_counter() - start
+
+        with library_process(b) as lib:
+            assert lib.stdin is not None and lib.stdout is not None
+
+            def library_case() -> float:
+                assert lib.stdin is not None and lib.stdout is not None
+                lib.stdin.write("go\n")
+                lib.stdin.flush()
+                line = lib.stdout.readline()
+                if not line:
+                    raise RuntimeError("the library process ended")
+                times = [float(t) for t in json.loads(line)]
+                library.extend(times)
+                return median(times)
+
+            runs = interleaved(
+                {
+                    "fresh `ssh … true`": ssh_case,
+                    "banger vm exec NAME -- true": exec_case,
+                    "BangerClient.exec(NAME, ['true'])": library_case,
+                },
+                ctx.rounds(7, 2),
+                warmup=1,
+            )
+        b.banger("vm", "rm", "--force", VM, timeout=300)
+    notes = [f"{case} FAILED: {error[:300]}" for case, error in runs.failures.items()]
+    ssh_s = runs.samples.get("fresh `ssh … true`", [])
+    exec_s = runs.samples.get("banger vm exec NAME -- true", [])
+    if not ssh_s or not exec_s or not library:
+        return BenchResult(NAME, TITLE, notes=tuple(notes) or ("no round finished",))
+    ssh_m, exec_m, lib_m = median(ssh_s), median(exec_s), median(library)
+    notes.append(
+        f"per command: fresh ssh {ssh_m * 1000:.0f} ms, vm exec {exec_m * 1000:.0f} ms "
+        f"(CLI start-up included), library {lib_m * 1000:.0f} ms"
+    )
+    return BenchResult(
+        NAME,
+        TITLE,
+        measurements=(
+            Measurement.of("fresh `ssh … true`", ssh_s),
+            Measurement.of("banger vm exec NAME -- true", exec_s),
+            Measurement.of(f"BangerClient.exec(NAME, ['true']) (x{CALLS} per round)", library),
+        ),
+        ratios=(
+            Ratio("fresh ssh / vm exec", ratio(ssh_m, exec_m)),
+            Ratio("fresh ssh / library exec", ratio(ssh_m, lib_m)),
+        ),
+        targets=(
+            Target(
+                "library exec at least 10x faster than a fresh ssh",
+                ratio(ssh_m, lib_m),
+                LIBRARY_GOAL,
+                ">=",
+                "x",
+                "the library call is one WebSocket over the daemon socket plus one channel "
+                "on the held connection; under TCG the guest's fork/exec of the command "
+                "itself is most of what remains",
+            ),
+        ),
+        notes=tuple(notes),
+    )
