@@ -23,10 +23,12 @@ def _vm_group() -> click.Command:
     from banger.cli.snapshot_cmd import register as register_snapshots
     from banger.cli.vm_cmd import vm
     from banger.cli.vm_control_cmd import register as register_vm_control
+    from banger.cli.vm_exec_cmd import register as register_exec
 
     if "pause" not in vm.commands:  # register once, however often it is loaded
         register_vm_control(vm)
         register_snapshots(vm)
+        register_exec(vm)
         register_cp(vm)
     return vm
 
