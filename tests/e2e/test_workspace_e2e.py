@@ -262,6 +262,22 @@ def test_a_config_edit_applies_at_the_next_start_without_a_daemon_restart(env: E
         config.write_text(saved)
 
 
+def test_names_a_disk_image_cannot_hold_arrive_over_ssh(env: Env) -> None:
+    """Issue #21 item 5: a synced name with a quote, a tab or a newline is not dropped."""
+    b = env.b
+    sh(
+        b,
+        f"""cd {env.home}/dots && printf 'q\\n' > 'sub/q"uote' && mkdir -p 'tab\tdir' \
+        && printf 'in\\n' > 'tab\tdir/in' && printf 'nl\\n' > "$(printf 'new\\nline')" """,
+    )
+    restarted = b.banger("vm", "restart", VM)
+    assert "has a name a disk image cannot hold; copied over SSH" in restarted.stderr, restarted
+    assert guest(b, "cat '/root/.dots/sub/q\"uote'") == "q\n"
+    assert guest(b, "cat /root/.dots/tab*dir/in") == "in\n"
+    assert guest(b, "cat /root/.dots/new?line") == "nl\n"
+    assert guest(b, "stat -c '%a %U' /root/.dots/tab*dir") == "755 root\n"
+
+
 # -- workspaces -------------------------------------------------------------------
 
 

@@ -207,14 +207,23 @@ def test_entries_outside_home_are_refused(home: Path, tmp_path: Path) -> None:
         plan_file_sync([foreign], home=home)
 
 
-def test_names_debugfs_cannot_write_are_skipped(home: Path) -> None:
+def test_names_debugfs_cannot_write_go_over_ssh_later(home: Path) -> None:
+    """Issue #21 item 5: never a silent drop; the guest connection carries them."""
     write(home / "d/ok")
     write(home / 'd/quo"te')
     write(home / "d/new\nline")
+    write(home / "d/tab\tdir/inside")
     plan = plan_file_sync([entry(home, "~/d", "~/d")], home=home)
     assert [f.guest_rel_path for f in plan.files] == ["d/ok"]
-    assert len(plan.warnings) == 2
-    assert all("debugfs cannot express" in w for w in plan.warnings)
+    assert [f.guest_rel_path for f in plan.late_files] == [
+        "d/new\nline",
+        'd/quo"te',
+        "d/tab\tdir/inside",  # below a late directory, late too
+    ]
+    assert [d.guest_rel_path for d in plan.late_dirs] == ["d/tab\tdir"]
+    assert plan.warnings == ()
+    assert len(plan.notices) == 3
+    assert all("copied over SSH once the guest is up" in n for n in plan.notices)
 
 
 def test_with_file_replaces_same_target(home: Path) -> None:

@@ -48,6 +48,11 @@ class SyncPlan:
     dirs: tuple[DirItem, ...] = ()
     files: tuple[FileSyncItem, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: Names debugfs cannot write (a ``"``, a newline, a tab…): copied over SSH
+    #: once the guest is up instead (parents before children), never dropped.
+    late_dirs: tuple[DirItem, ...] = ()
+    late_files: tuple[FileSyncItem, ...] = ()
+    notices: tuple[str, ...] = ()
 
     def with_file(self, item: FileSyncItem) -> SyncPlan:
         """This plan with ``item`` added, replacing a file planned for the same guest path."""
@@ -64,6 +69,9 @@ class _Builder:
     dirs: list[DirItem] = field(default_factory=list)
     files: list[FileSyncItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    late_dirs: list[DirItem] = field(default_factory=list)
+    late_files: list[FileSyncItem] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
 
     def show(self, path: Path) -> str:
         """``~/…`` for paths in the home (how the user wrote them)."""
@@ -76,7 +84,14 @@ class _Builder:
         self.warnings.append(message)
 
     def plan(self) -> SyncPlan:
-        return SyncPlan(tuple(self.dirs), tuple(self.files), tuple(self.warnings))
+        return SyncPlan(
+            tuple(self.dirs),
+            tuple(self.files),
+            tuple(self.warnings),
+            tuple(self.late_dirs),
+            tuple(self.late_files),
+            tuple(self.notices),
+        )
 
 
 def _error(builder: _Builder, path: Path, exc: OSError) -> BangerError:
@@ -98,19 +113,25 @@ def _check_readable(builder: _Builder, path: Path, *, follow: bool = False) -> N
 
 
 def _writable_names(builder: _Builder, source: Path, guest_rel: str) -> bool:
-    """Whether debugfs can express both names (no ``"`` or control characters)."""
+    """Whether debugfs can express both names (no ``"`` or control characters);
+    if not, the entry is copied over SSH after boot (said in a notice)."""
     try:
         host_path(source, "file_sync host path")
         image_path("/" + guest_rel, "file_sync guest path")
-    except InvalidArgument as exc:
-        builder.warn(f"file_sync: skipped {builder.show(source)}: {exc.message}")
+    except InvalidArgument:
+        builder.notices.append(
+            f"file_sync: {builder.show(source)!r} has a name a disk image cannot hold;"
+            " copied over SSH once the guest is up"
+        )
         return False
     return True
 
 
-def _plan_file(builder: _Builder, source: Path, guest_rel: str, mode: int) -> None:
+def _plan_file(
+    builder: _Builder, source: Path, guest_rel: str, mode: int, late: bool = False
+) -> None:
     _check_readable(builder, source)
-    builder.files.append(FileSyncItem(guest_rel, source, mode))
+    (builder.late_files if late else builder.files).append(FileSyncItem(guest_rel, source, mode))
 
 
 def _dir_mode(guest_rel: str, st_mode: int) -> int:
@@ -136,14 +157,22 @@ def _skipped_link_reason(link: Path, root: Path) -> str:
 
 
 def _plan_tree(
-    builder: _Builder, top: Path, guest_top: str, top_mode: int, root: Path | None = None
+    builder: _Builder,
+    top: Path,
+    guest_top: str,
+    top_mode: int,
+    root: Path | None = None,
+    late: bool = False,
 ) -> None:
     """Walk a directory without following nested symlinks; parents before children.
 
-    ``root`` is the entry's own directory (``top`` on the first call).
+    ``root`` is the entry's own directory (``top`` on the first call); ``late``:
+    this directory (and so all below it) is copied over SSH after boot.
     """
     root = root or top
-    builder.dirs.append(DirItem(guest_top, _dir_mode(guest_top, top_mode)))
+    (builder.late_dirs if late else builder.dirs).append(
+        DirItem(guest_top, _dir_mode(guest_top, top_mode))
+    )
     try:
         entries = sorted(os.scandir(top), key=lambda e: e.name)
     except OSError as exc:
@@ -168,17 +197,16 @@ def _plan_tree(
                 f"file_sync: skipped {builder.show(source)}: not a regular file or directory"
             )
             continue
-        if not _writable_names(builder, source, guest_rel):
-            continue
+        entry_late = late or not _writable_names(builder, source, guest_rel)
         if is_reserved(guest_rel):
             builder.warn(
                 f"file_sync: skipped {builder.show(source)}: ~/{guest_rel} is managed by banger"
             )
             continue
         if stat.S_ISDIR(st.st_mode):
-            _plan_tree(builder, source, guest_rel, st.st_mode, root)
+            _plan_tree(builder, source, guest_rel, st.st_mode, root, entry_late)
         else:
-            _plan_file(builder, source, guest_rel, st.st_mode & _PERMISSION_BITS)
+            _plan_file(builder, source, guest_rel, st.st_mode & _PERMISSION_BITS, entry_late)
 
 
 def _check_entry(builder: _Builder, index: int, entry: FileSync) -> None:

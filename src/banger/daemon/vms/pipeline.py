@@ -42,6 +42,8 @@ from banger.disk.cow import (
     strategy_named,
 )
 from banger.disk.workdisk import (
+    DirItem,
+    FileSyncItem,
     HostKey,
     Provisioning,
     create_work_disk,
@@ -82,6 +84,10 @@ def launched(spec: LaunchSpec) -> dict[str, int]:
     return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib}
 
 
+#: Where the work disk is mounted in the guest.
+GUEST_ROOT = "/root"
+
+
 @dataclass(frozen=True)
 class Accel:
     kind: Accelerator
@@ -109,6 +115,10 @@ class Pipeline:
     dm_usable: bool = False
     #: The held guest connections (issue #17): wait_ssh's connection is kept here.
     conns: GuestConns = field(init=False)
+    #: [[file_sync]] items a disk image cannot name, by VM id: copied once SSH answers
+    late_sync: dict[str, tuple[tuple[DirItem, ...], tuple[FileSyncItem, ...]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.conns = GuestConns(self.paths.known_hosts, self.paths.ssh_key)
@@ -159,7 +169,7 @@ class Pipeline:
         host = await asyncio.to_thread(
             sshkeys.generate_host_key, self.paths.vm_dir(vm.id), f"banger-{vm.name}"
         )
-        await self._provision(disk, HostKey(host.private, host.public), op)
+        await self._provision(disk, HostKey(host.private, host.public), op, vm.id)
 
     async def sync_work_disk(self, vm: VMRecord, op: OpHandle) -> None:
         """At every start: the keys, ``[[file_sync]]`` and the git identity again.
@@ -171,12 +181,18 @@ class Pipeline:
         await op.stage("prepare_work_disk")
         private = self.paths.vm_host_key(vm.id)
         host_key = HostKey(private, private.with_name(private.name + ".pub"))
-        await self._provision(self.paths.vm_work_disk(vm.id), host_key, op)
+        await self._provision(self.paths.vm_work_disk(vm.id), host_key, op, vm.id)
 
-    async def _provision(self, disk: Path, host_key: HostKey, op: OpHandle) -> None:
+    async def _provision(
+        self, disk: Path, host_key: HostKey, op: OpHandle, vm_id: str | None = None
+    ) -> None:
         """One debugfs batch: banger's key, the host key, .hushlogin, synced files."""
         owner = await asyncio.to_thread(sshkeys.ensure_owner_key, self.paths)
         async with staged_work_sync(self.config.file_sync, disk, op) as sync:
+            if vm_id is not None:
+                self.late_sync.pop(vm_id, None)
+                if sync.late_dirs or sync.late_files:
+                    self.late_sync[vm_id] = (sync.late_dirs, sync.late_files)
             provisioning = Provisioning(
                 authorized_keys=owner.public_key,
                 host_key=host_key,
@@ -300,6 +316,31 @@ class Pipeline:
         assert vm.ip is not None
         return SSHTarget(str(vm.ip), self.paths.known_hosts, self.paths.ssh_key)
 
+    async def _copy_late_sync(self, vm: VMRecord, op: OpHandle) -> None:
+        """[[file_sync]] items whose names a disk image cannot hold (a ``"``, a newline…),
+        over the held connection's SFTP now that the guest answers (issue #21 item 5)."""
+        late = self.late_sync.pop(vm.id, None)
+        if late is None:
+            return
+        dirs, files = late
+        async with (
+            self.conns.channel(vm, any_state=True) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            for d in dirs:
+                path = f"{GUEST_ROOT}/{d.guest_rel_path}"
+                await sftp.makedirs(path, exist_ok=True)
+                await sftp.chmod(path, d.mode)
+            for f in files:
+                path = f"{GUEST_ROOT}/{f.guest_rel_path}"
+                await sftp.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                await sftp.put(str(f.host_path), path)
+                await sftp.chmod(path, f.mode)
+        count = len(files)
+        await op.event(
+            "info", f"file_sync: {count} file{'s' if count != 1 else ''} copied over SSH"
+        )
+
     async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
         """SSH with the pinned key, or fail early when the VMM exits (panic, failed init)."""
         await op.stage("wait_ssh")
@@ -317,6 +358,7 @@ class Pipeline:
                 # The login that proved the guest answers is the one bangerd keeps.
                 self.conns.adopt(vm, ready.result())
                 adopted = True
+                await self._copy_late_sync(vm, op)
                 return
         finally:
             for task in (ready, exited):

@@ -46,6 +46,9 @@ class StagedSync:
     #: Of ``files``, those [[file_sync]] wrote, and the git identity's (recorded on the disk)
     synced: tuple[str, ...] = ()
     git_identity: str | None = None
+    #: Items whose names a disk image cannot hold: copied over SSH after boot
+    late_dirs: tuple[DirItem, ...] = ()
+    late_files: tuple[FileSyncItem, ...] = ()
 
 
 def stage_work_sync(
@@ -61,11 +64,11 @@ def stage_work_sync(
     identity = stage_git_identity(
         disk, home=home, stage_dir=stage_dir, synced=plan.file_for(GITCONFIG)
     )
-    notices: tuple[str, ...] = ()
+    notices: tuple[str, ...] = plan.notices
     if identity.item is not None:
         plan = plan.with_file(identity.item)
     elif identity.notice:
-        notices = (identity.notice,)
+        notices = (*notices, identity.notice)
     parts = [f"{synced_files} synced file{'s' if synced_files != 1 else ''}"]
     if identity.item is not None:
         parts.append("git identity")
@@ -77,6 +80,8 @@ def stage_work_sync(
         ", ".join(parts),
         synced=synced,
         git_identity=identity.item.guest_rel_path if identity.item is not None else None,
+        late_dirs=plan.late_dirs,
+        late_files=plan.late_files,
     )
 
 
