@@ -78,6 +78,23 @@ async def async_wait_for(probe: Callable[[], Awaitable[T]], timeout: float, what
         await asyncio.sleep(POLL)
 
 
+def assert_one_line_error(stderr: str, *, hint: bool = True) -> None:
+    """stderr is one ``error:`` line, then a ``hint:`` line when ``hint`` (else none).
+
+    For CLI runs whose exit status is checked separately; a whole refusal
+    (status, stdout, stderr) is :func:`assert_refusal`.
+    """
+    lines = stderr.splitlines()
+    assert lines, "no error printed"
+    assert lines[0].startswith("error: "), stderr
+    if hint:
+        assert len(lines) == 2, stderr
+        assert lines[1].startswith("hint: "), stderr
+    else:
+        assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as gone)."""
     try:

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.bangerd_harness import Daemon, run_cli, running_daemon
-from tests.integration.test_cli_commands import assert_one_line_error
-from tests.support import short_tmpdir
+from tests.support import assert_one_line_error, short_tmpdir
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,9 @@ import pytest
 
 from banger.daemon.selftest import STAGES
 from tests.integration.bangerd_harness import Daemon, run_cli, running_daemon
+
+# assert_one_line_error moved to tests.support; re-exported for the modules importing it here.
+from tests.support import assert_one_line_error as assert_one_line_error
 from tests.support import short_tmpdir
 
 
@@ -22,18 +25,6 @@ def daemon() -> Iterator[Daemon]:
 @pytest.fixture
 def home(daemon: Daemon) -> Path:
     return daemon.home
-
-
-def assert_one_line_error(stderr: str, *, hint: bool = True) -> None:
-    lines = stderr.splitlines()
-    assert lines, "no error printed"
-    assert lines[0].startswith("error: ")
-    if hint:
-        assert len(lines) == 2, stderr
-        assert lines[1].startswith("hint: ")
-    else:
-        assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize(
