@@ -310,6 +310,31 @@ async def test_re_prepare_refuses_to_drop_work_that_was_never_exported(
     assert (own / "keep.txt").read_text() == "mine\n"
 
 
+async def test_an_initialised_submodule_comes_with_its_working_tree(
+    repo: Path, shell: SSHGuestShell, guest_home: Path, tmp_path: Path
+) -> None:
+    """Issue #21 item 7: submodules no longer arrive empty."""
+    lib = tmp_path / "lib-upstream"
+    lib.mkdir()
+    git(lib, "init", "-q")
+    (lib / "lib.txt").write_text("from the submodule\n")
+    git(lib, "add", ".")
+    git(lib, "commit", "-q", "-m", "lib first")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    git(repo, "commit", "-q", "-m", "add the submodule")
+    (repo / "vendor/lib/untracked.txt").write_text("new in the submodule\n")
+
+    result = await prepare_workspace(shell, repo, guest_home=PurePosixPath(guest_home))
+    dest = Path(result.dest)
+    assert (dest / "vendor/lib/lib.txt").read_text() == "from the submodule\n"
+    assert (dest / "vendor/lib/untracked.txt").read_text() == "new in the submodule\n"
+    # its history came too (the superproject's .git/modules): git works inside it
+    assert await in_guest(shell, dest / "vendor/lib", "git log --format=%s") == "lib first\n"
+    assert await in_guest(shell, dest, "git submodule status --cached | cut -c2-41") == (
+        git(repo, "rev-parse", "HEAD:vendor/lib")
+    )
+
+
 async def test_export_from_a_guest_without_commits_fails_clearly(
     repo: Path, shell: SSHGuestShell, guest_home: Path
 ) -> None:

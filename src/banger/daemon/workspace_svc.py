@@ -198,6 +198,12 @@ class WorkspaceService:
                 result = await export_workspace(
                     shell, repo, vm=vm.name, guest_path=source, branch=name, force=force
                 )
+                if (repo / ".gitmodules").exists():  # said, not silently partial (item 7)
+                    await op.event(
+                        "warning",
+                        "submodules: commits made inside them are not exported, only the"
+                        " repository's own (a submodule's new commit shows as a changed gitlink)",
+                    )
                 count = len(result.commits)
                 await op.event(
                     EV_RESULT,

@@ -13,6 +13,7 @@ read outside the repository).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -73,6 +74,17 @@ def find_repository(path: Path, command: str = "prepare") -> Path:
     if not top:
         raise NotARepository(f"{path} is inside a bare repository or a .git directory")
     return Path(top)
+
+
+def _submodules(root: Path) -> list[str]:
+    """Paths of the repository's submodules (gitlinks in its index)."""
+    out = proc.run(["git", "ls-files", "-z", "--stage"], cwd=root).stdout
+    found: list[str] = []
+    for raw in out.split(b"\0"):
+        meta, _, path = raw.partition(b"\t")
+        if meta.startswith(b"160000 ") and path:
+            found.append(os.fsdecode(path))
+    return found
 
 
 def _listed_paths(root: Path) -> list[str]:
@@ -162,12 +174,19 @@ def _raise(exc: OSError) -> None:
     raise BangerError(f"cannot read {exc.filename}: {exc.strerror}") from exc
 
 
-def list_workspace(root: Path) -> Listing:
-    """Everything to copy from the repository at ``root`` (its top level), ``.git`` first."""
-    c = _Collector(root, [], [], set())
-    _walk_git_dir(c)
-    for arcname in _listed_paths(root):
-        if arcname.endswith("/"):
+def _add_tree(c: _Collector, base: str) -> None:
+    """The working-tree files git shows in the (sub)repository at ``base`` ("" = the top);
+    an initialised submodule's files too, with its ``.git`` link (its history is in
+    the superproject's ``.git/modules``, copied with ``.git``)."""
+    top = c.root / base if base else c.root
+    prefix = f"{base}/" if base else ""
+    submodules = {prefix + p for p in _submodules(top)}
+    for listed in _listed_paths(top):
+        arcname = prefix + listed
+        if arcname.rstrip("/") in submodules:
+            _add_submodule(c, arcname.rstrip("/"))
+            continue
+        if listed.endswith("/"):
             # ls-files shows an untracked nested repository as "dir/": not ours to copy
             c.warnings.append(f"skipped {arcname}: a nested git repository")
             continue
@@ -176,8 +195,40 @@ def list_workspace(root: Path) -> Listing:
         if not c.parents_ok(arcname):
             continue
         try:
-            st = (root / arcname).lstat()
+            st = (c.root / arcname).lstat()
         except (FileNotFoundError, NotADirectoryError):
             continue  # tracked but deleted in the working tree
         c.add(arcname, st)
+
+
+def _add_submodule(c: _Collector, arcname: str) -> None:
+    link = f"{arcname}/{GIT_DIR}"
+    try:
+        st = (c.root / link).lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        # not initialised: an empty directory, as `git clone` without --recurse leaves it
+        if c.parents_ok(arcname) and arcname not in c.dirs:
+            with contextlib.suppress(FileNotFoundError):
+                c.add(arcname, (c.root / arcname).lstat())
+        return
+    if not stat.S_ISREG(st.st_mode):
+        c.warnings.append(
+            f"skipped submodule {arcname}: its .git is a directory (run `git submodule"
+            " absorbgitdirs` to keep its history in the superproject's .git)"
+        )
+        return
+    if not c.parents_ok(link):
+        return
+    if arcname not in c.dirs:
+        c.add(arcname, (c.root / arcname).lstat())
+    c.add(link, st)
+    _add_tree(c, arcname)
+
+
+def list_workspace(root: Path) -> Listing:
+    """Everything to copy from the repository at ``root`` (its top level), ``.git`` first;
+    initialised submodules come with their working trees."""
+    c = _Collector(root, [], [], set())
+    _walk_git_dir(c)
+    _add_tree(c, "")
     return Listing(root, root.lstat().st_mode & 0o7777, tuple(c.members), tuple(c.warnings))
