@@ -52,10 +52,18 @@ class Store:
 
 
 @contextlib.asynccontextmanager
-async def daemon(sshd: Sshd, tmp: Path) -> AsyncIterator[tuple[Path, GuestConns]]:
+async def daemon(
+    sshd: Sshd, tmp: Path, slots: int = 8, conns_per_vm: int = 4
+) -> AsyncIterator[tuple[Path, GuestConns]]:
     await wait_for_ssh(sshd.target, 30)
     t = sshd.target
-    conns = GuestConns(t.known_hosts, t.client_key, port=t.port)
+    conns = GuestConns(
+        t.known_hosts,
+        t.client_key,
+        port=t.port,
+        channels_per_conn=slots,
+        conns_per_vm=conns_per_vm,
+    )
     vm = vm_record()
     stopped = vm_record(VMState.STOPPED)
     stack = SimpleNamespace(
@@ -309,3 +317,14 @@ async def test_invalid_frames_are_refused_by_field(sshd: Sshd, short_tmp: Path) 
             await ws.send(json.dumps({"type": "signal", "signal": "NOPE"}))
             reply = json.loads(await ws.recv())
             assert reply["type"] in ("error", "exit")  # `true` may have ended first
+
+
+async def test_a_kill_gets_through_when_every_slot_is_busy(sshd: Sshd, short_tmp: Path) -> None:
+    async with daemon(sshd, short_tmp, slots=1, conns_per_vm=1) as (sock, _):
+        handle = await open_exec(sock, "t1", exec_request("echo up; sleep 60"))
+        async for _stream, data in handle.events():
+            assert data == b"up\n"
+            break
+        assert marked(handle.exec_id)
+        await handle.close()  # the only slot is the running command's own
+        await async_wait_until(lambda: not marked(handle.exec_id), 15, "no process left")

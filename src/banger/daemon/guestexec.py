@@ -34,7 +34,7 @@ import asyncssh
 
 from banger.daemon.guestconn import GuestConns
 from banger.errors import InvalidArgument
-from banger.guest.ssh import SSHError, remote_command
+from banger.guest.ssh import SSHError, remote_command, run_on
 from banger.store import VMRecord
 
 log = logging.getLogger(__name__)
@@ -284,10 +284,16 @@ class GuestExec:
         self._killing = asyncio.create_task(self.kill())
 
     async def signal(self, name: str) -> None:
-        """Deliver SIG``name`` to every process of this exec (on a second channel)."""
+        """Deliver SIG``name`` to every process of this exec (on a second channel).
+
+        The channel is not taken from the bounded slots: with every slot busy
+        (the commands being killed among them) a kill must still get through;
+        sshd's MaxSessions leaves room above :data:`~.guestconn.CHANNELS_PER_CONN`.
+        """
         with contextlib.suppress(SSHError, OSError, asyncssh.Error, TimeoutError):
             async with asyncio.timeout(15):
-                await self.conns.run(self.vm, kill_script(self.id, name), timeout=10)
+                conn = await self.conns.get(self.vm)
+                await run_on(conn, kill_script(self.id, name), timeout=10)
 
     async def kill(self) -> None:
         """TERM, then KILL after :data:`KILL_GRACE` if the command has not ended."""
