@@ -84,6 +84,17 @@ else
 	log "cannot mount the work disk $work on /root; sshd has no host key without it"
 fi
 
+# The QEMU guest agent, when the image has it and the VM has its virtio-serial port.
+# There is no udev to make /dev/virtio-ports/NAME: make the link from the port's name.
+for port in /sys/class/virtio-ports/*; do
+	[ -x /usr/sbin/qemu-ga ] || break
+	[ "$(cat "$port/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+	mkdir -p /dev/virtio-ports /run/qemu-ga
+	ln -sf "../${port##*/}" /dev/virtio-ports/org.qemu.guest_agent.0
+	log "starting the guest agent at $(cut -d' ' -f1 /proc/uptime)s"
+	/usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -t /run/qemu-ga &
+done
+
 mkdir -p /run/sshd
 chmod 755 /run/sshd
 # sshd is a child, not exec'd: PID 1 must stay a shell that reaps orphans

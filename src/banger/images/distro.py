@@ -33,7 +33,9 @@ from banger.images.tether import STAGE_MOUNT_POINT, run_streaming_group
 #: purpose: banger's initramfs loads every module the guest needs, so the
 #: rootfs holds no kernel modules. libnss-myhostname resolves the guest's own
 #: hostname (the initramfs writes /etc/hostname but not /etc/hosts; sudo wants
-#: its hostname to resolve).
+#: its hostname to resolve). qemu-guest-agent is banger's control channel that
+#: needs no network (clock after resume/restore, readiness); util-linux-extra
+#: has the hwclock its guest-set-time runs.
 DEFAULT_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
     "udev",
@@ -49,6 +51,8 @@ DEFAULT_PACKAGES: tuple[str, ...] = (
     "less",
     "curl",
     "libnss-myhostname",
+    "qemu-guest-agent",
+    "util-linux-extra",
 )
 
 _SUITE_RE = re.compile(r"^[a-z]{2,32}$")

@@ -18,10 +18,11 @@ from banger.errors import BangerError
 #: What a banger guest cannot boot without: the microvm virtio transport, the
 #: root disk, the NIC and the root filesystem.
 REQUIRED_MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "ext4")
-#: Loaded when the kernel has them: a faster crc32c, the virtio RNG, and the
+#: Loaded when the kernel has them: a faster crc32c, the virtio RNG, the
 #: ACPI power button + evdev, so QMP ``system_powerdown`` (microvm's GED button)
-#: reaches systemd-logind and a systemd guest shuts down cleanly.
-OPTIONAL_MODULES = ("crc32c-intel", "virtio-rng", "button", "evdev")
+#: reaches systemd-logind and a systemd guest shuts down cleanly, and
+#: virtio_console for the guest agent's virtio-serial port.
+OPTIONAL_MODULES = ("crc32c-intel", "virtio-rng", "button", "evdev", "virtio_console")
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
