@@ -113,6 +113,24 @@ class Banger:
         return [line for line in out.splitlines() if line.strip()]
 
 
+#: Runs in the namespace: connect to a guest's sshd and read its banner within
+#: argv[2] seconds; exit 3 when it does not answer.
+SSH_BANNER = (
+    "import socket, sys\n"
+    "try:\n"
+    "    s = socket.create_connection((sys.argv[1], 22), timeout=float(sys.argv[2]))\n"
+    "    print(s.recv(64).decode(errors='replace').strip())\n"
+    "except OSError as exc:\n"
+    "    print(f'no answer: {exc}'); sys.exit(3)\n"
+)
+
+
+def ssh_banner(b: Banger, ip: str, timeout: float) -> tuple[int, str]:
+    """(exit status, banner or why not) of a connect to ``ip``:22 from inside the namespace."""
+    result = b.host("python3", "-c", SSH_BANNER, ip, str(timeout))
+    return result.returncode, result.stdout.strip()
+
+
 def check_owner_can_run(user: User) -> None:
     """Fail clearly when the owner cannot read the repository or its virtualenv."""
     probe = subprocess.run(

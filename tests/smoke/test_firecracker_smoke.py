@@ -25,8 +25,7 @@ from collections.abc import Iterator
 import pytest
 
 from banger.hostinfo import kvm_status
-from tests.e2e.harness import Banger, banger_env, seed_artifacts
-from tests.e2e.test_pause_e2e import probe
+from tests.e2e.harness import Banger, banger_env, seed_artifacts, ssh_banner
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
 from tests.support import needs_root
@@ -70,9 +69,9 @@ def test_firecracker_lifecycle_with_pause(b: Banger) -> None:
     shown = json.loads(b.banger("vm", "show", "fc", "--json").stdout)
     assert shown["vmm"] == "firecracker" and shown["accelerator"] == "kvm"
     assert shown["root_strategy"] in ("reflink", "dm-snapshot", "copy")
-    assert probe(b, shown["ip"])[0] == 0
+    assert ssh_banner(b, shown["ip"], timeout=60)[0] == 0  # a hang bound
     b.banger("vm", "pause", "fc")
-    assert probe(b, shown["ip"])[0] == 3
+    assert ssh_banner(b, shown["ip"], timeout=3)[0] == 3  # paused: never answers
     b.banger("vm", "resume", "fc")
     assert b.banger("vm", "ssh", "fc", "--", "echo", "ok").stdout.strip() == "ok"
     b.banger("vm", "restart", "fc")
