@@ -22,9 +22,10 @@ from click.testing import CliRunner
 import banger
 from banger.cli.system_cmd import system
 from banger.errors import BangerError
-from banger.paths import INSTALL_METADATA
+from banger.paths import INSTALL_METADATA, Paths
 from banger.system.install import install, resolve_owner, systemd_running, uninstall
 from banger.system.status import gather_status
+from tests.helper_launch import helper_command_line
 from tests.support import VENV_BIN, throwaway_user, wait_until
 
 
@@ -169,16 +170,12 @@ def test_purge_asks_and_removes_only_banger_dirs(short_tmp: Path) -> None:
 @contextmanager
 def running_helper(prefix: Path) -> Iterator[Path]:
     """The real banger-helper, with the unit's arguments moved under ``prefix``."""
-    socket_path = prefix / "run/banger/helper.sock"
+    paths = Paths(prefix / "config", prefix / "state", prefix / "cache", prefix / "run/banger")
+    socket_path = paths.helper_socket
     socket_path.parent.mkdir(parents=True, exist_ok=True)
-    state = prefix / "state"
-    state.mkdir(exist_ok=True)
+    paths.state_dir.mkdir(exist_ok=True)
     proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "banger-helper"),
-            "--socket", str(socket_path), "--owner-uid", "0", "--owner-gid", "0",
-            "--allow-root", str(state), "--foreground",
-        ],
+        helper_command_line(paths, 0, ["--owner-gid", "0", "--foreground"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
