@@ -472,6 +472,27 @@ def test_vm_run_command_runs_in_the_repository(env: Env, repo: Path) -> None:
     assert result.stdout == "?? notes.txt\n", result
 
 
+def test_a_submodule_arrives_with_its_files_and_export_says_what_it_leaves(env: Env) -> None:
+    """Issue #21 item 7, in a real guest."""
+    b = env.b
+    lib, top = env.home / "sublib", env.home / "withsub"
+    sh(
+        b,
+        f"""
+        mkdir -p {lib} {top} && cd {lib} && git init -q && echo lib > lib.txt
+        git add . && git commit -qm lib
+        cd {top} && git init -q && echo top > top.txt && git add . && git commit -qm top
+        git -c protocol.file.allow=always submodule add -q {lib} vendor/lib
+        git commit -qm 'add lib'
+        """,
+    )
+    banger_in(b, top, "workspace", "prepare", VM)
+    assert guest(b, "cat /root/withsub/vendor/lib/lib.txt") == "lib\n"
+    assert guest(b, "cd /root/withsub/vendor/lib && git log --format=%s") == "lib\n"
+    exported = banger_in(b, top, "workspace", "export", VM, "--branch", "subcheck")
+    assert "submodules: commits made inside them are not exported" in exported.stderr, exported
+
+
 def test_vm_rm_force_cancels_a_running_transfer(env: Env) -> None:
     """Issue #21 item 18: a transfer holds the VM's workspace lock, not its lifecycle
     lock; `vm rm` refuses while one runs, `vm rm --force` cancels it. Runs last: it
