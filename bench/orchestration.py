@@ -71,8 +71,10 @@ BOOT_STAGES = ("launch", "wait_ssh")
 #: what the parts outside the boot are, and the fixes (none of them in bench/)
 EXPLANATION = (
     ". What a hand-written script does not pay: (1) `vm run` is a Python CLI that starts, "
-    "follows the create's event stream, asks for the SSH details (API models: pydantic) and "
-    "only then runs ssh, then requests and follows the rm: the CLI rows; (2) the rm (stop, tap, "
+    "follows the create's event stream, "
+    "then runs the command through bangerd's exec API on the connection wait_ssh opened "
+    "(issue #17: no second SSH handshake), then requests and follows the rm: the CLI rows; "
+    "(2) the rm (stop, tap, "
     "files) runs before the command returns — returning the guest's exit status first and "
     "deleting in the daemon afterwards would take it off the wall time; (3) wait_ssh polls "
     "with a back-off growing to 1 s plus a full asyncssh handshake per try "
@@ -239,7 +241,7 @@ def breakdown(start: float, end: float, create: OpTrace, delete: OpTrace) -> Ban
     """The run's wall time cut at the operations' timestamps (pure; tested)."""
     parts: list[tuple[str, float]] = [("CLI: start, request the create", create.created - start)]
     parts += [(f"create: {stage}", create.stage(stage)) for stage in CREATE_STAGES]
-    parts.append(("CLI: follow ends, ssh info, `ssh true`, request the rm",
+    parts.append(("CLI: follow ends, `true` over the exec API, request the rm",
                   delete.created - create.finished))  # fmt: skip
     parts += [(f"rm: {stage}", delete.stage(stage)) for stage in DELETE_STAGES]
     parts.append(("CLI: follow the rm, exit", end - delete.finished))
