@@ -272,6 +272,10 @@ class VMDetail(Response):
         default=None, description="Why the VM got its driver (chosen once, at create)."
     )
     accelerator: str | None = None
+    agent: str | None = Field(
+        default=None,
+        description="The guest agent channel: available, not answering (SSH only), or none.",
+    )
     init_mode: str
     vcpus: int
     memory_mib: int

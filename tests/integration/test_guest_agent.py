@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,24 +22,14 @@ from banger.guest.agent import (
     AgentUnavailable,
     GuestAgent,
 )
+from tests.qga import start_qemu_ga
 from tests.support import wait_until
-
-QEMU_GA = shutil.which("qemu-ga") or "/usr/sbin/qemu-ga"
-BLOCKED = "guest-set-time,guest-fsfreeze-freeze,guest-fsfreeze-thaw,guest-shutdown,guest-exec"
 
 
 @pytest.fixture
 def qga(tmp_path: Path) -> Iterator[Path]:
-    if not Path(QEMU_GA).exists():
-        pytest.fail("qemu-ga is missing: install qemu-guest-agent (scripts/test-packages.txt)")
     sock = tmp_path / "qga.sock"
-    state = tmp_path / "state"
-    state.mkdir()
-    proc = subprocess.Popen(
-        [QEMU_GA, "-m", "unix-listen", "-p", str(sock), "-t", str(state), "-b", BLOCKED],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_qemu_ga(sock, tmp_path / "state")
     try:
         wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "qemu-ga's socket")
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""

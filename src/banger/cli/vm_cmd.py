@@ -78,6 +78,7 @@ def _print_vm(state: CliState, detail: VMDetail) -> None:
             ("kernel", f"{detail.kernel_name} ({detail.kernel})" if detail.kernel else None),
             ("vmm", f"{detail.vmm} ({detail.accelerator})" if detail.accelerator else detail.vmm),
             ("vmm chosen", detail.vmm_reason),
+            ("guest agent", detail.agent),
             ("init", detail.init_mode),
             ("cpus", detail.vcpus),
             ("memory", f"{detail.memory_mib} MiB"),

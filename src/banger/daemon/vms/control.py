@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
+from banger.daemon.vms import agent_use
 from banger.daemon.vms.service import VMService
 from banger.errors import Conflict
 from banger.store import VMRecord, VMState
@@ -65,6 +66,10 @@ class VMControl:
             await self.vms.pipeline.driver_for(vm).resume(proc)
             await asyncio.to_thread(self.vms.store.update_vm, vm.id, state=VMState.RUNNING)
             await op.event("info", f"VM {vm.name} resumed")
+            # Its clock stood still while paused (issue #18 item 1).
+            await agent_use.resync_clock(
+                self.vms.paths.vm_agent_socket(vm.id), vm.config, op, "the resume"
+            )
 
         return await self._op("vm.resume", ref, work)
 

@@ -24,6 +24,7 @@ from banger.config import Config
 from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
+from banger.daemon.vms import agent_use
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import (
     AGENT_CHANNEL_KEY,
@@ -351,6 +352,12 @@ class Pipeline:
             )
         )
         exited = asyncio.create_task(self.driver_for(vm).wait(proc, None))
+        # The guest agent, when the VM has its channel: the first sign of life, often
+        # before sshd listens; SSH still decides "running" (issue #18 item 1).
+        current = await asyncio.to_thread(self.store.get_vm, vm.id)
+        agent: asyncio.Task[float] | None = None
+        if agent_use.has_channel(current.config):
+            agent = asyncio.create_task(agent_use.first_answer(self.paths.vm_agent_socket(vm.id)))
         adopted = False
         try:
             await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
@@ -359,8 +366,25 @@ class Pipeline:
                 self.conns.adopt(vm, ready.result())
                 adopted = True
                 await self._copy_late_sync(vm, op)
+                if agent is not None:
+                    seen = agent.done() and not agent.cancelled() and agent.exception() is None
+                    await op.event(
+                        "info",
+                        f"guest agent answered {agent.result():.2f}s into the wait"
+                        if seen
+                        else "guest agent not answering (SSH only)",
+                    )
+                    fresh = await asyncio.to_thread(self.store.get_vm, vm.id)
+                    await asyncio.to_thread(
+                        self.store.update_vm,
+                        vm.id,
+                        config={**fresh.config, agent_use.AGENT_SEEN_KEY: seen},
+                    )
                 return
         finally:
+            if agent is not None:
+                agent.cancel()
+                await asyncio.gather(agent, return_exceptions=True)
             for task in (ready, exited):
                 if not task.done():
                     task.cancel()

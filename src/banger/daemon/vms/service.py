@@ -18,6 +18,7 @@ from banger.config import Config
 from banger.daemon.images_svc import ImageService
 from banger.daemon.kernels_svc import KernelService
 from banger.daemon.ops import Operations, OpHandle
+from banger.daemon.vms.agent_use import agent_state
 from banger.daemon.vms.locks import VMLocks
 from banger.daemon.vms.names import (
     FieldProblems,
@@ -105,6 +106,7 @@ class VMService:
             vmm=vm.vmm,
             vmm_reason=vm.config.get(VMM_REASON_KEY),
             accelerator=vm.config.get("accelerator"),
+            agent=agent_state(vm.config),
             init_mode=vm.init_mode,
             vcpus=vm.vcpus,
             memory_mib=vm.memory_mib,

@@ -38,6 +38,7 @@ from typing import Any
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
+from banger.daemon.vms import agent_use
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.pipeline import LAUNCHED_KEY, launched
@@ -259,6 +260,11 @@ class SnapshotRestore:
         )
         await op.event("info", f"{driver.name} restored the guest (pid {proc.pid})")
         await pipeline.wait_ssh(vm, proc, op)
+        # The saved guest's clock stopped when the snapshot was taken (issue #18 item 1).
+        vm = await asyncio.to_thread(self.store.get_vm, vm.id)
+        await agent_use.resync_clock(
+            self.paths.vm_agent_socket(vm.id), vm.config, op, "the restore"
+        )
         await op.stage("running")
         await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.RUNNING, last_error=None)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
+from banger.daemon.vms import agent_use
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.pipeline import LAUNCHED_KEY
@@ -239,6 +240,10 @@ class Snapshots:
             finally:
                 if was_running and not stop:
                     await driver.resume(proc)
+            if was_running and not stop:  # its clock stood still while saved (issue #18)
+                await agent_use.resync_clock(
+                    self.paths.vm_agent_socket(vm.id), vm.config, op, "the snapshot"
+                )
             if was_running and stop:
                 await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.PAUSED)
                 await op.event("info", f"VM {vm.name} left paused (banger vm resume {vm.name})")
