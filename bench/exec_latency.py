@@ -4,7 +4,7 @@ One VM (fast init) in the e2e harness, interleaved round by round:
 
 - ``banger vm exec NAME -- true``: the CLI as the owner in the namespace (its
   start-up, the exec WebSocket, bangerd's held connection);
-- the client library, ``BangerClient.exec(NAME, ["true"])``, timed inside one
+- the Python SDK, ``vm.run(["true"])`` (over ``BangerClient.exec``), timed inside one
   long-lived Python process of the owner (what a program driving sandboxes
   pays per command; what ``banger.sdk``'s ``vm.run`` will be built on);
 - a fresh ``ssh … true`` with banger's key and pinned host key (what every
@@ -31,7 +31,7 @@ from bench.stats import median, ratio
 from bench.timing import interleaved
 
 NAME = "exec_latency"
-TITLE = "8. Per-command latency on a running VM (vm exec, client library, fresh ssh)"
+TITLE = "8. Per-command latency on a running VM (vm exec, SDK, fresh ssh)"
 VM = "lat"
 #: the issue's goal: the library call at least this many times faster than a fresh ssh
 LIBRARY_GOAL = 10.0
@@ -41,14 +41,14 @@ CALLS = 5
 #: A long-lived owner process: one line in ("go"), CALLS timings out (JSON), until EOF.
 LIBRARY_LOOP = f"""
 import json, sys, time
-from banger.client import BangerClient
-client = BangerClient()
-client.exec({VM!r}, ["true"])  # warm: imports, first connection
+from banger.sdk import Banger
+vm = Banger().get({VM!r})
+vm.run(["true"])  # warm: imports, first connection
 for _ in sys.stdin:
     times = []
     for _ in range({CALLS}):
         start = time.perf_counter()
-        result = client.exec({VM!r}, ["true"])
+        result = vm.run(["true"])
         times.append(time.perf_counter() - start)
         assert result.exit_code == 0, result
     print(json.dumps(times), flush=True)
@@ -111,7 +111,7 @@ def run(ctx: BenchContext) -> BenchResult:
                 {
                     "fresh `ssh … true`": ssh_case,
                     "banger vm exec NAME -- true": exec_case,
-                    "BangerClient.exec(NAME, ['true'])": library_case,
+                    "SDK vm.run(['true'])": library_case,
                 },
                 ctx.rounds(7, 2),
                 warmup=1,
@@ -133,15 +133,15 @@ def run(ctx: BenchContext) -> BenchResult:
         measurements=(
             Measurement.of("fresh `ssh … true`", ssh_s),
             Measurement.of("banger vm exec NAME -- true", exec_s),
-            Measurement.of(f"BangerClient.exec(NAME, ['true']) (x{CALLS} per round)", library),
+            Measurement.of(f"SDK vm.run(['true']) (x{CALLS} per round)", library),
         ),
         ratios=(
             Ratio("fresh ssh / vm exec", ratio(ssh_m, exec_m)),
-            Ratio("fresh ssh / library exec", ratio(ssh_m, lib_m)),
+            Ratio("fresh ssh / SDK vm.run", ratio(ssh_m, lib_m)),
         ),
         targets=(
             Target(
-                "library exec at least 10x faster than a fresh ssh",
+                "SDK vm.run at least 10x faster than a fresh ssh",
                 ratio(ssh_m, lib_m),
                 LIBRARY_GOAL,
                 ">=",
