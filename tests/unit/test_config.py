@@ -534,3 +534,12 @@ def test_markdown_reference_documents_every_field() -> None:
     for sub, subfield in FileSync.model_fields.items():
         assert subfield.description and f"| `{sub}` |" in text
     assert '| `vm.work_disk_size` | `"4G"` |' in text
+
+
+def test_readme_config_reference_is_the_generated_one() -> None:
+    # The README's tables are markdown_reference()'s output verbatim, so a new or
+    # changed field (its bound, its default) cannot leave the README behind.
+    from banger.config.reference import markdown_reference
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert markdown_reference() in readme, "regenerate README's config reference"
