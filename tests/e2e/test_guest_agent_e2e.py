@@ -75,3 +75,10 @@ def test_agent_is_available_and_resume_and_restore_set_the_clock(b: Banger) -> N
     )
     b.banger("vm", "rm", "--force", "gb")
     b.banger("vm", "snapshot-rm", "gs")
+
+
+def test_a_systemd_guest_runs_the_agent_too(b: Banger) -> None:
+    """systemd starts qemu-guest-agent through the package's udev rule (the fast init by hand)."""
+    b.banger("vm", "create", "--name", "gsd", "--init", "systemd", "--start")
+    assert json.loads(b.banger("vm", "show", "gsd", "--json").stdout)["agent"] == "available"
+    b.banger("vm", "rm", "--force", "gsd")
