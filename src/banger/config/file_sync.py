@@ -158,8 +158,9 @@ class FileSync(BaseModel):
     host: Path = Field(
         description=(
             "Host file or directory to copy: `~/…` or an absolute path inside your home. "
-            "No `..`, no `~user`. A symlink named here is followed; symlinks nested in a "
-            "directory are skipped. Missing paths are skipped with a warning."
+            "No `..`, no `~user`. A symlink named here is followed while it stays in the "
+            "home; symlinks nested in a directory are skipped. Missing paths are skipped "
+            "with a warning."
         )
     )
     guest: str = Field(
