@@ -70,6 +70,12 @@ def test_exit_codes_signals_stdin_env_and_cwd(b: Banger) -> None:
     assert missing.returncode == 127 and "no-such-program" in missing.stderr
 
 
+def test_the_default_image_has_python3(b: Banger) -> None:
+    # An agent sandbox without python3 surprises people (issue #21 item 15).
+    r = exec_(b, "python3", "-c", "print(6*7)")
+    assert (r.returncode, r.stdout) == (0, "42\n"), r.stderr
+
+
 def test_ten_megabytes_of_interleaved_stdout_and_stderr_without_loss(b: Banger) -> None:
     # Two writers at once, one per stream; every line numbered, so a lost or
     # duplicated chunk shows. ~5 MB each.

@@ -35,7 +35,8 @@ from banger.images.tether import STAGE_MOUNT_POINT, run_streaming_group
 #: hostname (the initramfs writes /etc/hostname but not /etc/hosts; sudo wants
 #: its hostname to resolve). qemu-guest-agent is banger's control channel that
 #: needs no network (clock after resume/restore, readiness); util-linux-extra
-#: has the hwclock its guest-set-time runs.
+#: has the hwclock its guest-set-time runs. python3 because an agent sandbox
+#: without it surprises people (scripts, the SDK's examples, pip in a venv).
 DEFAULT_PACKAGES: tuple[str, ...] = (
     "systemd-sysv",
     "udev",
@@ -53,6 +54,7 @@ DEFAULT_PACKAGES: tuple[str, ...] = (
     "libnss-myhostname",
     "qemu-guest-agent",
     "util-linux-extra",
+    "python3",
 )
 
 _SUITE_RE = re.compile(r"^[a-z]{2,32}$")
