@@ -7,6 +7,7 @@ its inputs; each test works on a ``cp -a`` copy.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -21,7 +22,14 @@ from banger.images import treepath
 from banger.images.aptsources import resolve_debian_mirror
 from banger.images.distro import build_debian_rootfs, mmdebstrap_argv
 from banger.images.finalize import check_bootable, finalize_tree
-from banger.images.foreign import finalize_foreign, missing_components
+from banger.images.foreign import (
+    APT,
+    CHROOT_PATH,
+    _install_extras,
+    _InstallEnvironment,
+    finalize_foreign,
+    missing_components,
+)
 from tests.image_cache import CACHE_ROOT
 from tests.support import needs_root
 
@@ -56,7 +64,16 @@ def test_minbase_gets_systemd_sshd_tmux_from_apt_and_finalizes(short_tmp: Path) 
     assert missing_components(tree) == ["systemd", "sshd", "tmux"]
     lines: list[str] = []
     installed = finalize_foreign(tree, progress=lines.append)
-    assert installed == ("systemd-sysv", "udev", "dbus", "openssh-server", "tmux")
+    assert installed == (
+        "systemd-sysv", "udev", "dbus", "openssh-server", "tmux", "qemu-guest-agent",
+    )  # fmt: skip
+    assert treepath.exists(tree, "/usr/sbin/qemu-ga")  # the guest agent (issue #18)
+    # An extra the repositories lack is left out with one line; the finalize goes on.
+    unknown = dataclasses.replace(APT, extras=("banger-no-such-package",))
+    with _InstallEnvironment(tree):
+        got = _install_extras(tree, unknown, {"PATH": CHROOT_PATH, **APT.env}, lines.append)
+    assert got == ()
+    assert any(line.startswith("not installed: banger-no-such-package") for line in lines)
     assert missing_components(tree) == []
     check_bootable(tree)
     # The temporary install environment is gone; no mount is left behind.

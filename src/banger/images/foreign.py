@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from banger import proc
+from banger.errors import CommandError
 from banger.images import treepath
 from banger.images.common import Progress, no_progress, require_root
 from banger.images.finalize import ImageNotBootable
@@ -58,6 +59,10 @@ class PackageManager:
     cleanup: tuple[tuple[str, ...], ...] = ()
     distro: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    #: Installed after what is missing, when the manager runs anyway, but not
+    #: required: the guest agent (issue #18). An image that cannot get it keeps
+    #: working over SSH.
+    extras: tuple[str, ...] = ("qemu-guest-agent",)
 
     def install_argv(self, components: Sequence[str]) -> list[str]:
         pkgs = [p for c in components for p in self.packages[c]]
@@ -158,6 +163,25 @@ class _InstallEnvironment:
             treepath.remove(self.tree, guest_path)
 
 
+def _install_extras(
+    tree: Path, pm: PackageManager, env: dict[str, str], progress: Progress
+) -> tuple[str, ...]:
+    """Install ``pm.extras`` if the image's repositories have them; what was installed."""
+    if not pm.extras:
+        return ()
+    argv = [*pm.install, *pm.extras]
+    try:
+        proc.run(chroot_argv(tree, argv), env=env, timeout=INSTALL_TIMEOUT)
+    except CommandError as exc:
+        first = exc.message.splitlines()[0] if exc.message else "failed"
+        progress(
+            f"not installed: {' '.join(pm.extras)} ({first}); the guest agent will be"
+            " missing and the VM works over SSH only"
+        )
+        return ()
+    return pm.extras
+
+
 def finalize_foreign(
     tree: Path, *, progress: Progress = no_progress, install: bool = True
 ) -> tuple[str, ...]:
@@ -190,6 +214,7 @@ def finalize_foreign(
         if pm.update:
             proc.run(chroot_argv(tree, pm.update), env=env, timeout=INSTALL_TIMEOUT)
         proc.run(chroot_argv(tree, argv), env=env, timeout=INSTALL_TIMEOUT)
+        extras = _install_extras(tree, pm, env, progress)
         for step in pm.cleanup:
             proc.run(chroot_argv(tree, step), env=env, timeout=INSTALL_TIMEOUT)
     if pm is APT:
@@ -198,7 +223,7 @@ def finalize_foreign(
             for entry in lists.iterdir():
                 if entry.is_file() and not entry.is_symlink():
                     entry.unlink()
-    packages = tuple(argv[len(pm.install) :])
+    packages = tuple(argv[len(pm.install) :]) + extras
     still = missing_components(tree)
     if still:
         raise ImageNotBootable(
