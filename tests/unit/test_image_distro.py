@@ -66,6 +66,18 @@ def test_argv_is_minbase_directory_build_with_packages() -> None:
     assert "kmod" not in DEFAULT_PACKAGES  # modules live in banger's initramfs
 
 
+def test_suites_before_bookworm_are_not_asked_for_util_linux_extra() -> None:
+    # bullseye's util-linux still has hwclock; util-linux-extra does not exist there,
+    # and one missing package fails the whole mmdebstrap run.
+    assert "util-linux-extra" in DEFAULT_PACKAGES and "python3" in DEFAULT_PACKAGES
+    old = mmdebstrap_argv("bullseye", Path("/srv/t"), mirror=MIRROR)
+    include = next(a for a in old if a.startswith("--include="))
+    assert "util-linux-extra" not in include.split("=", 1)[1].split(",")
+    assert "qemu-guest-agent" in include
+    new = mmdebstrap_argv("trixie", Path("/srv/t"), mirror=MIRROR)
+    assert "util-linux-extra" in next(a for a in new if a.startswith("--include="))
+
+
 def test_argv_rejects_bad_inputs() -> None:
     with pytest.raises(InvalidArgument, match="suite"):
         mmdebstrap_argv("--hook=x", Path("/srv/t"), mirror=MIRROR)

@@ -102,6 +102,18 @@ def check_packages(packages: Sequence[str]) -> tuple[str, ...]:
     return tuple(packages)
 
 
+#: Suites whose util-linux still ships hwclock (util-linux-extra split it out in
+#: bookworm): asking them for util-linux-extra would fail the whole build.
+_HWCLOCK_IN_UTIL_LINUX = frozenset({"jessie", "stretch", "buster", "bullseye"})
+
+
+def packages_for_suite(suite: str, packages: Sequence[str]) -> tuple[str, ...]:
+    """``packages`` as ``suite`` can install them (util-linux-extra only where it exists)."""
+    if suite in _HWCLOCK_IN_UTIL_LINUX:
+        return tuple(p for p in packages if p != "util-linux-extra")
+    return tuple(packages)
+
+
 def mmdebstrap_argv(
     suite: str, out_dir: Path, *, mirror: str, packages: Sequence[str] = DEFAULT_PACKAGES
 ) -> list[str]:
@@ -110,7 +122,7 @@ def mmdebstrap_argv(
         raise InvalidArgument(f"suite {suite!r} is invalid: expected 2-32 lowercase letters")
     if not out_dir.is_absolute():
         raise InvalidArgument(f"build directory {out_dir} must be an absolute path")
-    pkgs = check_packages(packages)
+    pkgs = check_packages(packages_for_suite(suite, packages))
     argv = [
         "mmdebstrap",
         # root mode: real ownership, device nodes and chroot for maintainer
