@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, adapt_spec, qemu_pvh_kernel
+from banger.daemon.vms.vmm_choice import PVH_BOOT_KEY, driver_files, qemu_pvh_kernel
 from banger.errors import InvalidArgument
 from banger.kernels.pull import import_kernel
 from banger.kernels.store import KernelEntry
 from banger.paths import Paths
-from tests.unit.test_vmlinux import elf_with_notes, fake_bzimage, note
-from tests.unit.test_vmm_qemu_argv import SPEC
+from banger.vmm.firecracker import FirecrackerDriver
+from banger.vmm.qemu import QemuDriver
+from tests.elf_support import elf_with_notes, fake_bzimage, note
+from tests.qemu_support import SPEC
 
 
 def entry(tmp_path: Path, pvh: bool) -> KernelEntry:
@@ -55,6 +57,26 @@ def test_restore_boots_what_the_snapshot_was_booted_with(tmp_path: Path) -> None
 def test_firecracker_never_carries_a_pvh_kernel(tmp_path: Path) -> None:
     with_note = entry(tmp_path, pvh=True)
     spec = dataclasses.replace(SPEC, pvh_kernel=with_note.path / "vmlinux")
-    fc = adapt_spec(spec, "firecracker", with_note, socket=Path("/r/fc.sock"), tap="bgtap0")
+    files = driver_files(with_note, Path("/r/fc.sock"))
+    fc = FirecrackerDriver().adapt_spec(spec, files)
     assert fc.kernel == with_note.path / "vmlinux" and fc.pvh_kernel is None
-    assert adapt_spec(spec, "qemu", with_note, socket=Path("/r/x"), tap="t") is spec
+    assert fc.control_socket == Path("/r/fc.sock") and fc.accelerator == "kvm"
+    assert QemuDriver().adapt_spec(spec, files) is spec
+
+
+def test_the_neutral_spec_carries_the_tap_both_ways_and_each_driver_keeps_one(
+    tmp_path: Path,
+) -> None:
+    with_note = entry(tmp_path, pvh=True)
+    spec = dataclasses.replace(SPEC, tap_fd=7, tap_name="bgtap0")
+    files = driver_files(with_note, Path("/r/fc.sock"))
+    assert QemuDriver().adapt_spec(spec, files) is spec  # its argv prefers the descriptor
+    fc = FirecrackerDriver().adapt_spec(spec, files)
+    assert (fc.tap_fd, fc.tap_name, fc.agent_socket) == (None, "bgtap0", None)
+
+
+def test_firecracker_refuses_an_entry_without_a_vmlinux_naming_why(tmp_path: Path) -> None:
+    files = driver_files(entry(tmp_path, pvh=False), Path("/r/fc.sock"))
+    files = dataclasses.replace(files, vmlinux=None, no_vmlinux="no ELF found")
+    with pytest.raises(InvalidArgument, match="kernel: k cannot boot under Firecracker: no ELF"):
+        FirecrackerDriver().adapt_spec(SPEC, files)

@@ -204,6 +204,25 @@ class StopResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class DriverFiles:
+    """What the daemon offers beside a driver-neutral :class:`LaunchSpec`.
+
+    Each driver takes from it what it boots with (:meth:`VMMDriver.adapt_spec`);
+    the daemon never asks which driver it is talking to.
+    """
+
+    #: The kernel entry's name, for errors.
+    kernel_name: str
+    #: The entry's uncompressed ELF ``vmlinux``, None when it has none.
+    vmlinux: Path | None
+    #: Why ``vmlinux`` is None ("" when it is not): a driver that needs one says it.
+    no_vmlinux: str
+    #: Where a VMM that serves an HTTP API (Firecracker) listens; QEMU's QMP socket
+    #: is the spec's ``control_socket``.
+    api_socket: Path
+
+
 class VMMDriver(Protocol):
     """What the VM service needs from a VMM. All methods are safe to call after a restart."""
 
@@ -212,6 +231,16 @@ class VMMDriver(Protocol):
 
     @property
     def capabilities(self) -> VMMCapabilities: ...
+
+    def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
+        """The daemon's driver-neutral ``spec`` as this driver launches it.
+
+        The neutral spec carries the tap both ways (``tap_fd`` and ``tap_name``),
+        the bzImage as ``kernel`` with the PVH ``vmlinux`` QEMU may prefer, the
+        QMP socket and the agent socket; a driver keeps what it uses and takes the
+        rest from ``files``. Raises :class:`InvalidArgument` when it cannot boot it.
+        """
+        ...
 
     async def launch(self, spec: LaunchSpec) -> VMMProcess:
         """Start the VMM; return once its control socket answers. Raises :class:`VMMError`."""

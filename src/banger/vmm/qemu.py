@@ -32,6 +32,7 @@ from banger.paths import check_socket_path
 from banger.procinfo import send_signal
 from banger.vmm.base import (
     Disk,
+    DriverFiles,
     LaunchSpec,
     StopResult,
     VMMCapabilities,
@@ -179,6 +180,12 @@ class QemuDriver:
             graceful_stop=True,
             accelerators=("kvm", "tcg"),
         )
+
+    def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
+        """QEMU boots the neutral spec as it is: the helper's tap descriptor (which
+        :func:`qemu_argv` prefers to the name), QMP, and the PVH ``vmlinux`` when
+        the daemon found one (else the bzImage)."""
+        return spec
 
     async def launch(self, spec: LaunchSpec, extra_args: Sequence[str] = ()) -> VMMProcess:
         """Start QEMU for ``spec``; ``extra_args`` go last (``-incoming`` for a restore)."""

@@ -24,7 +24,14 @@ import stat
 from pathlib import Path
 
 from banger.helper.client import HelperClient
-from banger.vmm.base import LaunchSpec, StopResult, VMMCapabilities, VMMProcess, VMMStatus
+from banger.vmm.base import (
+    DriverFiles,
+    LaunchSpec,
+    StopResult,
+    VMMCapabilities,
+    VMMProcess,
+    VMMStatus,
+)
 from banger.vmm.firecracker.api import FirecrackerClient
 from banger.vmm.firecracker.driver import FirecrackerDriver, check_spec, wait_for_socket
 from banger.vmm.firecracker.jailer import NAMES, JailRequest
@@ -93,6 +100,9 @@ class JailedFirecracker:
     @property
     def capabilities(self) -> VMMCapabilities:
         return self.control.capabilities
+
+    def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
+        return self.control.adapt_spec(spec, files)
 
     async def launch(self, spec: LaunchSpec) -> VMMProcess:
         check_spec(spec)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from banger.daemon.vms.vmm_choice import (
     AGENT_CHANNEL_KEY,
     PVH_BOOT_KEY,
     DriverSet,
-    adapt_spec,
+    driver_files,
     qemu_pvh_kernel,
 )
 from banger.daemon.vms.work_sync import staged_work_sync
@@ -114,7 +115,7 @@ class Pipeline:
     helper_call: HelperCall | None = None
     #: The kernel has device-mapper (probed once when bangerd starts).
     dm_usable: bool = False
-    #: The held guest connections (issue #17): wait_ssh's connection is kept here.
+    #: The held guest connections: wait_ssh's connection is kept here.
     conns: GuestConns = field(init=False)
     #: [[file_sync]] items a disk image cannot name, by VM id: copied once SSH answers
     late_sync: dict[str, tuple[tuple[DirItem, ...], tuple[FileSyncItem, ...]]] = field(
@@ -240,7 +241,16 @@ class Pipeline:
         await op.event("info", f"address {ip} on {self.hostnet.bridge}, tap {tap}")
         return vm, fd
 
-    def launch_spec(self, vm: VMRecord, kernel: KernelEntry, root: Disk, tap_fd: int) -> LaunchSpec:
+    def launch_spec(
+        self,
+        vm: VMRecord,
+        kernel: KernelEntry,
+        root: Disk,
+        tap_fd: int,
+        restore: Callable[[LaunchSpec], LaunchSpec] | None = None,
+    ) -> LaunchSpec:
+        """The VM's driver-neutral spec (``restore`` changes it for a snapshot's
+        machine), then adapted by the VM's driver."""
         net = self.config.network
         assert vm.ip is not None
         qemu = vm.vmm != "firecracker"
@@ -272,12 +282,14 @@ class Pipeline:
             mac=stable_mac(vm.id),
             tap_fd=tap_fd,
             accelerator=self.accel.kind,
-            pvh_kernel=qemu_pvh_kernel(kernel) if qemu else None,
+            tap_name=vm.tap or tap_name(vm.id),
+            pvh_kernel=qemu_pvh_kernel(kernel),
             agent_socket=self.paths.vm_agent_socket(vm.id),
         )
-        tap = vm.tap or tap_name(vm.id)
-        socket = self.paths.vm_firecracker_socket(vm.id)
-        return adapt_spec(spec, vm.vmm, kernel, socket=socket, tap=tap)
+        if restore is not None:
+            spec = restore(spec)
+        files = driver_files(kernel, self.paths.vm_firecracker_socket(vm.id))
+        return self.driver_for(vm).adapt_spec(spec, files)
 
     async def launch(
         self, vm: VMRecord, spec: LaunchSpec, op: OpHandle, undo: UndoStack
@@ -319,7 +331,7 @@ class Pipeline:
 
     async def _copy_late_sync(self, vm: VMRecord, op: OpHandle) -> None:
         """[[file_sync]] items whose names a disk image cannot hold (a ``"``, a newline…),
-        over the held connection's SFTP now that the guest answers (issue #21 item 5)."""
+        over the held connection's SFTP now that the guest answers."""
         late = self.late_sync.pop(vm.id, None)
         if late is None:
             return
@@ -353,7 +365,7 @@ class Pipeline:
         )
         exited = asyncio.create_task(self.driver_for(vm).wait(proc, None))
         # The guest agent, when the VM has its channel: the first sign of life, often
-        # before sshd listens; SSH still decides "running" (issue #18 item 1).
+        # before sshd listens; SSH still decides "running".
         current = await asyncio.to_thread(self.store.get_vm, vm.id)
         agent: asyncio.Task[float] | None = None
         if agent_use.has_channel(current.config):

@@ -208,18 +208,21 @@ class SnapshotRestore:
         try:
             # The guest's NIC keeps the MAC its kernel knows (the network stage gave a new one).
             vm = await asyncio.to_thread(self.store.update_vm, vm.id, mac=snap.mac)
-            spec = pipeline.launch_spec(vm, kernel, pipeline.root_disk_of(vm), fd)
-            spec = dataclasses.replace(
-                spec,
-                mac=snap.mac,
-                cmdline=str(snap.meta.get("cmdline") or spec.cmdline),
-                # The kernel file the snapshot was booted with, not today's choice.
-                pvh_kernel=qemu_pvh_kernel(kernel, snap.meta) if snap.vmm == "qemu" else None,
-                # The channel only when the snapshot's machine had it (older ones did not).
-                agent_socket=spec.agent_socket
-                if snap.meta.get(AGENT_CHANNEL_KEY) is True
-                else None,
-            )
+
+            def as_saved(spec: LaunchSpec) -> LaunchSpec:
+                return dataclasses.replace(
+                    spec,
+                    mac=snap.mac,
+                    cmdline=str(snap.meta.get("cmdline") or spec.cmdline),
+                    # The kernel file the snapshot was booted with, not today's choice.
+                    pvh_kernel=qemu_pvh_kernel(kernel, snap.meta),
+                    # The channel only when the snapshot's machine had it (older ones did not).
+                    agent_socket=spec.agent_socket
+                    if snap.meta.get(AGENT_CHANNEL_KEY) is True
+                    else None,
+                )
+
+            spec = pipeline.launch_spec(vm, kernel, pipeline.root_disk_of(vm), fd, as_saved)
             if spec.tap_fd is None:  # Firecracker opens the tap by name
                 os.close(fd)
                 fd = -1
@@ -260,7 +263,7 @@ class SnapshotRestore:
         )
         await op.event("info", f"{driver.name} restored the guest (pid {proc.pid})")
         await pipeline.wait_ssh(vm, proc, op)
-        # The saved guest's clock stopped when the snapshot was taken (issue #18 item 1).
+        # The saved guest's clock stopped when the snapshot was taken.
         vm = await asyncio.to_thread(self.store.get_vm, vm.id)
         await agent_use.resync_clock(
             self.paths.vm_agent_socket(vm.id), vm.config, op, "the restore"

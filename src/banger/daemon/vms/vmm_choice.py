@@ -1,4 +1,4 @@
-"""Which VMM driver a VM runs on, and what that changes in its launch spec.
+"""Which VMM driver a VM runs on, and what the daemon offers it to boot with.
 
 The choice is made once, at ``vm create`` (config ``vmm`` through
 :func:`banger.vmm.select.select_driver`), and stored on the VM row (``vmm``)
@@ -6,20 +6,15 @@ with the reason (``config.vmm_reason``); every later start uses the stored
 driver, whatever the config says by then, so a VM keeps its driver across
 restarts of the VM and of the daemon.
 
-QEMU and Firecracker take the same :class:`~banger.vmm.base.LaunchSpec` with
-three differences, applied by :func:`adapt_spec`:
-
-- the tap: QEMU gets the helper's open descriptor; Firecracker opens the
-  (persistent, owner-owned) tap by name itself, so the descriptor is closed
-  and only the name is passed;
-- the kernel: Firecracker boots the entry's uncompressed ``vmlinux`` (QEMU
-  does too, through its PVH entry, when it has the note: :func:`qemu_pvh_kernel`);
-- the accelerator: Firecracker is KVM only (no TCG command-line extras).
+The daemon builds one driver-neutral :class:`~banger.vmm.base.LaunchSpec`
+(the tap by descriptor and by name, the bzImage with the PVH ``vmlinux`` QEMU
+prefers: :func:`qemu_pvh_kernel`) and the :class:`~banger.vmm.base.DriverFiles`
+beside it (:func:`driver_files`); each driver's ``adapt_spec`` keeps what it boots
+with (Firecracker: the tap by name, the ELF ``vmlinux``, KVM, its API socket).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +25,7 @@ from banger.errors import BangerError, InvalidArgument
 from banger.helper.client import HelperClient
 from banger.kernels.store import KernelEntry
 from banger.kernels.vmlinux import kernel_capabilities
-from banger.vmm.base import LaunchSpec, VMMDriver
+from banger.vmm.base import DriverFiles, VMMDriver
 from banger.vmm.select import DriverName
 
 #: ``() -> (driver, reason)``: the stack binds config and host facts into it.
@@ -60,16 +55,12 @@ class DriverSet:
         return name, reason
 
 
-def firecracker_kernel(entry: KernelEntry) -> Path:
-    """The ELF ``vmlinux`` of a kernel entry, or an error saying why there is none."""
-    path = entry.vmlinux_path
-    if path is not None:
-        return path
-    _ok, why = kernel_capabilities(entry.path)["firecracker"]
-    raise InvalidArgument(
-        f"kernel: {entry.name} cannot boot under Firecracker: {why}",
-        hint="pull or import the kernel again (banger extracts a vmlinux now), "
-        "or create the VM with vmm = 'qemu'",
+def driver_files(entry: KernelEntry, api_socket: Path) -> DriverFiles:
+    """What a driver may take beside the neutral spec, for a boot of ``entry``."""
+    vmlinux = entry.vmlinux_path
+    why = "" if vmlinux is not None else kernel_capabilities(entry.path)["firecracker"][1]
+    return DriverFiles(
+        kernel_name=entry.name, vmlinux=vmlinux, no_vmlinux=why, api_socket=api_socket
     )
 
 
@@ -103,25 +94,6 @@ def qemu_pvh_kernel(entry: KernelEntry, snapshot: Mapping[str, Any] | None = Non
             hint="the kernel entry changed under the snapshot; pull or import it again",
         )
     return found
-
-
-def adapt_spec(
-    spec: LaunchSpec, driver: str, entry: KernelEntry, *, socket: Path, tap: str
-) -> LaunchSpec:
-    """``spec`` as built for QEMU, changed for ``driver`` (see the module docstring)."""
-    if driver != "firecracker":
-        return spec
-    return dataclasses.replace(
-        spec,
-        kernel=firecracker_kernel(entry),
-        pvh_kernel=None,
-        tap_fd=None,
-        tap_name=tap,
-        accelerator="kvm",
-        control_socket=socket,
-        # Firecracker's channel is its hybrid vsock, not wired into its launch plan yet.
-        agent_socket=None,
-    )
 
 
 def build_drivers(config: Config, qemu: VMMDriver, jailed: VMMDriver | None = None) -> DriverSet:

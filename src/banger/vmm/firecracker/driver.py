@@ -20,6 +20,7 @@ SIGTERM handler, so there is no softer signal worth sending.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -35,6 +36,7 @@ from banger.errors import Conflict, InvalidArgument
 from banger.paths import check_socket_path
 from banger.procinfo import reap, send_signal, wait_for_exit
 from banger.vmm.base import (
+    DriverFiles,
     LaunchSpec,
     StopResult,
     VMMCapabilities,
@@ -95,6 +97,32 @@ def check_spec(spec: LaunchSpec) -> None:
             "accelerator: Firecracker needs KVM; software emulation is QEMU only",
             hint="set vmm = 'qemu' (or 'auto') on hosts without usable KVM",
         )
+
+
+def adapt_spec(spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
+    """The daemon's neutral ``spec`` as Firecracker (plain or jailed) launches it.
+
+    - the tap: Firecracker opens the (persistent, owner-owned) tap by name, so the
+      descriptor is dropped (the daemon closes it) and only the name is passed;
+    - the kernel: the entry's uncompressed ``vmlinux``, never a bzImage or PVH image;
+    - the accelerator: KVM only, and its own API socket;
+    - no agent channel: Firecracker's is its hybrid vsock, not in its launch plan yet.
+    """
+    if files.vmlinux is None:
+        raise InvalidArgument(
+            f"kernel: {files.kernel_name} cannot boot under Firecracker: {files.no_vmlinux}",
+            hint="pull or import the kernel again (banger extracts a vmlinux now), "
+            "or create the VM with vmm = 'qemu'",
+        )
+    return dataclasses.replace(
+        spec,
+        kernel=files.vmlinux,
+        pvh_kernel=None,
+        tap_fd=None,
+        accelerator="kvm",
+        control_socket=files.api_socket,
+        agent_socket=None,
+    )
 
 
 def unlink_stale_socket(path: Path) -> None:
@@ -172,6 +200,9 @@ class FirecrackerDriver:
             graceful_stop=True,
             accelerators=("kvm",),
         )
+
+    def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
+        return adapt_spec(spec, files)
 
     # -- launch ------------------------------------------------------------------
 
