@@ -127,8 +127,8 @@ def _wait_ready(
 
 
 class StartupProgress:
-    """What a starting bangerd says it is doing (its ``startup:`` log lines, issue #21
-    item 14): a person at a terminal sees reconciliation happen, not a silent wait."""
+    """What a starting bangerd says it is doing (its ``startup:`` log
+    lines): a person at a terminal sees reconciliation happen, not a silent wait."""
 
     MARK = " startup: "
 

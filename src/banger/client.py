@@ -439,7 +439,7 @@ class BangerClient(FilesAPI):
                 raise BangerError(str(event.get("error")), event.get("hint"))
             yield event
 
-    # -- exec (issue #17): a WebSocket; see banger.exec_client for streaming ------------
+    # -- exec: a WebSocket; see banger.exec_client for streaming ---------------------
     def exec(
         self,
         ref: str,

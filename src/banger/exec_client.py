@@ -1,4 +1,4 @@
-"""The client side of the daemon's exec WebSocket (issue #17 item 2).
+"""The client side of the daemon's exec WebSocket.
 
 An asyncio core (:func:`open_exec` → :class:`AsyncExec`, :func:`run_exec`)
 and blocking wrappers on :class:`banger.client.BangerClient` (``exec``).

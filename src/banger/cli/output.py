@@ -35,7 +35,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     for row in rows:
         table.add_row(*("-" if cell is None else str(cell) for cell in row))
     # Into a pipe or a file rich would assume 80 columns and fold long cells onto
-    # extra lines; there, every row is one line, as wide as it needs (issue #21 item 12).
+    # extra lines; there, every row is one line, as wide as it needs.
     if sys.stdout.isatty():
         Console(soft_wrap=False).print(table)
         return

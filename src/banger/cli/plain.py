@@ -1,4 +1,4 @@
-"""Terminal output made plain text: ``session logs --plain`` (issue #21 item 11).
+"""Terminal output made plain text: ``session logs --plain``.
 
 A session's log is what its terminal received: colour and cursor escapes,
 ``\\r\\n`` line ends, carriage returns redrawing a progress line. Into a pipe

@@ -352,7 +352,7 @@ def ssh(name: str, command: tuple[str, ...]) -> int | None:
     from banger.cli.sshexec import argv_for, exec_ssh
 
     state = get_state()
-    if state.json:  # the output and status as one JSON object (issue #21 item 12)
+    if state.json:  # the output and status as one JSON object
         from banger.cli.ssh_json import require_command, run_json
 
         require_command(command, "vm ssh")

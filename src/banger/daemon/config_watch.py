@@ -1,4 +1,4 @@
-"""config.toml followed while bangerd runs (issue #21 item 1).
+"""config.toml followed while bangerd runs: edits apply without a restart.
 
 The daemon re-reads the file when its identity changes — inode, size or
 mtime, checked with one ``stat`` before every API request (every operation

@@ -1,4 +1,4 @@
-"""Held guest connections: one authenticated asyncssh connection per running VM (issue #17 item 1).
+"""Held guest connections: one authenticated asyncssh connection per running VM.
 
 A fresh SSH login costs a key exchange, an sshd re-exec and a PAM session in
 the guest: 1-3 s under TCG. bangerd pays it once per boot: the connection

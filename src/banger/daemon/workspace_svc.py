@@ -138,7 +138,7 @@ class WorkspaceService:
             current = await asyncio.to_thread(self.store.get_vm, vm.id)
             _require_running(current, self.vms)
             await op.stage("connect")
-            # The VM's held connection (issue #17): no SSH handshake per transfer.
+            # The VM's held connection: no SSH handshake per transfer.
             conns = self.vms.pipeline.conns
             async with conns.channel(current, connect_timeout=CONNECT_TIMEOUT) as conn:
                 yield SSHGuestShell(conn)

@@ -164,7 +164,7 @@ def op_table(jailer: JailerPolicy | None) -> OpTable:
     table["image_build"] = Op(image_build.SPEC, _image_build, "out_dir")
     table[image_pull.OP] = Op(image_pull.SPEC, _image_pull, "out_dir")
     table[staging.OP] = Op(staging.SPEC, _remove_staging, None)
-    # Loop devices and dm snapshots (issue #22 item 8): a VM's device is named by
+    # Loop devices and dm snapshots: a VM's device is named by
     # its id, and the daemon serialises ops per VM, so no helper lock is needed.
     table[dm_ops.CREATE] = Op(dm_ops.CREATE_SPEC, _dm_create, None)
     table[dm_ops.REMOVE] = Op(dm_ops.REMOVE_SPEC, _dm_remove, None)

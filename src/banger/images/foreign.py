@@ -60,7 +60,7 @@ class PackageManager:
     distro: str = ""
     env: dict[str, str] = field(default_factory=dict)
     #: Installed after what is missing, when the manager runs anyway, but not
-    #: required: the guest agent (issue #18). An image that cannot get it keeps
+    #: required: the guest agent (readiness, clock sync). An image that cannot get it keeps
     #: working over SSH.
     extras: tuple[str, ...] = ("qemu-guest-agent",)
 

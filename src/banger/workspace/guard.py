@@ -1,4 +1,4 @@
-"""Re-preparing a workspace never throws away guest work silently (issue #21 item 4).
+"""Re-preparing a workspace never throws away guest work silently.
 
 After a prepare and after an export, the guest copy's state (``HEAD`` and
 the tree of its working files) is recorded in its git directory

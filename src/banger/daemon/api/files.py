@@ -1,4 +1,4 @@
-"""``/v1/vms/{ref}/files/…``: a running guest's files over SFTP (issue #17 item 3).
+"""``/v1/vms/{ref}/files/…``: a running guest's files over SFTP.
 
 - ``GET …/files/content?path=P`` streams the file (``application/octet-stream``,
   chunked; ``X-Banger-Size`` and ``X-Banger-Mode`` say what the stat said

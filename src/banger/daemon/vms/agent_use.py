@@ -1,4 +1,4 @@
-"""What the daemon does through the guest agent (issue #18 item 1).
+"""What the daemon does through the guest agent: readiness and the clock.
 
 - Readiness: while a booting guest is waited for over SSH, the agent is polled
   too; its first answer is the first sign of life (logged with its time). SSH

@@ -66,7 +66,7 @@ class VMControl:
             await self.vms.pipeline.driver_for(vm).resume(proc)
             await asyncio.to_thread(self.vms.store.update_vm, vm.id, state=VMState.RUNNING)
             await op.event("info", f"VM {vm.name} resumed")
-            # Its clock stood still while paused (issue #18 item 1).
+            # Its clock stood still while paused: the agent sets it.
             await agent_use.resync_clock(
                 self.vms.paths.vm_agent_socket(vm.id), vm.config, op, "the resume"
             )

@@ -148,7 +148,7 @@ class VMService:
         )
 
     def _image_defaults(self, vm: VMRecord) -> GuestEnv | None:
-        """The OCI config of the VM's image, as the guest applies it (issue #22 item 6)."""
+        """The OCI config of the VM's image, as the guest applies it."""
         if vm.image_id is None:
             return None
         try:
@@ -166,7 +166,7 @@ class VMService:
         """Check the whole request (a 400 or 404 here creates nothing)."""
         defaults = self.config.vm
         # Every field is checked before any is refused: a request with a bad
-        # name and vcpus -1 hears about both (issue #22 item 7).
+        # name and vcpus -1 hears about both.
         fields = FieldProblems()
         name = fields.check(check_name, request.name) if request.name is not None else None
         vcpus = fields.check(

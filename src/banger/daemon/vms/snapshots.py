@@ -240,7 +240,7 @@ class Snapshots:
             finally:
                 if was_running and not stop:
                     await driver.resume(proc)
-            if was_running and not stop:  # its clock stood still while saved (issue #18)
+            if was_running and not stop:  # its clock stood still while saved
                 await agent_use.resync_clock(
                     self.paths.vm_agent_socket(vm.id), vm.config, op, "the snapshot"
                 )
