@@ -68,7 +68,7 @@ def _print_sessions(state: CliState, sessions: list[dict[str, Any]]) -> None:
 @session.command(name="start", context_settings={"ignore_unknown_options": True})
 @click.argument("vm")
 @click.option("--name", "-n", help="Session name (unique in the VM); generated if omitted.")
-@click.option("--cwd", help="Working directory in the guest (default /root).")
+@click.option("--cwd", help="Guest working directory (default: the image's WorkingDir, or /root).")
 @click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the command (repeat).")
 @click.option("--attach", "-a", is_flag=True, help="Attach to it at once.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

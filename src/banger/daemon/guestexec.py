@@ -27,7 +27,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import asyncssh
@@ -35,6 +35,7 @@ import asyncssh
 from banger.daemon.guestconn import GuestConns
 from banger.errors import InvalidArgument
 from banger.guest.ssh import SSHError, remote_command, run_on
+from banger.images.oci.guestenv import GuestEnv, switch_user_argv
 from banger.store import VMRecord
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class ExecSpec:
     user: str | None = None
     pty: tuple[int, int, str] | None = None  # rows, cols, TERM
     timeout: float | None = None
+    #: The image's User (name or uid[:gid], checked at pull) when the request named none.
+    image_user: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.command, str):
@@ -94,7 +97,21 @@ class ExecSpec:
         if self.user not in (None, "root"):
             assert self.user is not None
             command = ["runuser", "-u", self.user, "--", *command]
+        elif self.user is None and self.image_user:
+            command = [*switch_user_argv(self.image_user), *command]
         return f"export {MARK}={exec_id}\n" + remote_command(command, self.env, self.cwd)
+
+
+def with_image_defaults(spec: ExecSpec, image: GuestEnv | None) -> ExecSpec:
+    """``spec`` with the image's WorkingDir and User where the request gave no cwd or
+    user, as ``docker exec`` does; an explicit cwd or user (``root`` too) wins."""
+    if image is None:
+        return spec
+    return replace(
+        spec,
+        cwd=spec.cwd if spec.cwd is not None else image.working_dir or None,
+        image_user=image.user or None if spec.user is None else None,
+    )
 
 
 def check_size(rows: int, cols: int) -> None:

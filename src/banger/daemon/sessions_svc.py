@@ -229,15 +229,23 @@ class SessionService:
             await self._refuse_taken(vm, guest.validate_name(name))
         _require_running(vm, self.vms)
         name = guest.validate_name(name) if name is not None else guest.generate_name(argv)
+        # The image's WorkingDir (unless the request says where) and User, as
+        # `docker run` applies them (issue #22 item 6).
+        image = await asyncio.to_thread(self.vms._image_defaults, vm)
+        if cwd is None and image is not None:
+            cwd = image.working_dir or None
+        user = image.user or None if image is not None else None
         # the guest checks the argv, cwd and env too; checking first keeps bad input
         # from leaving a record behind
-        run_file(self.layout, name, argv, cwd, env)
+        run_file(self.layout, name, argv, cwd, env, user)
         async with self._vm_locks[vm.id]:
             await self._refuse_taken(vm, name)
             record = await asyncio.to_thread(self.store.create_session, vm.id, name, list(argv))
             try:
                 async with self._connect(vm) as conn:
-                    await guest.start(conn, argv, name=name, cwd=cwd, env=env, layout=self.layout)
+                    await guest.start(
+                        conn, argv, name=name, cwd=cwd, env=env, layout=self.layout, user=user
+                    )
             except BaseException:
                 await asyncio.to_thread(self.store.delete_session, record.id)
                 raise

@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from banger.errors import InvalidArgument
+from banger.images.oci.guestenv import switch_user_argv
 
 #: Per-session state directories in the guest (on the work disk, see above).
 STATE_ROOT = "/root/.banger/sessions"
@@ -129,11 +130,14 @@ def run_file(
     argv: Sequence[str],
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
+    user: str | None = None,
 ) -> str:
     """The per-session command file: record the pid, tell ``start``, cd, export, exec.
 
     Run as ``/bin/sh <dir>/run`` (so ``$0`` locates the directory). It is the
     only generated shell text; every word is quoted with :func:`shlex.quote`.
+    ``user`` (an OCI image's User: name or uid[:gid]) runs the command as that
+    user, as ``docker run`` does; the session's own files stay root's.
     """
     if not argv:
         raise InvalidArgument("command: empty argv")
@@ -168,6 +172,10 @@ def run_file(
         if "\0" in value:
             raise InvalidArgument(f"env: {key}: values cannot contain NUL bytes")
         lines.append(f"export {key}={shlex.quote(value)}")
+    if user is not None:
+        if not user or "\0" in user:
+            raise InvalidArgument(f"user: not a user: {user!r}")
+        argv = [*switch_user_argv(user), *argv]
     lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
 
@@ -339,6 +347,7 @@ def start_argv(
     argv: Sequence[str],
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
+    user: str | None = None,
 ) -> list[str]:
     return script_argv(
         START,
@@ -346,7 +355,7 @@ def start_argv(
         layout.socket,
         validate_name(name),
         tmux_session(name),
-        b64(run_file(layout, name, argv, cwd, env)),
+        b64(run_file(layout, name, argv, cwd, env, user)),
         b64(command_json(argv)),
         WRAPPER,
         _started_channel(name),

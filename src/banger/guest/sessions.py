@@ -268,6 +268,7 @@ async def start(
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     layout: GuestLayout = DEFAULT_LAYOUT,
+    user: str | None = None,
 ) -> SessionInfo:
     """Start ``argv`` detached under tmux; returns once the command's pid is recorded.
 
@@ -275,7 +276,8 @@ async def start(
     name already (running or finished: :func:`forget` frees a finished name).
     """
     name = validate_name(name) if name is not None else generate_name(argv)
-    await _script(conn, "starting session", name, scripts.start_argv(layout, name, argv, cwd, env))
+    start = scripts.start_argv(layout, name, argv, cwd, env, user)
+    await _script(conn, "starting session", name, start)
     return await get(conn, name, layout)
 
 
