@@ -16,6 +16,7 @@ import pytest
 from banger.daemon.vms import agent_use
 from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY
 from banger.guest.agent import AgentUnavailable
+from banger.store import VMConfig
 from tests.qga import start_qemu_ga
 
 
@@ -55,7 +56,12 @@ async def test_set_clock_on_a_channel_without_agent_gives_up_quickly(tmp_path: P
 
 
 def test_what_vm_show_says() -> None:
-    assert agent_use.agent_state({}).startswith("none")
-    assert agent_use.agent_state({AGENT_CHANNEL_KEY: True}) == "unknown"
-    assert agent_use.agent_state({AGENT_CHANNEL_KEY: True, "agent_seen": True}) == "available"
-    assert "SSH only" in agent_use.agent_state({AGENT_CHANNEL_KEY: True, "agent_seen": False})
+    assert agent_use.agent_state(VMConfig.from_json({})).startswith("none")
+    assert agent_use.agent_state(VMConfig.from_json({AGENT_CHANNEL_KEY: True})) == "unknown"
+    assert (
+        agent_use.agent_state(VMConfig.from_json({AGENT_CHANNEL_KEY: True, "agent_seen": True}))
+        == "available"
+    )
+    assert "SSH only" in agent_use.agent_state(
+        VMConfig.from_json({AGENT_CHANNEL_KEY: True, "agent_seen": False})
+    )

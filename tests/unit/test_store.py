@@ -22,6 +22,7 @@ from banger.store import (
     Store,
     StoreError,
     SubnetFull,
+    VMConfig,
     VMRecord,
     VMState,
     latest_version,
@@ -261,7 +262,13 @@ def test_vm_crud(store: Store) -> None:
         name="debian", source="oci:debian:12", size=123, meta={"arch": "x86_64"}
     )
     kernel = store.create_kernel(name="debian", source="deb", version="6.1.0", sha256="ab" * 32)
-    vm = make_vm(store, "alpha", image_id=image.id, kernel_id=kernel.id, config={"ssh": True})
+    vm = make_vm(
+        store,
+        "alpha",
+        image_id=image.id,
+        kernel_id=kernel.id,
+        config=VMConfig.from_json({"ssh": True}),
+    )
     assert len(vm.id) == 12 and int(vm.id, 16) >= 0
     assert vm.state is VMState.CREATING
     assert vm.created_at.tzinfo is not None

@@ -28,8 +28,6 @@ from typing import Any
 
 #: Seconds between two looks at the console while waiting.
 POLL = 0.05
-#: VM config key: the last cold boot's phases (:meth:`Phase.to_json` each).
-BOOT_TIMELINE_KEY = "boot_timeline"
 #: (phase, label) in boot order; the first and last are bangerd's own events.
 PHASES: tuple[tuple[str, str], ...] = (
     ("vmm_start", "VMM started"),

@@ -23,15 +23,18 @@ from banger.store.repo_artifacts import ImageChanges, KernelChanges
 from banger.store.repo_snapshots import AddressTaken, SnapshotRecord
 from banger.store.repo_vms import VMChanges
 from banger.store.store import Store
+from banger.store.vm_config import CarriedDrivePaths, Launched, VMConfig
 
 __all__ = [
     "MIGRATIONS",
     "AddressTaken",
+    "CarriedDrivePaths",
     "IPLease",
     "ImageChanges",
     "ImageRecord",
     "KernelChanges",
     "KernelRecord",
+    "Launched",
     "Migration",
     "OpEvent",
     "OpState",
@@ -43,6 +46,7 @@ __all__ = [
     "StoreError",
     "SubnetFull",
     "VMChanges",
+    "VMConfig",
     "VMRecord",
     "VMState",
     "latest_version",

@@ -1,4 +1,5 @@
-"""Typed, frozen rows: what the store hands out. JSON columns become dicts."""
+"""Typed, frozen rows: what the store hands out. JSON columns become dicts, except a
+VM's ``config``, which is the typed :class:`~banger.store.vm_config.VMConfig`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Any
+
+from banger.store.vm_config import VMConfig
 
 
 class VMState(StrEnum):
@@ -67,7 +70,7 @@ class VMRecord:
     created_at: datetime
     updated_at: datetime
     last_error: str | None
-    config: dict[str, Any] = field(hash=False)
+    config: VMConfig = field(hash=False)
     labels: dict[str, str] = field(hash=False)
 
 

@@ -10,6 +10,7 @@ from banger.errors import Conflict, NotFound
 from banger.store.base import Repo, dump_json, integrity_error, load_json, new_id
 from banger.store.db import from_iso, insert_row, update_row
 from banger.store.records import VMRecord, VMState
+from banger.store.vm_config import VMConfig
 
 
 class VMChanges(TypedDict, total=False):
@@ -30,7 +31,7 @@ class VMChanges(TypedDict, total=False):
     pid: int | None
     pid_start_time: int | None
     last_error: str | None
-    config: dict[str, Any]
+    config: VMConfig
     labels: dict[str, str]
 
 
@@ -38,6 +39,8 @@ _JSON_COLUMNS = {"config", "labels"}
 
 
 def _column_value(column: str, value: Any) -> Any:
+    if isinstance(value, VMConfig):
+        return dump_json(value.to_json())
     if column in _JSON_COLUMNS:
         return dump_json(value)
     if isinstance(value, VMState):
@@ -66,7 +69,7 @@ def vm_from_row(row: sqlite3.Row) -> VMRecord:
         created_at=from_iso(row["created_at"]),
         updated_at=from_iso(row["updated_at"]),
         last_error=row["last_error"],
-        config=load_json(row["config"]),
+        config=VMConfig.from_json(load_json(row["config"])),
         labels=load_json(row["labels"]),
     )
 
@@ -85,7 +88,7 @@ class VMRepo(Repo):
         work_disk_size: int,
         state: VMState = VMState.CREATING,
         root_strategy: str | None = None,
-        config: dict[str, Any] | None = None,
+        config: VMConfig | None = None,
         labels: dict[str, str] | None = None,
         id: str | None = None,
     ) -> VMRecord:
@@ -106,7 +109,7 @@ class VMRepo(Repo):
                 "root_strategy": root_strategy,
                 "created_at": now,
                 "updated_at": now,
-                "config": dump_json(config or {}),
+                "config": dump_json((config or VMConfig()).to_json()),
                 "labels": dump_json(labels or {}),
             }
             try:

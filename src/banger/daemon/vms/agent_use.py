@@ -3,7 +3,7 @@
 - Readiness: while a booting guest is waited for over SSH, the agent is polled
   too; its first answer is the first sign of life (logged with its time). SSH
   still has to answer before the VM is "running". Whether the agent answered is
-  recorded (:data:`AGENT_SEEN_KEY`) and shown by ``vm show``.
+  recorded (``VMConfig.agent_seen``) and shown by ``vm show``.
 - The clock: a paused or restored guest's clock does not know the time that
   passed, so after every resume and restore the daemon sets it from the host's
   (``guest-set-time``). A guest whose image has no agent keeps working over SSH
@@ -15,15 +15,11 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
 
 from banger.daemon.ops import OpHandle
-from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY
 from banger.guest.agent import AgentCommandError, AgentError, GuestAgent
+from banger.store import VMConfig
 
-#: VM config key: the guest's agent answered (True), never did (False), or the VM
-#: predates the agent channel (absent).
-AGENT_SEEN_KEY = "agent_seen"
 #: Between two connection attempts while a guest boots.
 _POLL_INTERVAL = 0.5
 #: How long a guest known to run the agent gets to answer after a resume or
@@ -34,15 +30,15 @@ _UNSEEN_TIMEOUT = 1.5
 _CLOCK_SLACK_NS = 2_000_000_000
 
 
-def has_channel(config: dict[str, Any]) -> bool:
-    return config.get(AGENT_CHANNEL_KEY) is True
+def has_channel(config: VMConfig) -> bool:
+    return config.agent_channel is True
 
 
-def agent_state(config: dict[str, Any]) -> str:
+def agent_state(config: VMConfig) -> str:
     """What ``vm show`` says about the agent channel."""
     if not has_channel(config):
         return "none (the VM was created without the guest agent channel)"
-    seen = config.get(AGENT_SEEN_KEY)
+    seen = config.agent_seen
     if seen is True:
         return "available"
     if seen is False:
@@ -81,11 +77,11 @@ async def set_clock(socket: Path, *, seen: bool) -> int:
         return await agent.get_time() - time.time_ns()
 
 
-async def resync_clock(socket: Path, config: dict[str, Any], op: OpHandle, why: str) -> bool:
+async def resync_clock(socket: Path, config: VMConfig, op: OpHandle, why: str) -> bool:
     """:func:`set_clock` after a resume or restore, reported on ``op``; whether it was set."""
     if not has_channel(config):
         return False
-    seen = config.get(AGENT_SEEN_KEY) is True
+    seen = config.agent_seen is True
     try:
         offset = await set_clock(socket, seen=seen)
     except AgentError as exc:

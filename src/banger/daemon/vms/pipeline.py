@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from banger.config import Config
 from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
@@ -28,8 +28,6 @@ from banger.daemon.ops import OpHandle
 from banger.daemon.vms import agent_use
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import (
-    AGENT_CHANNEL_KEY,
-    PVH_BOOT_KEY,
     DriverSet,
     driver_files,
     qemu_pvh_kernel,
@@ -53,14 +51,14 @@ from banger.disk.workdisk import (
 )
 from banger.errors import BangerError
 from banger.guest import sshkeys
-from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, ConsoleWatch
+from banger.guest.boot_timeline import ConsoleWatch
 from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
 from banger.net.taps import tap_name
 from banger.paths import Paths
 from banger.rmtree import discard_tree_async
-from banger.store import Store, VMRecord, VMState
+from banger.store import Launched, Store, VMConfig, VMRecord, VMState
 from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMDriver, VMMProcess, stable_mac
 from banger.vmm.bootargs import BootSpec, InitMode, kernel_cmdline
 from banger.vmm.qemu import QemuDriver
@@ -77,13 +75,21 @@ class BootFailed(BangerError):
     http_status = 500
 
 
-#: ``vm.config`` key: what the running VMM was started with (``vm set`` changes the
-#: VM's record for its next start, not the process); a snapshot records these.
-LAUNCHED_KEY = "launched"
-
-
-def launched(spec: LaunchSpec) -> dict[str, int]:
-    return {"vcpus": spec.vcpus, "memory_mib": spec.memory_mib}
+def launch_record(config: VMConfig, spec: LaunchSpec, proc: VMMProcess) -> VMConfig:
+    """``config`` with what this launch (boot or restore) of ``spec`` started: the
+    VMM process, and what the VMM runs with (``vm set`` changes the VM's record
+    for its next start, not the process; a snapshot records these)."""
+    return dataclasses.replace(
+        config,
+        vmm_process=proc.to_json(),
+        accelerator=spec.accelerator,
+        cmdline=spec.cmdline,
+        root_disk=str(spec.root_disk.path),
+        root_format=spec.root_disk.format,
+        pvh_boot=spec.pvh_kernel is not None,
+        agent_channel=spec.agent_socket is not None,
+        launched=Launched(spec.vcpus, spec.memory_mib),
+    )
 
 
 #: Where the work disk is mounted in the guest.
@@ -152,7 +158,7 @@ class Pipeline:
             self.store.update_vm,
             vm.id,
             root_strategy=strategy.name,
-            config={**vm.config, "root_disk": str(root.path)},
+            config=dataclasses.replace(vm.config, root_disk=str(root.path)),
         )
         await op.event("info", f"root disk: {strategy.name} view of image {image.name}")
         return root
@@ -304,23 +310,12 @@ class Pipeline:
             await driver.stop(proc, graceful_timeout=0)
 
         undo.push(f"VMM pid {proc.pid}", kill)
-        config: dict[str, Any] = {
-            **vm.config,
-            "vmm_process": proc.to_json(),
-            "accelerator": spec.accelerator,
-            "cmdline": spec.cmdline,
-            "root_disk": str(spec.root_disk.path),
-            "root_format": spec.root_disk.format,
-            PVH_BOOT_KEY: spec.pvh_kernel is not None,
-            AGENT_CHANNEL_KEY: spec.agent_socket is not None,
-            LAUNCHED_KEY: launched(spec),
-        }
         await asyncio.to_thread(
             self.store.update_vm,
             vm.id,
             pid=proc.pid,
             pid_start_time=proc.start_time,
-            config=config,
+            config=launch_record(vm.config, spec, proc),
         )
         await op.event("info", f"{driver.name} started (pid {proc.pid}, {spec.accelerator})")
         return proc
@@ -390,7 +385,7 @@ class Pipeline:
                     await asyncio.to_thread(
                         self.store.update_vm,
                         vm.id,
-                        config={**fresh.config, agent_use.AGENT_SEEN_KEY: seen},
+                        config=dataclasses.replace(fresh.config, agent_seen=seen),
                     )
                 return
         finally:
@@ -452,11 +447,13 @@ class Pipeline:
 
     async def _record_timeline(self, vm: VMRecord, watch: ConsoleWatch) -> None:
         """Keep the boot's phases in the VM's config (``vm logs --boot-timeline``)."""
-        phases = [phase.to_json() for phase in watch.timeline(time.time())]
+        phases = tuple(phase.to_json() for phase in watch.timeline(time.time()))
 
         def update() -> None:
             fresh = self.store.get_vm(vm.id)
-            self.store.update_vm(vm.id, config={**fresh.config, BOOT_TIMELINE_KEY: phases})
+            self.store.update_vm(
+                vm.id, config=dataclasses.replace(fresh.config, boot_timeline=phases)
+            )
 
         # A report about the boot must not fail the boot: the guest answers already.
         try:
@@ -497,7 +494,7 @@ class Pipeline:
         await asyncio.to_thread(strategy.create, rootfs, self.paths.vm_dir(vm.id))
 
     def root_disk_of(self, vm: VMRecord) -> Disk:
-        path = Path(str(vm.config.get("root_disk") or self._default_root(vm)))
+        path = Path(vm.config.root_disk or self._default_root(vm))
         if path.suffix == ".qcow2":
             return Disk(path, "qcow2", "writeback")
         return Disk(path, "raw", "writeback")

@@ -32,11 +32,10 @@ from banger.daemon.vms.names import (
 from banger.daemon.vms.pipeline import Pipeline
 from banger.daemon.vms.transfers import Transfers
 from banger.daemon.vms.undo import UndoStack
-from banger.daemon.vms.vmm_choice import VMM_REASON_KEY
 from banger.disk.cow import RootDisk
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.guest import sshkeys
-from banger.guest.boot_timeline import BOOT_TIMELINE_KEY, phases_from_json
+from banger.guest.boot_timeline import phases_from_json
 from banger.images.oci.config import ImageConfig
 from banger.images.oci.guestenv import GuestEnv, guest_env
 from banger.images.publish import read_image
@@ -44,7 +43,7 @@ from banger.kernels.store import read_kernel
 from banger.net.taps import tap_name
 from banger.procinfo import is_same_process
 from banger.rmtree import discard_tree
-from banger.store import ImageRecord, KernelRecord, VMRecord, VMState
+from banger.store import ImageRecord, KernelRecord, VMConfig, VMRecord, VMState
 from banger.vmm.base import VMMProcess
 
 log = logging.getLogger(__name__)
@@ -104,8 +103,8 @@ class VMService:
             kernel=vm.kernel_id,
             kernel_name=kernel_name,
             vmm=vm.vmm,
-            vmm_reason=vm.config.get(VMM_REASON_KEY),
-            accelerator=vm.config.get("accelerator"),
+            vmm_reason=vm.config.vmm_reason,
+            accelerator=vm.config.accelerator,
             agent=agent_state(vm.config),
             init_mode=vm.init_mode,
             vcpus=vm.vcpus,
@@ -123,7 +122,7 @@ class VMService:
             vm_dir=str(self.paths.vm_dir(vm.id)),
             boot_timeline=[
                 BootPhase(**phase.to_json())
-                for phase in phases_from_json(vm.config.get(BOOT_TIMELINE_KEY))
+                for phase in phases_from_json(list(vm.config.boot_timeline or ()))
             ],
         )
 
@@ -233,7 +232,7 @@ class VMService:
             image_id=image.id,
             kernel_id=kernel.id,
             vmm=plan.vmm,
-            config={VMM_REASON_KEY: plan.vmm_reason},
+            config=VMConfig(vmm_reason=plan.vmm_reason),
             init_mode=plan.init,
             vcpus=plan.vcpus,
             memory_mib=plan.memory_mib,
@@ -339,8 +338,8 @@ class VMService:
         return await self._vm_op("vm.restart", ref, work)
 
     def vmm_process(self, vm: VMRecord) -> VMMProcess | None:
-        data = vm.config.get("vmm_process")
-        if not isinstance(data, dict) or vm.pid is None or vm.pid_start_time is None:
+        data = vm.config.vmm_process
+        if data is None or vm.pid is None or vm.pid_start_time is None:
             return None
         return VMMProcess.from_json(data)
 

@@ -34,16 +34,14 @@ import asyncio
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms import agent_use
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
-from banger.daemon.vms.pipeline import LAUNCHED_KEY, launched
+from banger.daemon.vms.pipeline import launch_record
 from banger.daemon.vms.snapshots import (
-    FC_DRIVE_PATHS_KEY,
     Snapshots,
     SnapshotUnsupported,
     driver_kind,
@@ -52,18 +50,21 @@ from banger.daemon.vms.snapshots import (
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import (
     AGENT_CHANNEL_KEY,
-    PVH_BOOT_KEY,
-    VMM_REASON_KEY,
     qemu_pvh_kernel,
 )
 from banger.errors import BangerError, Conflict, NotFound
 from banger.kernels.store import read_kernel
 from banger.rmtree import discard_tree_async
-from banger.store import AddressTaken, SnapshotRecord, VMRecord, VMState
+from banger.store import (
+    AddressTaken,
+    CarriedDrivePaths,
+    SnapshotRecord,
+    VMConfig,
+    VMRecord,
+    VMState,
+)
 from banger.vmm.base import LaunchSpec, VMMDriver, VMMProcess
 from banger.vmm.process import log_tail
-
-RESTORED_FROM_KEY = "restored_from"
 
 
 class SnapshotRestore:
@@ -153,10 +154,10 @@ class SnapshotRestore:
                 image_id=snap.image_id,
                 kernel_id=snap.kernel_id,
                 vmm=snap.vmm,
-                config={
-                    VMM_REASON_KEY: f"restored from snapshot {snap.name} (taken on {snap.vmm})",
-                    RESTORED_FROM_KEY: snap.id,
-                },
+                config=VMConfig(
+                    vmm_reason=f"restored from snapshot {snap.name} (taken on {snap.vmm})",
+                    restored_from=snap.id,
+                ),
                 init_mode=snap.init_mode,
                 vcpus=snap.vcpus,
                 memory_mib=snap.memory_mib,
@@ -191,7 +192,7 @@ class SnapshotRestore:
             self.store.update_vm,
             vm.id,
             root_strategy="qcow2" if qcow2 else "copy",
-            config={**vm.config, "root_disk": str(root)},
+            config=dataclasses.replace(vm.config, root_disk=str(root)),
         )
 
     async def _boot(
@@ -237,23 +238,15 @@ class SnapshotRestore:
             await driver.stop(proc, graceful_timeout=0)
 
         undo.push(f"VMM pid {proc.pid}", kill)
-        config: dict[str, Any] = {
-            **vm.config,
-            "vmm_process": proc.to_json(),
-            "accelerator": spec.accelerator,
-            "cmdline": spec.cmdline,
-            "root_disk": str(spec.root_disk.path),
-            "root_format": spec.root_disk.format,
-            PVH_BOOT_KEY: spec.pvh_kernel is not None,
-            AGENT_CHANNEL_KEY: spec.agent_socket is not None,
-            LAUNCHED_KEY: launched(spec),
-        }
+        config = launch_record(vm.config, spec, proc)
         if snap.vmm == "firecracker":
-            config[FC_DRIVE_PATHS_KEY] = {
-                "pid": proc.pid,
-                "start_time": proc.start_time,
-                "paths": snap.meta.get("drive_paths") or {},
-            }
+            paths = snap.meta.get("drive_paths") or {}
+            config = dataclasses.replace(
+                config,
+                firecracker_drive_paths=CarriedDrivePaths(
+                    proc.pid, proc.start_time, {str(k): str(v) for k, v in paths.items()}
+                ),
+            )
         vm = await asyncio.to_thread(
             self.store.update_vm,
             vm.id,

@@ -36,7 +36,6 @@ from banger.daemon.ops import OpHandle
 from banger.daemon.vms import agent_use
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
-from banger.daemon.vms.pipeline import LAUNCHED_KEY
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY, PVH_BOOT_KEY
 from banger.errors import BangerError, Conflict
@@ -47,15 +46,14 @@ from banger.vmm.base import VMState as VMMState
 
 #: ``snapshot.json`` / API shape version.
 FORMAT = 1
-#: VM config key: the drive paths a restored Firecracker process still records.
-FC_DRIVE_PATHS_KEY = "firecracker_drive_paths"
 
 
 def _launched(vm: VMRecord, field: str, configured: int) -> int:
     """``field`` as the running VMM was started with it (recorded at launch)."""
-    recorded = vm.config.get(LAUNCHED_KEY)
-    value = recorded.get(field) if isinstance(recorded, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else configured
+    recorded = vm.config.launched
+    if recorded is None:
+        return configured
+    return recorded.vcpus if field == "vcpus" else recorded.memory_mib
 
 
 class SnapshotUnsupported(BangerError):
@@ -286,13 +284,13 @@ class Snapshots:
         load), for as long as the restored process runs — a cold restart
         opens the VM's own files again.
         """
-        carried = vm.config.get(FC_DRIVE_PATHS_KEY)
+        carried = vm.config.firecracker_drive_paths
         if (
-            isinstance(carried, dict)
-            and carried.get("pid") == vm.pid
-            and carried.get("start_time") == vm.pid_start_time
+            carried is not None
+            and carried.pid == vm.pid
+            and carried.start_time == vm.pid_start_time
         ):
-            return {str(k): str(v) for k, v in dict(carried["paths"]).items()}
+            return dict(carried.paths)
         return {
             "root": str(self.vms.pipeline.root_disk_of(vm).path),
             "work": str(self.paths.vm_work_disk(vm.id)),
@@ -313,10 +311,10 @@ class Snapshots:
             "format": FORMAT,
             "root_file": layout.root,
             "root_format": "qcow2" if layout.root.endswith(".qcow2") else "raw",
-            "accelerator": vm.config.get("accelerator"),
-            "cmdline": vm.config.get("cmdline"),
-            PVH_BOOT_KEY: vm.config.get(PVH_BOOT_KEY) is True,
-            AGENT_CHANNEL_KEY: vm.config.get(AGENT_CHANNEL_KEY) is True,
+            "accelerator": vm.config.accelerator,
+            "cmdline": vm.config.cmdline,
+            PVH_BOOT_KEY: vm.config.pvh_boot is True,
+            AGENT_CHANNEL_KEY: vm.config.agent_channel is True,
             "hostname": vm.name,
             "left_paused": left_paused,
         }

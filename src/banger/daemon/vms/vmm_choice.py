@@ -2,7 +2,7 @@
 
 The choice is made once, at ``vm create`` (config ``vmm`` through
 :func:`banger.vmm.select.select_driver`), and stored on the VM row (``vmm``)
-with the reason (``config.vmm_reason``); every later start uses the stored
+with the reason (``VMConfig.vmm_reason``); every later start uses the stored
 driver, whatever the config says by then, so a VM keeps its driver across
 restarts of the VM and of the daemon.
 
@@ -30,7 +30,6 @@ from banger.vmm.select import DriverName
 
 #: ``() -> (driver, reason)``: the stack binds config and host facts into it.
 Selector = Callable[[], tuple[DriverName, str]]
-VMM_REASON_KEY = "vmm_reason"
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,14 @@ def driver_files(entry: KernelEntry, api_socket: Path) -> DriverFiles:
     )
 
 
-#: VM config and snapshot meta key: the QEMU guest was booted through the PVH
-#: ``vmlinux`` (True) or the bzImage (False, and absent from older records).
+#: Snapshot meta key (and :class:`~banger.store.VMConfig` field): the QEMU guest
+#: was booted through the PVH ``vmlinux`` (True) or the bzImage (False, and absent
+#: from older records).
 PVH_BOOT_KEY = "pvh_boot"
-#: VM config and snapshot meta key: the VM was launched with a guest agent channel
-#: (True; absent from older records). A restore adds the channel only when the
-#: snapshot had it: the device set is part of the saved machine.
+#: Snapshot meta key (and :class:`~banger.store.VMConfig` field): the VM was
+#: launched with a guest agent channel (True; absent from older records). A restore
+#: adds the channel only when the snapshot had it: the device set is part of the
+#: saved machine.
 AGENT_CHANNEL_KEY = "agent_channel"
 
 
