@@ -30,8 +30,9 @@ RECIPE_MODULES = [
     "virtio_net", "crc32c_generic", "crc32c-intel", "crc16", "mbcache", "jbd2", "ext4",
     "virtio-rng",
 ]  # fmt: skip
-#: ...plus what lets QMP system_powerdown reach systemd-logind (ACPI button, evdev).
-EXPECTED_MODULES = [*RECIPE_MODULES, "button", "evdev"]
+#: ...plus what lets QMP system_powerdown reach systemd-logind (ACPI button, evdev),
+#: and virtio_console for the guest agent's virtio-serial port.
+EXPECTED_MODULES = [*RECIPE_MODULES, "button", "evdev", "virtio_console"]
 
 
 Pulled = tuple[Paths, KernelEntry, list[str]]
