@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.test_qemu_driver import open_tap_in_netns
 from tests.integration.test_qemu_guest import prepare, run_in_thread_netns
+from tests.qemu_support import open_tap_in_netns
 from tests.support import Netns, netns
 
 from banger.guest import ssh

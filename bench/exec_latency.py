@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.e2e.harness import VENV_BIN, Banger, banger_env
+from tests.e2e.harness import Banger, banger_env
+from tests.support import VENV_BIN
 
 from banger.guest.ssh import SSHTarget, ssh_argv
 from bench.context import BenchContext

@@ -23,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.e2e.harness import VENV_BIN, Banger
+from tests.e2e.harness import Banger
+from tests.support import VENV_BIN
 
 from banger.paths import Paths
 

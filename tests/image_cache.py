@@ -33,14 +33,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from banger.images.distro import DEFAULT_PACKAGES
+from banger.images.aptsources import resolve_debian_mirror
+from banger.images.distro import DEFAULT_PACKAGES, build_debian_rootfs, mmdebstrap_argv
 from banger.images.publish import read_image
 from banger.paths import Paths
 from tests.helper_launch import start_helper
-
-# VENV_BIN: the suite's one interpreter path, re-exported for the modules importing it here.
-from tests.support import VENV_BIN as VENV_BIN
-from tests.support import User, package_sources, stop_pid, throwaway_user
+from tests.support import VENV_BIN, User, package_sources, stop_pid, throwaway_user
 
 CACHE_ROOT = Path(os.environ.get("BANGER_TEST_CACHE", "/var/cache/banger-test"))
 SUITE = "bookworm"
@@ -133,8 +131,8 @@ def build_as_owner(suite: str, home: Path, log: TextIO) -> Path:
             )
         finally:
             with suppress(OSError, ValueError):
-                _stop(int(paths.daemon_pidfile.read_text().split()[0]))
-            _stop(helper)
+                stop_pid(int(paths.daemon_pidfile.read_text().split()[0]))
+            stop_pid(helper)
         if result.returncode != 0:
             raise AssertionError(
                 f"banger image build debian:{suite} exited {result.returncode}; see {log.name}"
@@ -162,5 +160,25 @@ def _as_owner(user: User, home: Path, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
-#: The old name of the suite's one stop helper (tests.reliability.build_world imports it).
-_stop = stop_pid
+def cached_minbase() -> Path:
+    """A Debian minbase tree (mmdebstrap, no systemd/sshd/tmux), built once and cached.
+
+    Keyed by the mmdebstrap argv; callers copy it (``cp -a``) before changing it.
+    """
+    mirror = resolve_debian_mirror(os.environ.get("BANGER_TEST_DEBIAN_MIRROR") or None)
+    argv = mmdebstrap_argv(SUITE, Path("/out"), mirror=mirror, packages=())
+    key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
+    target = CACHE_ROOT / f"minbase-{SUITE}-{key}"
+    with open(CACHE_ROOT / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "tree/etc/debian_version").is_file():
+            work = Path(tempfile.mkdtemp(prefix="minbase-", dir=CACHE_ROOT))
+            try:
+                build_debian_rootfs(SUITE, work / "tree", mirror=mirror, packages=())
+                if target.exists():
+                    shutil.rmtree(target)
+                work.rename(target)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return target / "tree"

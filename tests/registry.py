@@ -9,6 +9,11 @@ The layout writer builds images from tar entries written here with
 ``tarfile`` (whiteouts, opaque dirs, hard links, setuid, file capabilities
 as ``SCHILY.xattr.*`` PAX records), computing every digest itself, so the
 tests control each byte a layer holds — hostile ones included.
+
+``BOOT_FILES``, ``LOWER`` and ``UPPER`` are sample layers (the first passes
+banger's guest-contract checks, the other two exercise whiteouts, opaque dirs,
+hard links, setuid and capabilities) and :func:`build` writes a layout of them
+with ``CONFIG``; shared by the OCI registry and image prune tests.
 """
 
 from __future__ import annotations
@@ -285,3 +290,42 @@ def local_registry(workdir: Path) -> Iterator[LocalRegistry]:
         registry._reader.join(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# --- sample images ---------------------------------------------------------------------
+
+#: Just enough for the guest-contract checks: banger's finalize looks for these.
+BOOT_FILES = [
+    file("bin/sh", b"#!fake\n", 0o755),
+    file("usr/sbin/sshd", b"#!fake\n", 0o755),
+    file("usr/bin/tmux", b"#!fake\n", 0o755),
+    file("lib/systemd/systemd", b"#!fake\n", 0o755),
+    directory("etc/ssh"),
+    file("etc/ssh/ssh_host_ed25519_key", b"image key", 0o600),
+    directory("root", 0o700),
+    file("root/.bashrc", b"# image bashrc\n"),
+]
+LOWER = [
+    directory("etc"),
+    file("etc/keep", b"keep"),
+    file("etc/deleted", b"bye"),
+    directory("srv/data"),
+    file("srv/data/lower-only", b"lower"),
+    file("usr/bin/passwd", b"ELF passwd", 0o4755),
+    file("usr/bin/ping", b"ELF ping", 0o755, xattrs={"security.capability": CAP_NET_RAW_EP}),
+    file("usr/lib/libbig.so", b"L" * 4096),
+    file("home/dev/notes", b"notes", 0o640, uid=1000, gid=1000),
+    symlink("lib64", "usr/lib"),
+]
+UPPER = [
+    whiteout("etc/deleted"),
+    directory("srv/data"),
+    opaque("srv/data"),
+    file("srv/data/upper", b"upper"),
+    hardlink("usr/lib/libbig-link.so", "usr/lib/libbig.so"),
+]
+CONFIG = {"Env": ["PATH=/usr/bin:/bin", "APP_MODE=test"], "WorkingDir": "/srv", "User": "dev"}
+
+
+def build(tmp: Path, layers: list[list[Entry]], **kw: object) -> BuiltImage:
+    return write_layout(tmp / "layout", layers, config=CONFIG, **kw)  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 Used by the guest SSH, session and workspace tests: each gets its own host
 key, client key, known_hosts and config in a short temp directory, and an
 :class:`~banger.guest.ssh.SSHTarget` that reaches it. Needs root (sshd's
-privilege separation) and openssh-server.
+privilege separation) and openssh-server. :func:`vm_record` is a running VM's
+record whose guest address is loopback, i.e. this sshd.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
 from banger.guest.ssh import SSHTarget
+from banger.store import VMConfig, VMRecord, VMState
 
 SSHD = Path("/usr/sbin/sshd")
 needs_sshd = pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is not installed")
@@ -98,3 +102,30 @@ def sshd_fixture(short_tmp: Path) -> Iterator[Sshd]:
         yield server
     finally:
         server.stop()
+
+
+def vm_record(state: VMState = VMState.RUNNING) -> VMRecord:
+    now = datetime.now(UTC)
+    return VMRecord(
+        id="vm-1",
+        name="t1",
+        state=state,
+        image_id=None,
+        kernel_id=None,
+        vmm="qemu",
+        init_mode="fast",
+        vcpus=1,
+        memory_mib=256,
+        work_disk_size=0,
+        root_strategy=None,
+        ip=IPv4Address("127.0.0.1"),
+        mac=None,
+        tap=None,
+        pid=None,
+        pid_start_time=None,
+        created_at=now,
+        updated_at=now,
+        last_error=None,
+        config=VMConfig(),
+        labels={},
+    )

@@ -25,10 +25,7 @@ from banger.paths import Paths
 from tests.helper_launch import start_helper
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-
-# VENV_BIN: the suite's one interpreter path, re-exported for the modules importing it here.
-from tests.support import VENV_BIN as VENV_BIN
-from tests.support import Netns, User, alive, netns, stop_pid, throwaway_user
+from tests.support import VENV_BIN, Netns, User, alive, netns, stop_pid, throwaway_user
 
 REPO = Path(__file__).resolve().parents[2]
 KERNEL_NAME = "debian-test"
@@ -162,10 +159,6 @@ def _start_helper(b: Banger, extra_env: Mapping[str, str] | None = None) -> None
     b.helper_pid = start_helper(paths, b.user.uid, ns=b.ns, env=extra_env)
 
 
-#: The old name of the suite's one stop helper (several e2e modules import it).
-_stop = stop_pid
-
-
 def daemon_pid(b: Banger) -> int | None:
     """The running bangerd's pid from its pid file; None when there is none or it ended."""
     try:
@@ -173,10 +166,6 @@ def daemon_pid(b: Banger) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pid if alive(pid) else None
-
-
-#: The old name (test_dns_stats and test_sessions import it).
-_daemon_pid = daemon_pid
 
 
 @contextmanager
@@ -214,8 +203,8 @@ def banger_env(*, seed: bool = True) -> Iterator[Banger]:
                     names = _vm_names(b)
                     if names:
                         b.banger("vm", "rm", "--force", *names, check=False, timeout=120)
-                _stop(_daemon_pid(b))
-                _stop(b.helper_pid)
+                stop_pid(daemon_pid(b))
+                stop_pid(b.helper_pid)
         finally:
             subprocess.run(["rm", "-rf", "--", str(home)], check=False)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from banger.errors import Conflict, InvalidArgument
-from tests.e2e.harness import VENV_BIN, Banger, _daemon_pid, _stop, banger_env
-from tests.support import assert_refusal, needs_root
+from tests.e2e.harness import Banger, banger_env, daemon_pid
+from tests.support import VENV_BIN, assert_refusal, needs_root, stop_pid
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -65,7 +65,7 @@ def b() -> Iterator[Banger]:
             config.mkdir(exist_ok=True)
             (config / "config.toml").write_text('[network]\ndns_upstreams = ["127.0.0.1"]\n')
             subprocess.run(["chown", "-R", f"{env.user.uid}:{env.user.gid}", str(config)])
-            _stop(_daemon_pid(env))  # the next CLI call starts bangerd with this config
+            stop_pid(daemon_pid(env))  # the next CLI call starts bangerd with this config
             for name, memory in (("dns-a", "512"), ("dns-b", "512")):
                 env.banger("vm", "create", "--name", name, "--init", "fast", "--start",
                            "--cpus", "1", "--memory", memory)  # fmt: skip

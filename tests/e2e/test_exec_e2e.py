@@ -22,8 +22,8 @@ from collections.abc import Iterator
 import pytest
 
 from banger.errors import Conflict, NotFound
-from tests.e2e.harness import VENV_BIN, Banger, banger_env
-from tests.support import assert_refusal, needs_root, wait_until
+from tests.e2e.harness import Banger, banger_env
+from tests.support import VENV_BIN, assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import VENV_BIN, Banger, banger_env
-from tests.support import needs_root, wait_until
+from tests.e2e.harness import Banger, banger_env
+from tests.support import VENV_BIN, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 

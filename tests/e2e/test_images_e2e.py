@@ -25,7 +25,7 @@ import pytest
 
 from banger.errors import Conflict, InvalidArgument
 from banger.images.bundle import BundleCorrupt
-from tests.e2e.harness import REPO, VENV_BIN, Banger, banger_env
+from tests.e2e.harness import REPO, Banger, banger_env
 from tests.image_cache import cached_debian_image
 from tests.registry import (
     CAP_NET_RAW_EP,
@@ -41,7 +41,7 @@ from tests.registry import (
 )
 from tests.registry import write_layout as build_layout
 from tests.reliability.faults import kill9_helper, restart_helper, stop_daemon
-from tests.support import assert_refusal, needs_root, wait_until
+from tests.support import VENV_BIN, assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -430,8 +430,7 @@ def finalized_minbase() -> Path:
     import fcntl
 
     from banger.images.foreign import finalize_foreign
-    from tests.image_cache import CACHE_ROOT
-    from tests.integration.test_oci_foreign import cached_minbase
+    from tests.image_cache import CACHE_ROOT, cached_minbase
 
     minbase = cached_minbase()
     key = hashlib.sha256((REPO / "src/banger/images/foreign.py").read_bytes()).hexdigest()[:12]

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from banger.kernels.initramfs import build_initramfs
-from tests.e2e.harness import VENV_BIN, Banger, banger_env
+from tests.e2e.harness import Banger, banger_env
+from tests.e2e.leftovers import query
 from tests.kernel_cache import cached_debian_kernel
-from tests.reliability.faults import query
-from tests.support import needs_root, wait_until
+from tests.support import VENV_BIN, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import REPO, VENV_BIN, Banger, banger_env
-from tests.support import needs_root
+from tests.e2e.harness import REPO, Banger, banger_env
+from tests.support import VENV_BIN, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from banger.errors import Conflict, InvalidArgument
-from tests.e2e.harness import VENV_BIN, Banger, _daemon_pid, _stop, banger_env
+from tests.e2e.harness import Banger, banger_env, daemon_pid
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
-from tests.integration.test_session_guest import HOSTILE, Terminal
-from tests.support import assert_refusal, needs_root, wait_until
+from tests.hostile import HOSTILE
+from tests.support import VENV_BIN, assert_refusal, needs_root, stop_pid, wait_until
+from tests.terminal import Terminal
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -298,7 +299,7 @@ def test_an_unwatched_session_keeps_the_guests_end_time(b: Banger) -> None:
 
 def test_daemon_restart_keeps_sessions_and_a_stopped_vm_loses_them(b: Banger) -> None:
     b.banger("session", "start", VM, "--name", "survivor", "--", "sleep", "600")
-    _stop(_daemon_pid(b))  # the next CLI call starts a new bangerd, which reconciles
+    stop_pid(daemon_pid(b))  # the next CLI call starts a new bangerd, which reconciles
     listed = sessions(b)
     assert listed["survivor"]["state"] == "running"
     assert listed["shell"]["state"] == "running"

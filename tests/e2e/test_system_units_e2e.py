@@ -41,10 +41,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import VENV_BIN, Banger, check_owner_can_run, seed_artifacts
+from tests.e2e.harness import Banger, check_owner_can_run, seed_artifacts
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import Netns, User, needs_root, netns, throwaway_user, wait_until
+from tests.support import VENV_BIN, Netns, User, needs_root, netns, throwaway_user, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from banger.errors import BangerError, Conflict
-from tests.e2e.harness import VENV_BIN, Banger, banger_env, seed_artifacts
+from tests.e2e.harness import Banger, banger_env, seed_artifacts
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.support import assert_refusal, needs_root, wait_until
+from tests.support import VENV_BIN, assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 

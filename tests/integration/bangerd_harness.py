@@ -14,10 +14,7 @@ from pathlib import Path
 
 from banger.client import BangerClient, DaemonNotReachable
 from banger.paths import Paths
-
-# VENV_BIN: the suite's one interpreter path, re-exported for the modules importing it here.
-from tests.support import VENV_BIN as VENV_BIN
-from tests.support import wait_until
+from tests.support import VENV_BIN, wait_until
 
 BANGER = VENV_BIN / "banger"
 BANGERD = VENV_BIN / "bangerd"

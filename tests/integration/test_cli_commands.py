@@ -10,10 +10,7 @@ import pytest
 
 from banger.daemon.selftest import STAGES
 from tests.integration.bangerd_harness import Daemon, run_cli, running_daemon
-
-# assert_one_line_error moved to tests.support; re-exported for the modules importing it here.
-from tests.support import assert_one_line_error as assert_one_line_error
-from tests.support import short_tmpdir
+from tests.support import assert_one_line_error, short_tmpdir
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,7 @@ from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.exec_client import exec_request, open_exec, run_exec
 from banger.guest.ssh import wait_for_ssh
 from banger.store import VMRecord, VMState
-from tests.integration.test_guestconn import vm_record
-from tests.sshd import Sshd, needs_sshd, sshd_fixture  # noqa: F401 (provides the sshd fixture)
+from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
 from tests.support import async_wait_until, needs_root
 
 pytestmark = [pytest.mark.root, needs_root, needs_sshd]

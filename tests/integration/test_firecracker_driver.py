@@ -28,10 +28,7 @@ from banger.vmm.firecracker import models
 from banger.vmm.firecracker.api import FirecrackerClient, FirecrackerError
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
-
-# Moved to tests/standins.py; re-exported for the modules that import them from here.
-from tests.standins import STANDIN as STANDIN
-from tests.standins import standin_binary as standin_binary
+from tests.standins import standin_binary
 
 
 def make_spec(d: Path, **changes: object) -> LaunchSpec:

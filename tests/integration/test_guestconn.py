@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -13,38 +11,11 @@ import pytest
 from banger.daemon.guestconn import GuestConns
 from banger.errors import Conflict
 from banger.guest.ssh import SSHError, connect_when_ready, wait_for_ssh
-from banger.store import VMRecord, VMState
-from tests.sshd import Sshd, needs_sshd, sshd_fixture  # noqa: F401 (provides the sshd fixture)
+from banger.store import VMState
+from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
 from tests.support import async_wait_until, needs_root
 
 pytestmark = [pytest.mark.root, needs_root, needs_sshd]
-
-
-def vm_record(state: VMState = VMState.RUNNING) -> VMRecord:
-    now = datetime.now(UTC)
-    return VMRecord(
-        id="vm-1",
-        name="t1",
-        state=state,
-        image_id=None,
-        kernel_id=None,
-        vmm="qemu",
-        init_mode="fast",
-        vcpus=1,
-        memory_mib=256,
-        work_disk_size=0,
-        root_strategy=None,
-        ip=IPv4Address("127.0.0.1"),
-        mac=None,
-        tap=None,
-        pid=None,
-        pid_start_time=None,
-        created_at=now,
-        updated_at=now,
-        last_error=None,
-        config={},
-        labels={},
-    )
 
 
 def conns_for(sshd: Sshd) -> GuestConns:

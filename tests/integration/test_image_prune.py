@@ -21,8 +21,7 @@ from banger.images.oci.pull import pull_image
 from banger.paths import Paths
 from banger.store import Store
 from tests.integration.bangerd_harness import home_paths, run_cli, running_daemon
-from tests.integration.test_oci_registry import BOOT_FILES, LOWER, build
-from tests.registry import LocalRegistry, file, local_registry, symlink
+from tests.registry import BOOT_FILES, LOWER, LocalRegistry, build, file, local_registry, symlink
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, needs_root]

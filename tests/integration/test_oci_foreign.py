@@ -1,26 +1,19 @@
 """Foreign finalize on a real Debian minbase tree: apt in a chroot installs what is missing.
 
-The minbase tree (mmdebstrap, no systemd/sshd/tmux) is built once through the
-host's Debian mirror and cached under ``/var/cache/banger-test/`` keyed by
-its inputs; each test works on a ``cp -a`` copy.
+The minbase tree (mmdebstrap, no systemd/sshd/tmux; ``tests.image_cache.cached_minbase``)
+is built once through the host's Debian mirror and cached under
+``/var/cache/banger-test/`` keyed by its inputs; each test works on a ``cp -a`` copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
-import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from banger.images import treepath
-from banger.images.aptsources import resolve_debian_mirror
-from banger.images.distro import build_debian_rootfs, mmdebstrap_argv
 from banger.images.finalize import check_bootable, finalize_tree
 from banger.images.foreign import (
     APT,
@@ -30,31 +23,10 @@ from banger.images.foreign import (
     finalize_foreign,
     missing_components,
 )
-from tests.image_cache import CACHE_ROOT
+from tests.image_cache import cached_minbase
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
-SUITE = "bookworm"
-
-
-def cached_minbase() -> Path:
-    mirror = resolve_debian_mirror(os.environ.get("BANGER_TEST_DEBIAN_MIRROR") or None)
-    argv = mmdebstrap_argv(SUITE, Path("/out"), mirror=mirror, packages=())
-    key = hashlib.sha256("\0".join(argv).encode()).hexdigest()[:16]
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
-    target = CACHE_ROOT / f"minbase-{SUITE}-{key}"
-    with open(CACHE_ROOT / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "tree/etc/debian_version").is_file():
-            work = Path(tempfile.mkdtemp(prefix="minbase-", dir=CACHE_ROOT))
-            try:
-                build_debian_rootfs(SUITE, work / "tree", mirror=mirror, packages=())
-                if target.exists():
-                    shutil.rmtree(target)
-                work.rename(target)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-    return target / "tree"
 
 
 def test_minbase_gets_systemd_sshd_tmux_from_apt_and_finalizes(short_tmp: Path) -> None:

@@ -23,65 +23,27 @@ from banger.images.oci.pull import pull_image, pull_oci
 from banger.images.publish import list_images
 from banger.paths import Paths
 from tests.registry import (
+    BOOT_FILES,
     CAP_NET_RAW_EP,
+    CONFIG,
     LAYER_ZSTD,
-    BuiltImage,
-    Entry,
+    LOWER,
+    UPPER,
     LocalRegistry,
-    directory,
+    build,
     file,
-    hardlink,
     local_registry,
-    opaque,
     symlink,
-    whiteout,
-    write_layout,
 )
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, needs_root]
-
-#: Just enough for the guest-contract checks: banger's finalize looks for these.
-BOOT_FILES = [
-    file("bin/sh", b"#!fake\n", 0o755),
-    file("usr/sbin/sshd", b"#!fake\n", 0o755),
-    file("usr/bin/tmux", b"#!fake\n", 0o755),
-    file("lib/systemd/systemd", b"#!fake\n", 0o755),
-    directory("etc/ssh"),
-    file("etc/ssh/ssh_host_ed25519_key", b"image key", 0o600),
-    directory("root", 0o700),
-    file("root/.bashrc", b"# image bashrc\n"),
-]
-LOWER = [
-    directory("etc"),
-    file("etc/keep", b"keep"),
-    file("etc/deleted", b"bye"),
-    directory("srv/data"),
-    file("srv/data/lower-only", b"lower"),
-    file("usr/bin/passwd", b"ELF passwd", 0o4755),
-    file("usr/bin/ping", b"ELF ping", 0o755, xattrs={"security.capability": CAP_NET_RAW_EP}),
-    file("usr/lib/libbig.so", b"L" * 4096),
-    file("home/dev/notes", b"notes", 0o640, uid=1000, gid=1000),
-    symlink("lib64", "usr/lib"),
-]
-UPPER = [
-    whiteout("etc/deleted"),
-    directory("srv/data"),
-    opaque("srv/data"),
-    file("srv/data/upper", b"upper"),
-    hardlink("usr/lib/libbig-link.so", "usr/lib/libbig.so"),
-]
-CONFIG = {"Env": ["PATH=/usr/bin:/bin", "APP_MODE=test"], "WorkingDir": "/srv", "User": "dev"}
 
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
     with local_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
-
-
-def build(tmp: Path, layers: list[list[Entry]], **kw: object) -> BuiltImage:
-    return write_layout(tmp / "layout", layers, config=CONFIG, **kw)  # type: ignore[arg-type]
 
 
 def check_tree(root: Path) -> None:

@@ -1,22 +1,17 @@
 """The QEMU driver against real QEMU.
 
-The guest is a tiny hand-made "kernel": a valid bzImage header whose real-mode
-entry point is ``cli; hlt``. QEMU loads and starts it like any kernel, and it
-then sits halted (using no CPU), which is enough to exercise launch, QMP,
-pause/resume, stop and liveness without a real guest.
+The guest is the halting kernel of ``tests.qemu_support``: a valid bzImage
+header whose real-mode entry point is ``cli; hlt``. QEMU loads and starts it
+like any kernel, and it then sits halted (using no CPU), which is enough to
+exercise launch, QMP, pause/resume, stop and liveness without a real guest.
 """
 
 from __future__ import annotations
 
-import ctypes
-import dataclasses
-import fcntl
 import json
 import os
 import signal
-import struct
 import subprocess
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,49 +20,11 @@ import pytest
 from banger.errors import Conflict
 from banger.guest.agent import AgentUnavailable, GuestAgent
 from banger.procinfo import is_same_process
-from banger.vmm.base import Disk, LaunchSpec, VMMError, VMMProcess, VMState, stable_mac
+from banger.vmm.base import Disk, VMMError, VMMProcess, VMState
 from banger.vmm.qemu import QemuDriver
 from banger.vmm.qmp import QMPClient, QMPError
+from tests.qemu_support import make_spec, open_tap_in_netns
 from tests.support import needs_root, netns
-
-
-def halting_kernel(path: Path) -> Path:
-    image = bytearray(4096)
-    image[0x1F1] = 1  # setup_sects
-    image[0x1FE:0x200] = b"\x55\xaa"
-    image[0x200:0x202] = b"\xeb\x66"  # jmp 0x268
-    image[0x202:0x206] = b"HdrS"
-    struct.pack_into("<H", image, 0x206, 0x0206)  # boot protocol 2.06
-    image[0x211] = 0x01  # LOADED_HIGH
-    struct.pack_into("<I", image, 0x22C, 0x37FFFFFF)  # initrd_addr_max
-    struct.pack_into("<I", image, 0x238, 2048)  # cmdline_size
-    image[0x268:0x26C] = b"\xfa\xf4\xeb\xfd"  # cli; hlt; jmp back to hlt
-    path.write_bytes(bytes(image))
-    return path
-
-
-def make_spec(d: Path, **changes: object) -> LaunchSpec:
-    root = d / "root.ext4"
-    if not root.exists():
-        with open(root, "wb") as f:
-            f.truncate(8 << 20)
-        with open(d / "work.ext4", "wb") as f:
-            f.truncate(4 << 20)
-    spec = LaunchSpec(
-        vm_id="t1",
-        vcpus=1,
-        memory_mib=128,
-        kernel=halting_kernel(d / "vmlinuz"),
-        initrd=None,
-        cmdline="console=ttyS0",
-        root_disk=Disk(root, "raw", "unsafe"),
-        work_disk=d / "work.ext4",
-        console_log=d / "console.log",
-        control_socket=d / "qmp.sock",
-        vmm_log=d / "qemu.log",
-        mac=stable_mac("t1"),
-    )
-    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -196,37 +153,6 @@ async def test_missing_binary(short_tmp: Path) -> None:
 
 
 # --- tap descriptor passing -------------------------------------------------------------
-
-TUNSETIFF = 0x400454CA
-IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
-CLONE_NEWNET = 0x40000000
-
-
-def open_tap_in_netns(ns: str, name: str) -> int:
-    """What the root helper does: open a tap inside the namespace, keep only the fd."""
-    result: dict[str, int | BaseException] = {}
-
-    def work() -> None:  # setns changes only this thread's namespace
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{ns}") as f:
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed")
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
-            result["fd"] = fd
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    fd = result["fd"]
-    assert isinstance(fd, int)
-    return fd
 
 
 def tap_exists(ns: str | None, name: str) -> bool:

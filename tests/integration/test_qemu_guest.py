@@ -32,8 +32,8 @@ from banger.vmm.base import Disk, LaunchSpec, VMMProcess, stable_mac
 from banger.vmm.bootargs import BootSpec, InitMode, host_tsc_khz, kernel_cmdline
 from banger.vmm.qemu import QemuDriver
 from tests.image_cache import cached_debian_image
-from tests.integration.test_qemu_driver import CLONE_NEWNET, open_tap_in_netns
 from tests.kernel_cache import cached_debian_kernel
+from tests.qemu_support import CLONE_NEWNET, open_tap_in_netns
 from tests.support import Netns, needs_root, netns
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]

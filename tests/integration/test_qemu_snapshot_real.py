@@ -1,4 +1,4 @@
-"""QEMU snapshot save/restore against real QEMU (the halting kernel of test_qemu_driver).
+"""QEMU snapshot save/restore against real QEMU (the halting kernel of tests.qemu_support).
 
 The proof that a restore runs the *saved* memory rather than a fresh boot: the
 two VMs boot kernel files that differ in one marker. After the restore, the
@@ -19,7 +19,7 @@ from banger.vmm.base import VMState
 from banger.vmm.qemu import QemuDriver
 from banger.vmm.qemu_snapshot import SnapshotError
 from banger.vmm.qmp import QMPClient
-from tests.integration.test_qemu_driver import halting_kernel, make_spec
+from tests.qemu_support import halting_kernel, make_spec
 from tests.support import async_wait_for
 
 #: Inside the protected-mode part of the halting kernel, which lands at 1 MiB + 0x400.

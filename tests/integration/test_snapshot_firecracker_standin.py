@@ -8,7 +8,7 @@ recorded — which is what makes banger's handling of those paths testable.
 
 Real: the store, the operations, the root helper in a namespace making taps,
 the disks, the publication under ``state/snapshots``, the driver's process
-supervision. Replaced, as in ``test_vm_firecracker_standin``: the guest-facing
+supervision. Replaced, as in ``tests.firecracker_world``: the guest-facing
 ``wait_ssh`` (the stand-in boots nothing), which here checks what the
 stand-in loaded instead of logging in.
 """
@@ -29,7 +29,7 @@ from banger.errors import Conflict
 from banger.store import AddressTaken, VMRecord, VMState
 from banger.vmm.base import VMMProcess
 from banger.vmm.base import VMState as VMMState
-from tests.integration.test_vm_firecracker_standin import World, finish, taps, world
+from tests.firecracker_world import World, finish, taps, world
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]

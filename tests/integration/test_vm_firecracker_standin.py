@@ -5,7 +5,7 @@ ordinary guests), so the "firecracker" binary is ``tests/firecracker_standin.py`
 a separate process serving Firecracker's API on the socket, validating every
 request against ``firecracker-api.yaml`` and its phase rules. It boots no
 guest, so the pipeline's two guest-facing steps are replaced in
-:class:`StandInPipeline`, and only those: ``wait_ssh`` checks what the
+:class:`tests.firecracker_world.StandInPipeline`, and only those: ``wait_ssh`` checks what the
 stand-in recorded (kernel = the entry's extracted ``vmlinux``, the boot
 arguments, the root/work drives and the tap by name) instead of logging in,
 and ``guest_poweroff`` (SSH) is not attempted; the stop then goes through
@@ -20,149 +20,18 @@ config change and a daemon restart (a new VMService over the same store).
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from banger.api_models import KernelImportRequest, VMCreateRequest
-from banger.config import Config
-from banger.daemon.hostnet import HostNetwork
-from banger.daemon.images_svc import ImageService
-from banger.daemon.kernels_svc import KernelService
-from banger.daemon.ops import Operations, OpHandle
-from banger.daemon.vms.pipeline import Accel, Pipeline
-from banger.daemon.vms.service import VMService
-from banger.daemon.vms.vmm_choice import DriverSet
-from banger.helper.client import HelperClient
-from banger.paths import Paths
+from banger.api_models import VMCreateRequest
 from banger.procinfo import is_same_process
-from banger.store import Store, VMRecord, VMState
-from banger.vmm.base import VMMProcess
-from banger.vmm.base import VMState as VMMState
-from banger.vmm.firecracker.driver import FirecrackerDriver
-from banger.vmm.qemu import QemuDriver
-from banger.vmm.select import DriverName
-from tests.helper_launch import start_helper
-from tests.image_cache import cached_debian_image
-from tests.kernel_cache import cached_debian_kernel
+from banger.store import VMState
+from tests.firecracker_world import finish, make_service, taps, world
 from tests.standins import standin_binary
-from tests.support import (
-    Netns,
-    async_wait_until,
-    needs_root,
-    netns,
-    short_tmpdir,
-    stop_pid,
-)
+from tests.support import async_wait_until, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
-
-
-@dataclass
-class StandInPipeline(Pipeline):
-    """The real pipeline, minus the two steps that need a booted guest (see the docstring)."""
-
-    checked: int = 0
-    poweroffs: int = 0
-
-    async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
-        await op.stage("wait_ssh")
-        driver = self.driver_for(vm)
-        assert (await driver.status(proc)).state == VMMState.RUNNING
-        console = self.paths.vm_console_log(vm.id).read_text()
-        kernel = self.paths.kernel_dir(vm.kernel_id or "") / "vmlinux"
-        assert f"[stand-in] Linux would boot {kernel}" in console
-        assert f"ip={vm.ip}::" in console and "reboot=k" in console
-        assert "root=/dev/vda rw" in console  # appended by "Firecracker" from the root drive
-        log = (self.paths.vm_dir(vm.id) / "firecracker.log").read_text()
-        for line in ("PUT /drives/root: ok", "PUT /drives/work: ok",
-                     "PUT /network-interfaces/eth0: ok", "PUT /actions: ok"):  # fmt: skip
-            assert line in log
-        self.checked += 1
-
-    async def guest_poweroff(self, vm: VMRecord) -> None:
-        self.poweroffs += 1
-
-
-@dataclass
-class World:
-    paths: Paths
-    ns: Netns
-    store: Store
-    ops: Operations
-    vms: VMService
-    pipeline: StandInPipeline
-    choice: list[tuple[DriverName, str]]
-
-
-def make_service(w_paths: Paths, store: Store, fc_binary: str, choice: list[tuple[DriverName, str]]
-                 ) -> tuple[VMService, StandInPipeline, Operations]:  # fmt: skip
-    config = Config()
-    lock = asyncio.Lock()
-
-    def helper(timeout: float | None = 60.0) -> HelperClient:
-        return HelperClient(w_paths.helper_socket, timeout=timeout)
-
-    ops = Operations(store)
-    kernels = KernelService(w_paths, config, store, lock)
-    images = ImageService(w_paths, config, store, lock, helper)
-    qemu = QemuDriver()
-    drivers = DriverSet(
-        {"qemu": qemu, "firecracker": FirecrackerDriver(fc_binary)}, lambda: choice[-1]
-    )
-    pipeline = StandInPipeline(
-        paths=w_paths, config=config, store=store, hostnet=HostNetwork(config, helper()),
-        driver=qemu, accel=Accel("tcg", "test", None), boot_timeout=5.0, drivers=drivers,
-    )  # fmt: skip
-    return VMService(config, ops, kernels, images, pipeline), pipeline, ops
-
-
-@asynccontextmanager
-async def world() -> AsyncIterator[World]:
-    with short_tmpdir("bgf-") as home, netns("bgf") as ns:
-        paths = Paths(home / "c", home / "s", home / "k", home / "r")
-        paths.ensure()
-        helper_pid = start_helper(paths, os.getuid(), ns=ns)
-        bins = home / "bin"
-        bins.mkdir()
-        fc = standin_binary(bins)
-        store = Store.open(paths.db)
-        choice: list[tuple[DriverName, str]] = [("firecracker", "test: the Firecracker stand-in")]
-        vms, pipeline, ops = make_service(paths, store, fc, choice)
-        try:
-            src = cached_debian_kernel()
-            await vms.kernels.import_(
-                KernelImportRequest(
-                    path=str(src / "vmlinuz"), initrd=str(src / "initrd.img"), name="deb"
-                )
-            )
-            await vms.images.register(str(cached_debian_image()), "deb")
-            yield World(paths, ns, store, ops, vms, pipeline, choice)
-        finally:
-            for vm in store.list_vms():
-                await finish(ops, await vms.delete(vm.id, force=True))
-            stop_pid(helper_pid)
-            store.close()
-
-
-async def finish(ops: Operations, op: object) -> None:
-    op_id = op.id  # type: ignore[attr-defined]
-    async for _event in ops.follow(op_id):
-        pass
-    done = await ops.get(op_id)
-    assert done.state == "succeeded", f"{done.kind} failed at {done.stage}: {done.error}"
-
-
-def taps(ns: Netns) -> list[str]:
-    out = ns.run("ip", "-o", "link", "show").stdout
-    return [
-        n for n in (line.split(":")[1].strip() for line in out.splitlines()) if n.startswith("bt-")
-    ]
 
 
 async def test_firecracker_vm_create_start_stop_rm_with_the_standin() -> None:
@@ -176,7 +45,7 @@ async def test_firecracker_vm_create_start_stop_rm_with_the_standin() -> None:
         assert detail.vmm_reason == "test: the Firecracker stand-in"
         assert detail.accelerator == "kvm"
         assert vm.root_strategy in ("reflink", "copy")  # Firecracker has no qcow2
-        assert vm.config["root_format"] == "raw"
+        assert vm.config.root_format == "raw"
         assert w.pipeline.checked == 1
         assert vm.pid is not None and vm.pid_start_time is not None
         argv = Path(f"/proc/{vm.pid}/cmdline").read_bytes().split(b"\0")

@@ -27,9 +27,8 @@ import pytest
 from banger.errors import HelperError
 from banger.helper.client import HelperClient
 from banger.paths import Paths
-from tests.image_cache import _as_owner, _start_helper, _stop
-from tests.reliability.faults import alive, wait_gone
-from tests.support import User, short_tmpdir, throwaway_user
+from tests.image_cache import _as_owner, _start_helper
+from tests.support import User, alive, short_tmpdir, stop_pid, throwaway_user, wait_gone
 
 BUILD_TIMEOUT = 1200
 #: Files the test's own helper writes as root (not the build's doing).
@@ -112,7 +111,7 @@ def serving(user: User, home: Path, paths: Paths) -> Iterator[World]:
         yield world
     finally:
         stop_daemon(world)
-        _stop(world.helper_pid)
+        stop_pid(world.helper_pid)
 
 
 def daemon_pid(w: World) -> int | None:

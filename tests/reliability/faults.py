@@ -18,18 +18,9 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.harness import VENV_BIN, Banger, _start_helper
-from tests.e2e.harness import daemon_pid as daemon_pid
-
-# Re-exported (X as X) for the modules that import them from here.
-from tests.e2e.leftovers import STORE_ID as STORE_ID
-from tests.e2e.leftovers import Kept as Kept
-from tests.e2e.leftovers import banger_leftovers
-from tests.e2e.leftovers import nat_entries as nat_entries
-from tests.e2e.leftovers import query as query
-from tests.support import alive as alive
-from tests.support import wait_gone as wait_gone
-from tests.support import wait_until
+from tests.e2e.harness import Banger, _start_helper, daemon_pid
+from tests.e2e.leftovers import Kept, query
+from tests.support import VENV_BIN, wait_gone, wait_until
 
 STAGE_DELAY_ENV = "BANGER_TEST_STAGE_DELAY"
 DEBUG_LOCKS_ENV = "BANGER_DEBUG_LOCKS"
@@ -180,11 +171,6 @@ def kept_vm(b: Banger, name: str) -> Kept:
     shown = vm_json(b, name)
     assert shown["state"] == "running", shown
     return Kept(str(shown["id"]), str(shown["tap"]), int(str(shown["pid"])))
-
-
-#: The full leftover check moved to tests/e2e/leftovers.py (e2e tests use it too);
-#: the old name stays for the modules that import it from here.
-leftovers = banger_leftovers
 
 
 # -- a small filesystem ------------------------------------------------------------------

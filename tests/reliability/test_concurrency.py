@@ -27,9 +27,10 @@ import pytest
 
 from banger.store import Store
 from tests.e2e.harness import Banger, banger_env, seed_artifacts
+from tests.e2e.leftovers import banger_leftovers, query
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.reliability.faults import DEBUG_LOCKS_ENV, leftovers, query
+from tests.reliability.faults import DEBUG_LOCKS_ENV
 from tests.reliability_counts import ReliabilityCounts
 from tests.support import needs_root
 
@@ -129,7 +130,7 @@ def test_eight_create_rm_loops_neither_deadlock_nor_leak(
     assert tally.cycles >= LOOPS, f"only {tally.cycles} create+rm cycles in {DURATION}s"
     assert "lock order violation" not in log.read_text()
     assert json.loads(b.banger("vm", "list", "--json").stdout) == []
-    reliability_counts.check_leaks(leftovers(b, []))
+    reliability_counts.check_leaks(banger_leftovers(b, []))
     print(f"{tally.cycles} create+rm cycles, slowest command {tally.slowest:.1f}s")
 
 

@@ -36,7 +36,8 @@ from pathlib import Path
 import pytest
 
 from banger.daemon.owed_taps import SETTLE_INTERVAL
-from tests.e2e.harness import Banger, banger_env, seed_artifacts
+from tests.e2e.harness import Banger, banger_env, daemon_pid, seed_artifacts
+from tests.e2e.leftovers import Kept, banger_leftovers
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
 from tests.reliability.faults import (
@@ -45,16 +46,12 @@ from tests.reliability.faults import (
     HELPER_DELAY_ENV,
     HELPER_LOG,
     STAGE_DELAY_ENV,
-    Kept,
-    alive,
     cli_background,
-    daemon_pid,
     force_stop_daemon,
     free_bytes,
     kept_vm,
     kill9_daemon,
     kill9_helper,
-    leftovers,
     log_offset,
     ops_on,
     reconcile_report,
@@ -68,7 +65,7 @@ from tests.reliability.faults import (
     wait_for_log,
 )
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import needs_root, wait_until
+from tests.support import alive, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
@@ -116,7 +113,7 @@ def assert_consistent(
     w.keeper = keeper
     marker = b.banger("vm", "ssh", "keeper", "--", "cat", "/root/marker").stdout
     assert marker == MARKER + "\n"
-    counts.check_leaks(leftovers(b, [keeper, *also]))
+    counts.check_leaks(banger_leftovers(b, [keeper, *also]))
     assert "lock order violation" not in (b.state_dir / "bangerd.log").read_text()
 
 
@@ -473,7 +470,7 @@ def test_a_killed_vmm_is_noticed_and_the_vm_starts_again(
     assert "exited while the VM was running" in str(shown["last_error"]), shown
     assert victim.tap not in b.taps()
     stopped = Kept(victim.vm_id, tap="", pid=-1)
-    reliability_counts.check_leaks(leftovers(b, [stopped]))
+    reliability_counts.check_leaks(banger_leftovers(b, [stopped]))
     b.banger("vm", "start", "keeper")
     reliability_counts.restart()
     assert_consistent(world, reliability_counts, same_vmm=False)

@@ -41,9 +41,8 @@ from tests.reliability.build_world import (
     serving,
     stop_daemon,
 )
-from tests.reliability.faults import alive, wait_gone
 from tests.reliability_counts import ReliabilityCounts
-from tests.support import needs_root, wait_until
+from tests.support import alive, needs_root, wait_gone, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
 

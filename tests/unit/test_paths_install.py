@@ -9,9 +9,7 @@ import pytest
 
 from banger.errors import BangerError
 from banger.paths import INSTALL_METADATA, Paths, install_metadata_path, system_install
-
-# Moved to tests/install_meta.py; re-exported for the modules that import it from here.
-from tests.install_meta import write_metadata as write_metadata
+from tests.install_meta import write_metadata
 
 
 def env_for(tmp_path: Path, meta: Path, **extra: str) -> dict[str, str]:

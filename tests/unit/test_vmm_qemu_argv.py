@@ -6,28 +6,11 @@ from pathlib import Path
 import pytest
 
 from banger.errors import InvalidArgument
-from banger.vmm.base import Disk, LaunchSpec
+from banger.vmm.base import Disk
 from banger.vmm.qemu import qemu_argv
+from tests.qemu_support import SPEC, D
 
-D = Path("/s/vms/v1")
 WORK = "id=work,file=/s/vms/v1/work.ext4,format=raw,if=none,cache=writeback,discard=unmap"
-SPEC = LaunchSpec(
-    vm_id="v1",
-    vcpus=2,
-    memory_mib=512,
-    kernel=Path("/s/kernels/k1/vmlinuz"),
-    initrd=Path("/s/kernels/k1/initrd.img"),
-    cmdline="console=ttyS0 root=/dev/vda rw",
-    root_disk=Disk(D / "root.qcow2", "qcow2", "unsafe"),
-    work_disk=D / "work.ext4",
-    console_log=D / "console.log",
-    control_socket=Path("/r/vm-v1.qmp"),
-    vmm_log=D / "qemu.log",
-    mac="02:11:22:33:44:55",
-    tap_fd=17,
-    tap_name="bgtap0",
-    accelerator="tcg",
-)
 
 COMMON_HEAD = [
     "-name", "v1,process=banger-v1",

@@ -1,0 +1,145 @@
+"""A VM service whose Firecracker is the stand-in, shared by the Firecracker stand-in tests.
+
+Firecracker cannot run here (no Firecracker binary; no hardware KVM for
+ordinary guests), so ``firecracker`` is ``tests/firecracker_standin.py`` (see
+:mod:`tests.standins`). It boots no guest, so the pipeline's two guest-facing
+steps are replaced in :class:`StandInPipeline`, and only those: ``wait_ssh``
+checks what the stand-in recorded (kernel = the entry's extracted ``vmlinux``,
+the boot arguments, the root/work drives and the tap by name) instead of
+logging in, and ``guest_poweroff`` (SSH) is not attempted. :func:`world` is
+everything else, real: a store, the operations, the kernel import, the image,
+the root helper in a network namespace it creates and deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from banger.api_models import KernelImportRequest
+from banger.config import Config
+from banger.daemon.hostnet import HostNetwork
+from banger.daemon.images_svc import ImageService
+from banger.daemon.kernels_svc import KernelService
+from banger.daemon.ops import Operations, OpHandle
+from banger.daemon.vms.pipeline import Accel, Pipeline
+from banger.daemon.vms.service import VMService
+from banger.daemon.vms.vmm_choice import DriverSet
+from banger.helper.client import HelperClient
+from banger.paths import Paths
+from banger.store import Store, VMRecord
+from banger.vmm.base import VMMProcess
+from banger.vmm.base import VMState as VMMState
+from banger.vmm.firecracker.driver import FirecrackerDriver
+from banger.vmm.qemu import QemuDriver
+from banger.vmm.select import DriverName
+from tests.helper_launch import start_helper
+from tests.image_cache import cached_debian_image
+from tests.kernel_cache import cached_debian_kernel
+from tests.standins import standin_binary
+from tests.support import Netns, netns, short_tmpdir, stop_pid
+
+
+@dataclass
+class StandInPipeline(Pipeline):
+    """The real pipeline, minus the two steps that need a booted guest (see the docstring)."""
+
+    checked: int = 0
+    poweroffs: int = 0
+
+    async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
+        await op.stage("wait_ssh")
+        driver = self.driver_for(vm)
+        assert (await driver.status(proc)).state == VMMState.RUNNING
+        console = self.paths.vm_console_log(vm.id).read_text()
+        kernel = self.paths.kernel_dir(vm.kernel_id or "") / "vmlinux"
+        assert f"[stand-in] Linux would boot {kernel}" in console
+        assert f"ip={vm.ip}::" in console and "reboot=k" in console
+        assert "root=/dev/vda rw" in console  # appended by "Firecracker" from the root drive
+        log = (self.paths.vm_dir(vm.id) / "firecracker.log").read_text()
+        for line in ("PUT /drives/root: ok", "PUT /drives/work: ok",
+                     "PUT /network-interfaces/eth0: ok", "PUT /actions: ok"):  # fmt: skip
+            assert line in log
+        self.checked += 1
+
+    async def guest_poweroff(self, vm: VMRecord) -> None:
+        self.poweroffs += 1
+
+
+@dataclass
+class World:
+    paths: Paths
+    ns: Netns
+    store: Store
+    ops: Operations
+    vms: VMService
+    pipeline: StandInPipeline
+    choice: list[tuple[DriverName, str]]
+
+
+def make_service(w_paths: Paths, store: Store, fc_binary: str, choice: list[tuple[DriverName, str]]
+                 ) -> tuple[VMService, StandInPipeline, Operations]:  # fmt: skip
+    config = Config()
+    lock = asyncio.Lock()
+
+    def helper(timeout: float | None = 60.0) -> HelperClient:
+        return HelperClient(w_paths.helper_socket, timeout=timeout)
+
+    ops = Operations(store)
+    kernels = KernelService(w_paths, config, store, lock)
+    images = ImageService(w_paths, config, store, lock, helper)
+    qemu = QemuDriver()
+    drivers = DriverSet(
+        {"qemu": qemu, "firecracker": FirecrackerDriver(fc_binary)}, lambda: choice[-1]
+    )
+    pipeline = StandInPipeline(
+        paths=w_paths, config=config, store=store, hostnet=HostNetwork(config, helper()),
+        driver=qemu, accel=Accel("tcg", "test", None), boot_timeout=5.0, drivers=drivers,
+    )  # fmt: skip
+    return VMService(config, ops, kernels, images, pipeline), pipeline, ops
+
+
+@asynccontextmanager
+async def world() -> AsyncIterator[World]:
+    with short_tmpdir("bgf-") as home, netns("bgf") as ns:
+        paths = Paths(home / "c", home / "s", home / "k", home / "r")
+        paths.ensure()
+        helper_pid = start_helper(paths, os.getuid(), ns=ns)
+        bins = home / "bin"
+        bins.mkdir()
+        fc = standin_binary(bins)
+        store = Store.open(paths.db)
+        choice: list[tuple[DriverName, str]] = [("firecracker", "test: the Firecracker stand-in")]
+        vms, pipeline, ops = make_service(paths, store, fc, choice)
+        try:
+            src = cached_debian_kernel()
+            await vms.kernels.import_(
+                KernelImportRequest(
+                    path=str(src / "vmlinuz"), initrd=str(src / "initrd.img"), name="deb"
+                )
+            )
+            await vms.images.register(str(cached_debian_image()), "deb")
+            yield World(paths, ns, store, ops, vms, pipeline, choice)
+        finally:
+            for vm in store.list_vms():
+                await finish(ops, await vms.delete(vm.id, force=True))
+            stop_pid(helper_pid)
+            store.close()
+
+
+async def finish(ops: Operations, op: object) -> None:
+    op_id = op.id  # type: ignore[attr-defined]
+    async for _event in ops.follow(op_id):
+        pass
+    done = await ops.get(op_id)
+    assert done.state == "succeeded", f"{done.kind} failed at {done.stage}: {done.error}"
+
+
+def taps(ns: Netns) -> list[str]:
+    out = ns.run("ip", "-o", "link", "show").stdout
+    return [
+        n for n in (line.split(":")[1].strip() for line in out.splitlines()) if n.startswith("bt-")
+    ]
