@@ -89,6 +89,23 @@ def test_env_working_dir_and_user_apply_in_the_guest(b: Banger, work: Path) -> N
         login = b.banger("vm", "ssh", "cfg", "--", "bash", "-lc",
                          'echo "$GREETING|$PATH"').stdout  # fmt: skip
         assert login.strip().startswith("hello world|/usr/local/bin:/usr/bin:/bin")
+        # exec (vm exec, vm run -- CMD, the SDK's run): the same defaults, as docker exec.
+        assert b.banger("vm", "exec", "cfg", "--", "pwd").stdout.strip() == "/srv/app"
+        assert b.banger("vm", "exec", "cfg", "--", "id", "-un").stdout.strip() == "nobody"
+        env = b.banger("vm", "exec", "cfg", "--", "sh", "-c", 'echo "$APP_MODE"').stdout
+        assert env.strip() == "from-image"
+        # An explicit -w / -u wins (root too).
+        given = b.banger("vm", "exec", "-w", "/tmp", "-u", "root", "cfg", "--", "sh", "-c",
+                         'echo "$PWD|$(id -un)"').stdout  # fmt: skip
+        assert given.strip() == "/tmp|root"
+        # A session: in WorkingDir as User by default; an explicit --cwd wins.
+        b.banger("session", "start", "cfg", "--name", "where", "--", "sh", "-c",
+                 'echo "$PWD|$(id -un)"')  # fmt: skip
+        where = b.banger("session", "logs", "-f", "cfg", "where", timeout=300).stdout
+        assert where.replace("\r\n", "\n").strip() == "/srv/app|nobody"
+        b.banger("session", "start", "cfg", "--name", "there", "--cwd", "/tmp", "--", "pwd")
+        there = b.banger("session", "logs", "-f", "cfg", "there", timeout=300).stdout
+        assert there.replace("\r\n", "\n").strip() == "/tmp"
     finally:
         b.banger("vm", "rm", "--force", "cfg")
     b.banger("image", "rm", "cfg")

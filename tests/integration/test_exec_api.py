@@ -33,6 +33,7 @@ from banger.daemon.guestconn import GuestConns
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.exec_client import exec_request, open_exec, run_exec
 from banger.guest.ssh import wait_for_ssh
+from banger.images.oci.guestenv import GuestEnv
 from banger.store import VMRecord, VMState
 from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
 from tests.support import async_wait_until, needs_root
@@ -52,7 +53,11 @@ class Store:
 
 @contextlib.asynccontextmanager
 async def daemon(
-    sshd: Sshd, tmp: Path, slots: int = 8, conns_per_vm: int = 4
+    sshd: Sshd,
+    tmp: Path,
+    slots: int = 8,
+    conns_per_vm: int = 4,
+    image: GuestEnv | None = None,
 ) -> AsyncIterator[tuple[Path, GuestConns]]:
     await wait_for_ssh(sshd.target, 30)
     t = sshd.target
@@ -66,7 +71,10 @@ async def daemon(
     vm = vm_record()
     stopped = vm_record(VMState.STOPPED)
     stack = SimpleNamespace(
-        vms=SimpleNamespace(store=Store({"t1": vm, "off": stopped})), guest_conns=conns
+        vms=SimpleNamespace(
+            store=Store({"t1": vm, "off": stopped}), _image_defaults=lambda vm: image
+        ),
+        guest_conns=conns,
     )
     app = FastAPI()
     app.include_router(exec_router(stack))  # type: ignore[arg-type]
@@ -122,6 +130,20 @@ async def test_status_output_stdin_and_signals(sshd: Sshd, short_tmp: Path) -> N
         # killed by a signal
         r = await run_exec(sock, "t1", exec_request(["sh", "-c", "kill -TERM $$"]))
         assert (r.exit_code, r.signal, r.status) == (None, "TERM", 143)
+
+
+async def test_the_images_working_dir_and_user_are_the_defaults(
+    sshd: Sshd, short_tmp: Path
+) -> None:
+    """As docker exec (issue #22 item 6); an explicit cwd or user wins."""
+    image = GuestEnv(env=(), skipped=(), working_dir="/var", user="nobody")
+    where = ["sh", "-c", 'echo "$PWD|$(id -un)"']
+    async with daemon(sshd, short_tmp, image=image) as (sock, _):
+        assert (await run_exec(sock, "t1", exec_request(where))).out == "/var|nobody\n"
+        r = await run_exec(sock, "t1", exec_request(where, cwd="/tmp", user="root"))
+        assert r.out == "/tmp|root\n"
+        r = await run_exec(sock, "t1", exec_request(where, cwd="/tmp"))
+        assert r.out == "/tmp|nobody\n"
 
 
 async def test_interleaved_output_without_loss_under_a_slow_reader(

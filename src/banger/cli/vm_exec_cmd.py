@@ -192,8 +192,8 @@ def run_exec_cli(
 @click.option("-i", "--interactive", is_flag=True, help="Send this stdin to the command.")
 @click.option("-t", "--tty", is_flag=True, help="Give the command a terminal (raw mode here).")
 @click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="Set a variable.")
-@click.option("-w", "--workdir", metavar="DIR", help="Run in DIR (in the guest).")
-@click.option("-u", "--user", metavar="USER", help="Run as USER (default root).")
+@click.option("-w", "--workdir", metavar="DIR", help="Run in DIR (default: image's WorkingDir).")
+@click.option("-u", "--user", metavar="USER", help="Run as USER (default: image's User, or root).")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Kill the command after this.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def exec_cmd(

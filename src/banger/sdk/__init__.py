@@ -305,7 +305,9 @@ class VM:
         removed), called on the SDK's exec thread; the output is collected in
         the result too. ``background=True`` returns a :class:`CommandHandle` at
         once (the command is running); otherwise this waits for the end.
-        Interrupting the call (Ctrl-C) kills the command in the guest.
+        Interrupting the call (Ctrl-C) kills the command in the guest. Without
+        ``cwd``/``user`` it runs in the image's WorkingDir as its User (a pulled
+        OCI image's config, as ``docker exec``), else in ``/root`` as root.
         """
         request = common.exec_request(command, env=env, cwd=cwd, user=user, timeout=timeout)
         loop = self.banger.loop()

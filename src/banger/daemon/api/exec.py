@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from banger.api_models import ErrorBody
 from banger.daemon.api.errors import error_kind
-from banger.daemon.guestexec import STDERR, STDOUT, ExecSpec, GuestExec
+from banger.daemon.guestexec import STDERR, STDOUT, ExecSpec, GuestExec, with_image_defaults
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError, InvalidArgument
 
@@ -34,7 +34,8 @@ GET answers 426. Frames:
 1. client → daemon, first, text: the request, JSON
    `{"argv": [..]}` **or** `{"shell": "cmd | text"}` (exactly one; argv is quoted and
    exec'd, a shell string is run by `sh`), plus optional `"env": {"K": "V"}`, `"cwd"`,
-   `"user"` (runs under `runuser`), `"pty": {"rows", "cols", "term"}` (stderr then
+   `"user"` (runs under `runuser`; a cwd or user not given is the image's `WorkingDir`
+   or `User`, as with `docker exec`), `"pty": {"rows", "cols", "term"}` (stderr then
    arrives on stdout, as with any terminal), `"timeout"` (seconds; kills the command).
 2. daemon → client, text: `{"type": "started", "exec_id": ".."}` (or an error, below).
 3. binary frames: the first byte says the stream, the rest is data.
@@ -158,6 +159,8 @@ def exec_router(stack: VMStack) -> APIRouter:
             except ValidationError as exc:
                 raise InvalidArgument(_validation(exc)) from None
             vm = await asyncio.to_thread(vms.store.resolve_vm, ref)
+            image = await asyncio.to_thread(vms._image_defaults, vm)
+            spec = with_image_defaults(spec, image)
             run = GuestExec(stack.guest_conns, vm, spec, peer)
             outcome = await run.run(peer.receive)
             await peer.send_control(outcome.message())
