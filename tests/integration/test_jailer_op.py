@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import secrets
-import select
 import shutil
 import signal
 import stat
@@ -34,14 +33,16 @@ from typing import Any
 import pytest
 
 from banger.helper.jailer_ops import START_FIELDS
+from banger.paths import Paths
 from banger.vmm.base import Disk, LaunchSpec, stable_mac
 from banger.vmm.firecracker import models
 from banger.vmm.firecracker.api import FirecrackerClient
 from banger.vmm.firecracker.driver import wait_for_socket
 from banger.vmm.firecracker.jailer import NAMES, REQUEST_FIELDS, JailRequest
 from banger.vmm.firecracker.plan import VMFiles, boot_requests
+from tests.helper_launch import helper_command_line, running_helper
 from tests.standins import standin_binary
-from tests.support import VENV_BIN, User, needs_root, short_tmpdir, throwaway_user
+from tests.support import User, needs_root, short_tmpdir, throwaway_user
 
 pytestmark = [pytest.mark.root, needs_root]
 
@@ -93,21 +94,17 @@ def owner_call(user: User, sock: Path, op: str, **args: Any) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+def layout(state: Path) -> Paths:
+    """The production layout beside ``state`` (socket in ``run/``, the owner's)."""
+    return Paths(state.parent / "config", state, state.parent / "cache", state.parent / "run")
+
+
 @contextlib.contextmanager
 def helper(state: Path, user: User, *extra: str) -> Iterator[Path]:
-    sock = state.parent / "h.sock"
-    log = state.parent / "helper.log"
-    argv = [str(VENV_BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
-            "--allow-root", str(state), "--log", str(log), *extra]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
-    pid = int(out.stdout.strip().splitlines()[-1])
-    try:
-        yield sock
-    finally:
-        pidfd = os.pidfd_open(pid)
-        os.kill(pid, signal.SIGTERM)
-        select.select([pidfd], [], [], 15)
-        os.close(pidfd)
+    """The helper started the production way (:mod:`tests.helper_launch`); its socket."""
+    paths = layout(state)
+    with running_helper(paths, user.uid, extra=extra):
+        yield paths.helper_socket
 
 
 @contextlib.contextmanager
@@ -129,6 +126,9 @@ def setup() -> Iterator[tuple[Path, User, Path]]:
         state = tmp / "state"
         state.mkdir(mode=0o711)
         os.chown(state, user.uid, user.gid)
+        run = layout(state).runtime_dir  # the owner's, as in production
+        run.mkdir(mode=0o700)
+        os.chown(run, user.uid, user.gid)
         bins = tmp / "bin"
         bins.mkdir()
         standin_binary(bins)
@@ -262,10 +262,9 @@ def test_a_request_outside_the_state_dir_is_refused_before_anything_runs(
 # -- a hostile owner (issue #16): the jail base, teardown and sources -------------------
 
 
-def start_helper(state: Path, user: User, *extra: str) -> subprocess.CompletedProcess[str]:
-    sock = state.parent / "h.sock"
-    argv = [str(VENV_BIN / "banger-helper"), "--socket", str(sock), "--owner-uid", str(user.uid),
-            "--allow-root", str(state), "--foreground", *extra]  # fmt: skip
+def start_foreground(state: Path, user: User, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The production argv with ``--foreground``: a refusal's exit status and stderr."""
+    argv = helper_command_line(layout(state), user.uid, [*extra, "--foreground"])
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
 
 
@@ -295,12 +294,12 @@ def test_the_helper_refuses_a_jail_base_the_owner_could_write(
     }
     for path, reason in cases.items():
         flags = (*jailer_flags(bins)[:-1], str(path))
-        out = start_helper(state, user, *flags)
+        out = start_foreground(state, user, *flags)
         assert out.returncode == 2, (path, out.stderr)
         first = out.stderr.splitlines()[0]
         assert first.startswith(f"banger-helper: error: --jail-base {path}: "), first
         assert reason in first, first
-        assert not (state.parent / "h.sock").exists()
+        assert not layout(state).helper_socket.exists()
     assert not (owners / "jail").exists() and not (bad / "jail").exists()
     assert not (state / "jail").exists()
 
