@@ -131,7 +131,7 @@ class BuiltImage:
     layer_digests: list[str] = field(default_factory=list)
 
 
-def _put_blob(layout: Path, data: bytes) -> str:
+def put_blob(layout: Path, data: bytes) -> str:
     digest = digest_of(data)
     path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def _put_blob(layout: Path, data: bytes) -> str:
     return digest
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -170,7 +170,7 @@ def write_layout(
     descs: list[dict[str, Any]] = []
     diff_ids: list[str] = []
     if base_tar is not None:
-        digest = _file_digest(base_tar)
+        digest = file_digest(base_tar)
         size = base_tar.stat().st_size
         blob_path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
         blob_path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ def write_layout(
         diff_ids.append(digest)
     for tar in tars:
         blob = compress(tar, media_type)
-        descs.append({"mediaType": media_type, "digest": _put_blob(layout, blob),
+        descs.append({"mediaType": media_type, "digest": put_blob(layout, blob),
                       "size": len(blob)})  # fmt: skip
         diff_ids.append(digest_of(tar))
     config_doc = {
@@ -193,11 +193,11 @@ def write_layout(
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _put_blob(layout, config_blob), "size": len(config_blob)},
+                   "digest": put_blob(layout, config_blob), "size": len(config_blob)},
         "layers": descs,
     }  # fmt: skip
     manifest_blob = json.dumps(manifest).encode()
-    manifest_digest = _put_blob(layout, manifest_blob)
+    manifest_digest = put_blob(layout, manifest_blob)
     index = {
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -9,6 +9,7 @@ the harness's namespace, pulled through bangerd and the helper, and booted.
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Banger, banger_env
-from tests.e2e.test_images_e2e import _put, _sha256_file, base_layer_tar, push, registry_in
+from tests.e2e.oci_images import base_layer_tar, push, registry_in
+from tests.registry import write_layout
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
@@ -27,27 +29,6 @@ CONFIG = {
     "WorkingDir": "/srv/app",
     "User": "nobody",
 }  # fmt: skip
-
-
-def write_layout(layout: Path, base_tar: Path, tag: str = "v1") -> None:
-    """One uncompressed base layer and :data:`CONFIG`."""
-    (layout / "blobs/sha256").mkdir(parents=True)
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    digest, size = _sha256_file(base_tar), base_tar.stat().st_size
-    base_tar.rename(layout / "blobs/sha256" / digest.removeprefix("sha256:"))
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": CONFIG,
-                         "rootfs": {"type": "layers", "diff_ids": [digest]}}).encode()  # fmt: skip
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": _put(layout, config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
-                    "size": size}]}).encode()  # fmt: skip
-    index = {"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "digest": _put(layout, manifest), "size": len(manifest),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]}  # fmt: skip
-    (layout / "index.json").write_text(json.dumps(index))
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +44,12 @@ def work() -> Iterator[Path]:
     try:
         yield path
     finally:
-        import subprocess
-
         subprocess.run(["rm", "-rf", "--", str(path)], check=False)
 
 
 def test_env_working_dir_and_user_apply_in_the_guest(b: Banger, work: Path) -> None:
     layout = work / "layout"
-    write_layout(layout, base_layer_tar(work / "base.tar"))
+    write_layout(layout, [], tag="v1", config=CONFIG, base_tar=base_layer_tar(work / "base.tar"))
     with registry_in(b, work / "registry") as registry:
         ref = push(b, registry, layout, "test/config")
         info = json.loads(b.banger("image", "pull", ref, "--name", "cfg", "--json").stdout)

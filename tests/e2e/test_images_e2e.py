@@ -18,7 +18,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -26,14 +26,14 @@ import pytest
 from banger.errors import Conflict, InvalidArgument
 from banger.images.bundle import BundleCorrupt
 from tests.e2e.harness import REPO, Banger, banger_env
-from tests.image_cache import cached_debian_image
+from tests.e2e.oci_images import base_layer_tar, push, registry_in
 from tests.registry import (
     CAP_NET_RAW_EP,
-    REGISTRY_BIN,
     Entry,
     LocalRegistry,
     directory,
     file,
+    file_digest,
     hardlink,
     opaque,
     symlink,
@@ -45,7 +45,6 @@ from tests.support import VENV_BIN, assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
-REGISTRY_PORT = 5000
 LOWER = [
     directory("etc/banger-test"),
     file("etc/banger-test/keep", b"keep\n"),
@@ -78,20 +77,6 @@ CONFIG = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "APP_MODE=e2e"], "Working
 
 
 # -- building and serving images -------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def _put(layout: Path, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    (layout / "blobs/sha256" / digest.removeprefix("sha256:")).write_bytes(data)
-    return digest
-
-
 def write_layout(
     layout: Path, base_tar: Path | None, layers: Sequence[Sequence[Entry]], tag: str = "v1"
 ) -> list[str]:
@@ -99,54 +84,6 @@ def write_layout(
     the layer digests. The suite's one writer (tests.registry) with this module's config."""
     built = build_layout(layout, layers, tag=tag, config=CONFIG, base_tar=base_tar)
     return built.layer_digests
-
-
-def base_layer_tar(out: Path) -> Path:
-    """The cached test image's root tree as one uncompressed tar (owners, modes, xattrs)."""
-    rootfs = cached_debian_image() / "rootfs.ext4"
-    mnt = Path(tempfile.mkdtemp(prefix="bgi-mnt-"))
-    subprocess.run(["mount", "-o", "loop,ro", str(rootfs), str(mnt)], check=True)
-    try:
-        names = sorted(os.listdir(mnt))
-        subprocess.run(["tar", "-C", str(mnt), "--numeric-owner", "--xattrs",
-                        "--xattrs-include=*", "--format=posix", "-cf", str(out), "--", *names],
-                       check=True)  # fmt: skip
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
-        mnt.rmdir()
-    return out
-
-
-@contextmanager
-def registry_in(b: Banger, workdir: Path) -> Iterator[LocalRegistry]:
-    """docker-registry on the namespace's own 127.0.0.1 (where bangerd and the helper are)."""
-    storage = workdir / "registry-data"
-    storage.mkdir(parents=True)
-    config = workdir / "registry.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
-        f"http:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n"
-    )
-    proc = subprocess.Popen(b.ns.argv(REGISTRY_BIN, "serve", str(config)),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    registry = LocalRegistry(proc, REGISTRY_PORT)
-    try:
-        registry.wait_ready()
-        yield registry
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def push(b: Banger, registry: LocalRegistry, layout: Path, repo: str, tag: str = "v1") -> str:
-    ref = f"{registry.host}/{repo}:{tag}"
-    b.ns.run("skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
-             f"docker://{ref}")  # fmt: skip
-    return ref
 
 
 # -- fixtures -------------------------------------------------------------------------
@@ -332,7 +269,7 @@ def test_bundle_round_trip_between_two_homes(b: Banger, work: Path) -> None:
         got = json.loads(other.banger("image", "pull", f"bundle:{bundle}", "--json").stdout)
         assert got["name"] == "debian-bookworm" and got["source"] == f"bundle:{bundle}"
         for key in ("rootfs", "work_seed"):
-            assert _sha256_file(Path(got[key])) == _sha256_file(Path(source[key]))
+            assert file_digest(Path(got[key])) == file_digest(Path(source[key]))
         assert pull_leftovers(other) == []
 
 
