@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.test_qemu_guest import prepare, run_in_thread_netns
+from tests.guest_boot import prepare, run_in_thread_netns
 from tests.qemu_support import open_tap_in_netns
 from tests.support import Netns, netns
 
