@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from banger.errors import InvalidArgument
-from banger.vmm.bootargs import BootSpec, kernel_cmdline
-from banger.vmm.firecracker.bootargs import firecracker_boot_args
+from banger.vmm.bootargs import BootSpec
+from banger.vmm.firecracker.bootargs import firecracker_boot_args, firecracker_cmdline
 from banger.vmm.firecracker.exitcodes import exit_reason
 
 
 def test_contract_cmdline_adapted_for_firecracker() -> None:
-    line = kernel_cmdline(
-        BootSpec("172.30.0.2", "172.30.0.1", 24, "box", "172.30.0.1", "fast", vmm="firecracker")
+    line = firecracker_cmdline(
+        BootSpec("172.30.0.2", "172.30.0.1", 24, "box", "172.30.0.1", "fast")
     )
     args = firecracker_boot_args(line).split()
     # Firecracker appends root=/dev/vda rw itself; banger must not say it too.

@@ -18,8 +18,9 @@ import jsonschema
 import pytest
 
 from banger.vmm.base import Disk, LaunchSpec, stable_mac
-from banger.vmm.bootargs import BootSpec, kernel_cmdline
+from banger.vmm.bootargs import BootSpec
 from banger.vmm.firecracker import models
+from banger.vmm.firecracker.bootargs import firecracker_cmdline
 from banger.vmm.firecracker.jailer import JailerPolicy, JailRequest, jail_layout
 from banger.vmm.firecracker.models import ApiRequest, RateLimiter, TokenBucket
 from banger.vmm.firecracker.plan import (
@@ -54,9 +55,7 @@ def launch_spec(
         memory_mib=512,
         kernel=Path("/var/lib/banger/kernels/k1/vmlinux"),
         initrd=Path("/var/lib/banger/kernels/k1/initrd.img") if initrd else None,
-        cmdline=kernel_cmdline(
-            BootSpec("172.30.0.2", "172.30.0.1", 24, "t1", "172.30.0.1", vmm="firecracker")
-        ),
+        cmdline=firecracker_cmdline(BootSpec("172.30.0.2", "172.30.0.1", 24, "t1", "172.30.0.1")),
         root_disk=Disk(VM / "root.ext4", "raw", "unsafe", read_only),
         work_disk=VM / "work.ext4" if work else None,
         console_log=VM / "console.log",

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 from banger.errors import BangerError, InvalidArgument
 from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS
+from banger.vmm.bootargs import BootSpec
 
 Accelerator = Literal["kvm", "tcg"]
 DiskFormat = Literal["raw", "qcow2"]
@@ -52,6 +53,11 @@ class LaunchSpec:
     descriptor (``tap_fd``, passed by the root helper), Firecracker by name
     (``tap_name`` → ``host_dev_name``); Firecracker needs an uncompressed
     ``vmlinux`` and raw disks, QEMU also takes bzImage and qcow2.
+
+    The daemon's spec says what the guest needs to know at boot in ``boot`` and
+    leaves ``cmdline`` empty; the driver's :meth:`VMMDriver.adapt_spec` turns
+    ``boot`` into its own command line. A spec that is launched has ``cmdline``
+    and no ``boot``.
     """
 
     vm_id: str
@@ -84,9 +90,16 @@ class LaunchSpec:
     #: vsock. A restore must have it exactly when the snapshot's VM had it (the
     #: device set is part of the saved state).
     agent_socket: Path | None = None
+    #: The daemon's driver-neutral boot facts, before adaptation (None after it, and
+    #: for a restore that boots the command line its snapshot saved).
+    boot: BootSpec | None = None
 
     def validate(self) -> None:
         """Raise :class:`InvalidArgument` naming the first bad field."""
+        if self.boot is not None:
+            raise InvalidArgument(
+                "boot: the spec still needs its driver's adapt_spec (no command line yet)"
+            )
         if not _VM_ID.fullmatch(self.vm_id):
             raise InvalidArgument(f"vm_id: not a valid VM id: {self.vm_id!r}")
         if not MIN_VCPUS <= self.vcpus <= MAX_VCPUS:
@@ -237,7 +250,8 @@ class VMMDriver(Protocol):
 
         The neutral spec carries the tap both ways (``tap_fd`` and ``tap_name``),
         the bzImage as ``kernel`` with the PVH ``vmlinux`` QEMU may prefer, the
-        QMP socket and the agent socket; a driver keeps what it uses and takes the
+        QMP socket, the agent socket and the guest's boot facts (``boot``, which the
+        driver turns into its ``cmdline``); a driver keeps what it uses and takes the
         rest from ``files``. Raises :class:`InvalidArgument` when it cannot boot it.
         """
         ...

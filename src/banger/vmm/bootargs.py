@@ -1,5 +1,10 @@
 """The guest kernel command line (the "guest boot contract" in docs/ARCHITECTURE.md).
 
+The daemon says what the guest needs to know (:class:`BootSpec`, driver-neutral);
+each VMM driver turns it into its own line in ``VMMDriver.adapt_spec``, adding its
+own tokens (``driver_args``: Firecracker's ``reboot=k``) and keeping the host TSC
+frequency only for a guest it runs under software emulation (QEMU's TCG).
+
 :func:`kernel_cmdline` is a pure builder. Every piece is validated before it is
 placed, because the command line is parsed by the guest's initramfs and init as
 whitespace-separated ``key=value`` tokens: a hostname such as ``x init=/bin/sh``
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +23,6 @@ from typing import Literal
 from banger.errors import InvalidArgument
 
 InitMode = Literal["systemd", "fast"]
-VMMKind = Literal["qemu", "firecracker"]
 
 #: x86 ``COMMAND_LINE_SIZE`` is 2048 bytes including the NUL.
 CMDLINE_MAX = 2047
@@ -27,11 +32,16 @@ FAST_INIT = "/sbin/banger-fast-init"
 WORK_DEVICE = "/dev/vdb"
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+#: A driver's own token: ``key`` or ``key=value``, nothing the guest could split further.
+_DRIVER_ARG = re.compile(r"[A-Za-z0-9_.-]+(=[A-Za-z0-9_.,:/-]+)?")
 
 
 @dataclass(frozen=True)
 class BootSpec:
-    """What a guest needs to know at boot. Addresses may be strings or parsed."""
+    """What a guest needs to know at boot, whichever VMM runs it (the daemon's part).
+
+    Addresses may be strings or parsed.
+    """
 
     ip: ipaddress.IPv4Address | str
     gateway: ipaddress.IPv4Address | str
@@ -39,9 +49,10 @@ class BootSpec:
     hostname: str
     dns: ipaddress.IPv4Address | str
     init_mode: InitMode = "systemd"
-    #: Host TSC frequency in kHz; set it under TCG (software emulation) only.
+    #: The host TSC frequency in kHz, for a guest under TCG (software emulation):
+    #: its PIT-based calibration can fail there and hang the boot. A driver that
+    #: never emulates (Firecracker: KVM only) drops it.
     tsc_khz: int | None = None
-    vmm: VMMKind = "qemu"
 
 
 def _ipv4(field: str, value: ipaddress.IPv4Address | str) -> ipaddress.IPv4Address:
@@ -65,8 +76,13 @@ def check_hostname(hostname: str) -> str:
     return hostname
 
 
-def kernel_cmdline(spec: BootSpec) -> str:
-    """The kernel command line for ``spec``; raises :class:`InvalidArgument` on bad input."""
+def kernel_cmdline(spec: BootSpec, *, driver_args: Sequence[str] = ()) -> str:
+    """The kernel command line for ``spec``; raises :class:`InvalidArgument` on bad input.
+
+    ``driver_args`` are the VMM driver's own tokens (Firecracker's ``reboot=k``),
+    placed after the common head (console, root, panic) and before the guest
+    contract's.
+    """
     ip = _ipv4("ip", spec.ip)
     gateway = _ipv4("gateway", spec.gateway)
     dns = _ipv4("dns", spec.dns)
@@ -84,8 +100,9 @@ def kernel_cmdline(spec: BootSpec) -> str:
         raise InvalidArgument(f"ip: {ip} is not a host address of {network}")
     if spec.init_mode not in ("systemd", "fast"):
         raise InvalidArgument(f"init_mode: must be 'systemd' or 'fast', got {spec.init_mode!r}")
-    if spec.vmm not in ("qemu", "firecracker"):
-        raise InvalidArgument(f"vmm: must be 'qemu' or 'firecracker', got {spec.vmm!r}")
+    for arg in driver_args:
+        if not isinstance(arg, str) or not _DRIVER_ARG.fullmatch(arg):
+            raise InvalidArgument(f"driver_args: not a key or key=value token: {arg!r}")
     if spec.tsc_khz is not None and (
         isinstance(spec.tsc_khz, bool)
         or not isinstance(spec.tsc_khz, int)
@@ -94,9 +111,7 @@ def kernel_cmdline(spec: BootSpec) -> str:
         raise InvalidArgument(f"tsc_khz: not a plausible TSC frequency in kHz: {spec.tsc_khz!r}")
 
     tokens = ["console=ttyS0", "root=/dev/vda", "rw", "net.ifnames=0", "panic=-1"]
-    if spec.vmm == "firecracker":
-        # A guest reboot must end the Firecracker process (it has no ACPI poweroff on x86).
-        tokens.append("reboot=k")
+    tokens += driver_args
     tokens += [
         f"ip={ip}::{gateway}:{spec.prefix}:{hostname}:eth0:off:{dns}",
         f"banger.work={WORK_DEVICE}",

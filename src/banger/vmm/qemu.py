@@ -16,6 +16,7 @@ arrives as soon as QEMU's main loop runs. In the child they are always fd 3
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ from banger.vmm.base import (
     VMMStatus,
     VMState,
 )
+from banger.vmm.bootargs import kernel_cmdline
 from banger.vmm.process import (
     EarlyExit,
     is_alive,
@@ -85,6 +87,24 @@ def boot_image(spec: LaunchSpec) -> Path:
     ``-append``.
     """
     return spec.pvh_kernel if spec.pvh_kernel is not None else spec.kernel
+
+
+def adapt_spec(spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
+    """The daemon's neutral ``spec`` as QEMU launches it.
+
+    Everything but the command line is kept as it is: the helper's tap descriptor
+    (which :func:`qemu_argv` prefers to the name), QMP, and the PVH ``vmlinux``
+    when the daemon found one (else the bzImage). The guest's line is the common
+    contract with no token of QEMU's own; the host TSC frequency stays on it only
+    when the guest runs under TCG. A spec without ``boot`` (a restore's saved
+    line, or one built by hand) is returned unchanged.
+    """
+    if spec.boot is None:
+        return spec
+    boot = spec.boot
+    if spec.accelerator != "tcg":
+        boot = dataclasses.replace(boot, tsc_khz=None)
+    return dataclasses.replace(spec, cmdline=kernel_cmdline(boot), boot=None)
 
 
 def qemu_argv(spec: LaunchSpec, binary: str = QEMU_BINARY) -> list[str]:
@@ -182,10 +202,7 @@ class QemuDriver:
         )
 
     def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
-        """QEMU boots the neutral spec as it is: the helper's tap descriptor (which
-        :func:`qemu_argv` prefers to the name), QMP, and the PVH ``vmlinux`` when
-        the daemon found one (else the bzImage)."""
-        return spec
+        return adapt_spec(spec, files)
 
     async def launch(self, spec: LaunchSpec, extra_args: Sequence[str] = ()) -> VMMProcess:
         """Start QEMU for ``spec``; ``extra_args`` go last (``-incoming`` for a restore)."""

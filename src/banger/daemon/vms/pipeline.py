@@ -60,7 +60,7 @@ from banger.paths import Paths
 from banger.rmtree import discard_tree_async
 from banger.store import Launched, Store, VMConfig, VMRecord, VMState
 from banger.vmm.base import Accelerator, Disk, LaunchSpec, VMMDriver, VMMProcess, stable_mac
-from banger.vmm.bootargs import BootSpec, InitMode, kernel_cmdline
+from banger.vmm.bootargs import BootSpec, InitMode
 from banger.vmm.qemu import QemuDriver
 
 log = logging.getLogger(__name__)
@@ -259,18 +259,15 @@ class Pipeline:
         machine), then adapted by the VM's driver."""
         net = self.config.network
         assert vm.ip is not None
-        qemu = vm.vmm != "firecracker"
-        cmdline = kernel_cmdline(
-            BootSpec(
-                ip=vm.ip,
-                gateway=net.gateway,
-                prefix=net.subnet.prefixlen,
-                hostname=vm.name,
-                dns=net.gateway,
-                init_mode=_init_mode(vm.init_mode),
-                tsc_khz=self.accel.tsc_khz if self.accel.kind == "tcg" and qemu else None,
-                vmm="qemu" if qemu else "firecracker",
-            )
+        boot = BootSpec(
+            ip=vm.ip,
+            gateway=net.gateway,
+            prefix=net.subnet.prefixlen,
+            hostname=vm.name,
+            dns=net.gateway,
+            init_mode=_init_mode(vm.init_mode),
+            # The host's TSC, for a guest under emulation; a driver that never emulates drops it.
+            tsc_khz=self.accel.tsc_khz if self.accel.kind == "tcg" else None,
         )
         vm_dir = self.paths.vm_dir(vm.id)
         spec = LaunchSpec(
@@ -279,7 +276,9 @@ class Pipeline:
             memory_mib=vm.memory_mib,
             kernel=kernel.kernel_path,
             initrd=kernel.initrd_path,
-            cmdline=cmdline,
+            # The driver's adapt_spec writes it from ``boot``.
+            cmdline="",
+            boot=boot,
             root_disk=root,
             work_disk=self.paths.vm_work_disk(vm.id),
             console_log=self.paths.vm_console_log(vm.id),

@@ -211,10 +211,14 @@ class SnapshotRestore:
             vm = await asyncio.to_thread(self.store.update_vm, vm.id, mac=snap.mac)
 
             def as_saved(spec: LaunchSpec) -> LaunchSpec:
+                saved = snap.meta.get("cmdline")
                 return dataclasses.replace(
                     spec,
                     mac=snap.mac,
-                    cmdline=str(snap.meta.get("cmdline") or spec.cmdline),
+                    # The line the snapshot's driver made, as it was; an older snapshot
+                    # without one gets today's from the driver (``boot`` kept).
+                    cmdline=str(saved) if saved else spec.cmdline,
+                    boot=None if saved else spec.boot,
                     # The kernel file the snapshot was booted with, not today's choice.
                     pvh_kernel=qemu_pvh_kernel(kernel, snap.meta),
                     # The channel only when the snapshot's machine had it (older ones did not).

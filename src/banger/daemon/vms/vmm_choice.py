@@ -8,9 +8,11 @@ restarts of the VM and of the daemon.
 
 The daemon builds one driver-neutral :class:`~banger.vmm.base.LaunchSpec`
 (the tap by descriptor and by name, the bzImage with the PVH ``vmlinux`` QEMU
-prefers: :func:`qemu_pvh_kernel`) and the :class:`~banger.vmm.base.DriverFiles`
-beside it (:func:`driver_files`); each driver's ``adapt_spec`` keeps what it boots
-with (Firecracker: the tap by name, the ELF ``vmlinux``, KVM, its API socket).
+prefers: :func:`qemu_pvh_kernel`, the guest's boot facts instead of a command
+line) and the :class:`~banger.vmm.base.DriverFiles` beside it (:func:`driver_files`);
+each driver's ``adapt_spec`` keeps what it boots with and writes its own kernel
+command line (Firecracker: the tap by name, the ELF ``vmlinux``, KVM, its API
+socket, ``reboot=k``; QEMU: the TSC hint under TCG).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The guest command line as Firecracker wants it.
 
-banger builds one command line for both drivers (:func:`banger.vmm.bootargs.kernel_cmdline`,
-``vmm="firecracker"`` adds ``reboot=k``). Firecracker then differs from QEMU in two ways:
+The driver builds the guest contract's line (:func:`banger.vmm.bootargs.kernel_cmdline`)
+with its own token, ``reboot=k`` (:func:`firecracker_cmdline`: a guest reboot must
+end the Firecracker process, which has no ACPI poweroff on x86). That line is what
+the VM records; at launch Firecracker then differs from QEMU in two ways
+(:func:`firecracker_boot_args`):
 
 - ``boot_args`` *replaces* Firecracker's default line
   (``reboot=k panic=1 nomodule 8250.nr_uarts=0 i8042.noaux …``), so nothing of
@@ -19,12 +22,22 @@ banger builds one command line for both drivers (:func:`banger.vmm.bootargs.kern
 
 from __future__ import annotations
 
+import dataclasses
+
 from banger.errors import InvalidArgument
+from banger.vmm.bootargs import BootSpec, kernel_cmdline
 
 #: Appended by Firecracker from the root drive; not banger's to say.
 _APPENDED_BY_FIRECRACKER = ("root=", "rw", "ro")
 _ALWAYS = ("console=ttyS0", "reboot=k", "i8042.noaux", "i8042.nomux")
 _DEFAULT_PANIC = "panic=1"
+#: Firecracker's own tokens in the guest contract's line.
+DRIVER_ARGS = ("reboot=k",)
+
+
+def firecracker_cmdline(boot: BootSpec) -> str:
+    """The guest contract's line for ``boot`` under Firecracker (KVM only: no TSC hint)."""
+    return kernel_cmdline(dataclasses.replace(boot, tsc_khz=None), driver_args=DRIVER_ARGS)
 
 
 def firecracker_boot_args(cmdline: str) -> str:

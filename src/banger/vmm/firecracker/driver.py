@@ -47,6 +47,7 @@ from banger.vmm.base import (
 )
 from banger.vmm.firecracker import models
 from banger.vmm.firecracker.api import FirecrackerClient, FirecrackerError
+from banger.vmm.firecracker.bootargs import firecracker_cmdline
 from banger.vmm.firecracker.exitcodes import exit_reason
 from banger.vmm.firecracker.models import ApiRequest
 from banger.vmm.firecracker.plan import (
@@ -106,7 +107,10 @@ def adapt_spec(spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
       descriptor is dropped (the daemon closes it) and only the name is passed;
     - the kernel: the entry's uncompressed ``vmlinux``, never a bzImage or PVH image;
     - the accelerator: KVM only, and its own API socket;
-    - no agent channel: Firecracker's is its hybrid vsock, not in its launch plan yet.
+    - no agent channel: Firecracker's is its hybrid vsock, not in its launch plan yet;
+    - the command line: the guest contract with ``reboot=k``
+      (:func:`~banger.vmm.firecracker.bootargs.firecracker_cmdline`), never a TSC
+      frequency (KVM only); a spec without ``boot`` keeps its ``cmdline``.
     """
     if files.vmlinux is None:
         raise InvalidArgument(
@@ -122,6 +126,8 @@ def adapt_spec(spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
         accelerator="kvm",
         control_socket=files.api_socket,
         agent_socket=None,
+        cmdline=spec.cmdline if spec.boot is None else firecracker_cmdline(spec.boot),
+        boot=None,
     )
 
 
