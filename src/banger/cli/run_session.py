@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import click
 
@@ -40,19 +39,17 @@ def check_session_run(name: str, command: Sequence[str]) -> None:
 
 
 def run_as_session(
-    state: CliState, vm: str, name: str, command: Sequence[str], repo: Path | None
+    state: CliState, vm: str, name: str, command: Sequence[str], cwd: str | None
 ) -> int:
     """Start ``command`` as session ``name`` in ``vm`` and attach this terminal to it.
 
-    With ``repo``, the repository is copied in first and the command starts
-    in its guest copy (as plain ``vm run`` does). Returns the command's exit
+    With ``cwd`` (the workspace ``vm run`` wrote before boot), the command
+    starts there. Returns the command's exit
     status once it has ended, or 0 when the user detached (it keeps running).
     """
     from banger.cli.session_cmd import attach_session
-    from banger.cli.workspace_cmd import prepare_workspace
     from banger.guest.session_scripts import EXIT_NOT_RUNNING
 
-    cwd = None if repo is None else str(prepare_workspace(state, vm, str(repo))["dest"])
     state.call(lambda c: c.start_session(vm, command, name=name, cwd=cwd))
     try:
         # tmux attach answers EXIT_NOT_RUNNING when the session ended just before it

@@ -167,8 +167,9 @@ def _create_request(
     disk_size: str | None,
     init: str | None,
     start: bool,
+    workspace: dict[str, Any] | None = None,
 ) -> Any:
-    from banger.api_models import VMCreateRequest
+    from banger.api_models import CreateWorkspaceRequest, VMCreateRequest
 
     return VMCreateRequest(
         name=name,
@@ -179,6 +180,7 @@ def _create_request(
         work_disk_size=_disk_size(disk_size),
         init=init,
         start=start,
+        workspace=CreateWorkspaceRequest(**workspace) if workspace is not None else None,
     )
 
 
@@ -193,6 +195,10 @@ def _created_vm(state: CliState, op: Operation) -> VMDetail:
 @click.option("--start/--no-start", default=False, help="Also start it (default: no).")
 @click.option("--from-snapshot", metavar="SNAP",
               help="Restore snapshot SNAP: the new VM continues the saved guest.")  # fmt: skip
+@click.option("--workspace", "workspace_path", metavar="PATH",
+              type=click.Path(exists=True, file_okay=True, dir_okay=True),
+              help="Copy the git repository at PATH onto the work disk before the first boot "
+                   "(as `workspace prepare` would, at /root/<repo name>).")  # fmt: skip
 @json_option
 def create(
     new_name: str | None,
@@ -205,6 +211,7 @@ def create(
     init: str | None,
     start: bool,
     from_snapshot: str | None,
+    workspace_path: str | None,
 ) -> None:
     """Create a VM (disks, keys); --start boots it too. NAME is the same as --name."""
     state = get_state()
@@ -216,10 +223,14 @@ def create(
 
         given = {"--image": image, "--kernel": kernel, "--cpus": cpus, "--memory": memory,
                  "--disk-size": disk_size, "--init": init}  # fmt: skip
+        given["--workspace"] = workspace_path
         op = restore(state, from_snapshot, name, [k for k, v in given.items() if v is not None])
         _print_vm(state, state.client().show_vm(op.target or name or ""))
         return
-    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, start)
+    from banger.cli.workspace_cmd import workspace_request
+
+    workspace = workspace_request(workspace_path) if workspace_path is not None else None
+    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, start, workspace)
     op = state.call(lambda c: c.create_vm(request))
     _print_vm(state, _created_vm(state, op))
 
@@ -387,14 +398,20 @@ def run(
 ) -> int:
     """Create and start a VM, then run COMMAND in it (or a shell); exit status is COMMAND's.
 
-    Inside a git repository, the repository is copied in first (see `banger
-    workspace prepare`) and COMMAND or the shell starts in its guest copy.
+    Inside a git repository, the repository is written onto the work disk
+    before the first boot (what `banger workspace prepare` copies, without SSH)
+    and COMMAND or the shell starts in its guest copy.
     With --session, COMMAND runs as a session this terminal attaches to; --rm
     then removes the VM only once the session has ended (not after a detach).
     """
     from banger.cli import run_session
     from banger.cli.sshexec import argv_for, run_ssh
-    from banger.cli.workspace_cmd import argv_in_workspace, repository_here
+    from banger.cli.workspace_cmd import (
+        argv_in_workspace,
+        created_workspace,
+        repository_here,
+        workspace_request,
+    )
 
     if session_name is not None:
         run_session.check_session_run(session_name, command)
@@ -406,39 +423,38 @@ def run(
         if session_name is not None:
             raise InvalidArgument("--json: not with --session (an attached terminal)")
     repo = None if no_workspace else repository_here()
-    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True)
+    # the repository goes onto the work disk before the first boot (no SSH copy)
+    workspace = None if repo is None else workspace_request(repo)
+    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True, workspace)
     op = state.call(lambda c: c.create_vm(request))
     vm_name = op.target or ""
     status = 1
     try:
         _follow(state, op)
+        dest = None if repo is None else created_workspace(state, op)
         if session_name is not None:
-            status = run_session.run_as_session(state, vm_name, session_name, command, repo)
+            status = run_session.run_as_session(state, vm_name, session_name, command, dest)
         elif state.json:
             from banger.cli.ssh_json import run_json
 
             info = state.client().vm_ssh_info(vm_name)
             argv = (
                 argv_for(info, command, tty=False)
-                if repo is None
-                else argv_in_workspace(state, info, repo, command)
+                if dest is None
+                else argv_in_workspace(info, dest, command)
             )
             status = run_json(argv, command, vm=vm_name, removed=remove)
         elif command:
             # Through bangerd's held connection (the one that saw the guest boot): no
             # second SSH handshake, and the status comes back as soon as CMD ends.
             from banger.cli.vm_exec_cmd import run_exec_cli
-            from banger.cli.workspace_cmd import prepare_workspace
 
-            cwd = (
-                None if repo is None else str(prepare_workspace(state, vm_name, str(repo))["dest"])
-            )
-            status = run_exec_cli(vm_name, list(command), cwd=cwd, interactive=True)
-        elif repo is None:
+            status = run_exec_cli(vm_name, list(command), cwd=dest, interactive=True)
+        elif dest is None:
             status = run_ssh(argv_for(state.client().vm_ssh_info(vm_name), None))
         else:
             info = state.client().vm_ssh_info(vm_name)
-            status = run_ssh(argv_in_workspace(state, info, repo, command))
+            status = run_ssh(argv_in_workspace(info, dest, command))
     finally:
         if remove and session_name and run_session.session_still_runs(state, vm_name, session_name):
             click.echo(f"--rm: VM {vm_name} kept while its session runs; `banger vm rm {vm_name}`"

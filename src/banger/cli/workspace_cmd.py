@@ -142,15 +142,32 @@ def repository_here() -> Path | None:
         return None
 
 
-def argv_in_workspace(
-    state: CliState, info: SSHInfo, repo: Path, command: Sequence[str]
-) -> list[str]:
-    """Prepare ``repo`` in the VM, then the ssh argv running ``command`` (or a shell) in it."""
+def argv_in_workspace(info: SSHInfo, dest: str, command: Sequence[str]) -> list[str]:
+    """The ssh argv running ``command`` (or a login shell) in the guest directory ``dest``."""
     from banger.cli.sshexec import argv_for
     from banger.guest.ssh import remote_command
 
-    dest = str(prepare_workspace(state, info.vm, str(repo))["dest"])
     if command:
         return [*argv_for(info, None, tty=False), remote_command(list(command), cwd=dest)]
     shell = remote_command('exec "${SHELL:-/bin/sh}" -l', cwd=dest)
     return [*argv_for(info, None, tty=True), shell]
+
+
+#: The create operation's event saying where the workspace went
+#: (banger.daemon.vms.create_workspace.EV_WORKSPACE).
+EV_WORKSPACE = "workspace"
+
+
+def created_workspace(state: CliState, op: Operation) -> str:
+    """The guest directory a finished ``vm create``/``vm run`` wrote the workspace to."""
+    from banger.errors import BangerError
+
+    for event in state.client().stream_events(op.id):
+        if event.kind == EV_WORKSPACE and event.data.get("dest"):
+            return str(event.data["dest"])
+    raise BangerError(f"{op.kind} {op.target or ''}: no workspace was reported")
+
+
+def workspace_request(path: str | Path) -> dict[str, Any]:
+    """The create request's ``workspace`` (the path resolved here: bangerd has another cwd)."""
+    return {"path": _abspath(str(path))}

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from banger import proc
 from banger.disk.debugfs_script import (
+    Command,
     EntryKind,
     Expect,
     Ext4Edit,
@@ -225,6 +226,21 @@ def apply(
         raise _failure_error(image, failures)
     if verify:
         check(image, edit.expectations)
+
+
+def run_commands(image: Path, commands: list[Command]) -> None:
+    """Run planned commands in one ``debugfs -w`` run; raise naming the first that failed.
+
+    For callers that plan their own batch (:mod:`banger.workspace.disk_plan`) and
+    check the result themselves (:func:`check`).
+    """
+    _check_image(image)
+    if not commands:
+        return
+    result = _debugfs(image, render_commands(commands), write=True)
+    failures = failures_from_stderr(commands, result.err)
+    if failures:
+        raise _failure_error(image, failures)
 
 
 def _failure_error(image: Path, failures: list[Failure]) -> BangerError:

@@ -19,6 +19,13 @@ from banger.daemon.images_svc import ImageService
 from banger.daemon.kernels_svc import KernelService
 from banger.daemon.ops import Operations, OpHandle
 from banger.daemon.vms.agent_use import agent_state
+from banger.daemon.vms.create_workspace import (
+    CreateWorkspace,
+    Pending,
+    after_boot,
+    before_boot,
+    plan_workspace,
+)
 from banger.daemon.vms.locks import VMLocks
 from banger.daemon.vms.names import (
     FieldProblems,
@@ -65,6 +72,8 @@ class CreatePlan:
     start: bool
     vmm: str = "qemu"
     vmm_reason: str = "the only driver"
+    #: written onto the work disk before the first boot (:mod:`.create_workspace`)
+    workspace: CreateWorkspace | None = None
 
 
 class VMService:
@@ -203,9 +212,10 @@ class VMService:
         vmm, vmm_reason = (
             self.pipeline.drivers.choose() if self.pipeline.drivers else ("qemu", "the only driver")
         )
+        workspace = plan_workspace(request.workspace) if request.workspace else None
         return CreatePlan(
             name, request.image, request.kernel, vcpus, memory, size, init, request.start,
-            vmm, vmm_reason,
+            vmm, vmm_reason, workspace,
         )  # fmt: skip
 
     async def create(self, request: VMCreateRequest) -> Operation:
@@ -249,9 +259,17 @@ class VMService:
                 image_entry = await asyncio.to_thread(read_image, self.paths.image_dir(image.id))
                 await self.pipeline.root_disk(vm, image_entry, op, undo)
                 await self.pipeline.prepare_work_disk(vm, image_entry, op, undo)
+                pending: Pending | None = None
+                if plan.workspace is not None:
+                    pending = await before_boot(
+                        self.pipeline, vm, plan.workspace, op, will_boot=plan.start
+                    )
                 vm = await asyncio.to_thread(self.store.get_vm, vm.id)
                 if plan.start:
                     await self._boot(vm, kernel, op, undo)
+                    if plan.workspace is not None and pending is not None:
+                        await after_boot(self.pipeline, self.store, self.transfers, vm.id,
+                                         plan.workspace, pending, op)  # fmt: skip
                 else:
                     await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.STOPPED)
             except BaseException:
