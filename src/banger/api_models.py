@@ -138,6 +138,11 @@ class KernelInfo(Response):
         description="QEMU boots the uncompressed vmlinux through its PVH entry (only with "
         "capabilities, i.e. kernel show).",
     )
+    needs_initramfs: bool = Field(
+        default=True,
+        description="False for a `kernel build` kernel: every driver is built in, it boots "
+        "without an initramfs and VMs get none.",
+    )
 
 
 class KernelImportRequest(Request):
@@ -145,6 +150,14 @@ class KernelImportRequest(Request):
     initrd: str | None = Field(default=None, description="An initramfs to use as it is.")
     modules: str | None = Field(
         default=None, description="A lib/modules/<release> tree to build banger's initramfs from."
+    )
+    name: str | None = None
+
+
+class KernelBuildRegisterRequest(Request):
+    build: str = Field(
+        description="Absolute path of a finished `banger kernel build` directory "
+        "(bzImage, config, build.json) in the owner's cache."
     )
     name: str | None = None
 
@@ -233,15 +246,6 @@ class DefaultRequest(Request):
     name: str
 
 
-class CreateWorkspaceRequest(Request):
-    path: str = Field(description="Absolute host path inside the repository to copy in.")
-    dest: str | None = Field(
-        default=None,
-        description="Guest directory under /root (absolute, or relative to it);"
-        " default /root/<repo name>.",
-    )
-
-
 class VMCreateRequest(Request):
     name: str | None = Field(default=None, description="A DNS label; generated when absent.")
     image: str | None = None
@@ -251,11 +255,6 @@ class VMCreateRequest(Request):
     work_disk_size: int | None = Field(default=None, description="Bytes.")
     init: str | None = Field(default=None, description="`systemd` or `fast`.")
     start: bool = True
-    workspace: CreateWorkspaceRequest | None = Field(
-        default=None,
-        description="A repository written onto the work disk before the first boot"
-        " (as `workspace prepare` would copy it); the operation's `workspace` event says where.",
-    )
 
 
 class VMStopRequest(Request):

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from banger.api_models import (
         ImageInfo,
         ImagePruneResult,
+        KernelBuildRegisterRequest,
         KernelImportRequest,
         KernelInfo,
         Operation,
@@ -319,6 +320,11 @@ class BangerClient(FilesAPI):
     def import_kernel(self, request: KernelImportRequest) -> KernelInfo:
         body = request.model_dump(exclude_none=True)
         return api.KernelInfo.model_validate(self._request("POST", "/v1/kernels/import", json=body))
+
+    def register_kernel_build(self, request: KernelBuildRegisterRequest) -> KernelInfo:
+        body = request.model_dump(exclude_none=True)
+        data = self._request("POST", "/v1/kernels/register-build", json=body)
+        return api.KernelInfo.model_validate(data)
 
     def pull_kernel(self, source: str, name: str | None) -> Operation:
         body = api.KernelPullRequest(source=source, name=name).model_dump(exclude_none=True)

@@ -39,7 +39,7 @@ def _print_kernel(state: CliState, info: KernelInfo) -> None:
             ("source", info.source),
             ("version", info.version),
             ("kernel", info.kernel),
-            ("initrd", info.initrd),
+            ("initrd", info.initrd or (None if info.needs_initramfs else "none needed (built in)")),
             ("vmlinux", info.vmlinux),
             ("path", info.path),
             ("used by", ", ".join(info.used_by) or None),
@@ -91,6 +91,40 @@ def pull(source: str, name: str | None) -> None:
     newest = max(kernels, key=lambda k: k.created_at or 0) if kernels else None
     if newest is not None:
         _print_kernel(state, newest)
+
+
+@kernel.command(name="build")
+@click.option("--name", help="Kernel name (default: microvm-<version>).")
+@click.option("--source", type=click.Path(dir_okay=False, path_type=Path),
+              help="A Linux source tarball (default: /usr/src/linux-source-6.1.tar.xz "
+                   "from Debian's linux-source-6.1).")  # fmt: skip
+@click.option("--jobs", type=click.IntRange(1, 256), help="Parallel compile jobs (default: CPUs).")
+@json_option
+def build(name: str | None, source: Path | None, jobs: int | None) -> None:
+    """Build a microVM kernel (everything built in, no initramfs) from Debian's linux-source.
+
+    Compiled here, as you, under banger's cache (minutes; Ctrl-C stops it and
+    registers nothing); the same inputs again reuse the finished build at once.
+    """
+    from banger.api_models import KernelBuildRegisterRequest
+    from banger.kernels.build import build_inputs, build_kernel
+    from banger.kernels.store import check_kernel_name
+
+    state = get_state()
+    if name is not None:
+        check_kernel_name(name)
+
+    def report(line: str) -> None:
+        if not state.json:
+            click.echo(f"  {line}", err=True)
+
+    report("checking the source and the toolchain")
+    inputs = build_inputs(source.absolute() if source is not None else None)
+    built = build_kernel(inputs, state.paths.cache_dir, jobs=jobs, report=report)
+    if built.cached:
+        report(f"cached: built before with the same inputs (key {inputs.key}); nothing to compile")
+    request = KernelBuildRegisterRequest(build=str(built.path), name=name)
+    _print_kernel(state, state.call(lambda c: c.register_kernel_build(request)))
 
 
 @kernel.command(name="import")

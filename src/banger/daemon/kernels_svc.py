@@ -18,13 +18,18 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from banger.api_models import KernelCapability, KernelImportRequest, KernelInfo
+from banger.api_models import (
+    KernelBuildRegisterRequest,
+    KernelCapability,
+    KernelImportRequest,
+    KernelInfo,
+)
 from banger.daemon.artifacts_svc import DEFAULT_KEY, ArtifactService
 from banger.daemon.ops import OpHandle
 from banger.daemon.progress import ThreadProgress
 from banger.errors import InvalidArgument, NotFound
 from banger.kernels.pull import import_kernel, parse_source, pull_kernel
-from banger.kernels.store import KernelEntry, read_kernel
+from banger.kernels.store import KernelEntry, publish_kernel, read_kernel
 from banger.rmtree import discard_tree
 from banger.store import KernelRecord
 
@@ -105,6 +110,7 @@ class KernelService(ArtifactService[KernelRecord, KernelInfo]):
             initrd=entry.initrd,
             path=str(entry.path),
             default=bool(record.meta.get(DEFAULT_KEY)),
+            needs_initramfs=entry.needs_initramfs,
             created_at=record.created_at,
             used_by=users,
         )
@@ -194,6 +200,54 @@ class KernelService(ArtifactService[KernelRecord, KernelInfo]):
             self._check_name_free(request.name)
             entry = import_kernel(
                 path, paths=self.paths, initrd=initrd, modules=modules, name=request.name
+            )
+            return self.info(self._record(entry))
+
+        async with self.publish_lock:
+            return await asyncio.to_thread(work)
+
+    def _registered_build(self, key: str, name: str | None) -> KernelRecord | None:
+        """The kernel a build with ``key`` was registered as already (under ``name``, if given)."""
+        for record in self.store.list_kernels():
+            if name is not None and record.name != name:
+                continue
+            build = self.entry(record).meta.get("build")
+            if isinstance(build, dict) and build.get("key") == key:
+                return record
+        return None
+
+    async def register_build(self, request: KernelBuildRegisterRequest) -> KernelInfo:
+        """Publish a finished ``banger kernel build`` (the CLI compiled it as the owner).
+
+        The same build asked for again is the kernel registered already: a second
+        ``kernel build`` with the same inputs changes nothing.
+        """
+        from banger.kernels.build import default_name, kernel_meta, read_build
+        from banger.kernels.store import check_kernel_name
+
+        build_dir = _absolute("build", request.build)
+        assert build_dir is not None
+        if request.name is not None:
+            check_kernel_name(request.name)
+
+        def work() -> KernelInfo:
+            built = read_build(build_dir)
+            existing = self._registered_build(str(built.meta.get("key")), request.name)
+            if existing is not None:
+                return self.info(existing)
+            name = request.name or default_name(built)
+            if request.name is None and self.find(name) is not None:
+                # Another build (other inputs) has the plain name: the key tells them apart.
+                name = f"{name}-{str(built.meta.get('key'))[:8]}"
+            self._check_name_free(name)
+            entry = publish_kernel(
+                self.paths.kernels_dir,
+                self.paths.tmp_dir,
+                name,
+                built.bzimage,
+                None,
+                None,
+                kernel_meta(built),
             )
             return self.info(self._record(entry))
 

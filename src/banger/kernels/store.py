@@ -33,6 +33,9 @@ INITRD_NAME = "initrd.img"
 #: The uncompressed ELF kernel Firecracker boots, extracted from a bzImage at publication.
 VMLINUX_NAME = "vmlinux"
 MODULES_NAME = "modules"
+#: kernel.json key: False for a kernel with every driver its guest needs built in
+#: (``banger kernel build``): it boots without an initramfs and never gets one.
+NEEDS_INITRAMFS = "needs_initramfs"
 META_SCHEMA = 1
 #: kernel.json keys banger owns; caller metadata may not override them.
 RESERVED_KEYS = frozenset(
@@ -84,6 +87,13 @@ class KernelEntry:
     @property
     def initrd_path(self) -> Path | None:
         return self.path / self.initrd if self.initrd else None
+
+    @property
+    def needs_initramfs(self) -> bool:
+        """Whether the kernel needs banger's initramfs (its drivers are modules); every
+        kernel but a ``kernel build`` one does. The start pipeline attaches an
+        initramfs only to a kernel that needs one."""
+        return self.meta.get(NEEDS_INITRAMFS) is not False
 
     @property
     def modules_path(self) -> Path | None:
@@ -229,6 +239,8 @@ def publish_kernel(
     if "source" not in meta:
         raise InvalidArgument("meta: needs a 'source'")
     extra = {k: v for k, v in meta.items() if k not in RESERVED_KEYS}
+    if initrd is not None and extra.get(NEEDS_INITRAMFS) is False:
+        raise InvalidArgument("initrd: this kernel is marked as needing no initramfs")
     if any(entry.name == name for entry in list_kernels(kernels_dir)):
         raise Conflict(
             f"a kernel named {name!r} exists already",

@@ -11,6 +11,7 @@ from banger.api_models import (
     ImageBuildRequest,
     ImageInfo,
     ImageRegisterRequest,
+    KernelBuildRegisterRequest,
     KernelImportRequest,
     KernelInfo,
     KernelPullRequest,
@@ -128,6 +129,10 @@ def kernel_router(stack: VMStack) -> APIRouter:
     @router.post("/import")
     async def import_kernel(request: KernelImportRequest) -> KernelInfo:
         return await kernels.import_(request)
+
+    @router.post("/register-build")
+    async def register_build(request: KernelBuildRegisterRequest) -> KernelInfo:
+        return await kernels.register_build(request)
 
     @router.post("/pull", status_code=202)
     async def pull(request: KernelPullRequest) -> Operation:
