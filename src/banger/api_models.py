@@ -246,6 +246,15 @@ class DefaultRequest(Request):
     name: str
 
 
+class CreateWorkspaceRequest(Request):
+    path: str = Field(description="Absolute host path inside the repository to copy in.")
+    dest: str | None = Field(
+        default=None,
+        description="Guest directory under /root (absolute, or relative to it);"
+        " default /root/<repo name>.",
+    )
+
+
 class VMCreateRequest(Request):
     name: str | None = Field(default=None, description="A DNS label; generated when absent.")
     image: str | None = None
@@ -255,6 +264,11 @@ class VMCreateRequest(Request):
     work_disk_size: int | None = Field(default=None, description="Bytes.")
     init: str | None = Field(default=None, description="`systemd` or `fast`.")
     start: bool = True
+    workspace: CreateWorkspaceRequest | None = Field(
+        default=None,
+        description="A repository written onto the work disk before the first boot"
+        " (as `workspace prepare` would copy it); the operation's `workspace` event says where.",
+    )
 
 
 class VMStopRequest(Request):
