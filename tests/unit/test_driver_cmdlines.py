@@ -56,7 +56,7 @@ FILES = DriverFiles(
 )
 
 CONTRACT = (
-    "ip=172.30.0.2::172.30.0.1:24:box:eth0:off:172.30.0.1 "
+    "ip=172.30.0.2::172.30.0.1:255.255.255.0:box:eth0:off:172.30.0.1 "
     "banger.work=/dev/vdb systemd.hostname=box init=/sbin/banger-fast-init"
 )
 QEMU_TCG = (

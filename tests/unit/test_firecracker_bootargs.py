@@ -22,7 +22,7 @@ def test_contract_cmdline_adapted_for_firecracker() -> None:
     assert [t for t in args if t.startswith("panic=")] == ["panic=-1"]
     contract = [t for t in line.split() if not t.startswith("root=") and t != "rw"]
     assert [t for t in args if t in contract] == contract  # order kept
-    assert "ip=172.30.0.2::172.30.0.1:24:box:eth0:off:172.30.0.1" in args
+    assert "ip=172.30.0.2::172.30.0.1:255.255.255.0:box:eth0:off:172.30.0.1" in args
     assert "init=/sbin/banger-fast-init" in args
 
 

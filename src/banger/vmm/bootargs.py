@@ -113,7 +113,10 @@ def kernel_cmdline(spec: BootSpec, *, driver_args: Sequence[str] = ()) -> str:
     tokens = ["console=ttyS0", "root=/dev/vda", "rw", "net.ifnames=0", "panic=-1"]
     tokens += driver_args
     tokens += [
-        f"ip={ip}::{gateway}:{spec.prefix}:{hostname}:eth0:off:{dns}",
+        # The netmask dotted: a kernel with IP_PNP (`banger kernel build`'s, no
+        # initramfs) applies ip= itself and would read "24" as the mask 24.0.0.0;
+        # banger's initramfs takes either form.
+        f"ip={ip}::{gateway}:{network.netmask}:{hostname}:eth0:off:{dns}",
         f"banger.work={WORK_DEVICE}",
         f"systemd.hostname={hostname}",
     ]
