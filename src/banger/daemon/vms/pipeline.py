@@ -275,7 +275,8 @@ class Pipeline:
             vcpus=vm.vcpus,
             memory_mib=vm.memory_mib,
             kernel=kernel.kernel_path,
-            initrd=kernel.initrd_path,
+            # A kernel build kernel has every driver built in: never an initramfs.
+            initrd=kernel.initrd_path if kernel.needs_initramfs else None,
             # The driver's adapt_spec writes it from ``boot``.
             cmdline="",
             boot=boot,
