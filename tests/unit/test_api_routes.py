@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
@@ -80,6 +81,16 @@ def test_routes_are_as_pinned(app: FastAPI) -> None:
 def test_openapi_operations_are_as_pinned(app: FastAPI) -> None:
     expected = json.loads(EXPECTED.read_text())
     assert surface(app)["operations"] == expected["operations"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/ops", "/v1/vms", "/v1/images", "/v1/kernels", "/v1/sessions", "/v1/snapshots"]
+)
+async def test_each_collection_answers_through_its_router(app: FastAPI, path: str) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bangerd") as http:
+        resp = await http.get(path)
+    assert resp.status_code == 200 and resp.json() == [], resp.text
 
 
 def test_every_v1_path_has_one_of_the_known_prefixes(app: FastAPI) -> None:

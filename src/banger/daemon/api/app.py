@@ -1,4 +1,4 @@
-"""Build the FastAPI application from explicit services."""
+"""Build the FastAPI application from explicit services: one router per URL prefix."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ from banger import __version__
 from banger.daemon.api.errors import install_error_handlers
 from banger.daemon.api.exec import exec_router
 from banger.daemon.api.files import files_router, vm_files_opener
-from banger.daemon.api.meta import meta_router, ops_router
+from banger.daemon.api.images import image_router
+from banger.daemon.api.kernels import kernel_router
+from banger.daemon.api.meta import meta_router
 from banger.daemon.api.network import network_router
+from banger.daemon.api.ops import ops_router
 from banger.daemon.api.sessions import session_router
 from banger.daemon.api.snapshots import snapshot_router
-from banger.daemon.api.stats import stats_router
-from banger.daemon.api.vm_control import vm_control_router
-from banger.daemon.api.vms import image_router, kernel_router, vm_router
-from banger.daemon.api.workspace import workspace_router
+from banger.daemon.api.vms import vm_router
 from banger.daemon.config_watch import ConfigRefreshMiddleware
 from banger.daemon.services import Services
+from banger.daemon.sessions_svc import SessionService
+from banger.daemon.vms.snapshots import Snapshots
 
 
 def create_app(services: Services) -> FastAPI:
@@ -29,20 +31,22 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app, services.paths)
-    app.include_router(meta_router(services))
-    app.include_router(ops_router(services))
     stack = services.stack
-    app.include_router(vm_router(stack))
-    app.include_router(stats_router(stack))
-    app.include_router(vm_control_router(stack))
-    app.include_router(workspace_router(stack))
-    app.include_router(image_router(stack))
-    app.include_router(kernel_router(stack))
-    app.include_router(session_router(stack))
+    # Shared by the routes under a VM and the ones across VMs.
+    sessions = SessionService(stack.vms)
+    snapshots = Snapshots(stack.vms)
+    snapshots.sweep()  # leftovers of a crash between writing and recording
+    app.include_router(meta_router(services))  # /v1
+    app.include_router(ops_router(services))  # /v1/ops
+    app.include_router(vm_router(stack, sessions, snapshots))  # /v1/vms
+    # /v1/vms as well, until these two become groups of api/vms/ (their own prefix today)
     app.include_router(exec_router(stack))
-    app.include_router(snapshot_router(stack))
-    app.include_router(network_router(stack, services.dns))
     app.include_router(files_router(vm_files_opener(stack)))
+    app.include_router(image_router(stack))  # /v1/images
+    app.include_router(kernel_router(stack))  # /v1/kernels
+    app.include_router(session_router(sessions))  # /v1/sessions
+    app.include_router(snapshot_router(snapshots))  # /v1/snapshots
+    app.include_router(network_router(stack, services.dns))  # /v1/network
     # config.toml re-read (when it changed) before every request
     app.add_middleware(ConfigRefreshMiddleware, watch=services.config_watch)
     return app

@@ -1,7 +1,9 @@
-"""``/v1/images/pull``, ``/v1/images/{ref}/export``, ``/v1/images/promote``: operations.
+"""``/v1/images``: the image store over the API.
 
-Included by the images router; each starts an operation whose events carry
-progress and whose last ``info`` event names the result.
+Listing, showing, the default, registering and removing are immediate;
+building, pulling (an OCI image or a bundle), promoting a stopped VM's disks and
+exporting a bundle start an operation (202) whose events carry progress and
+whose last ``info`` event names the result.
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from banger.api_models import (
+    DefaultRequest,
+    ImageBuildRequest,
     ImageExportRequest,
+    ImageInfo,
     ImagePromoteRequest,
     ImagePruneRequest,
     ImagePruneResult,
     ImagePullRequest,
+    ImageRegisterRequest,
     Operation,
 )
 from banger.daemon.ops import OpHandle
@@ -22,9 +28,44 @@ from banger.errors import InvalidArgument
 from banger.images.common import check_image_name
 
 
-def image_transfer_router(stack: VMStack) -> APIRouter:
-    router = APIRouter()
+def image_router(stack: VMStack) -> APIRouter:
+    router = APIRouter(prefix="/v1/images", tags=["images"])
     images = stack.images
+
+    @router.get("")
+    async def list_images() -> list[ImageInfo]:
+        return await images.list()
+
+    @router.get("/default")
+    async def get_default() -> ImageInfo | None:
+        return await images.get_default()
+
+    @router.put("/default")
+    async def set_default(request: DefaultRequest) -> ImageInfo:
+        return await images.set_default(request.name)
+
+    @router.post("/register")
+    async def register(request: ImageRegisterRequest) -> ImageInfo:
+        return await images.register(request.path, request.name)
+
+    @router.post("/build", status_code=202)
+    async def build(request: ImageBuildRequest) -> Operation:
+        from banger.images.distro import parse_distro_ref
+
+        parse_distro_ref(request.ref)  # a bad ref is a 400 before the operation starts
+
+        async def body(op: OpHandle) -> None:
+            await images.build(request.ref, request.name, op)
+
+        return await stack.vms.ops.start("image.build", request.ref, body)
+
+    @router.get("/{ref}")
+    async def show(ref: str) -> ImageInfo:
+        return await images.show(ref)
+
+    @router.delete("/{ref}")
+    async def remove(ref: str) -> ImageInfo:
+        return await images.remove(ref)
 
     @router.post("/pull", status_code=202)
     async def pull(request: ImagePullRequest) -> Operation:

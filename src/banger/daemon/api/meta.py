@@ -1,24 +1,19 @@
-"""The ``/v1`` HTTP API: thin handlers over the services (one factory per area)."""
+"""``/v1/version``, ``/v1/dns``, ``/v1/config``, ``/v1/config/reload``: the daemon itself."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 
 from banger import __version__
-from banger.api_models import API_VERSION, Operation, SelftestRequest, VersionInfo
+from banger.api_models import API_VERSION, VersionInfo
 from banger.daemon.config_watch import RELOAD_PATH
 from banger.daemon.dns_svc import DNSReport
-from banger.daemon.selftest import check_request, run_selftest
 from banger.daemon.services import Services
 from banger.errors import BangerError, ConfigError
-
-NDJSON = "application/x-ndjson"
 
 
 class ConfigReloadRefused(ConfigError):
@@ -65,47 +60,5 @@ def meta_router(services: Services) -> APIRouter:
             raise ConfigReloadRefused(result.error)
         data: dict[str, Any] = result.to_json(watch.path)
         return data
-
-    return router
-
-
-def ops_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/v1/ops", tags=["ops"])
-    ops = services.ops
-
-    @router.get("")
-    async def list_ops(all: bool = False) -> list[Operation]:
-        """Running operations; with ``all=true`` finished ones too (newest first)."""
-        return await ops.list(include_finished=all)
-
-    @router.post("/selftest", status_code=202)
-    async def selftest(request: SelftestRequest | None = None) -> Operation:
-        """Diagnostic: start a harmless staged operation (optionally failing at ``fail_at``)."""
-        req = request or SelftestRequest()
-        check_request(req)
-
-        async def body(op: Any) -> None:
-            await run_selftest(services, req, op)
-
-        return await ops.start("selftest", "bangerd", body)
-
-    @router.get("/{op_id}")
-    async def get_op(op_id: str) -> Operation:
-        return await ops.get(op_id)
-
-    @router.get(
-        "/{op_id}/events",
-        response_class=StreamingResponse,
-        responses={200: {"content": {NDJSON: {}}, "description": "one OpEvent per line"}},
-    )
-    async def op_events(op_id: str, after: int = 0) -> StreamingResponse:
-        """NDJSON: the events after ``after``, then new ones live until the op finishes."""
-        await ops.get(op_id)  # 404 now, before the stream starts
-
-        async def lines() -> AsyncIterator[bytes]:
-            async for event in ops.follow(op_id, after):
-                yield event.model_dump_json().encode() + b"\n"
-
-        return StreamingResponse(lines(), media_type=NDJSON)
 
     return router

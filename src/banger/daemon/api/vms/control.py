@@ -9,8 +9,8 @@ from banger.daemon.vms.control import VMControl
 from banger.daemon.vms.stack import VMStack
 
 
-def vm_control_router(stack: VMStack) -> APIRouter:
-    router = APIRouter(prefix="/v1/vms", tags=["vms"])
+def control_routes(stack: VMStack) -> APIRouter:
+    router = APIRouter(tags=["vms"])
     control = VMControl(stack.vms)
 
     @router.post("/{ref}/pause", status_code=202)

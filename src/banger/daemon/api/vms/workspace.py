@@ -35,8 +35,8 @@ class WorkspaceExportRequest(Request):
     force: bool = Field(default=False, description="Replace an existing branch.")
 
 
-def workspace_router(stack: VMStack) -> APIRouter:
-    router = APIRouter(prefix="/v1/vms", tags=["workspaces"])
+def workspace_routes(stack: VMStack) -> APIRouter:
+    router = APIRouter(tags=["workspaces"])
     workspaces = WorkspaceService(stack.vms)
 
     @router.post("/{ref}/workspace/prepare", status_code=202)

@@ -1,4 +1,4 @@
-"""``GET /v1/vms/{ref}/stats`` and ``POST /v1/vms/{ref}/set``.
+"""``GET /v1/vms/{ref}/stats``.
 
 Stats combine the host view (:mod:`banger.vmm.stats`: VMM process, disk files,
 tap counters) with the guest's own (:mod:`banger.guest.stats`, one SSH
@@ -12,10 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from fastapi import APIRouter
-from pydantic import Field
 
-from banger.api_models import Operation, Request
-from banger.daemon.vm_set import VMSettingsChange, set_vm
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError
 from banger.guest.stats import GuestStats, guest_stats_on
@@ -37,16 +34,8 @@ class VMStats:
     guest_error: str | None
 
 
-class VMSetRequest(Request):
-    vcpus: int | None = Field(default=None, description="CPUs from the next start.")
-    memory_mib: int | None = Field(default=None, description="Memory (MiB) from the next start.")
-    work_disk_size: int | None = Field(
-        default=None, description="Grow the work disk to this many bytes (VM stopped)."
-    )
-
-
-def stats_router(stack: VMStack) -> APIRouter:
-    router = APIRouter(prefix="/v1/vms", tags=["vms"])
+def stats_routes(stack: VMStack) -> APIRouter:
+    router = APIRouter(tags=["vms"])
     vms = stack.vms
     sampler = ProcessSampler()
 
@@ -92,11 +81,5 @@ def stats_router(stack: VMStack) -> APIRouter:
             guest=inside,
             guest_error=error,
         )
-
-    @router.post("/{ref}/set", status_code=202)
-    async def set_settings(ref: str, request: VMSetRequest) -> Operation:
-        """Change CPUs/memory (next start) and grow the work disk (stopped VMs only)."""
-        change = VMSettingsChange(request.vcpus, request.memory_mib, request.work_disk_size)
-        return await set_vm(vms, ref, change)
 
     return router

@@ -1,0 +1,54 @@
+"""``/v1/vms`` and ``/v1/vms/{ref}``: list, create, show, SSH details, start, stop, restart, delete.
+
+Thin handlers over :class:`~banger.daemon.vms.service.VMService`; every change
+of state answers with an operation (202) to follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+
+from banger.api_models import Operation, SSHInfo, VMCreateRequest, VMDetail, VMStopRequest
+from banger.daemon.vms.stack import VMStack
+
+
+def lifecycle_routes(stack: VMStack) -> APIRouter:
+    router = APIRouter(tags=["vms"])
+    vms = stack.vms
+
+    @router.get("")
+    async def list_vms() -> list[VMDetail]:
+        return await asyncio.to_thread(lambda: [vms.detail(v) for v in vms.store.list_vms()])
+
+    @router.post("", status_code=202)
+    async def create(request: VMCreateRequest) -> Operation:
+        """Create (and by default start) a VM; follow the returned operation."""
+        return await vms.create(request)
+
+    @router.get("/{ref}")
+    async def show(ref: str) -> VMDetail:
+        return await vms.show(ref)
+
+    @router.get("/{ref}/ssh")
+    async def ssh(ref: str) -> SSHInfo:
+        return await vms.ssh_info(ref)
+
+    @router.post("/{ref}/start", status_code=202)
+    async def start(ref: str) -> Operation:
+        return await vms.start(ref)
+
+    @router.post("/{ref}/stop", status_code=202)
+    async def stop(ref: str, request: VMStopRequest | None = None) -> Operation:
+        return await vms.stop(ref, (request or VMStopRequest()).timeout)
+
+    @router.post("/{ref}/restart", status_code=202)
+    async def restart(ref: str) -> Operation:
+        return await vms.restart(ref)
+
+    @router.delete("/{ref}", status_code=202)
+    async def delete(ref: str, force: bool = False) -> Operation:
+        return await vms.delete(ref, force=force)
+
+    return router
