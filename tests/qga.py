@@ -15,7 +15,7 @@ QEMU_GA = shutil.which("qemu-ga") or "/usr/sbin/qemu-ga"
 BLOCKED = "guest-set-time,guest-fsfreeze-freeze,guest-fsfreeze-thaw,guest-shutdown,guest-exec"
 
 
-def start_qemu_ga(sock: Path, state: Path) -> subprocess.Popen[bytes]:
+def start_qemu_ga(sock: Path, state: Path, blocked: str = BLOCKED) -> subprocess.Popen[bytes]:
     """``qemu-ga`` listening on ``sock`` (state files in ``state``, created)."""
     if not Path(QEMU_GA).exists():
         raise RuntimeError(
@@ -23,7 +23,7 @@ def start_qemu_ga(sock: Path, state: Path) -> subprocess.Popen[bytes]:
         )
     state.mkdir(exist_ok=True)
     return subprocess.Popen(
-        [QEMU_GA, "-m", "unix-listen", "-p", str(sock), "-t", str(state), "-b", BLOCKED],
+        [QEMU_GA, "-m", "unix-listen", "-p", str(sock), "-t", str(state), "-b", blocked],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

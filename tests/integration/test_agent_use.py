@@ -65,3 +65,47 @@ def test_what_vm_show_says() -> None:
     assert "SSH only" in agent_use.agent_state(
         VMConfig.from_json({AGENT_CHANNEL_KEY: True, "agent_seen": False})
     )
+
+
+async def test_freeze_and_poweroff_without_an_agent_do_nothing(tmp_path: Path) -> None:
+    """No channel, or a channel nobody answers: unfrozen (saying why), and SSH's turn to stop."""
+    none = VMConfig.from_json({})
+    freeze = agent_use.Freeze(tmp_path / "absent.sock")
+    assert await freeze.freeze(none) is False
+    assert freeze.note == "the VM has no guest agent channel"
+    await freeze.thaw()  # nothing was asked: nothing to thaw, no error
+    assert await agent_use.poweroff(tmp_path / "absent.sock", none, "fast") is None
+
+    path = tmp_path / "silent.sock"
+    peers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_unix_server(lambda r, w: peers.append(w), str(path))
+    unseen = VMConfig.from_json({AGENT_CHANNEL_KEY: True, "agent_seen": False})
+    try:
+        freeze = agent_use.Freeze(path)
+        assert await freeze.freeze(unseen) is False
+        assert freeze.note.startswith("the guest agent did not answer")
+        await freeze.thaw()
+        assert await agent_use.poweroff(path, unseen, "systemd") is None
+    finally:
+        for peer in peers:
+            peer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_refused_freeze_is_thawed_and_reported(tmp_path: Path) -> None:
+    """The host's agent refuses the freeze (blocked): not frozen, the reason kept."""
+    sock = tmp_path / "qga.sock"
+    proc = start_qemu_ga(sock, tmp_path / "state")
+    seen = VMConfig.from_json({AGENT_CHANNEL_KEY: True, "agent_seen": True})
+    try:
+        await agent_use.first_answer(sock)
+        freeze = agent_use.Freeze(sock)
+        assert await freeze.freeze(seen) is False
+        assert "the freeze failed" in freeze.note and "guest-fsfreeze-freeze" in freeze.note
+        await freeze.thaw()  # the agent answered: it froze nothing, nothing to thaw
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -22,7 +22,7 @@ from banger.guest.agent import (
     AgentUnavailable,
     GuestAgent,
 )
-from tests.qga import start_qemu_ga
+from tests.qga import BLOCKED, start_qemu_ga
 from tests.support import wait_until
 
 
@@ -151,3 +151,75 @@ async def test_vsock_handshake_then_agent(qga: Path, tmp_path: Path) -> None:
             await GuestAgent.connect_vsock(uds, 52, timeout=5)
     finally:
         server.close()
+
+
+@pytest.fixture
+def qga_exec(tmp_path: Path) -> Iterator[Path]:
+    """An agent that may run programs (as this test's user: only harmless ones are run)."""
+    sock = tmp_path / "qga-exec.sock"
+    blocked = ",".join(c for c in BLOCKED.split(",") if c != "guest-exec")
+    proc = start_qemu_ga(sock, tmp_path / "state-exec", blocked)
+    try:
+        wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "qemu-ga's socket")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+async def test_run_waits_for_the_program_and_returns_its_output(qga_exec: Path) -> None:
+    """guest-exec then guest-exec-status until it exited: code, stdout and stderr apart."""
+    async with await GuestAgent.connect(qga_exec) as agent:
+        result = await agent.run(
+            ["/bin/sh", "-c", 'sleep 0.3; echo "$1"; echo err >&2; exit 3', "sh", "a b"]
+        )
+    assert (result.exitcode, result.stdout, result.stderr) == (3, b"a b\n", b"err\n")
+
+
+async def test_run_of_a_missing_program_is_an_agent_error(qga_exec: Path) -> None:
+    async with await GuestAgent.connect(qga_exec) as agent:
+        with pytest.raises(AgentCommandError):
+            await agent.run(["/nonexistent/program"])
+        await agent.ping()
+
+
+async def test_write_file_writes_the_bytes(agent: GuestAgent, tmp_path: Path) -> None:
+    target = tmp_path / "written"
+    data = bytes(range(256)) * 3
+    await agent.write_file(str(target), data)
+    assert target.read_bytes() == data
+
+
+async def test_a_refused_shutdown_is_reported_not_taken_as_done(agent: GuestAgent) -> None:
+    """guest-shutdown answers only when it fails: that answer is an error, and heard."""
+    with pytest.raises(AgentCommandError, match="guest-shutdown"):
+        await agent.shutdown(error_window=10)
+    await agent.ping()
+
+
+async def test_a_silent_shutdown_counts_as_accepted(tmp_path: Path) -> None:
+    """No answer (the agent's success) within the window: accepted, no exception."""
+    path = tmp_path / "quiet.sock"
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Answer the sync as qemu-ga does (sentinel, then the id), then stay silent.
+        sync = json.loads((await reader.readline()).lstrip(b"\xff"))
+        writer.write(b"\xff" + json.dumps({"return": sync["arguments"]["id"]}).encode() + b"\n")
+        await writer.drain()
+        heard.append(json.loads(await reader.readline()))
+        await reader.read()  # until the client hangs up
+        writer.close()
+
+    heard: list[dict[str, object]] = []
+
+    server = await asyncio.start_unix_server(peer, str(path))
+    try:
+        async with await GuestAgent.connect(path) as agent:
+            await agent.shutdown(error_window=0.3)
+        assert heard == [{"execute": "guest-shutdown", "arguments": {"mode": "powerdown"}}]
+    finally:
+        server.close()
+        await server.wait_closed()

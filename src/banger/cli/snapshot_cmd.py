@@ -48,8 +48,14 @@ def _print_snapshot(snap: dict[str, Any]) -> None:
             ("vm", f"{snap['vm']} ({snap['vm_id']})"),
             ("vmm", snap["vmm"]),
             ("image", snap.get("image_name") or snap.get("image")),
-            ("ip", f"{snap['ip']} (a restore takes this address)"),
+            ("ip", f"{snap['ip']} (the source's; a restore gets its own)"),
             ("mac", snap["mac"]),
+            (
+                "frozen",
+                "yes (disks copied with the guest's filesystems frozen)"
+                if snap.get("frozen")
+                else "no (no answering guest agent: disks consistent with the memory only)",
+            ),
             ("cpus", snap["vcpus"]),
             ("memory", f"{snap['memory_mib']} MiB"),
             ("size", f"{snap['size'] // MIB} MiB on disk"),

@@ -19,10 +19,12 @@ socket on the host, then ``CONNECT <port>\\n`` answered by ``OK <hostport>\\n``)
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -271,11 +273,17 @@ class GuestAgent:
         """Thaw what a freeze froze; how many were thawed (0 when none was frozen)."""
         return int(await self.execute("guest-fsfreeze-thaw", timeout=timeout))
 
-    async def shutdown(self, mode: ShutdownMode = "powerdown", timeout: float = 5.0) -> None:
+    async def shutdown(
+        self, mode: ShutdownMode = "powerdown", timeout: float = 5.0, error_window: float = 0.0
+    ) -> None:
         """Ask the guest to power down (or halt, reboot).
 
-        The agent sends no answer when the command succeeds, so this only sends it;
-        the caller watches the VMM exit.
+        The agent sends no answer when the command succeeds (it runs the guest's
+        ``/sbin/shutdown``), only when it fails — for instance in a guest whose
+        PID 1 is not systemd, where that program cannot act. So after sending,
+        this listens up to ``error_window`` seconds for such an answer
+        (:class:`AgentCommandError`); silence, or the channel closing as the
+        guest goes down, counts as accepted. The caller watches the VMM exit.
         """
         async with self._lock:
             try:
@@ -288,3 +296,77 @@ class GuestAgent:
             except OSError as exc:
                 raise AgentUnavailable(f"{self._where}: guest-shutdown: {exc}") from None
             self._needs_sync = True
+            message: dict[str, Any] = {}
+            try:
+                async with asyncio.timeout(error_window):
+                    while not message:
+                        message = await self._read_message()
+            except (TimeoutError, AgentError, OSError, asyncio.IncompleteReadError):
+                return
+        if "error" in message:
+            error = message["error"]
+            desc = error.get("desc", error) if isinstance(error, dict) else error
+            klass = error.get("class") if isinstance(error, dict) else None
+            raise AgentCommandError(f"guest agent guest-shutdown: {desc}", klass)
+
+    async def run(
+        self,
+        argv: list[str],
+        *,
+        timeout: float = 60.0,
+        poll: float = 0.05,
+    ) -> ExecResult:
+        """Run ``argv`` in the guest (``guest-exec``, output captured) and wait for it.
+
+        The agent starts the program and answers with its pid; its end is only
+        learnt by asking (``guest-exec-status``), so this polls every ``poll``
+        seconds, doubling up to half a second. A program still running after
+        ``timeout`` raises :class:`AgentUnavailable` (it is left running).
+        """
+        if not argv:
+            raise ValueError("argv: must not be empty")
+        started = await self.execute(
+            "guest-exec",
+            {"path": argv[0], "arg": argv[1:], "capture-output": True},
+            timeout=min(timeout, 30.0),
+        )
+        pid = int(started["pid"])
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            status = await self.execute("guest-exec-status", {"pid": pid})
+            if status.get("exited"):
+                return ExecResult(
+                    int(status.get("exitcode", -1)),
+                    _b64(status.get("out-data")),
+                    _b64(status.get("err-data")),
+                    status.get("signal"),
+                )
+            if asyncio.get_running_loop().time() >= deadline:
+                raise AgentUnavailable(f"{self._where}: {argv[0]} still running after {timeout:g}s")
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, 0.5)
+
+    async def write_file(self, path: str, data: bytes, mode: str = "w") -> None:
+        """Write ``data`` to the guest's ``path`` (``guest-file-open/write/close``)."""
+        handle = await self.execute("guest-file-open", {"path": path, "mode": mode})
+        try:
+            await self.execute(
+                "guest-file-write",
+                {"handle": handle, "buf-b64": base64.b64encode(data).decode()},
+            )
+        finally:
+            await self.execute("guest-file-close", {"handle": handle})
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a ``guest-exec`` program ended (``signal`` when a signal ended it)."""
+
+    exitcode: int
+    stdout: bytes
+    stderr: bytes
+    signal: int | None = None
+
+
+def _b64(value: object) -> bytes:
+    return base64.b64decode(value) if isinstance(value, str) else b""

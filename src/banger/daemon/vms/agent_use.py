@@ -8,6 +8,17 @@
   passed, so after every resume and restore the daemon sets it from the host's
   (``guest-set-time``). A guest whose image has no agent keeps working over SSH
   with its clock behind; the operation says so in one notice.
+- Filesystem freeze around a snapshot's disk copies (:class:`Freeze`): the
+  guest's filesystems are frozen (``guest-fsfreeze-freeze``) before it is
+  paused and thawed after it resumes, so the copied disks are consistent on
+  their own, not only together with the saved memory. Thaw is attempted on
+  every path once a freeze was asked for. A guest without an answering agent
+  is snapshotted as before, unfrozen; the snapshot records which it was.
+- Graceful shutdown (:func:`poweroff`): ``vm stop`` asks through the agent
+  first — ``guest-shutdown`` under systemd; under the fast init, whose PID 1
+  is not systemd (``/sbin/shutdown`` cannot act there), the agent starts the
+  init's own ``banger-fast-init poweroff`` — and falls back to SSH when the
+  agent does not answer.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from pathlib import Path
 from banger.daemon.ops import OpHandle
 from banger.guest.agent import AgentCommandError, AgentError, GuestAgent
 from banger.store import VMConfig
+from banger.vmm.bootargs import FAST_INIT
 
 #: Between two connection attempts while a guest boots.
 _POLL_INTERVAL = 0.5
@@ -28,6 +40,10 @@ _SEEN_TIMEOUT = 10.0
 _UNSEEN_TIMEOUT = 1.5
 #: The clock is good enough when within this of the host's.
 _CLOCK_SLACK_NS = 2_000_000_000
+#: FIFREEZE syncs every filesystem first: seconds under emulation on a busy host.
+_FREEZE_TIMEOUT = 60.0
+#: How long ``guest-shutdown`` is listened to for a failure answer (success has none).
+_SHUTDOWN_ERROR_WINDOW = 3.0
 
 
 def has_channel(config: VMConfig) -> bool:
@@ -89,3 +105,98 @@ async def resync_clock(socket: Path, config: VMConfig, op: OpHandle, why: str) -
         return False
     await op.event("info", f"guest clock set from the host's after {why} ({offset / 1e9:+.3f}s)")
     return True
+
+
+class Freeze:
+    """A filesystem freeze of one guest around a snapshot; :meth:`thaw` on every path.
+
+    ``frozen`` says whether the guest's filesystems were frozen; ``note`` why not.
+    """
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        self.frozen = False
+        self.note = "the VM has no guest agent channel"
+        self._asked = False
+
+    async def freeze(self, config: VMConfig) -> bool:
+        """Freeze the guest's filesystems if its agent answers; whether they are frozen."""
+        if not has_channel(config):
+            return False
+        timeout = _SEEN_TIMEOUT if config.agent_seen is True else _UNSEEN_TIMEOUT
+        try:
+            agent = await GuestAgent.connect(self.socket, timeout=timeout)
+        except AgentError as exc:
+            self.note = f"the guest agent did not answer ({exc.message})"
+            return False
+        # From here the agent may freeze even if its answer is lost: thaw on any failure.
+        self._asked = True
+        try:
+            async with agent:
+                count = await agent.fsfreeze_freeze(timeout=_FREEZE_TIMEOUT)
+        except AgentCommandError as exc:
+            # An answered failure: the agent thawed whatever it had frozen itself.
+            self._asked = False
+            self.note = f"the freeze failed ({exc.message})"
+            return False
+        except AgentError as exc:
+            # No answer: the freeze may have happened all the same.
+            self.note = f"the freeze failed ({exc.message})"
+            await self.thaw()
+            return False
+        self.frozen = True
+        self.note = f"{count} filesystem{'s' if count != 1 else ''} frozen"
+        return True
+
+    async def thaw(self) -> None:
+        """Thaw what :meth:`freeze` froze (the guest must run); raises when it cannot.
+
+        The connection used for the freeze is closed before the guest is paused
+        (a half-read message in the saved channel would wedge a restored agent),
+        so this is a new one.
+        """
+        if not self._asked:
+            return
+        last: AgentError | None = None
+        for _ in range(3):
+            try:
+                async with await GuestAgent.connect(self.socket, timeout=_SEEN_TIMEOUT) as agent:
+                    await agent.fsfreeze_thaw(timeout=_FREEZE_TIMEOUT)
+                    self._asked = False
+                    return
+            except AgentError as exc:
+                last = exc
+        assert last is not None
+        raise AgentError(
+            f"the guest's filesystems may still be frozen: thaw failed ({last.message})",
+            hint="retry with: banger vm stop (a frozen guest cannot write its disks)",
+        )
+
+
+async def thaw_restored(socket: Path) -> int:
+    """Thaw a guest restored from a snapshot taken frozen; how many filesystems thawed.
+
+    The saved memory holds the frozen state and the agent's record of it, so
+    the restored agent thaws them as if no time had passed.
+    """
+    async with await GuestAgent.connect(socket, timeout=_SEEN_TIMEOUT) as agent:
+        return await agent.fsfreeze_thaw(timeout=_FREEZE_TIMEOUT)
+
+
+async def poweroff(socket: Path, config: VMConfig, init_mode: str) -> str | None:
+    """Ask the guest to power off through its agent; how it was asked, None when it was not.
+
+    None means the agent did not answer or refused: the caller asks over SSH.
+    """
+    if not has_channel(config):
+        return None
+    timeout = _SEEN_TIMEOUT if config.agent_seen is True else _UNSEEN_TIMEOUT
+    try:
+        async with await GuestAgent.connect(socket, timeout=timeout) as agent:
+            if init_mode == "fast":
+                await agent.execute("guest-exec", {"path": FAST_INIT, "arg": ["poweroff"]})
+                return f"guest-exec {FAST_INIT} poweroff"
+            await agent.shutdown("powerdown", error_window=_SHUTDOWN_ERROR_WINDOW)
+            return "guest-shutdown"
+    except AgentError:
+        return None

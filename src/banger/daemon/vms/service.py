@@ -18,6 +18,7 @@ from banger.config import Config
 from banger.daemon.images_svc import ImageService
 from banger.daemon.kernels_svc import KernelService
 from banger.daemon.ops import Operations, OpHandle
+from banger.daemon.vms import agent_use
 from banger.daemon.vms.agent_use import agent_state
 from banger.daemon.vms.create_workspace import (
     CreateWorkspace,
@@ -376,10 +377,17 @@ class VMService:
             if vm.state == VMState.PAUSED:
                 await driver.resume(proc)  # a paused guest can neither power off nor answer SSH
             await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.STOPPING)
-            if not force and vm.ip is not None:
-                await op.event("info", f"asking the guest to power off ({vm.init_mode} init)")
-                await self.pipeline.guest_poweroff(vm)
-                if await driver.wait(proc, timeout):
+            if not force:
+                # The agent first (no network, no login); SSH when it does not answer.
+                asked = await agent_use.poweroff(
+                    self.paths.vm_agent_socket(vm.id), vm.config, vm.init_mode
+                )
+                if asked is not None:
+                    await op.event("info", f"asked the guest to power off via its agent ({asked})")
+                elif vm.ip is not None:
+                    await op.event("info", f"asking the guest to power off ({vm.init_mode} init)")
+                    await self.pipeline.guest_poweroff(vm)
+                if (asked is not None or vm.ip is not None) and await driver.wait(proc, timeout):
                     await op.event("info", "the guest powered off")
             result = await driver.stop(proc, graceful_timeout=0 if force else 5.0)
             if result.method != "already-exited":

@@ -1,8 +1,8 @@
 """``daemon.stop_vms_on_shutdown = true``: stop every running VM before bangerd exits.
 
 Each VM is stopped like ``vm stop`` does it — under its lock: resume if
-paused, ask the guest to power off over SSH (so its filesystems are synced
-and unmounted), wait, then the driver's own graceful stop (ACPI button,
+paused, ask the guest to power off — through its agent, else over SSH (so
+its filesystems are synced and unmounted) — wait, then the driver's own graceful stop (ACPI button,
 QMP quit, SIGKILL as the last resort) — all VMs in parallel, bounded by
 :data:`SHUTDOWN_BUDGET` so the unit's ``TimeoutStopSec`` (60 s) is never hit.
 With the setting false (the default) the guests keep running and the next
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from banger.daemon.vms import agent_use
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.stopped import delete_tap_or_warn, mark_stopped
 from banger.store import VMRecord, VMState
@@ -63,9 +64,10 @@ async def _stop_one(vms: VMService, vm: VMRecord, guest_wait: float) -> None:
             await driver.resume(proc)
         await asyncio.to_thread(vms.store.update_vm, vm.id, state=VMState.STOPPING)
         how = "the guest powered off"
-        if vm.ip is not None:
+        asked = await agent_use.poweroff(vms.paths.vm_agent_socket(vm.id), vm.config, vm.init_mode)
+        if asked is None and vm.ip is not None:
             await vms.pipeline.guest_poweroff(vm)
-        if vm.ip is None or not await driver.wait(proc, guest_wait):
+        if (asked is None and vm.ip is None) or not await driver.wait(proc, guest_wait):
             how = (await driver.stop(proc, graceful_timeout=5.0)).method
         await vms.pipeline.conns.drop(vm.id)
         await delete_tap_or_warn(vms, vm, log, "next start removes it")

@@ -42,6 +42,7 @@ from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.pipeline import launch_record
 from banger.daemon.vms.snapshots import (
+    FROZEN_KEY,
     Snapshots,
     SnapshotUnsupported,
     driver_kind,
@@ -53,6 +54,7 @@ from banger.daemon.vms.vmm_choice import (
     qemu_pvh_kernel,
 )
 from banger.errors import BangerError, Conflict, NotFound
+from banger.guest.agent import AgentError
 from banger.kernels.store import read_kernel
 from banger.rmtree import discard_tree_async
 from banger.store import (
@@ -259,6 +261,16 @@ class SnapshotRestore:
             config=config,
         )
         await op.event("info", f"{driver.name} restored the guest (pid {proc.pid})")
+        if snap.meta.get(FROZEN_KEY) is True:
+            # Saved with its filesystems frozen: nothing can write (nor log in) until thawed.
+            try:
+                count = await agent_use.thaw_restored(self.paths.vm_agent_socket(vm.id))
+            except AgentError as exc:
+                raise AgentError(
+                    f"snapshot {snap.name} was taken with the guest's filesystems frozen and "
+                    f"the restored guest's agent did not thaw them: {exc.message}"
+                ) from exc
+            await op.event("info", f"guest filesystems thawed ({count})")
         await pipeline.wait_ssh(vm, proc, op)
         # The saved guest's clock stopped when the snapshot was taken.
         vm = await asyncio.to_thread(self.store.get_vm, vm.id)

@@ -39,6 +39,7 @@ from banger.daemon.vms.names import check_name
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY, PVH_BOOT_KEY
 from banger.errors import BangerError, Conflict
+from banger.guest.agent import AgentError
 from banger.rmtree import discard_tree
 from banger.store import SnapshotRecord, VMRecord, VMState, new_id
 from banger.vmm.base import VMMDriver, VMMProcess
@@ -46,6 +47,9 @@ from banger.vmm.base import VMState as VMMState
 
 #: ``snapshot.json`` / API shape version.
 FORMAT = 1
+#: Meta keys: whether the filesystems were frozen; whether the source's agent had answered.
+FROZEN_KEY = "frozen"
+AGENT_SEEN_KEY = "agent_seen"
 
 
 def _launched(vm: VMRecord, field: str, configured: int) -> int:
@@ -110,6 +114,7 @@ def snapshot_info(paths_dir: str, record: SnapshotRecord, image: str | None) -> 
         "created_at": record.created_at.isoformat(),
         "dir": paths_dir,
         "paused_vm": bool(record.meta.get("left_paused")),
+        "frozen": bool(record.meta.get(FROZEN_KEY)),
     }
 
 
@@ -221,23 +226,41 @@ class Snapshots:
         snapshot_id = new_id()
         self.busy.add(snapshot_id)
         tmp = await asyncio.to_thread(files.make_temp, self.paths, snapshot_id)
+        freeze = agent_use.Freeze(self.paths.vm_agent_socket(vm.id))
         try:
             root = self.vms.pipeline.root_disk_of(vm).path
             layout = files.SnapshotLayout(tmp, files.root_name(root))
-            was_running = await self._save(driver, kind, proc, layout)
-            await op.event("info", f"guest state saved ({kind}); copying the disks while paused")
+            if vm.state == VMState.RUNNING and kind == "qemu":
+                # Disks consistent on their own, not only with the saved memory.
+                await freeze.freeze(vm.config)
+                await op.event("info", f"guest filesystems: {freeze.note}")
             try:
-                await op.stage("copy_disks")
-                await asyncio.to_thread(
-                    files.copy_disks,
-                    root,
-                    self.paths.vm_work_disk(vm.id),
-                    self.paths.vm_host_key(vm.id),
-                    layout,
+                was_running = await self._save(driver, kind, proc, layout)
+                await op.event(
+                    "info", f"guest state saved ({kind}); copying the disks while paused"
                 )
-            finally:
-                if was_running and not stop:
-                    await driver.resume(proc)
+                try:
+                    await op.stage("copy_disks")
+                    await asyncio.to_thread(
+                        files.copy_disks,
+                        root,
+                        self.paths.vm_work_disk(vm.id),
+                        self.paths.vm_host_key(vm.id),
+                        layout,
+                    )
+                finally:
+                    # A frozen guest is resumed even with --stop: only a running one thaws.
+                    if was_running and (not stop or freeze.frozen):
+                        await driver.resume(proc)
+            except BaseException:
+                try:
+                    await freeze.thaw()
+                except AgentError as exc:  # the first failure is the one reported
+                    await op.event("warning", exc.message)
+                raise
+            await freeze.thaw()
+            if was_running and stop and freeze.frozen:
+                await driver.pause(proc)
             if was_running and not stop:  # its clock stood still while saved
                 await agent_use.resync_clock(
                     self.paths.vm_agent_socket(vm.id), vm.config, op, "the snapshot"
@@ -247,7 +270,15 @@ class Snapshots:
                 await op.event("info", f"VM {vm.name} left paused (banger vm resume {vm.name})")
             await op.stage("publish")
             record = await asyncio.to_thread(
-                self._publish, vm, name, snapshot_id, tmp, layout, kind, was_running and stop
+                self._publish,
+                vm,
+                name,
+                snapshot_id,
+                tmp,
+                layout,
+                kind,
+                was_running and stop,
+                freeze.frozen,
             )
         except BaseException:
             await asyncio.to_thread(discard_tree, tmp)
@@ -305,6 +336,7 @@ class Snapshots:
         layout: files.SnapshotLayout,
         kind: str,
         left_paused: bool,
+        frozen: bool = False,
     ) -> SnapshotRecord:
         assert vm.ip is not None and vm.mac is not None
         meta: dict[str, Any] = {
@@ -317,6 +349,10 @@ class Snapshots:
             AGENT_CHANNEL_KEY: vm.config.agent_channel is True,
             "hostname": vm.name,
             "left_paused": left_paused,
+            # The disks were copied with the guest's filesystems frozen, and the saved
+            # memory holds them frozen: a restore thaws them through the agent.
+            FROZEN_KEY: frozen,
+            AGENT_SEEN_KEY: vm.config.agent_seen,
         }
         if kind == "firecracker":
             # Where this Firecracker has its disks open: its state file names them.
