@@ -38,3 +38,10 @@ def test_incoming_argv_waits_stopped_for_the_state() -> None:
     assert qs.incoming_argv(argv) == [*argv, "-incoming", "defer", "-S"]
     with pytest.raises(InvalidArgument, match="already has -incoming"):
         qs.incoming_argv(qs.incoming_argv(argv))
+
+
+def test_the_link_is_set_on_the_nics_netdev() -> None:
+    """set_link names the netdev banger's argv gives the NIC (QEMU then sets the NIC's link)."""
+    assert qs.set_link(False) == ("set_link", {"name": "n0", "up": False})
+    assert qs.set_link(True) == ("set_link", {"name": "n0", "up": True})
+    assert qs.NETDEV == "n0"

@@ -351,14 +351,22 @@ class QemuDriver:
                 await qmp.execute("cont")
         return was_running
 
-    async def restore(self, spec: LaunchSpec, state_file: Path) -> VMMProcess:
-        """A new QEMU for ``spec`` running the guest saved in ``state_file``."""
-        from banger.vmm.qemu_snapshot import INCOMING_ARGS, load_state
+    async def restore(
+        self, spec: LaunchSpec, state_file: Path, *, link_down: bool = False
+    ) -> VMMProcess:
+        """A new QEMU for ``spec`` running the guest saved in ``state_file``.
+
+        ``link_down``: the NIC's link is down when the guest continues (it is
+        re-identified first: daemon/vms/reident.py).
+        """
+        from banger.vmm.qemu_snapshot import INCOMING_ARGS, load_state, set_link
 
         proc = await self.launch(spec, INCOMING_ARGS)
         try:
             async with await QMPClient.connect(proc.control_socket, self.control_timeout) as qmp:
                 await load_state(qmp, state_file)
+                if link_down:
+                    await qmp.execute(*set_link(False))
                 await qmp.execute("cont")
         except BaseException:
             send_signal(proc.pid, proc.start_time, signal.SIGKILL)

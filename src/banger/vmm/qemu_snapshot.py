@@ -38,6 +38,8 @@ MAX_BANDWIDTH = 64 * 1024 * 1024 * 1024
 MIGRATION_TIMEOUT = 300.0
 #: ``-S``: do not run the guest when the load completes; banger sends ``cont``.
 INCOMING_ARGS = ("-incoming", "defer", "-S")
+#: The ``-netdev`` id banger's QEMU command line gives the guest's NIC (vmm/qemu.py).
+NETDEV = "n0"
 _FD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _DONE = ("completed", "failed", "cancelled")
 
@@ -77,6 +79,15 @@ def migrate_to_fd(name: str = STATE_FD_NAME) -> Command:
 
 def migrate_from_fd(name: str = STATE_FD_NAME) -> Command:
     return ("migrate-incoming", {"uri": f"fd:{_fd_name(name)}"})
+
+
+def set_link(up: bool, netdev: str = NETDEV) -> Command:
+    """The guest's NIC link up or down (a down link: the guest sends into nothing).
+
+    Named by the netdev, QEMU sets the NIC peer's link too, which the guest
+    sees as its carrier. After a load only: the incoming device state resets it.
+    """
+    return ("set_link", {"name": netdev, "up": up})
 
 
 def incoming_argv(argv: list[str]) -> list[str]:

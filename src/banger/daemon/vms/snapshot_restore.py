@@ -4,16 +4,27 @@ The new VM gets copies of the snapshot's disks (never the snapshot's own files:
 the guest writes them) and continues where the snapshot's guest was: same
 processes, same memory, same uptime — no boot.
 
+A QEMU snapshot whose machine had the guest agent channel (every one since
+the channel exists) is **re-identified** (:mod:`.reident`): the new VM leases
+an address of its own like any new VM, the guest resumes with its link held
+down, takes the new VM's MAC, address, hostname and machine-id through the
+agent (its RNG reseeded from the host, its filesystems thawed when the
+snapshot was taken frozen), and only then does the link come up. So any
+number of VMs can be restored from one snapshot at once, also while the
+source still runs. The agent is required: a guest whose agent does not answer
+fails the restore with one error saying so, and nothing is left behind.
+
 What the guest's memory fixes, the restore keeps:
 
-- its **address and MAC** (the kernel configured them at boot, the guest's
-  ARP peers know them): the new VM leases exactly the snapshot's address, so
-  a restore is refused — naming the holder — while another VM holds it, which
-  includes the VM the snapshot was taken from until it is deleted. Two guests
-  from one snapshot at once would be two hosts with one address.
-- its **sshd host key**: the new VM's pinned key is the snapshot's key pair.
-- its **hostname** stays the source VM's until the new VM is rebooted (a
-  later ``vm restart`` boots it normally, with its own name and MAC).
+- its **sshd host key**: every VM restored from one snapshot presents the
+  snapshot's key pair (pinned under each VM's own name and address).
+- its processes, files in memory, uptime and ``boot_id``.
+
+Firecracker snapshots and QEMU snapshots from before the agent channel keep
+the old behaviour: the guest keeps the snapshot's **address and MAC** (the new
+VM leases exactly that address, so such a restore is refused — naming the
+holder — while another VM holds it, the source included) and its hostname
+until the new VM is rebooted.
 
 QEMU: ``-incoming defer -S``, ``migrate-incoming`` from the state file, ``cont``.
 Firecracker (plain mode): ``PUT /snapshot/load`` with a network override for
@@ -23,9 +34,10 @@ copies are placed there for the load only, and only where nothing exists
 (:func:`.snapshot_files.links_at`). The source VM is gone by then anyway: it
 held the address.
 
-Stages: record (VM row + exact lease, one transaction) → root_disk (copies)
-→ network (tap, pinned key) → launch (restore) → wait_ssh → running; every
-stage has an undo, so a failed restore leaves nothing.
+Stages: record (VM row, + the exact lease without re-identification, one
+transaction) → root_disk (copies) → network (lease, tap, pinned key) → launch
+(restore) → reidentify → wait_ssh → running; every stage has an undo, so a
+failed restore leaves nothing.
 """
 
 from __future__ import annotations
@@ -37,11 +49,12 @@ from pathlib import Path
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
-from banger.daemon.vms import agent_use
+from banger.daemon.vms import agent_use, reident
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.pipeline import launch_record
 from banger.daemon.vms.snapshots import (
+    AGENT_SEEN_KEY,
     FROZEN_KEY,
     Snapshots,
     SnapshotUnsupported,
@@ -67,6 +80,15 @@ from banger.store import (
 )
 from banger.vmm.base import LaunchSpec, VMMDriver, VMMProcess
 from banger.vmm.process import log_tail
+from banger.vmm.qemu_snapshot import set_link
+from banger.vmm.qmp import QMPClient
+
+
+def reidentifies(snap: SnapshotRecord) -> bool:
+    """Whether a restore gives the guest a new identity (:mod:`.reident`): a QEMU
+    snapshot whose machine had the agent channel. Others (Firecracker, older QEMU
+    snapshots) keep the snapshot's address, MAC and hostname."""
+    return snap.vmm == "qemu" and snap.meta.get(AGENT_CHANNEL_KEY) is True
 
 
 class SnapshotRestore:
@@ -86,14 +108,24 @@ class SnapshotRestore:
             pass
         else:
             raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
+        if reidentifies(snap) and snap.meta.get(AGENT_SEEN_KEY) is False:
+            raise reident.AgentRequired(
+                f"snapshot {snap.name}: its guest's agent never answered (vm show said "
+                "'not answering'); a restore takes on a new address, MAC and hostname through "
+                "the guest agent, so the snapshot's image needs qemu-guest-agent running",
+                hint="install qemu-guest-agent in the image (banger's images have it), "
+                "boot, snapshot again",
+            )
         subnet = self.vms.config.network.subnet
-        if snap.ip not in subnet:
+        if reidentifies(snap):
+            pass  # the new VM gets a lease of its own
+        elif snap.ip not in subnet:
             raise Conflict(
                 f"snapshot {snap.name}: its guest has address {snap.ip}, outside "
                 f"network.subnet {subnet} (the guest keeps the address it was saved with)",
                 hint="restore it with the subnet it was taken on",
             )
-        holder = self.store.ip_holder(snap.ip)
+        holder = None if reidentifies(snap) else self.store.ip_holder(snap.ip)
         if holder is not None:
             raise AddressTaken(snap.ip, holder)
         pipeline = self.vms.pipeline
@@ -131,10 +163,11 @@ class SnapshotRestore:
             files.snapshot_dir(self.paths, snap.id), str(snap.meta["root_file"])
         )
         vm = await asyncio.to_thread(self._record, snap, name)
+        where = "under its own address" if reidentifies(snap) else f"at {snap.ip}"
         await op.event(
             "info",
             f"VM {vm.name} has id {vm.id}; restoring snapshot {snap.name} of {snap.vm_name} "
-            f"at {snap.ip}",
+            + where,
             {"vm": vm.id},
         )
         undo = UndoStack()
@@ -165,7 +198,8 @@ class SnapshotRestore:
                 memory_mib=snap.memory_mib,
                 work_disk_size=snap.work_disk_size,
             )
-            self.store.claim_ip(vm.id, snap.ip)
+            if not reidentifies(snap):
+                self.store.claim_ip(vm.id, snap.ip)
             return self.store.get_vm(vm.id)
 
     async def _disks(
@@ -208,15 +242,19 @@ class SnapshotRestore:
         pipeline = self.vms.pipeline
         kernel = await asyncio.to_thread(read_kernel, self.paths.kernel_dir(snap.kernel_id or ""))
         vm, fd = await pipeline.network(vm, op, undo)
+        renamed = reidentifies(snap)
         try:
-            # The guest's NIC keeps the MAC its kernel knows (the network stage gave a new one).
-            vm = await asyncio.to_thread(self.store.update_vm, vm.id, mac=snap.mac)
+            if not renamed:
+                # The guest's NIC keeps the MAC its kernel knows (the network stage gave
+                # a new one); a re-identified guest takes the new one (:mod:`.reident`).
+                vm = await asyncio.to_thread(self.store.update_vm, vm.id, mac=snap.mac)
+            mac = vm.mac or snap.mac
 
             def as_saved(spec: LaunchSpec) -> LaunchSpec:
                 saved = snap.meta.get("cmdline")
                 return dataclasses.replace(
                     spec,
-                    mac=snap.mac,
+                    mac=mac,
                     # The line the snapshot's driver made, as it was; an older snapshot
                     # without one gets today's from the driver (``boot`` kept).
                     cmdline=str(saved) if saved else spec.cmdline,
@@ -235,7 +273,7 @@ class SnapshotRestore:
                 fd = -1
             await op.stage("launch")
             driver = pipeline.driver_for(vm)
-            proc = await self._launch(driver, spec, snap, layout)
+            proc = await self._launch(driver, spec, snap, layout, link_down=renamed)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -261,7 +299,9 @@ class SnapshotRestore:
             config=config,
         )
         await op.event("info", f"{driver.name} restored the guest (pid {proc.pid})")
-        if snap.meta.get(FROZEN_KEY) is True:
+        if renamed:
+            await self._reidentify(vm, snap, spec, op)
+        elif snap.meta.get(FROZEN_KEY) is True:
             # Saved with its filesystems frozen: nothing can write (nor log in) until thawed.
             try:
                 count = await agent_use.thaw_restored(self.paths.vm_agent_socket(vm.id))
@@ -280,12 +320,42 @@ class SnapshotRestore:
         await op.stage("running")
         await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.RUNNING, last_error=None)
 
+    async def _reidentify(
+        self, vm: VMRecord, snap: SnapshotRecord, spec: LaunchSpec, op: OpHandle
+    ) -> None:
+        """The guest (its link down) takes the VM's identity through its agent; then the
+        link comes up (:mod:`.reident`)."""
+        await op.stage("reidentify")
+        assert vm.ip is not None and vm.mac is not None
+        net = self.vms.config.network
+        identity = reident.Identity.new(
+            vm.name, vm.mac, vm.ip, net.subnet, net.gateway, net.gateway
+        )
+        agent = await reident.connect_restored(self.paths.vm_agent_socket(vm.id), snap.name)
+        async with agent:
+            thawed = await reident.reidentify(
+                agent, identity, thaw=snap.meta.get(FROZEN_KEY) is True
+            )
+        if thawed:
+            await op.event("info", f"guest filesystems thawed ({thawed})")
+        async with await QMPClient.connect(spec.control_socket) as qmp:
+            filters = await qmp.execute("query-rx-filter")
+            await qmp.execute(*set_link(True))
+        macs = [str(f.get("main-mac")) for f in filters or [] if isinstance(f, dict)]
+        await op.event(
+            "info",
+            f"guest re-identified as {vm.name} at {vm.ip} (MAC {vm.mac}; QEMU's NIC follows: "
+            f"{', '.join(macs)}; new machine-id, RNG reseeded); link up",
+        )
+
     async def _launch(
         self,
         driver: VMMDriver,
         spec: LaunchSpec,
         snap: SnapshotRecord,
         layout: files.SnapshotLayout,
+        *,
+        link_down: bool = False,
     ) -> VMMProcess:
         from banger.vmm.firecracker.driver import FirecrackerDriver
         from banger.vmm.firecracker.plan import SnapshotFiles
@@ -294,7 +364,7 @@ class SnapshotRestore:
         if isinstance(driver, QemuDriver):
             offset = spec.vmm_log.stat().st_size if spec.vmm_log.exists() else 0
             try:
-                return await driver.restore(spec, layout.state)
+                return await driver.restore(spec, layout.state, link_down=link_down)
             except BangerError as exc:
                 # "QMP connection failed" says nothing: QEMU's own words are in its log
                 said = log_tail(spec.vmm_log, offset)

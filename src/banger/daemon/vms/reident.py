@@ -1,0 +1,172 @@
+"""Re-identification: a guest restored from a snapshot becomes a VM of its own.
+
+The saved memory holds the source's identity: its MAC and address (the kernel
+configured them at boot), hostname, machine-id and random state. So that one
+snapshot can become many VMs at once — also while its source still runs — a
+restored QEMU guest is re-identified before anyone can reach it:
+
+1. QEMU loads the state with the NIC's link held down (QMP ``set_link`` off,
+   after the load — the incoming device state would reset an earlier one —
+   and before ``cont``): the guest runs but nothing it sends reaches the bridge.
+2. Through the guest agent (no network needed): a thaw when the snapshot was
+   taken frozen; host random bytes written to ``/dev/urandom`` (on QEMU's
+   ``microvm`` the ``vmgenid`` device is inert, so the kernel would not reseed
+   by itself), then one ``guest-exec`` of :data:`SCRIPT`: the VM's own MAC
+   (``ip link set address``; the saved virtio-net state carries the source's
+   MAC whatever the command line says, and QEMU follows the guest's change —
+   ``query-rx-filter`` shows it), address, default route, resolv.conf,
+   hostname and machine-id, the CRNG forced to reseed (``RNDRESEEDCRNG``, with
+   python3 when the image has it) and systemd's saved random seed removed.
+3. The link comes up; SSH to the new address confirms the guest.
+
+The sshd host key is the snapshot's (sshd holds it in memory): every VM
+restored from one snapshot presents the same key, pinned under each VM's own
+name and address. Regenerating it would mean restarting sshd in every clone.
+
+Values reach the guest as ``sh -c SCRIPT`` positional arguments, never spliced
+into the script text; each is validated first (a DNS label, a MAC, addresses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from banger.errors import BangerError, InvalidArgument
+from banger.guest.agent import AgentError, GuestAgent
+from banger.vmm.bootargs import check_hostname
+
+#: How long a restored guest's agent gets to answer (it was running when saved:
+#: usually a tenth of a second; a busy emulated host is slower).
+AGENT_TIMEOUT = 60.0
+#: The re-identification script's bound (each ``ip`` call is ~0.2 s under TCG).
+SCRIPT_TIMEOUT = 120.0
+#: Bytes of host randomness mixed into the guest's pool.
+ENTROPY_BYTES = 512
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}")
+
+#: Runs as ``sh -c SCRIPT reident NAME MAC ADDR/PREFIX GATEWAY DNS MACHINE_ID``.
+SCRIPT = """set -e
+name=$1 mac=$2 addr=$3 gw=$4 dns=$5 mid=$6
+ip link set dev eth0 down
+ip link set dev eth0 address "$mac"
+ip addr flush dev eth0
+ip addr add "$addr" dev eth0
+ip link set dev eth0 up
+ip route replace default via "$gw" dev eth0
+hostname "$name"
+printf '%s\\n' "$name" >/etc/hostname
+printf 'nameserver %s\\n' "$dns" >/etc/resolv.conf
+printf '%s\\n' "$mid" >/etc/machine-id
+rm -f /var/lib/systemd/random-seed
+if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import fcntl; fcntl.ioctl(open("/dev/urandom", "wb"), 0x5207)' || true
+fi
+"""
+
+
+class AgentRequired(BangerError):
+    """A restore under a new identity needs the guest agent, and it did not answer."""
+
+    http_status = 409
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a restored guest takes on: the new VM's name, MAC and network settings."""
+
+    hostname: str
+    mac: str
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address
+    dns: ipaddress.IPv4Address
+    machine_id: str
+
+    @classmethod
+    def new(
+        cls,
+        hostname: str,
+        mac: str,
+        ip: ipaddress.IPv4Address,
+        network: ipaddress.IPv4Network,
+        gateway: ipaddress.IPv4Address,
+        dns: ipaddress.IPv4Address,
+    ) -> Identity:
+        """Validated; a fresh random machine-id."""
+        check_hostname(hostname)
+        if not _MAC.fullmatch(mac):
+            raise InvalidArgument(f"mac: not a lower-case MAC address: {mac!r}")
+        if ip not in network or gateway not in network:
+            raise InvalidArgument(f"ip: {ip} or gateway {gateway} outside {network}")
+        return cls(
+            hostname,
+            mac,
+            ipaddress.IPv4Interface(f"{ip}/{network.prefixlen}"),
+            gateway,
+            dns,
+            uuid.uuid4().hex,
+        )
+
+    def argv(self) -> list[str]:
+        """The ``guest-exec`` argv: the script and its positional arguments."""
+        if not _MACHINE_ID.fullmatch(self.machine_id):
+            raise InvalidArgument(f"machine_id: not 32 hex digits: {self.machine_id!r}")
+        return [
+            "/bin/sh",
+            "-c",
+            SCRIPT,
+            "reident",
+            self.hostname,
+            self.mac,
+            str(self.address),
+            str(self.gateway),
+            str(self.dns),
+            self.machine_id,
+        ]
+
+
+async def connect_restored(
+    socket: Path, snapshot: str, timeout: float = AGENT_TIMEOUT
+) -> GuestAgent:
+    """The restored guest's agent, polled until it answers; :class:`AgentRequired` if never."""
+    last = "no answer"
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    agent = await GuestAgent.connect(socket, timeout=5.0)
+                    await agent.ping()
+                    return agent
+                except AgentError as exc:
+                    last = exc.message
+                    await asyncio.sleep(0.5)
+    except TimeoutError:
+        pass
+    raise AgentRequired(
+        f"snapshot {snapshot}: the restored guest's agent did not answer within {timeout:g}s "
+        f"({last}); a restore takes on a new address, MAC and hostname through the guest "
+        "agent, so the snapshot's image needs qemu-guest-agent running",
+        hint="install qemu-guest-agent in the image (banger's images have it), "
+        "boot, snapshot again",
+    )
+
+
+async def reidentify(agent: GuestAgent, identity: Identity, *, thaw: bool) -> int:
+    """Thaw (when frozen), reseed, re-address; how many filesystems were thawed."""
+    thawed = await agent.fsfreeze_thaw(timeout=60.0) if thaw else 0
+    await agent.write_file("/dev/urandom", os.urandom(ENTROPY_BYTES))
+    result = await agent.run(identity.argv(), timeout=SCRIPT_TIMEOUT)
+    if result.exitcode != 0:
+        said = (result.stderr or result.stdout).decode(errors="replace").strip()
+        raise BangerError(
+            f"re-identifying the restored guest failed (exit {result.exitcode}): "
+            f"{said.splitlines()[-1] if said else 'no output'}"
+        )
+    return thawed
