@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "cli_latency": "bench.cli_latency",
     "orchestration": "bench.orchestration",
     "exec_latency": "bench.exec_latency",
+    "workspace": "bench.workspace",
     "concurrency": "bench.concurrency",
     "footprint": "bench.footprint",
     "images": "bench.images",

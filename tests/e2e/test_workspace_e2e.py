@@ -14,11 +14,12 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 from banger.errors import BangerError, Conflict
+from banger.workspace.guest_scripts import unexported_work
 from tests.e2e.harness import Banger, banger_env, seed_artifacts
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.image_cache import cached_debian_image
@@ -470,6 +471,79 @@ def test_vm_run_command_runs_in_the_repository(env: Env, repo: Path) -> None:
     b = env.b
     result = banger_in(b, repo, "vm", "run", "--init", "fast", "--rm", "--", "git", "status", "-s")
     assert result.stdout == "?? notes.txt\n", result
+
+
+def workspace_events(b: Banger, vm: str) -> list[dict[str, object]]:
+    """The data of the ``workspace`` events of ``vm``'s create operations."""
+    db_path = f"file:{b.state_dir / 'banger.db'}?mode=ro"
+    with sqlite3.connect(db_path, uri=True) as db:
+        rows = db.execute(
+            "SELECT e.data FROM op_events e JOIN operations o ON o.id = e.op_id"
+            " WHERE o.kind = 'vm.create' AND o.target = ? AND e.kind = 'workspace'",
+            (vm,),
+        ).fetchall()
+    return [json.loads(data) for (data,) in rows]
+
+
+def test_vm_run_writes_the_workspace_before_boot_and_export_works(env: Env, repo: Path) -> None:
+    """Issue #21 item 19: the copy is on the work disk before the guest boots (no SSH copy),
+    as prepare makes it (content, modes, owner, links, .git); guard and export as after one."""
+    b = env.b
+    name = "wsdisk"
+    files = ["run.sh", "README.md", "dir with space", "dir with space/file with space.txt",
+             ".git", ".git/HEAD", "notes.txt"]  # fmt: skip
+    quoted = " ".join(f"'{f}'" for f in files)
+    script = (f"pwd; stat -c '%a %u:%g %n' {quoted}; readlink link; sha256sum data.bin;"
+              " git status --porcelain; git log --format=%H main")  # fmt: skip
+    run = banger_in(b, repo, "vm", "run", "--init", "fast", "--name", name, "--",
+                    "sh", "-c", script)  # fmt: skip
+    try:
+        [event] = workspace_events(b, name)
+        assert event["via"] == "disk" and event["dest"] == "/root/proj", event
+        modes = [f"{(repo / f).lstat().st_mode & 0o7777:o} 0:0 {f}" for f in files]
+        host_sum = owner(b, "sha256sum", "data.bin", cwd=repo).stdout
+        assert run.stdout == "".join(
+            [
+                "/root/proj\n",
+                *(line + "\n" for line in modes),
+                "README.md\n",
+                host_sum,
+                "?? notes.txt\n",
+                git(b, repo, "log", "--format=%H", "main"),
+            ]
+        ), run
+        # the recorded state is what the guest computes: the guard sees nothing unexported
+        assert guest(b, unexported_work(PurePosixPath("/root/proj")), vm=name) == "end\n"
+        commit = "git -c user.name=G -c user.email=g@x commit -q -am 'on the disk copy'"
+        guest(b, f"cd /root/proj && printf 'guest\\n' >> README.md && {commit}", vm=name)
+        # a prepare after a guest commit is refused, as after an SSH prepare; export works
+        refused = banger_in(b, repo, "workspace", "prepare", name, check=False)
+        assert refused.returncode == 4 and "on the disk copy" in refused.stderr, refused
+        exported = banger_in(b, repo, "workspace", "export", name, "--branch", "from-disk")
+        # the guest commit, then the untracked notes.txt as the uncommitted-changes commit
+        assert "2 commits" in exported.stdout, exported
+        subjects = git(b, repo, "log", "--format=%s", "-2", "from-disk").splitlines()
+        assert subjects[1] == "on the disk copy", subjects
+    finally:
+        b.banger("vm", "rm", "--force", name, check=False)
+
+
+def test_a_name_debugfs_cannot_write_goes_over_ssh_after_boot(env: Env) -> None:
+    """A workspace the disk image cannot hold (a quote in a name) still arrives, over SSH."""
+    b = env.b
+    path = env.home / "oddnames"
+    sh(b, f"""mkdir -p {path} && cd {path} && git init -q && printf 'q\\n' > 'say "hi"'
+           git add . && git commit -q -m odd""")  # fmt: skip
+    name = "wsodd"
+    created = banger_in(b, path, "vm", "create", "--name", name, "--init", "fast", "--start",
+                        "--workspace", ".")  # fmt: skip
+    try:
+        assert "the workspace is copied over SSH after boot" in created.stderr, created
+        [event] = workspace_events(b, name)
+        assert event["via"] == "ssh" and event["dest"] == "/root/oddnames", event
+        assert guest(b, "cat '/root/oddnames/say \"hi\"'", vm=name) == "q\n"
+    finally:
+        b.banger("vm", "rm", "--force", name, check=False)
 
 
 def test_a_submodule_arrives_with_its_files_and_export_says_what_it_leaves(env: Env) -> None:

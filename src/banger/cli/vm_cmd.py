@@ -232,7 +232,12 @@ def create(
     workspace = workspace_request(workspace_path) if workspace_path is not None else None
     request = _create_request(name, image, kernel, cpus, memory, disk_size, init, start, workspace)
     op = state.call(lambda c: c.create_vm(request))
-    _print_vm(state, _created_vm(state, op))
+    detail = _created_vm(state, op)
+    if workspace is not None and not state.json:
+        from banger.cli.workspace_cmd import created_workspace
+
+        click.echo(f"workspace: {created_workspace(state, op)}", err=True)
+    _print_vm(state, detail)
 
 
 def run_lifecycle(verb: str, name: str, call: Any) -> None:
