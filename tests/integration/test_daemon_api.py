@@ -216,3 +216,16 @@ def test_vm_create_reports_every_invalid_field_at_once(raw: httpx.Client) -> Non
     # One problem keeps its own message and hint.
     one = raw.post("/v1/vms", json={"name": "ok-name", "vcpus": 0, "start": False}).json()
     assert one["error"] == "cpus: must be at least 1, got 0"
+
+
+def test_vm_create_refuses_a_workspace_that_is_not_a_repository(
+    raw: httpx.Client, tmp_path: Path
+) -> None:
+    """Issue #21 item 19: the workspace is checked before anything is created."""
+    relative = raw.post("/v1/vms", json={"start": False, "workspace": {"path": "repo"}})
+    assert relative.status_code == 400, relative.text
+    assert relative.json()["error"] == "workspace.path: 'repo' must be absolute"
+    plain = raw.post("/v1/vms", json={"start": False, "workspace": {"path": str(tmp_path)}})
+    assert plain.status_code == 404, plain.text
+    assert plain.json()["error"] == f"{tmp_path} is not inside a git repository"
+    assert raw.get("/v1/vms").json() == []
