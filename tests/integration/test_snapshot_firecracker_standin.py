@@ -23,10 +23,12 @@ import pytest
 from banger.api_models import VMCreateRequest
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms import snapshot_files as files
+from banger.daemon.vms.reident import AgentRequired
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
-from banger.daemon.vms.snapshots import Snapshots
+from banger.daemon.vms.snapshots import AGENT_SEEN_KEY, Snapshots
+from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY
 from banger.errors import Conflict
-from banger.store import AddressTaken, VMRecord, VMState
+from banger.store import AddressTaken, VMRecord, VMState, new_id
 from banger.vmm.base import VMMProcess
 from banger.vmm.base import VMState as VMMState
 from tests.firecracker_world import World, finish, taps, world
@@ -98,6 +100,20 @@ async def test_firecracker_snapshot_and_restore_with_the_standin() -> None:
         status = await w.vms.pipeline.driver_for(fc1).status(proc)
         assert status.detail == "Running"  # resumed after the disk copies
         assert w.store.get_vm(fc1.id).state == VMState.RUNNING
+
+        # A QEMU snapshot whose source's agent never answered cannot be re-identified:
+        # refused before anything is created (issue #18 item 2).
+        silent = w.store.create_snapshot(
+            id=new_id(), name="qs", vm_id=snap.vm_id, vm_name=snap.vm_name, vmm="qemu",
+            image_id=snap.image_id, kernel_id=snap.kernel_id, init_mode=snap.init_mode,
+            vcpus=snap.vcpus, memory_mib=snap.memory_mib, work_disk_size=snap.work_disk_size,
+            ip=snap.ip, mac=snap.mac, size=0,
+            meta={AGENT_CHANNEL_KEY: True, AGENT_SEEN_KEY: False, "root_file": "root.qcow2"},
+        )  # fmt: skip
+        with pytest.raises(AgentRequired, match="needs qemu-guest-agent running"):
+            await restores.restore("qs", "q1")
+        assert [vm.name for vm in w.store.list_vms()] == ["fc1"]
+        w.store.delete_snapshot(silent.id)
 
         # fc1 still holds the address: refused before anything is created.
         with pytest.raises(AddressTaken, match="held by VM fc1"):
