@@ -21,6 +21,8 @@ from banger.daemon.api.errors import error_kind
 from banger.daemon.guestexec import STDERR, STDOUT, ExecSpec, GuestExec, with_image_defaults
 from banger.daemon.vms.stack import VMStack
 from banger.errors import BangerError, InvalidArgument
+from banger.images.oci.guestenv import GuestEnv
+from banger.store import VMRecord
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,10 @@ def exec_router(stack: VMStack) -> APIRouter:
     router = APIRouter(prefix="/v1/vms", tags=["exec"])
     vms = stack.vms
 
+    def _lookup(ref: str) -> tuple[VMRecord, GuestEnv | None]:
+        vm = vms.store.resolve_vm(ref)
+        return vm, vms._image_defaults(vm)
+
     @router.get(
         "/{ref}/exec",
         description=FRAMING,
@@ -158,8 +164,8 @@ def exec_router(stack: VMStack) -> APIRouter:
                 spec = ExecRequest.model_validate(first).spec()
             except ValidationError as exc:
                 raise InvalidArgument(_validation(exc)) from None
-            vm = await asyncio.to_thread(vms.store.resolve_vm, ref)
-            image = await asyncio.to_thread(vms._image_defaults, vm)
+            # One hop to a worker thread for both reads (the store, the image's config).
+            vm, image = await asyncio.to_thread(_lookup, ref)
             spec = with_image_defaults(spec, image)
             run = GuestExec(stack.guest_conns, vm, spec, peer)
             outcome = await run.run(peer.receive)
