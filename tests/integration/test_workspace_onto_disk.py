@@ -131,3 +131,22 @@ def test_existing_destination_and_no_room_are_refused(repo: Path, tmp_path: Path
     with pytest.raises(NoRoom, match=r"needs \d+\.\d MiB on the work disk, which has"):
         write_workspace(small, list_workspace(repo), PurePosixPath("/root/r"))
     assert not ext4.exists(small, "/r")
+
+
+def test_a_repository_path_git_and_debugfs_would_misread(tmp_path: Path) -> None:
+    """The host path is never written into a script (descriptors), and git's alternates
+    variable gets it quoted: a ``:``, a quote, a backslash and a newline are fine."""
+    r = tmp_path / 'odd: "dir"\\ \nname'
+    r.mkdir()
+    git(r, "init", "-q")
+    (r / "a").write_text("a\n")
+    git(r, "add", "a")
+    git(r, "-c", "user.name=T", "-c", "user.email=t@x", "commit", "-qm", "one")
+    (r / "b").write_text("untracked\n")
+    image = make_image(tmp_path / "work.ext4", 32)
+    result = write_workspace(image, list_workspace(r), PurePosixPath("/root/odd"))
+    copy = rdump(image, "/odd", tmp_path / "dump")
+    assert (copy / "b").read_text() == "untracked\n"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "nohome")}
+    subprocess.run(["sh", "-c", record_state(PurePosixPath(str(copy)))], env=env, check=True)
+    assert (copy / ".git" / STATE_RECORD).read_text() == result.state.record.decode()

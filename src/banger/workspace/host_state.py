@@ -80,7 +80,7 @@ def compute_state(listing: Listing, work: Path) -> HostState:
     env = {
         "GIT_INDEX_FILE": str(work / "index"),
         "GIT_OBJECT_DIRECTORY": str(objects),
-        "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(root / GIT_DIR / "objects"),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": _alternate(root / GIT_DIR / "objects"),
         # the guest copy knows only the repository's own configuration
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": os.devnull,
@@ -111,6 +111,15 @@ def compute_state(listing: Listing, work: Path) -> HostState:
             for obj in sorted(sub_dir.iterdir()):
                 written.append((f"{GIT_DIR}/objects/{sub_dir.name}/{obj.name}", obj))
     return HostState(head, tree, tuple(written))
+
+
+def _alternate(path: Path) -> str:
+    """``path`` as one entry of git's ``:``-separated alternates variable (C-quoted
+    when it holds a ``:``, a quote or a backslash, as git reads it)."""
+    text = str(path)
+    if not any(c in text for c in ':"\\'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _nul(paths: Sequence[str]) -> bytes:
