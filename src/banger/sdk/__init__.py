@@ -192,15 +192,16 @@ class Banger:
         ``memory``: MiB, or a size like ``"1G"``; ``disk_size``: the work disk
         (bytes, or ``"4G"``); ``init``: ``"systemd"`` or ``"fast"``.
         ``workspace``: a path in a host git repository, copied to
-        ``workspace_dest`` (default ``/root/<repo name>``) as ``banger workspace
-        prepare`` does. Nothing is left half-made: if the copy fails, the VM is
-        deleted and the error raised.
+        ``workspace_dest`` (under ``/root``, default ``/root/<repo name>``) as
+        ``banger workspace prepare`` does, but onto the work disk before the
+        first boot (``vm create --workspace``; with ``start=False`` too).
+        Nothing is left half-made: if the copy fails, the VM is deleted and the
+        error raised.
         """
-        if workspace is not None and not start:
-            raise InvalidArgument("workspace: needs a running VM; leave start=True")
         request = common.create_request(
             name, image=image, kernel=kernel, cpus=cpus, memory=memory,
-            disk_size=disk_size, init=init, start=start,
+            disk_size=disk_size, init=init, start=start, workspace=workspace,
+            workspace_dest=workspace_dest,
         )  # fmt: skip
         self._needs_helper()
         op = self.client.create_vm(request)
@@ -208,8 +209,8 @@ class Banger:
         try:
             common.follow(self.client, op)
             vm = VM(self, self.client.show_vm(vm.name).name)
-            if workspace is not None:
-                vm.workspace.prepare(workspace, dest=workspace_dest)
+            if workspace is not None:  # export's default repository, as after a prepare
+                vm.workspace.path = common.host_path(workspace)
         except BaseException:
             if op.target:
                 _delete_quietly(self.client, op.target)

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from banger.client import BangerClient
 from banger.client_files import GuestEntry, path_segment
-from banger.errors import BangerError, InvalidArgument, NotFound
+from banger.errors import BangerError, NotFound
 from banger.paths import Paths
 from banger.sdk import common
 from banger.sdk.common import Command, CommandResult, OnLine, OperationFailed, PathLike
@@ -116,19 +116,18 @@ class Banger:
         workspace_dest: str | None = None,
     ) -> VM:
         """As :meth:`banger.sdk.Banger.create`."""
-        if workspace is not None and not start:
-            raise InvalidArgument("workspace: needs a running VM; leave start=True")
         request = common.create_request(
             name, image=image, kernel=kernel, cpus=cpus, memory=memory,
-            disk_size=disk_size, init=init, start=start,
+            disk_size=disk_size, init=init, start=start, workspace=workspace,
+            workspace_dest=workspace_dest,
         )  # fmt: skip
         await self._needs_helper()
         op = await _thread(self.client.create_vm, request)
         try:
             await _thread(common.follow, self.client, op)
             vm = VM(self, (await _thread(self.client.show_vm, op.target or name or "")).name)
-            if workspace is not None:
-                await vm.workspace.prepare(workspace, dest=workspace_dest)
+            if workspace is not None:  # export's default repository, as after a prepare
+                vm.workspace.path = common.host_path(workspace)
         except BaseException:
             if op.target:
                 with contextlib.suppress(BangerError):

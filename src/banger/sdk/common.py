@@ -111,8 +111,10 @@ def create_request(
     disk_size: int | str | None,
     init: str | None,
     start: bool,
+    workspace: PathLike | None = None,
+    workspace_dest: str | None = None,
 ) -> VMCreateRequest:
-    from banger.api_models import VMCreateRequest
+    from banger.api_models import CreateWorkspaceRequest, VMCreateRequest
 
     return VMCreateRequest(
         name=name,
@@ -123,6 +125,10 @@ def create_request(
         work_disk_size=disk_bytes(disk_size),
         init=init,
         start=start,
+        # written onto the work disk before the first boot (no copy over SSH)
+        workspace=CreateWorkspaceRequest(path=host_path(workspace), dest=workspace_dest)
+        if workspace is not None
+        else None,
     )
 
 
