@@ -26,6 +26,7 @@ import pytest
 
 from banger.errors import HelperError
 from banger.helper.client import HelperClient
+from banger.mountinfo import mounts_below
 from banger.paths import Paths
 from tests.image_cache import _as_owner, _start_helper
 from tests.support import User, alive, short_tmpdir, stop_pid, throwaway_user, wait_gone
@@ -99,7 +100,7 @@ def detach_mounts_under(home: Path) -> None:
     its tree (the host's /dev/shm, /sys), and a recursive delete would walk
     into them.
     """
-    for point in sorted(mounts_under(home), key=lambda p: p.count("/"), reverse=True):
+    for point in sorted(mounts_below(home), key=lambda p: p.count("/"), reverse=True):
         subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
 
@@ -160,13 +161,6 @@ def root_owned(w: World) -> list[str]:
             if rel not in HELPER_FILES and path.lstat().st_uid == 0:
                 found.append(rel)
     return sorted(found)
-
-
-def mounts_under(directory: Path, mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
-    """Mount points strictly below ``directory`` in the mount table ``mountinfo`` reads."""
-    prefix = f"{directory}/"
-    points = [line.split()[4] for line in mountinfo.read_text().splitlines()]
-    return [p for p in points if p.startswith(prefix)]
 
 
 def check_helper(w: World) -> None:

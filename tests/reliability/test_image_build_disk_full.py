@@ -33,12 +33,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from banger.mountinfo import mounts_below
 from tests.reliability.build_world import (
     BUILD_TIMEOUT,
     World,
     check_helper,
     error_lines,
-    mounts_under,
     ops,
     owner_home,
     root_owned,
@@ -86,7 +86,7 @@ def disk_full_leftovers(b: World, free_before: int) -> dict[str, list[str]]:
         sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")) if tmp.is_dir() else []
     )
     found["root-owned files"] = root_owned(b)
-    found["mounts under the state dir"] = mounts_under(state)
+    found["mounts under the state dir"] = mounts_below(state)
     lost = free_before - free_bytes(state)
     found["space not given back"] = [f"{lost} bytes"] if lost > FREE_SLACK else []
     return found

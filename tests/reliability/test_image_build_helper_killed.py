@@ -30,11 +30,11 @@ from pathlib import Path
 import pytest
 
 from banger.images.tether import STAGE_MOUNT_POINT
+from banger.mountinfo import mount_points, mounts_below
 from tests.reliability.build_world import (
     World,
     check_helper,
     error_lines,
-    mounts_under,
     ops,
     owner_home,
     root_owned,
@@ -93,7 +93,7 @@ def build_processes(w: World) -> list[str]:
 
 def host_mounts_at_the_stage_point() -> list[str]:
     """The host's mount points at or under /mnt (the machine may have its own there)."""
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    points = mount_points(Path("/proc/self/mountinfo").read_bytes())
     under = f"{STAGE_MOUNT_POINT}/"
     return sorted(p for p in points if p == STAGE_MOUNT_POINT or p.startswith(under))
 
@@ -128,7 +128,7 @@ def build_leftovers(w: World) -> dict[str, list[str]]:
         if tmp.is_dir()
         else [],
         "root-owned files": root_owned(w),
-        "mounts under BANGER_HOME": mounts_under(w.home),
+        "mounts under BANGER_HOME": mounts_below(w.home),
         "build processes": build_processes(w),
     }
 
@@ -150,7 +150,7 @@ def test_helper_killed_during_image_build(
             if pid is None:
                 return None
             try:
-                inside = mounts_under(Path(STAGE_MOUNT_POINT), Path(f"/proc/{pid}/mountinfo"))
+                inside = mounts_below(Path(STAGE_MOUNT_POINT), Path(f"/proc/{pid}/mountinfo"))
             except OSError:  # it moved on to another process meanwhile
                 return None
             return inside if any(p.endswith("/proc") for p in inside) else None
@@ -171,12 +171,12 @@ def test_helper_killed_during_image_build(
     # The build died with the helper, and took its mounts with it (none were
     # ever in the host's table: not under BANGER_HOME, nothing new at /mnt).
     assert host_mounts_at_the_stage_point() == before
-    while build_processes(w) or mounts_under(w.home):
+    while build_processes(w) or mounts_below(w.home):
         if time.monotonic() - killed > DIES_WITHIN:
             reliability_counts.check_leaks(
                 {
                     f"build processes {DIES_WITHIN:.0f}s after the kill": build_processes(w),
-                    f"mounts {DIES_WITHIN:.0f}s after the kill": mounts_under(w.home),
+                    f"mounts {DIES_WITHIN:.0f}s after the kill": mounts_below(w.home),
                 }
             )
         time.sleep(0.1)

@@ -36,6 +36,7 @@ from typing import Any
 from banger.errors import Conflict, InvalidArgument
 from banger.helper.rootstage import StageError, empty_dir, open_dir_nofollow
 from banger.helper.validate import Context, OpSpec, checked_path
+from banger.mountinfo import mounts_below
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +79,12 @@ def in_use(path: Path) -> Iterator[None]:
             _busy.discard(path)
 
 
-def _mount_points_under(path: Path) -> list[str]:
-    """Mount points strictly below ``path`` (from this process's mount table)."""
-    prefix = str(path) + "/"
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4:
-                # Octal escapes (\040 for a space) as the kernel writes them.
-                point = fields[4].encode().decode("unicode_escape")
-                if point.startswith(prefix):
-                    found.append(point)
-    return found
-
-
 def remove_staging(args: RemoveStagingArgs, owner_uid: int) -> dict[str, Any]:
     path = args.path
     with _busy_lock:
         if path in _busy:
             raise Conflict(f"{OP}: {path} is in use by a running image op of this helper")
-    mounts = _mount_points_under(path)
+    mounts = mounts_below(path)
     if mounts:
         raise Conflict(f"{OP}: {mounts[0]} is mounted under {path}; unmount it first")
     parent_fd = open_dir_nofollow(path.parent, f"{OP}.args.path")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +35,7 @@ from banger.images.publish import (
     publish_image,
 )
 from banger.images.workseed import make_work_seed
+from banger.mountinfo import mounts_below
 from banger.paths import Paths
 from banger.rmtree import discard_tree
 
@@ -101,14 +101,9 @@ def disk_full_as_error(step: str, where: Path) -> Iterator[None]:
 
 
 def mounts_under(directory: Path) -> list[Path]:
-    """Mount points strictly inside ``directory``, deepest first (from /proc/self/mountinfo)."""
-    prefix = f"{os.path.realpath(directory)}/"  # mountinfo has real names, never /proc/<pid>/fd
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        # Field 5 is the mount point, with space, tab, newline and \\ octal-escaped.
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-        if point.startswith(prefix):
-            found.append(Path(point))
+    """Mount points strictly inside ``directory``, deepest first."""
+    # mountinfo has real names, never /proc/<pid>/fd
+    found = [Path(p) for p in mounts_below(os.path.realpath(directory))]
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
