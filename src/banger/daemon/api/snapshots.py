@@ -42,7 +42,8 @@ def snapshot_router(snapshots: Snapshots) -> APIRouter:
 
     @router.post("/{ref}/restore", status_code=202)
     async def restore(ref: str, request: SnapshotRestoreRequest) -> Operation:
-        """A new VM running the saved guest, with the snapshot's address (refused if taken)."""
+        """A new VM running the saved guest: re-identified with its own address through the guest
+        agent (QEMU); Firecracker and older snapshots keep the saved address (refused if taken)."""
         return await restores.restore(ref, request.name)
 
     return router
