@@ -271,6 +271,19 @@ class VMCreateRequest(Request):
     )
 
 
+class VMForkRequest(Request):
+    count: int = Field(default=1, description="How many children (1-16).")
+    name: str | None = Field(
+        default=None, description="Children are named PREFIX-1..N; default <source>-fork."
+    )
+
+
+class VMForkStarted(Response):
+    operation: Operation
+    children: list[str] = Field(description="The children's names, in the order made.")
+    disk_copies: str = Field(description="`reflink` or `sparse copy`: how the disks are copied.")
+
+
 class VMStopRequest(Request):
     timeout: float = Field(default=30.0, ge=0, le=600)
 

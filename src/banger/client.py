@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         VersionInfo,
         VMCreateRequest,
         VMDetail,
+        VMForkStarted,
         VMSummary,
     )
     from banger.exec_client import AsyncExec, ExecResult
@@ -357,6 +358,12 @@ class BangerClient(FilesAPI):
 
     def resume_vm(self, ref: str) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/resume")
+
+    def fork_vm(self, ref: str, count: int = 1, prefix: str | None = None) -> VMForkStarted:
+        """Start ``vm fork``: N re-identified children of a running VM (``PREFIX-1..N``)."""
+        body = api.VMForkRequest(count=count, name=prefix).model_dump(exclude_none=True)
+        answer = self._request("POST", f"/v1/vms/{_segment(ref)}/fork", json=body)
+        return api.VMForkStarted.model_validate(answer)
 
     def workspace_prepare(self, ref: str, body: dict[str, Any]) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/workspace/prepare", body)

@@ -24,12 +24,14 @@ def _vm_group() -> click.Command:
     from banger.cli.vm_cmd import vm
     from banger.cli.vm_control_cmd import register as register_vm_control
     from banger.cli.vm_exec_cmd import register as register_exec
+    from banger.cli.vm_fork_cmd import register as register_fork
 
     if "pause" not in vm.commands:  # register once, however often it is loaded
         register_vm_control(vm)
         register_snapshots(vm)
         register_exec(vm)
         register_cp(vm)
+        register_fork(vm)
     return vm
 
 

@@ -6,7 +6,8 @@
 - :mod:`.settings`: ``vm set`` (CPUs, memory, work disk size);
 - :mod:`.workspace`: copy a repository in, export it back as a branch;
 - :mod:`.sessions`: the VM's detached sessions;
-- :mod:`.snapshots`: take a snapshot (the snapshots are ``/v1/snapshots``).
+- :mod:`.snapshots`: take a snapshot (the snapshots are ``/v1/snapshots``);
+- :mod:`.fork`: fork a running VM into N re-identified children.
 
 Each module builds a prefix-less router of its routes (with its OpenAPI tag);
 :func:`vm_router` puts them all under :data:`PREFIX`.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from banger.daemon.api.vms.control import control_routes
+from banger.daemon.api.vms.fork import fork_routes
 from banger.daemon.api.vms.lifecycle import lifecycle_routes
 from banger.daemon.api.vms.sessions import session_routes
 from banger.daemon.api.vms.settings import settings_routes
@@ -43,6 +45,7 @@ def vm_router(stack: VMStack, sessions: SessionService, snapshots: Snapshots) ->
         workspace_routes(stack),
         session_routes(stack, sessions),
         snapshot_routes(snapshots),
+        fork_routes(snapshots),
     )
     for group in groups:
         router.include_router(group, prefix=PREFIX)

@@ -1,0 +1,206 @@
+"""``banger vm fork SRC [-n N] [--name PREFIX]``: N running copies of a running VM.
+
+A fork is one internal snapshot of the source and N restores from it, each
+re-identified (:mod:`.snapshot_restore`, :mod:`.reident`):
+
+1. ``snapshot`` (the source's lock held, nothing else): the guest's
+   filesystems are frozen through its agent, it pauses, its memory and device
+   state are saved once and its disks copied once into the internal snapshot
+   (the frozen layer), and it resumes and thaws at once — before any child
+   exists. The source's lock is released there.
+2. One child after the other, ``PREFIX-1`` … ``PREFIX-N``: a restore of that
+   snapshot (its own disk copies, lease, tap, MAC, hostname, machine-id,
+   reseeded RNG; link up only then; SSH confirms it).
+3. The internal snapshot is removed: children hold copies of its disks, never
+   the snapshot's own files, so nothing of theirs depends on it.
+
+Disk copies are ``cp`` with copy-on-write where the state directory's
+filesystem has it (coreutils 9 clones before it copies; a reflink costs
+nothing) and sparse copies otherwise; the start answer says which
+(:func:`disk_copies`). A QEMU root disk is a qcow2 overlay on the image, so its
+copy holds only what the guest wrote to its root.
+
+All or nothing: when child k fails, its own restore undoes itself and the
+children already made are deleted — a failed fork leaves no VM behind, and the
+same command can be run again. The source is resumed on every path (the
+snapshot step resumes it before it returns or raises). A bangerd killed
+mid-fork: startup reconciliation rolls back a child still being created, like
+any interrupted create; children already running stay; the internal snapshot
+(``fork-<hex>``) stays listed until ``vm snapshot-rm``.
+
+Only QEMU VMs with the guest agent channel can be forked: a child must take a
+new identity through the agent (Firecracker snapshots restore under the
+source's address, which the running source holds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+
+from banger.api_models import Operation
+from banger.daemon.ops import OpHandle
+from banger.daemon.vms import snapshot_files as files
+from banger.daemon.vms.names import check_name
+from banger.daemon.vms.snapshot_restore import SnapshotRestore
+from banger.daemon.vms.snapshots import Snapshots, driver_kind
+from banger.errors import BangerError, InvalidArgument, NotFound
+from banger.hostinfo import reflink_supported
+from banger.paths import Paths
+from banger.store import VMRecord, VMState
+
+#: The most children one fork makes (each is a whole VM: memory, a lease, a tap).
+MAX_CHILDREN = 16
+#: ``disk_copies`` values.
+REFLINK = "reflink"
+SPARSE = "sparse copy"
+
+
+def child_names(source: str, count: int, prefix: str | None) -> list[str]:
+    """``PREFIX-1`` … ``PREFIX-N`` (default prefix ``SRC-fork``), each a valid VM name."""
+    if isinstance(count, bool) or count < 1 or count > MAX_CHILDREN:
+        raise InvalidArgument(
+            f"count: must be 1-{MAX_CHILDREN}, got {count}",
+            hint=f"fork at most {MAX_CHILDREN} children at a time",
+        )
+    base = prefix if prefix is not None else f"{source}-fork"
+    names = [f"{base}-{k}" for k in range(1, count + 1)]
+    for name in names:
+        try:
+            check_name(name)
+        except BangerError as exc:
+            raise InvalidArgument(
+                f"name: the child name {name!r} is not a DNS label"
+                + ("" if prefix is not None else f" (from the source name {source!r})"),
+                hint="pick a --name PREFIX of lowercase letters, digits and inner hyphens, "
+                "short enough for PREFIX-N to fit 63 characters",
+            ) from exc
+    return names
+
+
+def disk_copies(where: Paths) -> str:
+    """How the frozen layer and the children's disks are copied on this state directory."""
+    parent = files.snapshots_dir(where)
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return REFLINK if reflink_supported(parent).ok else SPARSE
+
+
+@dataclass(frozen=True)
+class ForkPlan:
+    source: VMRecord
+    children: list[str]
+    disk_copies: str
+
+
+class Fork:
+    def __init__(self, snapshots: Snapshots) -> None:
+        self.snapshots = snapshots
+        self.restores = SnapshotRestore(snapshots)
+        self.vms = snapshots.vms
+        self.store = snapshots.store
+        self.paths = snapshots.paths
+
+    def plan(self, ref: str, count: int, prefix: str | None) -> ForkPlan:
+        """Every check that needs no operation: a refusal here creates nothing."""
+        try:
+            vm = self.store.resolve_vm(ref)
+        except NotFound:
+            raise InvalidArgument(
+                f"source: no VM named {ref!r}", hint="banger vm list shows the VMs"
+            ) from None
+        names = child_names(vm.name, count, prefix)
+        if vm.state != VMState.RUNNING or not self.vms.alive(vm):
+            raise InvalidArgument(
+                f"source: VM {vm.name} is {vm.state.value}; only a running VM can be forked "
+                "(its memory is what the children continue from)",
+                hint=f"banger vm start {vm.name}"
+                if vm.state != VMState.PAUSED
+                else f"banger vm resume {vm.name}",
+            )
+        kind = driver_kind(self.vms.pipeline.driver_for(vm))
+        if kind != "qemu" or vm.config.agent_channel is not True:
+            raise InvalidArgument(
+                f"source: VM {vm.name} runs on {kind}"
+                + ("" if kind != "qemu" else " without the guest agent channel")
+                + "; a fork's children take new addresses through the guest agent, "
+                "which only QEMU VMs started with the agent channel have",
+                hint="fork a VM created with vmm = qemu (restart an older one to get the channel)",
+            )
+        if vm.config.agent_seen is False:
+            raise InvalidArgument(
+                f"source: VM {vm.name}'s guest agent is not answering; a fork's children "
+                "take new addresses through it",
+                hint="install qemu-guest-agent in the image (banger's images have it)",
+            )
+        for name in names:
+            try:
+                self.store.get_vm_by_name(name)
+            except NotFound:
+                continue
+            raise InvalidArgument(
+                f"name: a VM named {name!r} already exists",
+                hint="pick another --name PREFIX, or remove it first",
+            )
+        return ForkPlan(vm, names, disk_copies(self.paths))
+
+    async def start(self, ref: str, count: int, prefix: str | None) -> tuple[Operation, ForkPlan]:
+        plan = await asyncio.to_thread(self.plan, ref, count, prefix)
+
+        async def body(op: OpHandle) -> None:
+            await self._fork(plan, op)
+
+        return await self.vms.ops.start("vm.fork", plan.source.name, body), plan
+
+    async def _fork(self, plan: ForkPlan, op: OpHandle) -> None:
+        source = plan.source
+        internal = f"fork-{secrets.token_hex(6)}"
+        async with self.vms.locks.hold(source.id):
+            current = await asyncio.to_thread(self.store.get_vm, source.id)
+            if current.state != VMState.RUNNING:
+                raise InvalidArgument(f"source: VM {current.name} is {current.state.value} now")
+            # Pause, save, copy, resume (and thaw) — the source runs again when this returns.
+            await self.snapshots._create(current, internal, False, op)
+        snap = await asyncio.to_thread(self.store.resolve_snapshot, internal)
+        await op.event(
+            "info",
+            f"VM {source.name} is running again; frozen layer {internal} "
+            f"({snap.size >> 20} MiB, disks by {plan.disk_copies}); "
+            f"restoring {len(plan.children)} children",
+        )
+        made: list[str] = []
+        self.snapshots.busy.add(snap.id)
+        try:
+            for name in plan.children:
+                await asyncio.to_thread(self.restores.plan, snap.id, name)
+                await self.restores._restore(snap, name, op)
+                made.append(name)
+                await op.event("info", f"child {name} running", {"child": name})
+        except BaseException:
+            await asyncio.shield(self._remove_children(made, op))
+            raise
+        finally:
+            self.snapshots.busy.discard(snap.id)
+            await asyncio.shield(self._remove_snapshot(snap.id, op))
+        await op.stage("done")
+        await op.event(
+            "info",
+            f"forked {source.name} into {', '.join(made)} (disks by {plan.disk_copies})",
+            {"children": made, "disk_copies": plan.disk_copies},
+        )
+
+    async def _remove_children(self, names: list[str], op: OpHandle) -> None:
+        """Undo of the children already made: a failed fork leaves no VM behind."""
+        for name in reversed(names):
+            try:
+                vm = await asyncio.to_thread(self.store.get_vm_by_name, name)
+                async with self.vms.locks.hold(vm.id):
+                    await self.vms._delete(vm, op, force=True)
+            except Exception as exc:  # the fork's own failure is the one reported
+                await op.event("warning", f"removing child {name} failed: {exc}")
+
+    async def _remove_snapshot(self, snapshot_id: str, op: OpHandle) -> None:
+        try:
+            await self.snapshots.remove(snapshot_id)
+        except Exception as exc:
+            await op.event("warning", f"removing the fork's internal snapshot failed: {exc}")
