@@ -13,7 +13,9 @@ reply carrying the same id arrives.
 
 Transports: a Unix socket that is the host end of a virtio-serial port (QEMU's
 chardev) or ``qemu-ga -m unix-listen``, and Firecracker's hybrid vsock (a Unix
-socket on the host, then ``CONNECT <port>\\n`` answered by ``OK <hostport>\\n``).
+socket on the host, then ``CONNECT <port>\\n`` answered by ``OK <hostport>\\n``;
+the answer is read with a bound, so a garbled or hostile one is one error, never a
+hang). Which one a VM has is its VMM driver's to say (:class:`AgentEndpoint`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import base64
 import contextlib
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +38,15 @@ log = logging.getLogger(__name__)
 
 #: The virtio-serial port name the guest's ``qemu-ga`` looks for.
 PORT_NAME = "org.qemu.guest_agent.0"
-#: The vsock port banger's guests run the agent on (Firecracker).
+#: The vsock port banger's guests run the agent on (Firecracker): the guest's
+#: ``qemu-ga -m vsock-listen -p 4294967295:1024`` (any CID), started by image
+#: finalize's ``/sbin/banger-agent-vsock`` when the VM has a vsock device and no
+#: virtio-serial agent port. Part of the guest contract: change both together.
 VSOCK_PORT = 1024
+#: Firecracker's whole answer to ``CONNECT``: ``OK `` and a u32 host port, a newline.
+HANDSHAKE_LIMIT = len(b"OK 4294967295\n")
+_U32_MAX = 2**32 - 1
+_OK = re.compile(rb"OK ([0-9]{1,10})\n")
 #: Replies are small except ``guest-exec-status`` output; bounded all the same.
 _LINE_LIMIT = 16 * 1024 * 1024
 _SENTINEL = b"\xff"
@@ -102,8 +112,13 @@ class GuestAgent:
         """Connect through Firecracker's hybrid vsock socket to the guest's ``port``.
 
         Firecracker answers ``CONNECT <port>`` with ``OK <host port>`` once the guest
-        accepted, and closes the connection when nothing listens on the port.
+        accepted, and closes the connection when nothing listens on the port. The
+        answer is read a byte at a time up to :data:`HANDSHAKE_LIMIT` bytes (what
+        follows it is the agent's stream, not to be swallowed): anything else is one
+        :class:`AgentUnavailable` naming what came back, never a hang past ``timeout``.
         """
+        if not 0 <= port <= _U32_MAX:
+            raise ValueError(f"port: not a vsock port: {port}")
         where = f"guest agent on vsock port {port} via {uds_path}"
         try:
             async with asyncio.timeout(timeout):
@@ -114,12 +129,7 @@ class GuestAgent:
                 try:
                     writer.write(f"CONNECT {port}\n".encode())
                     await writer.drain()
-                    answer = await reader.readline()
-                    if not answer.startswith(b"OK "):
-                        raise AgentUnavailable(
-                            f"{where}: vsock connect refused"
-                            + (f" ({answer[:80]!r})" if answer else " (connection closed)")
-                        )
+                    parse_connect_reply(await read_connect_reply(reader), where)
                 except BaseException:
                     await agent.close()
                     raise
@@ -356,6 +366,61 @@ class GuestAgent:
             )
         finally:
             await self.execute("guest-file-close", {"handle": handle})
+
+
+async def read_connect_reply(reader: asyncio.StreamReader) -> bytes:
+    """Firecracker's answer to ``CONNECT``: bytes up to and with the newline, at most
+    :data:`HANDSHAKE_LIMIT` of them, fewer at EOF. Read one at a time: the agent's
+    stream follows at once, and must stay in the reader."""
+    reply = b""
+    while len(reply) < HANDSHAKE_LIMIT and not reply.endswith(b"\n"):
+        byte = await reader.read(1)
+        if not byte:
+            break
+        reply += byte
+    return reply
+
+
+def parse_connect_reply(reply: bytes, where: str = "vsock") -> int:
+    """The host port in Firecracker's ``OK <port>\\n``; :class:`AgentUnavailable` for
+    anything else (what :func:`read_connect_reply` returned, so at most
+    :data:`HANDSHAKE_LIMIT` bytes), naming what came back."""
+    if not reply:
+        raise AgentUnavailable(
+            f"{where}: vsock connect refused (connection closed: nothing listens on that"
+            " port in the guest, or the guest is not up)"
+        )
+    match = _OK.fullmatch(reply)
+    if match is not None and int(match.group(1)) <= _U32_MAX:
+        return int(match.group(1))
+    if not reply.endswith(b"\n"):
+        why = (
+            f"no newline in the first {HANDSHAKE_LIMIT} bytes"
+            if len(reply) >= HANDSHAKE_LIMIT
+            else "connection closed mid-answer"
+        )
+    else:
+        why = "not OK <port>"
+    raise AgentUnavailable(f"{where}: vsock connect refused ({why}: {reply!r})")
+
+
+@dataclass(frozen=True)
+class AgentEndpoint:
+    """Where the host reaches one guest's agent; the VMM driver says which
+    (:meth:`banger.vmm.base.VMMDriver.agent_endpoint`).
+
+    ``path`` is a Unix socket: the host end of QEMU's virtio-serial port when
+    ``vsock_port`` is None, else Firecracker's hybrid vsock socket, through which
+    the agent is the guest's listener on ``vsock_port``.
+    """
+
+    path: Path
+    vsock_port: int | None = None
+
+    async def connect(self, timeout: float = 5.0) -> GuestAgent:
+        if self.vsock_port is None:
+            return await GuestAgent.connect(self.path, timeout=timeout)
+        return await GuestAgent.connect_vsock(self.path, self.vsock_port, timeout=timeout)
 
 
 @dataclass(frozen=True)
