@@ -10,7 +10,9 @@ re-identified (:mod:`.snapshot_restore`, :mod:`.reident`):
    exists. The source's lock is released there.
 2. One child after the other, ``PREFIX-1`` … ``PREFIX-N``: a restore of that
    snapshot (its own disk copies, lease, tap, MAC, hostname, machine-id,
-   reseeded RNG; link up only then; SSH confirms it).
+   reseeded RNG; link up only then; SSH confirms it). The source's session
+   records (running or exited) are copied to the child: its guest runs the
+   same tmux sessions, and ``session list`` checks them against it.
 3. The internal snapshot is removed: children hold copies of its disks, never
    the snapshot's own files, so nothing of theirs depends on it.
 
@@ -48,7 +50,7 @@ from banger.daemon.vms.snapshots import Snapshots, driver_kind
 from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.hostinfo import reflink_supported
 from banger.paths import Paths
-from banger.store import VMRecord, VMState
+from banger.store import SessionRecord, SessionState, VMRecord, VMState
 
 #: The most children one fork makes (each is a whole VM: memory, a lease, a tap).
 MAX_CHILDREN = 16
@@ -162,6 +164,12 @@ class Fork:
             # Pause, save, copy, resume (and thaw) — the source runs again when this returns.
             await self.snapshots._create(current, internal, False, op)
         snap = await asyncio.to_thread(self.store.resolve_snapshot, internal)
+        # The children's guests hold the source's tmux sessions: so do their records.
+        sessions = [
+            s
+            for s in await asyncio.to_thread(self.store.list_sessions, source.id)
+            if s.state in (SessionState.RUNNING, SessionState.EXITED)
+        ]
         await op.event(
             "info",
             f"VM {source.name} is running again; frozen layer {internal} "
@@ -175,6 +183,7 @@ class Fork:
                 await asyncio.to_thread(self.restores.plan, snap.id, name)
                 await self.restores._restore(snap, name, op)
                 made.append(name)
+                await asyncio.to_thread(self._carry_sessions, name, sessions)
                 await op.event("info", f"child {name} running", {"child": name})
         except BaseException:
             await asyncio.shield(self._remove_children(made, op))
@@ -188,6 +197,14 @@ class Fork:
             f"forked {source.name} into {', '.join(made)} (disks by {plan.disk_copies})",
             {"children": made, "disk_copies": plan.disk_copies},
         )
+
+    def _carry_sessions(self, child: str, sessions: list[SessionRecord]) -> None:
+        """The source's session records as the child's (its guest runs the same tmux)."""
+        vm = self.store.get_vm_by_name(child)
+        for s in sessions:
+            record = self.store.create_session(vm.id, s.name, s.command, state=s.state)
+            if s.state == SessionState.EXITED:
+                self.store.update_session(record.id, exit_status=s.exit_status, ended_at=s.ended_at)
 
     async def _remove_children(self, names: list[str], op: OpHandle) -> None:
         """Undo of the children already made: a failed fork leaves no VM behind."""

@@ -1,0 +1,113 @@
+"""``banger vm fork`` with a real QEMU/TCG guest (issue #18 item 3).
+
+One boot. VM ``fa`` (fast init) gets a tmux session (``banger session start``),
+a background ``sleep`` started over SSH and a file on its work disk. Bad
+requests are refused up front, naming the field, creating nothing. Then
+``vm fork fa -n 2``: two children ``fa-fork-1|2`` continue that guest — the
+session listed and alive, the process alive, the file there — each with its
+own address and hostname; a file written afterwards in one child is not seen
+in the other nor in the source; the source runs on and answers; the fork's
+internal snapshot is gone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from banger.errors import InvalidArgument
+from banger.guest.session_scripts import TMUX_SOCKET, tmux_session
+from tests.e2e.harness import Banger, banger_env
+from tests.e2e.leftovers import assert_nothing_left, vm_kept
+from tests.support import assert_refusal, needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+SETUP = (
+    "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/pid; "
+    "echo on-the-work-disk > /root/note; sync"
+)
+PROBE = (
+    'kill -0 "$(cat /dev/shm/pid)" && echo sleeper-alive; '
+    f"tmux -S {TMUX_SOCKET} has-session -t {tmux_session('keep')} && echo tmux-alive; "
+    "cat /root/note; cat /proc/sys/kernel/random/boot_id; hostname"
+)
+
+
+@pytest.fixture(scope="module")
+def b() -> Iterator[Banger]:
+    with banger_env() as env:
+        yield env
+
+
+def js(b: Banger, *args: str) -> Any:
+    return json.loads(b.banger(*args, "--json").stdout)
+
+
+def guest(b: Banger, vm: str, script: str) -> list[str]:
+    return b.banger("vm", "exec", vm, "--", "sh", "-c", script, timeout=300).stdout.split("\n")
+
+
+def session_states(b: Banger, vm: str) -> dict[str, str]:
+    return {s["name"]: s["state"] for s in js(b, "session", "list", vm)}
+
+
+def test_fork_children_continue_the_source(b: Banger) -> None:
+    b.banger("vm", "create", "fa", "--init", "fast", "--start")
+    b.banger("session", "start", "fa", "--name", "keep", "--", "sh", "-c", "sleep 100000")
+    guest(b, "fa", SETUP)
+    before = guest(b, "fa", PROBE)
+    assert before[:3] == ["sleeper-alive", "tmux-alive", "on-the-work-disk"], before
+    boot_id = before[3]
+    source = js(b, "vm", "show", "fa")
+
+    # Refused up front, naming the field, exit 2, nothing created.
+    b.banger("vm", "create", "fa-fork-2")  # not started; and it takes a child's name
+    kept = [vm_kept(b, "fa"), vm_kept(b, "fa-fork-2")]
+    for args, says in (
+        (("fa", "-n", "0"), "count: must be 1-16, got 0"),
+        (("fa", "-n", "17"), "count: must be 1-16, got 17"),
+        (("nosuch",), "source: no VM named 'nosuch'"),
+        (("fa-fork-2",), "source: VM fa-fork-2 is"),
+        (("fa", "-n", "2"), "name: a VM named 'fa-fork-2' already exists"),
+        (("fa", "--name", "Bad_Prefix"), "name: the child name 'Bad_Prefix-1' is not a DNS"),
+    ):
+        refused = b.banger("vm", "fork", *args, check=False)
+        assert_refusal(refused, InvalidArgument.exit_code, says)
+    assert_nothing_left(b, kept)
+    b.banger("vm", "rm", "fa-fork-2")
+
+    forked = js(b, "vm", "fork", "fa", "-n", "2")
+    assert forked["disk_copies"] in ("reflink", "sparse copy"), forked
+    children = {c["name"]: c for c in forked["children"]}
+    assert list(children) == ["fa-fork-1", "fa-fork-2"], forked
+    assert all(c["state"] == "running" for c in children.values()), forked
+    addresses = {source["ip"]} | {c["ip"] for c in children.values()}
+    assert len(addresses) == 3, addresses
+
+    for name in children:
+        after = guest(b, name, PROBE)
+        assert after[:3] == ["sleeper-alive", "tmux-alive", "on-the-work-disk"], (name, after)
+        assert after[3] == boot_id  # continued, not booted
+        assert after[4] == name  # its own hostname
+        assert session_states(b, name) == {"keep": "running"}
+
+    # Each child's disks are its own.
+    guest(b, "fa-fork-1", "echo only-here > /root/mine; echo only-here > /mine; sync")
+    for name in ("fa-fork-2", "fa"):
+        seen = guest(b, name, "cat /root/mine /mine 2>/dev/null; echo end")
+        assert seen[0] == "end", (name, seen)
+
+    # The source ran on: it answers, same boot, its session and process still there.
+    assert js(b, "vm", "show", "fa")["state"] == "running"
+    again = guest(b, "fa", PROBE)
+    assert again[:5] == ["sleeper-alive", "tmux-alive", "on-the-work-disk", boot_id, "fa"]
+    assert session_states(b, "fa") == {"keep": "running"}
+
+    # The internal snapshot is gone; children do not need it.
+    assert js(b, "vm", "snapshots") == []
+    b.banger("vm", "rm", "fa", "fa-fork-1", "fa-fork-2")
+    assert_nothing_left(b)
