@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from banger.errors import BangerError, InvalidArgument
+from banger.guest.agent import AgentEndpoint
 from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS
 from banger.vmm.bootargs import BootSpec
 
@@ -254,6 +255,11 @@ class VMMDriver(Protocol):
         driver turns into its ``cmdline``); a driver keeps what it uses and takes the
         rest from ``files``. Raises :class:`InvalidArgument` when it cannot boot it.
         """
+        ...
+
+    def agent_endpoint(self, path: Path) -> AgentEndpoint:
+        """How the host reaches the guest agent of a VM launched with ``agent_socket=path``
+        (the daemon's agent uses go through this, never through the driver's name)."""
         ...
 
     async def launch(self, spec: LaunchSpec) -> VMMProcess:

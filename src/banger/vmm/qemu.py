@@ -29,6 +29,7 @@ from pathlib import Path
 
 from banger.errors import Conflict
 from banger.guest.agent import PORT_NAME as AGENT_PORT_NAME
+from banger.guest.agent import AgentEndpoint
 from banger.paths import check_socket_path
 from banger.procinfo import send_signal
 from banger.vmm.base import (
@@ -203,6 +204,10 @@ class QemuDriver:
 
     def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
         return adapt_spec(spec, files)
+
+    def agent_endpoint(self, path: Path) -> AgentEndpoint:
+        """The agent socket is the host end of the virtio-serial port itself."""
+        return AgentEndpoint(path)
 
     async def launch(self, spec: LaunchSpec, extra_args: Sequence[str] = ()) -> VMMProcess:
         """Start QEMU for ``spec``; ``extra_args`` go last (``-incoming`` for a restore)."""

@@ -19,6 +19,10 @@
   is not systemd (``/sbin/shutdown`` cannot act there), the agent starts the
   init's own ``banger-fast-init poweroff`` — and falls back to SSH when the
   agent does not answer.
+
+Where the agent is reached is the VM's driver's to say (``Pipeline.agent_endpoint``:
+QEMU's virtio-serial socket, Firecracker's hybrid vsock and its guest port); a
+plain path is a virtio-serial socket.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from pathlib import Path
 
 from banger.daemon.ops import OpHandle
-from banger.guest.agent import AgentCommandError, AgentError, GuestAgent
+from banger.guest.agent import AgentCommandError, AgentEndpoint, AgentError, GuestAgent
 from banger.store import VMConfig
 from banger.vmm.bootargs import FAST_INIT
 
@@ -44,6 +48,15 @@ _CLOCK_SLACK_NS = 2_000_000_000
 _FREEZE_TIMEOUT = 60.0
 #: How long ``guest-shutdown`` is listened to for a failure answer (success has none).
 _SHUTDOWN_ERROR_WINDOW = 3.0
+
+
+#: An agent endpoint, or a path: the host end of a virtio-serial port.
+Where = AgentEndpoint | Path
+
+
+async def _connect(where: Where, timeout: float) -> GuestAgent:
+    endpoint = where if isinstance(where, AgentEndpoint) else AgentEndpoint(where)
+    return await endpoint.connect(timeout=timeout)
 
 
 def has_channel(config: VMConfig) -> bool:
@@ -62,19 +75,19 @@ def agent_state(config: VMConfig) -> str:
     return "unknown"
 
 
-async def first_answer(socket: Path) -> float:
+async def first_answer(socket: Where) -> float:
     """Poll the agent until it answers a ping; the seconds that took. Runs until cancelled."""
     start = time.monotonic()
     while True:
         try:
-            async with await GuestAgent.connect(socket, timeout=2.0) as agent:
+            async with await _connect(socket, 2.0) as agent:
                 await agent.ping()
                 return time.monotonic() - start
         except AgentError:
             await asyncio.sleep(_POLL_INTERVAL)
 
 
-async def set_clock(socket: Path, *, seen: bool) -> int:
+async def set_clock(socket: Where, *, seen: bool) -> int:
     """Set the guest's clock to the host's; the guest's offset afterwards, in ns.
 
     The agent sets the system clock, then writes the RTC with ``hwclock``; an
@@ -82,7 +95,7 @@ async def set_clock(socket: Path, *, seen: bool) -> int:
     so a failure is judged by reading the clock back.
     """
     timeout = _SEEN_TIMEOUT if seen else _UNSEEN_TIMEOUT
-    async with await GuestAgent.connect(socket, timeout=timeout) as agent:
+    async with await _connect(socket, timeout) as agent:
         try:
             await agent.set_time(time.time_ns())
         except AgentCommandError:
@@ -93,7 +106,7 @@ async def set_clock(socket: Path, *, seen: bool) -> int:
         return await agent.get_time() - time.time_ns()
 
 
-async def resync_clock(socket: Path, config: VMConfig, op: OpHandle, why: str) -> bool:
+async def resync_clock(socket: Where, config: VMConfig, op: OpHandle, why: str) -> bool:
     """:func:`set_clock` after a resume or restore, reported on ``op``; whether it was set."""
     if not has_channel(config):
         return False
@@ -113,7 +126,7 @@ class Freeze:
     ``frozen`` says whether the guest's filesystems were frozen; ``note`` why not.
     """
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, socket: Where) -> None:
         self.socket = socket
         self.frozen = False
         self.note = "the VM has no guest agent channel"
@@ -125,7 +138,7 @@ class Freeze:
             return False
         timeout = _SEEN_TIMEOUT if config.agent_seen is True else _UNSEEN_TIMEOUT
         try:
-            agent = await GuestAgent.connect(self.socket, timeout=timeout)
+            agent = await _connect(self.socket, timeout)
         except AgentError as exc:
             self.note = f"the guest agent did not answer ({exc.message})"
             return False
@@ -160,7 +173,7 @@ class Freeze:
         last: AgentError | None = None
         for _ in range(3):
             try:
-                async with await GuestAgent.connect(self.socket, timeout=_SEEN_TIMEOUT) as agent:
+                async with await _connect(self.socket, _SEEN_TIMEOUT) as agent:
                     await agent.fsfreeze_thaw(timeout=_FREEZE_TIMEOUT)
                     self._asked = False
                     return
@@ -173,17 +186,17 @@ class Freeze:
         )
 
 
-async def thaw_restored(socket: Path) -> int:
+async def thaw_restored(socket: Where) -> int:
     """Thaw a guest restored from a snapshot taken frozen; how many filesystems thawed.
 
     The saved memory holds the frozen state and the agent's record of it, so
     the restored agent thaws them as if no time had passed.
     """
-    async with await GuestAgent.connect(socket, timeout=_SEEN_TIMEOUT) as agent:
+    async with await _connect(socket, _SEEN_TIMEOUT) as agent:
         return await agent.fsfreeze_thaw(timeout=_FREEZE_TIMEOUT)
 
 
-async def poweroff(socket: Path, config: VMConfig, init_mode: str) -> str | None:
+async def poweroff(socket: Where, config: VMConfig, init_mode: str) -> str | None:
     """Ask the guest to power off through its agent; how it was asked, None when it was not.
 
     None means the agent did not answer or refused: the caller asks over SSH.
@@ -192,7 +205,7 @@ async def poweroff(socket: Path, config: VMConfig, init_mode: str) -> str | None
         return None
     timeout = _SEEN_TIMEOUT if config.agent_seen is True else _UNSEEN_TIMEOUT
     try:
-        async with await GuestAgent.connect(socket, timeout=timeout) as agent:
+        async with await _connect(socket, timeout) as agent:
             if init_mode == "fast":
                 await agent.execute("guest-exec", {"path": FAST_INIT, "arg": ["poweroff"]})
                 return f"guest-exec {FAST_INIT} poweroff"

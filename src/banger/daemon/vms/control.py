@@ -68,7 +68,7 @@ class VMControl:
             await op.event("info", f"VM {vm.name} resumed")
             # Its clock stood still while paused: the agent sets it.
             await agent_use.resync_clock(
-                self.vms.paths.vm_agent_socket(vm.id), vm.config, op, "the resume"
+                self.vms.pipeline.agent_endpoint(vm), vm.config, op, "the resume"
             )
 
         return await self._op("vm.resume", ref, work)

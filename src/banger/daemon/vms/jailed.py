@@ -8,7 +8,10 @@ so the daemon links it from the VM's usual runtime socket name (``connect()``
 follows the symlink; ``sun_path`` only holds the short name). The boot requests
 are the plain driver's, with every path mapped to its name inside the jail and
 the console sent to the hard-linked ``console.log`` with ``PUT /serial``
-(under ``--daemonize`` Firecracker's stdout is /dev/null).
+(under ``--daemonize`` Firecracker's stdout is /dev/null). The guest agent's vsock
+socket is bound by Firecracker in the jail's ``/run`` (``JAIL_AGENT_SOCKET``) and
+linked from the VM's agent socket name the same way, so the daemon's agent uses
+reach it as they reach a plain Firecracker's.
 
 Control (status, pause, resume, stop, snapshot) is the plain driver's, by pid,
 start time and socket; after the process ends, ``teardown_jail`` removes the
@@ -23,6 +26,7 @@ import os
 import stat
 from pathlib import Path
 
+from banger.guest.agent import AgentEndpoint
 from banger.helper.client import HelperClient
 from banger.vmm.base import (
     DriverFiles,
@@ -34,7 +38,7 @@ from banger.vmm.base import (
 )
 from banger.vmm.firecracker.api import FirecrackerClient
 from banger.vmm.firecracker.driver import FirecrackerDriver, check_spec, wait_for_socket
-from banger.vmm.firecracker.jailer import NAMES, JailRequest
+from banger.vmm.firecracker.jailer import JAIL_AGENT_SOCKET, NAMES, JailRequest
 from banger.vmm.firecracker.plan import DEFAULT_OPTIONS, FirecrackerOptions, VMFiles, boot_requests
 
 log = logging.getLogger(__name__)
@@ -104,6 +108,9 @@ class JailedFirecracker:
     def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
         return self.control.adapt_spec(spec, files)
 
+    def agent_endpoint(self, path: Path) -> AgentEndpoint:
+        return self.control.agent_endpoint(path)
+
     async def launch(self, spec: LaunchSpec) -> VMMProcess:
         check_spec(spec)
         files = VMFiles.for_spec(spec)
@@ -122,6 +129,10 @@ class JailedFirecracker:
         )
         mapping = in_jail_paths(request)
         try:
+            if spec.agent_socket is not None:
+                jail_root = Path(str(result["jail_root"]))
+                link_socket(spec.agent_socket, jail_root / JAIL_AGENT_SOCKET.lstrip("/"))
+                mapping[spec.agent_socket] = JAIL_AGENT_SOCKET
             await wait_for_socket(spec.control_socket, self.start_timeout)
             requests = boot_requests(
                 spec, files, self.options, path=lambda p: mapping[p], console_via_api=True

@@ -51,6 +51,7 @@ from banger.disk.workdisk import (
 )
 from banger.errors import BangerError
 from banger.guest import sshkeys
+from banger.guest.agent import AgentEndpoint
 from banger.guest.boot_timeline import ConsoleWatch
 from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry
@@ -134,6 +135,10 @@ class Pipeline:
     def driver_for(self, vm: VMRecord) -> VMMDriver:
         """The driver the VM was created with (``vms.vmm``), whatever the config says now."""
         return self.drivers.get(vm.vmm) if self.drivers is not None else self.driver
+
+    def agent_endpoint(self, vm: VMRecord) -> AgentEndpoint:
+        """Where the VM's guest agent is reached, as its driver says (virtio-serial or vsock)."""
+        return self.driver_for(vm).agent_endpoint(self.paths.vm_agent_socket(vm.id))
 
     # -- create ------------------------------------------------------------------
     async def root_disk(
@@ -364,7 +369,7 @@ class Pipeline:
         current = await asyncio.to_thread(self.store.get_vm, vm.id)
         agent: asyncio.Task[float] | None = None
         if agent_use.has_channel(current.config):
-            agent = asyncio.create_task(agent_use.first_answer(self.paths.vm_agent_socket(vm.id)))
+            agent = asyncio.create_task(agent_use.first_answer(self.agent_endpoint(vm)))
         adopted = False
         try:
             await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)

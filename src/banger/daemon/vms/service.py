@@ -380,7 +380,7 @@ class VMService:
             if not force:
                 # The agent first (no network, no login); SSH when it does not answer.
                 asked = await agent_use.poweroff(
-                    self.paths.vm_agent_socket(vm.id), vm.config, vm.init_mode
+                    self.pipeline.agent_endpoint(vm), vm.config, vm.init_mode
                 )
                 if asked is not None:
                     await op.event("info", f"asked the guest to power off via its agent ({asked})")

@@ -64,7 +64,7 @@ async def _stop_one(vms: VMService, vm: VMRecord, guest_wait: float) -> None:
             await driver.resume(proc)
         await asyncio.to_thread(vms.store.update_vm, vm.id, state=VMState.STOPPING)
         how = "the guest powered off"
-        asked = await agent_use.poweroff(vms.paths.vm_agent_socket(vm.id), vm.config, vm.init_mode)
+        asked = await agent_use.poweroff(vms.pipeline.agent_endpoint(vm), vm.config, vm.init_mode)
         if asked is None and vm.ip is not None:
             await vms.pipeline.guest_poweroff(vm)
         if (asked is None and vm.ip is None) or not await driver.wait(proc, guest_wait):

@@ -304,7 +304,7 @@ class SnapshotRestore:
         elif snap.meta.get(FROZEN_KEY) is True:
             # Saved with its filesystems frozen: nothing can write (nor log in) until thawed.
             try:
-                count = await agent_use.thaw_restored(self.paths.vm_agent_socket(vm.id))
+                count = await agent_use.thaw_restored(pipeline.agent_endpoint(vm))
             except AgentError as exc:
                 raise AgentError(
                     f"snapshot {snap.name} was taken with the guest's filesystems frozen and "
@@ -314,9 +314,7 @@ class SnapshotRestore:
         await pipeline.wait_ssh(vm, proc, op)
         # The saved guest's clock stopped when the snapshot was taken.
         vm = await asyncio.to_thread(self.store.get_vm, vm.id)
-        await agent_use.resync_clock(
-            self.paths.vm_agent_socket(vm.id), vm.config, op, "the restore"
-        )
+        await agent_use.resync_clock(pipeline.agent_endpoint(vm), vm.config, op, "the restore")
         await op.stage("running")
         await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.RUNNING, last_error=None)
 

@@ -226,7 +226,7 @@ class Snapshots:
         snapshot_id = new_id()
         self.busy.add(snapshot_id)
         tmp = await asyncio.to_thread(files.make_temp, self.paths, snapshot_id)
-        freeze = agent_use.Freeze(self.paths.vm_agent_socket(vm.id))
+        freeze = agent_use.Freeze(self.vms.pipeline.agent_endpoint(vm))
         try:
             root = self.vms.pipeline.root_disk_of(vm).path
             layout = files.SnapshotLayout(tmp, files.root_name(root))
@@ -263,7 +263,7 @@ class Snapshots:
                 await driver.pause(proc)
             if was_running and not stop:  # its clock stood still while saved
                 await agent_use.resync_clock(
-                    self.paths.vm_agent_socket(vm.id), vm.config, op, "the snapshot"
+                    self.vms.pipeline.agent_endpoint(vm), vm.config, op, "the snapshot"
                 )
             if was_running and stop:
                 await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.PAUSED)

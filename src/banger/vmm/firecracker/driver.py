@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from banger.errors import Conflict, InvalidArgument
+from banger.guest.agent import VSOCK_PORT, AgentEndpoint
 from banger.paths import check_socket_path
 from banger.procinfo import reap, send_signal, wait_for_exit
 from banger.vmm.base import (
@@ -107,7 +108,8 @@ def adapt_spec(spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
       descriptor is dropped (the daemon closes it) and only the name is passed;
     - the kernel: the entry's uncompressed ``vmlinux``, never a bzImage or PVH image;
     - the accelerator: KVM only, and its own API socket;
-    - no agent channel: Firecracker's is its hybrid vsock, not in its launch plan yet;
+    - the agent channel: ``agent_socket`` becomes the vsock device's ``uds_path``
+      (Firecracker's hybrid vsock; :meth:`FirecrackerDriver.agent_endpoint`);
     - the command line: the guest contract with ``reboot=k``
       (:func:`~banger.vmm.firecracker.bootargs.firecracker_cmdline`), never a TSC
       frequency (KVM only); a spec without ``boot`` keeps its ``cmdline``.
@@ -125,10 +127,14 @@ def adapt_spec(spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
         tap_fd=None,
         accelerator="kvm",
         control_socket=files.api_socket,
-        agent_socket=None,
         cmdline=spec.cmdline if spec.boot is None else firecracker_cmdline(spec.boot),
         boot=None,
     )
+
+
+def agent_endpoint(uds_path: Path) -> AgentEndpoint:
+    """The guest agent of a Firecracker VM (plain or jailed) whose vsock is at ``uds_path``."""
+    return AgentEndpoint(uds_path, VSOCK_PORT)
 
 
 def unlink_stale_socket(path: Path) -> None:
@@ -210,6 +216,12 @@ class FirecrackerDriver:
     def adapt_spec(self, spec: LaunchSpec, files: DriverFiles) -> LaunchSpec:
         return adapt_spec(spec, files)
 
+    def agent_endpoint(self, path: Path) -> AgentEndpoint:
+        """``path`` is the vsock device's ``uds_path``: ``CONNECT`` to the guest's
+        agent port (:data:`~banger.guest.agent.VSOCK_PORT`, where image finalize's
+        ``banger-agent-vsock`` runs ``qemu-ga -m vsock-listen``)."""
+        return agent_endpoint(path)
+
     # -- launch ------------------------------------------------------------------
 
     async def launch(self, spec: LaunchSpec) -> VMMProcess:
@@ -233,6 +245,9 @@ class FirecrackerDriver:
                 hint="install Firecracker, or set vmm = 'qemu' (banger doctor)",
             )
         unlink_stale_socket(spec.control_socket)
+        if spec.agent_socket is not None:
+            # Firecracker binds the vsock's uds_path itself and fails on a leftover.
+            unlink_stale_socket(spec.agent_socket)
         for path in (files.log, files.metrics):
             _fresh_file(path)
         argv = firecracker_argv(exe, spec)

@@ -51,6 +51,9 @@ from banger.limits import MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS
 JAIL_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 _NETNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 JAIL_SOCKET = "/run/firecracker.socket"
+#: The guest agent's vsock ``uds_path`` inside the jail, beside the API socket in the
+#: owner's ``/run`` (Firecracker binds it; the daemon links the VM's agent socket to it).
+JAIL_AGENT_SOCKET = "/run/agent.vsock"
 PARENT_CGROUP = "banger"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CPU_PERIOD_US = 100_000
