@@ -94,6 +94,11 @@ for port in /sys/class/virtio-ports/*; do
 	log "starting the guest agent at $(cut -d' ' -f1 /proc/uptime)s"
 	/usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/org.qemu.guest_agent.0 -t /run/qemu-ga &
 done
+# On vsock instead when the VMM gave no such port but a vsock device (Firecracker);
+# the script does nothing otherwise.
+if [ -x /sbin/banger-agent-vsock ]; then
+	/sbin/banger-agent-vsock &
+fi
 
 mkdir -p /run/sshd
 chmod 755 /run/sshd

@@ -21,6 +21,10 @@ What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
   guest's hostname and DNS server into them at every boot.
 - an empty ``/etc/machine-id``: systemd generates one per guest at first boot.
 - ``/sbin/banger-fast-init``, the PID 1 of the ``fast`` init mode.
+- ``/sbin/banger-agent-vsock`` and its enabled ``banger-agent-vsock.service``: the
+  guest agent on vsock port 1024 for VMMs without a virtio-serial agent port
+  (Firecracker); it does nothing on QEMU, whose qemu-ga starts as before (from
+  its udev rule under systemd, from the fast init's port loop).
 - ``/root`` an empty 0755 root:root mount point; its old content is handed
   back as the work seed's home skeleton.
 - ``/etc/banger-release``: JSON marker with the finalize version.
@@ -43,6 +47,24 @@ from banger.images import treepath
 FINALIZE_VERSION = 1
 INIT_MODES = ("systemd", "fast")
 FAST_INIT_PATH = "/sbin/banger-fast-init"
+AGENT_VSOCK_PATH = "/sbin/banger-agent-vsock"
+AGENT_VSOCK_UNIT = "banger-agent-vsock.service"
+AGENT_VSOCK_SERVICE = (
+    "# banger: the QEMU guest agent on vsock, where the VMM (Firecracker) gives the\n"
+    "# guest a vsock device and no virtio-serial agent port; a no-op elsewhere.\n"
+    "[Unit]\n"
+    "Description=QEMU guest agent on vsock (banger)\n"
+    "ConditionPathExists=/usr/sbin/qemu-ga\n"
+    "\n"
+    "[Service]\n"
+    f"ExecStart={AGENT_VSOCK_PATH}\n"
+    # The vsock transport may still be loading (a module udev loads): try again.
+    "Restart=on-failure\n"
+    "RestartSec=1\n"
+    "\n"
+    "[Install]\n"
+    "WantedBy=multi-user.target\n"
+)
 WORK_DEVICE = "/dev/vdb"
 HOST_KEY_PATH = "/root/.banger/ssh_host_ed25519_key"
 
@@ -127,6 +149,11 @@ def fast_init_text() -> str:
     return (resources.files("banger.images") / "banger-fast-init.sh").read_text()
 
 
+def agent_vsock_text() -> str:
+    """The text of ``/sbin/banger-agent-vsock`` (shipped as package data)."""
+    return (resources.files("banger.images") / "banger-agent-vsock.sh").read_text()
+
+
 def release_marker() -> str:
     return json.dumps({"finalize_version": FINALIZE_VERSION, "init_modes": list(INIT_MODES)}) + "\n"
 
@@ -161,6 +188,7 @@ def finalize_tree(tree: Path, *, home_out: Path) -> FinalizeResult:
     treepath.write_file(tree, "/etc/machine-id", "", 0o444)
     _configure_units(tree)
     treepath.write_file(tree, FAST_INIT_PATH, fast_init_text(), 0o755)
+    _install_agent_vsock(tree)
     home_files = _split_root_home(tree, home_out)
     treepath.write_file(tree, "/etc/banger-release", release_marker())
     return FinalizeResult(FINALIZE_VERSION, removed, home_files)
@@ -198,6 +226,14 @@ def _configure_units(tree: Path) -> None:
         treepath.remove(tree, f"/etc/systemd/system/timers.target.wants/{unit}")
     for wants in REMOVED_WANTS:
         treepath.remove(tree, wants)
+
+
+def _install_agent_vsock(tree: Path) -> None:
+    """The vsock agent starter, run by the fast init itself and enabled under systemd."""
+    treepath.write_file(tree, AGENT_VSOCK_PATH, agent_vsock_text(), 0o755)
+    unit = f"/etc/systemd/system/{AGENT_VSOCK_UNIT}"
+    treepath.write_file(tree, unit, AGENT_VSOCK_SERVICE)
+    treepath.symlink(tree, f"/etc/systemd/system/multi-user.target.wants/{AGENT_VSOCK_UNIT}", unit)
 
 
 def _split_root_home(tree: Path, home_out: Path) -> tuple[str, ...]:
