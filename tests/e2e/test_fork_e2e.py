@@ -7,24 +7,38 @@ requests are refused up front, naming the field, creating nothing. Then
 session listed and alive, the process alive, the file there — each with its
 own address and hostname; a file written afterwards in one child is not seen
 in the other nor in the source; the source runs on and answers; the fork's
-internal snapshot is gone.
+internal snapshot is gone. Then a fork whose second child dies mid-restore
+fails as a whole: the first child is removed, the source runs on.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from banger.daemon.stage_delay import MARKER
 from banger.errors import InvalidArgument
 from banger.guest.session_scripts import TMUX_SOCKET, tmux_session
 from tests.e2e.harness import Banger, banger_env
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
-from tests.support import assert_refusal, needs_root
+from tests.reliability.faults import (
+    DAEMON_LOG,
+    STAGE_DELAY_ENV,
+    cli_background,
+    log_offset,
+    restart_daemon,
+)
+from tests.support import assert_refusal, needs_root, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
+
+#: Seconds the daemon holds each child before re-identifying it (fault phase only).
+HOLD = 20
 
 SETUP = (
     "setsid sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /dev/shm/pid; "
@@ -109,5 +123,37 @@ def test_fork_children_continue_the_source(b: Banger) -> None:
 
     # The internal snapshot is gone; children do not need it.
     assert js(b, "vm", "snapshots") == []
-    b.banger("vm", "rm", "fa", "fa-fork-1", "fa-fork-2")
+    b.banger("vm", "rm", "fa-fork-1", "fa-fork-2")
+    assert_nothing_left(b, [vm_kept(b, "fa")])
+
+    a_failed_child_undoes_the_fork(b, boot_id)
+    b.banger("vm", "rm", "fa")
     assert_nothing_left(b)
+
+
+def a_failed_child_undoes_the_fork(b: Banger, boot_id: str) -> None:
+    """Child 2 of 2 dies mid-restore (its QEMU killed while the daemon holds it before
+    re-identification): the fork fails with one error, child 1 — already running — is
+    removed with it, the internal snapshot too, and the source runs on."""
+    restart_daemon(b, **{STAGE_DELAY_ENV: f"reidentify:{HOLD}"})
+    offset = log_offset(b)
+    fork = cli_background(b, "vm", "fork", "fa", "-n", "2", "--name", "fx")
+
+    def second_hold() -> bool:
+        text = (b.state_dir / DAEMON_LOG).read_bytes()[offset:].decode(errors="replace")
+        return sum(MARKER in line and "reidentify" in line for line in text.splitlines()) >= 2
+
+    wait_until(second_hold, 900, "the second child to reach re-identification")
+    pid = js(b, "vm", "show", "fx-2")["pid"]
+    os.kill(int(pid), signal.SIGKILL)
+    out, err = fork.communicate(timeout=900)
+    assert fork.returncode not in (0, None), (out, err)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "vm.fork fa failed" in errors[0], err
+    assert [v["name"] for v in js(b, "vm", "list")] == ["fa"]
+    assert js(b, "vm", "snapshots") == []
+    assert js(b, "vm", "show", "fa")["state"] == "running"
+    again = guest(b, "fa", PROBE)
+    assert again[:5] == ["sleeper-alive", "tmux-alive", "on-the-work-disk", boot_id, "fa"]
+    assert_nothing_left(b, [vm_kept(b, "fa")])
+    restart_daemon(b)
