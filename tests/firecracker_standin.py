@@ -20,7 +20,17 @@ behaviour the driver depends on, taken from the published API contract
   while paused, path ids must equal body ids, files named in bodies must exist;
 - stdout is the "serial console": a line is written there at InstanceStart;
 - ``SendCtrlAltDel`` on a running guest answers 204 and the process exits 0
-  (``BANGER_STANDIN_IGNORE_CTRL_ALT_DEL=1`` plays a guest that ignores it).
+  (``BANGER_STANDIN_IGNORE_CTRL_ALT_DEL=1`` plays a guest that ignores it);
+- the hybrid vsock (:class:`VsockMuxer`): ``PUT /vsock`` (and a snapshot load with
+  a vsock) binds ``uds_path`` (a leftover file there fails, as Firecracker's bind
+  does); a host connection sends ``CONNECT <port>\\n`` (read with Firecracker's
+  32-byte bound), is held while the guest is not running, and is answered
+  ``OK <host port>\\n`` when the "guest" listens on that port — then the stream is
+  the guest listener's — or closed when nothing listens; ``snapshot/create``
+  resets open connections. The "guest"'s listener is
+  ``BANGER_STANDIN_VSOCK_GUEST=<port>=<unix socket>``: whatever serves that Unix
+  socket (the tests run a real ``qemu-ga -m unix-listen`` there); unset, nothing
+  listens in the guest.
 
 :class:`SpecValidator` is also what the contract tests use.
 
@@ -29,9 +39,12 @@ Run as ``python firecracker_standin.py --api-sock PATH [--id ID]``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import re
+import socket
 import socketserver
 import sys
 import threading
@@ -185,8 +198,8 @@ class Instance:
     pending_ctrl_alt_del: bool = False
     #: ``PUT /serial`` (jailer mode): the console goes to this file instead of stdout.
     serial_path: str | None = None
-    #: ``PUT /vsock``: recorded and kept in snapshots; the stand-in has no vsock
-    #: muxer (nothing listens on ``uds_path``).
+    #: ``PUT /vsock``: recorded and kept in snapshots; its ``uds_path`` is served by
+    #: the stand-in's :class:`VsockMuxer`.
     vsock: dict[str, Any] | None = None
 
     @property
@@ -228,7 +241,13 @@ class StandIn:
         self.spec = SpecValidator()
         self.inst = Instance(instance_id)
         self.lock = threading.Lock()
+        #: Notified after every request (the vsock muxer waits for a running guest).
+        self.changed = threading.Condition(self.lock)
         self.exit_code: int | None = None
+        self.muxer: VsockMuxer | None = None
+
+    def guest_running(self) -> bool:
+        return self.inst.started and not self.inst.paused
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         with self.lock:
@@ -249,6 +268,7 @@ class StandIn:
                 if isinstance(body, dict) and body.get(name, value) != value:
                     raise Fault(f"The id from the path [{value}] does not match the body")
             result = self._dispatch(method, op.template, body)
+            self.changed.notify_all()
             if key not in {("GET", "/"), ("GET", "/version"), ("GET", "/vm/config")}:
                 _log(self.inst, f"{method} {path}: ok")
             return result
@@ -317,6 +337,7 @@ class StandIn:
             _need_file("serial_out_path", body["serial_out_path"], writable=True)
             inst.serial_path = body["serial_out_path"]
         elif template == "/vsock":
+            self._listen_vsock(body["uds_path"])
             inst.vsock = dict(body)
         elif template == "/vm":
             inst.paused = body["state"] == "Paused"
@@ -326,6 +347,8 @@ class StandIn:
             if not inst.paused:
                 raise Fault("Cannot create snapshot: the microVM is not paused.")
             self._create_snapshot(body)
+            if self.muxer is not None:
+                self.muxer.reset()  # Firecracker resets open vsock connections
         else:
             raise Fault(f"the stand-in does not implement {method} {template}")
         inst.configured.append(template)
@@ -359,6 +382,11 @@ class StandIn:
             else:
                 self._shutdown()
         return 204, None
+
+    def _listen_vsock(self, uds_path: str) -> None:
+        if self.muxer is not None:
+            self.muxer.close()
+        self.muxer = VsockMuxer(self, uds_path)
 
     def _shutdown(self) -> None:
         _console(self.inst, "[stand-in] reboot: Restarting system (Ctrl-Alt-Del)")
@@ -403,6 +431,8 @@ class StandIn:
             if vsock is None:
                 raise Fault("Invalid vsock override: the snapshot has no vsock device")
             vsock = {**vsock, "uds_path": body["vsock_override"]["uds_path"]}
+        if vsock is not None:
+            self._listen_vsock(vsock["uds_path"])
         inst.vsock = vsock
         inst.machine, inst.boot_source = state["machine"], state["boot_source"]
         inst.drives, inst.ifaces = state["drives"], ifaces
@@ -411,6 +441,113 @@ class StandIn:
         _log(inst, "snapshot loaded; interfaces: " + json.dumps(ifaces))
         if vsock is not None:
             _log(inst, "snapshot loaded; vsock: " + json.dumps(vsock))
+
+
+# -- the hybrid vsock ----------------------------------------------------------------------
+
+#: ``<port>=<unix socket>``: the stand-in guest's vsock listener (see the module docstring).
+GUEST_LISTENER_ENV = "BANGER_STANDIN_VSOCK_GUEST"
+#: Firecracker's muxer reads the ``CONNECT`` line with this bound.
+CONNECT_LINE_MAX = 32
+_CONNECT = re.compile(rb"CONNECT ([0-9]{1,10})\n")
+
+
+def guest_listener() -> tuple[int, str] | None:
+    value = os.environ.get(GUEST_LISTENER_ENV)
+    if not value:
+        return None
+    port, _, path = value.partition("=")
+    return int(port), path
+
+
+class VsockMuxer:
+    """The host side of Firecracker's vsock device: a Unix socket at ``uds_path``."""
+
+    def __init__(self, standin: StandIn, uds_path: str) -> None:
+        if os.path.lexists(uds_path):
+            raise Fault(
+                "Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: "
+                'AddrInUse, message: "Address in use" })'
+            )
+        self.standin = standin
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(uds_path)
+        self.server.listen(16)
+        self.conns: list[socket.socket] = []
+        self.conns_lock = threading.Lock()
+        #: Firecracker numbers host-side ports from 2^30.
+        self.ports = itertools.count(1 << 30)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.conns_lock:
+            conns, self.conns = self.conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        line = b""
+        try:
+            while not line.endswith(b"\n") and len(line) < CONNECT_LINE_MAX:
+                byte = conn.recv(1)
+                if not byte:
+                    break
+                line += byte
+        except OSError:
+            line = b""
+        match = _CONNECT.fullmatch(line)
+        listener = guest_listener()
+        if match is None or listener is None or int(match.group(1)) != listener[0]:
+            conn.close()  # a bad request, or nothing listens on the port: the guest's RST
+            return
+        # The device only moves bytes while the guest's vCPUs run.
+        with self.standin.changed:
+            self.standin.changed.wait_for(self.standin.guest_running)
+        guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            guest.connect(listener[1])
+        except OSError:
+            guest.close()
+            conn.close()
+            return
+        with self.conns_lock:
+            self.conns += [conn, guest]
+        with contextlib.suppress(OSError):  # the host gave up: the pumps end at once
+            conn.sendall(f"OK {next(self.ports)}\n".encode())
+        back = threading.Thread(target=_pump, args=(guest, conn), daemon=True)
+        back.start()
+        _pump(conn, guest)
+        back.join()
+        with self.conns_lock:
+            self.conns = [c for c in self.conns if c not in (conn, guest)]
+        conn.close()
+        guest.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Bytes from ``src`` to ``dst`` until either end closes; then both are shut down."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    for end in (src, dst):
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
 
 
 # -- HTTP over the Unix socket -----------------------------------------------------------

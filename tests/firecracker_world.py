@@ -9,11 +9,17 @@ the boot arguments, the root/work drives and the tap by name) instead of
 logging in, and ``guest_poweroff`` (SSH) is not attempted. :func:`world` is
 everything else, real: a store, the operations, the kernel import, the image,
 the root helper in a network namespace it creates and deletes.
+
+The guest agent: the stand-in serves the vsock socket (``fc_env`` names the
+"guest"'s listener, see ``tests/firecracker_standin.py``); with ``agent_wait``
+set, ``wait_ssh`` also waits for the agent's first answer through the VM's agent
+endpoint and records it, as the real pipeline does beside SSH.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +31,7 @@ from banger.daemon.hostnet import HostNetwork
 from banger.daemon.images_svc import ImageService
 from banger.daemon.kernels_svc import KernelService
 from banger.daemon.ops import Operations, OpHandle
+from banger.daemon.vms import agent_use
 from banger.daemon.vms.pipeline import Accel, Pipeline
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import DriverSet
@@ -49,6 +56,8 @@ class StandInPipeline(Pipeline):
 
     checked: int = 0
     poweroffs: int = 0
+    #: Seconds ``wait_ssh`` gives the guest agent to answer (0: not asked).
+    agent_wait: float = 0.0
 
     async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
         await op.stage("wait_ssh")
@@ -63,6 +72,16 @@ class StandInPipeline(Pipeline):
         for line in ("PUT /drives/root: ok", "PUT /drives/work: ok",
                      "PUT /network-interfaces/eth0: ok", "PUT /actions: ok"):  # fmt: skip
             assert line in log
+        current = await asyncio.to_thread(self.store.get_vm, vm.id)
+        if self.agent_wait and agent_use.has_channel(current.config):
+            async with asyncio.timeout(self.agent_wait):
+                took = await agent_use.first_answer(self.agent_endpoint(vm))
+            await op.event("info", f"guest agent answered {took:.2f}s into the wait")
+            await asyncio.to_thread(
+                self.store.update_vm,
+                vm.id,
+                config=dataclasses.replace(current.config, agent_seen=True),
+            )
         self.checked += 1
 
     async def guest_poweroff(self, vm: VMRecord) -> None:
@@ -103,14 +122,14 @@ def make_service(w_paths: Paths, store: Store, fc_binary: str, choice: list[tupl
 
 
 @asynccontextmanager
-async def world() -> AsyncIterator[World]:
+async def world(fc_env: dict[str, str] | None = None) -> AsyncIterator[World]:
     with short_tmpdir("bgf-") as home, netns("bgf") as ns:
         paths = Paths(home / "c", home / "s", home / "k", home / "r")
         paths.ensure()
         helper_pid = start_helper(paths, os.getuid(), ns=ns)
         bins = home / "bin"
         bins.mkdir()
-        fc = standin_binary(bins)
+        fc = standin_binary(bins, env=fc_env)
         store = Store.open(paths.db)
         choice: list[tuple[DriverName, str]] = [("firecracker", "test: the Firecracker stand-in")]
         vms, pipeline, ops = make_service(paths, store, fc, choice)

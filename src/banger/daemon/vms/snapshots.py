@@ -230,7 +230,7 @@ class Snapshots:
         try:
             root = self.vms.pipeline.root_disk_of(vm).path
             layout = files.SnapshotLayout(tmp, files.root_name(root))
-            if vm.state == VMState.RUNNING and kind == "qemu":
+            if vm.state == VMState.RUNNING:
                 # Disks consistent on their own, not only with the saved memory.
                 await freeze.freeze(vm.config)
                 await op.event("info", f"guest filesystems: {freeze.note}")
