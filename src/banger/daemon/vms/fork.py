@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 
 from banger.api_models import Operation
@@ -50,7 +51,7 @@ from banger.daemon.vms.snapshots import Snapshots, driver_kind
 from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.hostinfo import reflink_supported
 from banger.paths import Paths
-from banger.store import SessionRecord, SessionState, VMRecord, VMState
+from banger.store import SessionRecord, SessionState, SnapshotRecord, VMRecord, VMState
 
 #: The most children one fork makes (each is a whole VM: memory, a lease, a tap).
 MAX_CHILDREN = 16
@@ -162,8 +163,28 @@ class Fork:
             if current.state != VMState.RUNNING:
                 raise InvalidArgument(f"source: VM {current.name} is {current.state.value} now")
             # Pause, save, copy, resume (and thaw) — the source runs again when this returns.
+            held = time.monotonic()
             await self.snapshots._create(current, internal, False, op)
+            held = time.monotonic() - held
         snap = await asyncio.to_thread(self.store.resolve_snapshot, internal)
+        self.snapshots.busy.add(snap.id)  # no snapshot-rm while children are restored from it
+        try:
+            made = await self._children(plan, snap, held, op)
+        finally:
+            self.snapshots.busy.discard(snap.id)
+            await asyncio.shield(self._remove_snapshot(snap.id, op))
+        await op.stage("done")
+        await op.event(
+            "info",
+            f"forked {source.name} into {', '.join(made)} (disks by {plan.disk_copies})",
+            {"children": made, "disk_copies": plan.disk_copies, "source_held_s": held},
+        )
+
+    async def _children(
+        self, plan: ForkPlan, snap: SnapshotRecord, held: float, op: OpHandle
+    ) -> list[str]:
+        """Restore every child in turn; on a failure, remove the ones made and re-raise."""
+        source = plan.source
         # The children's guests hold the source's tmux sessions: so do their records.
         sessions = [
             s
@@ -172,12 +193,12 @@ class Fork:
         ]
         await op.event(
             "info",
-            f"VM {source.name} is running again; frozen layer {internal} "
+            f"VM {source.name} is running again after {held:.1f}s (freeze, save, copy, "
+            f"resume, thaw); frozen layer {snap.name} "
             f"({snap.size >> 20} MiB, disks by {plan.disk_copies}); "
             f"restoring {len(plan.children)} children",
         )
         made: list[str] = []
-        self.snapshots.busy.add(snap.id)
         try:
             for name in plan.children:
                 await asyncio.to_thread(self.restores.plan, snap.id, name)
@@ -188,15 +209,7 @@ class Fork:
         except BaseException:
             await asyncio.shield(self._remove_children(made, op))
             raise
-        finally:
-            self.snapshots.busy.discard(snap.id)
-            await asyncio.shield(self._remove_snapshot(snap.id, op))
-        await op.stage("done")
-        await op.event(
-            "info",
-            f"forked {source.name} into {', '.join(made)} (disks by {plan.disk_copies})",
-            {"children": made, "disk_copies": plan.disk_copies},
-        )
+        return made
 
     def _carry_sessions(self, child: str, sessions: list[SessionRecord]) -> None:
         """The source's session records as the child's (its guest runs the same tmux)."""
