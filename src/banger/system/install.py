@@ -364,6 +364,18 @@ def uninstall(prefix: Path | None, *, purge: bool = False) -> list[Path]:
             removed.append(path)
         except OSError:
             pass
+    # The helper's RuntimeDirectory: RuntimeDirectoryPreserve= keeps it (root:<owner
+    # group>) after the units stop, and systemd never removes it once they are gone.
+    # Holding nothing after the services stopped (their sockets go with them), it is
+    # not data: removed when empty, left alone otherwise.
+    runtime_dir = metadata.paths.get("runtime_dir")
+    if runtime_dir and Path(runtime_dir).is_relative_to(RUN_ROOT):
+        path = under(prefix, runtime_dir)
+        try:
+            path.rmdir()
+            removed.append(path)
+        except OSError:
+            pass
     if purge:
         for target in purge_targets(metadata):
             if not target.name.startswith("banger"):
