@@ -24,17 +24,18 @@ from pathlib import Path
 import pytest
 
 from banger.api_models import VMCreateRequest
-from banger.daemon.ops import Operations
+from banger.daemon.ops import Operations, OpHandle
 from banger.daemon.vms import agent_use
 from banger.daemon.vms.control import VMControl
+from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots
 from banger.guest.agent import VSOCK_PORT, AgentEndpoint, AgentUnavailable
-from banger.store import VMState
-from banger.vmm.base import Disk, LaunchSpec, VMMError, stable_mac
+from banger.store import VMRecord, VMState
+from banger.vmm.base import Disk, LaunchSpec, VMMError, VMMProcess, stable_mac
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
 from tests.firecracker_standin import GUEST_LISTENER_ENV
-from tests.firecracker_world import world
+from tests.firecracker_world import World, world
 from tests.qga import start_qemu_ga
 from tests.standins import standin_binary
 from tests.support import needs_root, short_tmpdir, wait_until
@@ -137,6 +138,21 @@ async def test_the_driver_s_endpoint_reaches_the_agent_across_pause_snapshot_and
         await driver.stop(restored, 5)
 
 
+def restored_wait_ssh(w: World) -> None:
+    """``wait_ssh`` for a restored VM: the stand-in loaded the snapshot (nothing booted)."""
+    boot_check = w.pipeline.wait_ssh
+
+    async def wait_ssh(vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
+        log = (w.paths.vm_dir(vm.id) / "firecracker.log").read_text()
+        if "snapshot loaded" not in log:
+            await boot_check(vm, proc, op)
+            return
+        await op.stage("wait_ssh")
+        assert (await w.pipeline.driver_for(vm).status(proc)).detail == "Running"
+
+    w.pipeline.wait_ssh = wait_ssh  # type: ignore[method-assign]
+
+
 async def events_of(ops: Operations, op: object) -> list[str]:
     op_id = op.id  # type: ignore[attr-defined]
     messages = [event.message async for event in ops.follow(op_id)]
@@ -152,7 +168,8 @@ async def test_the_daemon_uses_the_agent_of_a_firecracker_vm_over_vsock(
     guest_agent: Path,
 ) -> None:
     """VMService + VMControl + Snapshots on a Firecracker VM: readiness, the clock after a
-    resume, the freeze asked before a snapshot and the poweroff asked before a stop all go
+    resume, a snapshot and a restore (through the restored VM's own vsock socket), the
+    freeze asked before a snapshot and the poweroff asked before a stop all go
     through the driver's vsock endpoint to the agent (qemu-ga refuses what would act on the
     host: set-time — the clock is then judged by reading it —, freeze, exec)."""
     async with world({GUEST_LISTENER_ENV: f"{VSOCK_PORT}={guest_agent}"}) as w:
@@ -190,7 +207,6 @@ async def test_the_daemon_uses_the_agent_of_a_firecracker_vm_over_vsock(
         ), messages
         assert any(m.startswith("guest clock set from the host's after the snapshot")
                    for m in messages), messages  # fmt: skip
-        await snapshots.remove("fs1")
 
         # vm stop: the agent is asked first (guest-exec of the fast init's poweroff, refused
         # here), then SSH (the stand-in world's poweroff), then the driver.
@@ -203,3 +219,16 @@ async def test_the_daemon_uses_the_agent_of_a_firecracker_vm_over_vsock(
         assert w.store.get_vm(vm.id).config.agent_seen is True
         async with await w.pipeline.agent_endpoint(vm).connect(timeout=30) as agent:
             await agent.ping()
+
+        # A restore (fc1 deleted: it holds the snapshot's address): Firecracker binds the
+        # new VM's own agent socket (vsock_override) and the clock is set through it.
+        await events_of(w.ops, await w.vms.delete("fc1"))
+        restored_wait_ssh(w)
+        messages = await events_of(w.ops, await SnapshotRestore(snapshots).restore("fs1", "fc2"))
+        fc2 = w.store.get_vm_by_name("fc2")
+        assert fc2.config.agent_channel is True
+        assert w.paths.vm_agent_socket(fc2.id).is_socket()
+        assert any(
+            m.startswith("guest clock set from the host's after the restore") for m in messages
+        ), messages
+        await snapshots.remove("fs1")
