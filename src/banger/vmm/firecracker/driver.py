@@ -137,7 +137,7 @@ def agent_endpoint(uds_path: Path) -> AgentEndpoint:
     return AgentEndpoint(uds_path, VSOCK_PORT)
 
 
-def unlink_stale_socket(path: Path) -> None:
+def unlink_stale_socket(path: Path, what: str = "control socket") -> None:
     """Remove a leftover socket; refuse to remove anything that is not a socket."""
     check_socket_path(path)
     try:
@@ -145,7 +145,7 @@ def unlink_stale_socket(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise VMMError(f"control socket path {path} exists and is not a socket")
+        raise VMMError(f"{what} path {path} exists and is not a socket")
     path.unlink()
 
 
@@ -247,7 +247,7 @@ class FirecrackerDriver:
         unlink_stale_socket(spec.control_socket)
         if spec.agent_socket is not None:
             # Firecracker binds the vsock's uds_path itself and fails on a leftover.
-            unlink_stale_socket(spec.agent_socket)
+            unlink_stale_socket(spec.agent_socket, "agent (vsock) socket")
         for path in (files.log, files.metrics):
             _fresh_file(path)
         argv = firecracker_argv(exe, spec)
