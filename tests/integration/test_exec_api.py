@@ -349,3 +349,22 @@ async def test_a_kill_gets_through_when_every_slot_is_busy(sshd: Sshd, short_tmp
         assert marked(handle.exec_id)
         await handle.close()  # the only slot is the running command's own
         await async_wait_until(lambda: not marked(handle.exec_id), 15, "no process left")
+
+
+async def test_a_session_refused_by_max_sessions_is_retried(sshd: Sshd, short_tmp: Path) -> None:
+    # sshd frees a closed session a beat late, so a slot taken again at once can meet
+    # "open failed" (MaxSessions; seen with 16 concurrent execs under load). Here the
+    # limit is 1 and a command holds it: the second is retried until it gets through.
+    sshd.stop()
+    with open(sshd.dir / "sshd_config", "a") as config:
+        config.write("MaxSessions 1\n")
+    sshd.start()
+    async with daemon(sshd, short_tmp, slots=2, conns_per_vm=1) as (sock, _):
+        first = await open_exec(sock, "t1", exec_request("echo up; sleep 1"))
+        async for _stream, data in first.events():
+            assert data == b"up\n"
+            break
+        second = await run_exec(sock, "t1", exec_request(["echo", "second"]))
+        assert (second.exit_code, second.out) == (0, "second\n")
+        assert (await first.wait()).exit_code == 0
+        await first.close()

@@ -48,6 +48,8 @@ STDIN_BUFFER = 4 * 1024 * 1024
 CHUNK = 64 * 1024
 #: Seconds between SIGTERM and SIGKILL when an exec is killed (timeout, cancel).
 KILL_GRACE = 3.0
+#: Seconds a refused channel open ("open failed": sshd's MaxSessions) is retried.
+OPEN_RETRY = 10.0
 #: The environment variable that marks an exec's processes in the guest.
 MARK = "BANGER_EXEC_ID"
 STDOUT, STDERR = 1, 2
@@ -234,10 +236,25 @@ class GuestExec:
         if self.spec.pty is not None:
             rows, cols, term = self.spec.pty
             kw = {"term_type": term, "term_size": (cols, rows), "request_pty": "force"}
-        try:
-            return await conn.create_process(self.spec.script(self.id), encoding=None, **kw)
-        except (OSError, asyncssh.Error) as exc:
-            raise SSHError(f"could not start the command in VM {self.vm.name}: {exc}") from None
+        delay = 0.02
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OPEN_RETRY
+        while True:
+            try:
+                return await conn.create_process(self.spec.script(self.id), encoding=None, **kw)
+            except asyncssh.ChannelOpenError as exc:
+                # sshd frees a session a beat after the channel's close (its next loop
+                # turn), so a slot released and taken again at once can meet "open
+                # failed" (MaxSessions): nothing ran, so trying again is safe.
+                if exc.code != asyncssh.OPEN_CONNECT_FAILED or loop.time() + delay > deadline:
+                    raise SSHError(
+                        f"could not start the command in VM {self.vm.name}: {exc}",
+                        hint="the guest's sshd refused a new session (its MaxSessions?)",
+                    ) from None
+            except (OSError, asyncssh.Error) as exc:
+                raise SSHError(f"could not start the command in VM {self.vm.name}: {exc}") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     def _outcome(self, process: asyncssh.SSHClientProcess[bytes]) -> Outcome:
         status = process.exit_status
