@@ -10,6 +10,7 @@ the install is healthy when it is empty.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,13 +62,16 @@ class StatusReport:
         return asdict(self)
 
 
+#: A log line reporting an error: a logging level, a traceback, or ``error:`` as a
+#: word — not inside a logger's name: every bangerd log has ``uvicorn.error:
+#: Started server process``, which made every healthy status list an error
+#: (found under a real systemd, tests/e2e/test_system_install_guest.py).
+_ERROR_LINE = re.compile(r" ERROR | CRITICAL |Traceback|(?:^|\s)error:")
+
+
 def error_lines(text: str, limit: int = 3) -> list[str]:
     """The last ``limit`` log lines that report an error."""
-    hits = [
-        line.strip()
-        for line in text.splitlines()
-        if any(word in line for word in (" ERROR ", " CRITICAL ", "Traceback", "error:"))
-    ]
+    hits = [line.strip() for line in text.splitlines() if _ERROR_LINE.search(line)]
     return hits[-limit:]
 
 
