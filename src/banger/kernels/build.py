@@ -42,6 +42,7 @@ from typing import Any
 
 from banger import proc
 from banger.errors import BangerError, CommandError, InvalidArgument
+from banger.kernels.binfmt import bzimage_version
 from banger.kernels.kconfig import (
     MICROVM_CONFIG,
     config_hash,
@@ -356,11 +357,14 @@ def _build(
             f"kernel build: {len(unmet)} requested option(s) did not stick: " + "; ".join(unmet),
             hint="an option's dependency is off: add it to the fragment",
         )
-    release = proc.run(_make(tree, "-s", "kernelrelease"), env=BUILD_ENV).out.strip()
-    report(f"compiling {release} with {jobs} job(s) (several minutes; Ctrl-C stops it)")
+    version = proc.run(_make(tree, "-s", "kernelversion"), env=BUILD_ENV).out.strip()
+    report(f"compiling Linux {version} with {jobs} job(s) (several minutes; Ctrl-C stops it)")
     proc.run_streaming(_make(tree, BZIMAGE, jobs=jobs), _CompileProgress(report), env=BUILD_ENV)
     staging.mkdir(mode=0o755)
     shutil.copyfile(tree / "arch" / "x86" / "boot" / BZIMAGE, staging / BZIMAGE)
+    # What `uname -r` will say, read from the image (make kernelrelease before the
+    # build does not know CONFIG_LOCALVERSION yet).
+    release = bzimage_version(staging / BZIMAGE) or version
     shutil.copyfile(tree / ".config", staging / FINAL_CONFIG)
     seconds = round(time.monotonic() - started, 1)
     meta = {
