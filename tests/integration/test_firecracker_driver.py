@@ -245,8 +245,8 @@ async def test_the_agent_vsock_is_configured_before_boot_and_overridden_on_resto
 ) -> None:
     """The stand-in checks PUT /vsock against Firecracker's API and its pre-boot rule.
 
-    It has no vsock muxer: connecting to the socket (CONNECT/OK) is not exercised
-    here, only in tests/integration/test_guest_agent.py against a relay (issue #18 item 1).
+    Connecting through the socket (CONNECT/OK, bridged to a real qemu-ga) is
+    tests/integration/test_agent_vsock_firecracker_standin.py's.
     """
     driver = FirecrackerDriver(standin_binary(short_tmp))
     spec = make_spec(short_tmp, agent_socket=short_tmp / "v1.vsock")

@@ -116,7 +116,8 @@ def every_request() -> list[tuple[str, ApiRequest]]:
         snap = SnapshotFiles(VM / "snap.state", VM / "snap.mem")
         for r in restore_requests(spec, files, snap, options):
             out.append((name + ",restore", r))
-    # The guest agent's vsock (not in jailed mode: its socket is not placed in a jail yet).
+    # The guest agent's vsock (the plain driver's requests; the jailed one differs only in
+    # uds_path, /run/agent.vsock inside the jail).
     agent = launch_spec(initrd=True, read_only=False, tap=True, work=True, agent=True)
     snap = SnapshotFiles(VM / "snap.state", VM / "snap.mem")
     for r in boot_requests(agent, VMFiles.for_spec(agent)):
