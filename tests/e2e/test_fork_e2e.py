@@ -7,8 +7,10 @@ requests are refused up front, naming the field, creating nothing. Then
 session listed and alive, the process alive, the file there — each with its
 own address and hostname; a file written afterwards in one child is not seen
 in the other nor in the source; the source runs on and answers; the fork's
-internal snapshot is gone. Then a fork whose second child dies mid-restore
-fails as a whole: the first child is removed, the source runs on.
+internal snapshot is gone; a fork of a child works. Then a fork whose second
+child dies mid-restore fails as a whole: the first child is removed, the
+source runs on; and bangerd killed -9 mid-fork leaves whole VMs only, its
+internal snapshot removed by the next fork.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from tests.reliability.faults import (
     DAEMON_LOG,
     STAGE_DELAY_ENV,
     cli_background,
+    kill9_daemon,
     log_offset,
     restart_daemon,
+    start_daemon,
 )
 from tests.support import assert_refusal, needs_root, wait_until
 
@@ -123,10 +127,18 @@ def test_fork_children_continue_the_source(b: Banger) -> None:
 
     # The internal snapshot is gone; children do not need it.
     assert js(b, "vm", "snapshots") == []
-    b.banger("vm", "rm", "fa-fork-1", "fa-fork-2")
+
+    # A fork of a fork: the grandchild continues the child, with what it wrote.
+    grand = js(b, "vm", "fork", "fa-fork-1", "--name", "gg")["children"]
+    assert [(c["name"], c["state"]) for c in grand] == [("gg-1", "running")], grand
+    seen = guest(b, "gg-1", PROBE + "; cat /root/mine")
+    assert seen[:3] == ["sleeper-alive", "tmux-alive", "on-the-work-disk"], seen
+    assert seen[3:] == [boot_id, "gg-1", "only-here", ""], seen
+    b.banger("vm", "rm", "gg-1", "fa-fork-1", "fa-fork-2")
     assert_nothing_left(b, [vm_kept(b, "fa")])
 
     a_failed_child_undoes_the_fork(b, boot_id)
+    a_killed_daemon_mid_fork_leaves_whole_vms_only(b)
     b.banger("vm", "rm", "fa")
     assert_nothing_left(b)
 
@@ -139,11 +151,7 @@ def a_failed_child_undoes_the_fork(b: Banger, boot_id: str) -> None:
     offset = log_offset(b)
     fork = cli_background(b, "vm", "fork", "fa", "-n", "2", "--name", "fx")
 
-    def second_hold() -> bool:
-        text = (b.state_dir / DAEMON_LOG).read_bytes()[offset:].decode(errors="replace")
-        return sum(MARKER in line and "reidentify" in line for line in text.splitlines()) >= 2
-
-    wait_until(second_hold, 900, "the second child to reach re-identification")
+    wait_until(lambda: holds(b, offset) >= 2, 900, "the second child to be held")
     pid = js(b, "vm", "show", "fx-2")["pid"]
     os.kill(int(pid), signal.SIGKILL)
     out, err = fork.communicate(timeout=900)
@@ -156,4 +164,33 @@ def a_failed_child_undoes_the_fork(b: Banger, boot_id: str) -> None:
     again = guest(b, "fa", PROBE)
     assert again[:5] == ["sleeper-alive", "tmux-alive", "on-the-work-disk", boot_id, "fa"]
     assert_nothing_left(b, [vm_kept(b, "fa")])
-    restart_daemon(b)
+
+
+def a_killed_daemon_mid_fork_leaves_whole_vms_only(b: Banger) -> None:
+    """bangerd killed -9 while child 2 of 2 is being made: at restart the half child is
+    rolled back, the whole one stays, the source runs; the internal snapshot left behind
+    is removed by the next fork."""
+    offset = log_offset(b)  # the daemon still holds children before re-identifying them
+    fork = cli_background(b, "vm", "fork", "fa", "-n", "2", "--name", "fk")
+    wait_until(lambda: holds(b, offset) >= 2, 900, "the second child to be held")
+    kill9_daemon(b)
+    fork.communicate(timeout=300)
+    assert fork.returncode != 0
+    start_daemon(b)
+    vms = {v["name"]: v["state"] for v in js(b, "vm", "list")}
+    assert vms == {"fa": "running", "fk-1": "running"}, vms
+    left = [s["name"] for s in js(b, "vm", "snapshots")]
+    assert len(left) == 1 and left[0].startswith("fork."), left
+    assert guest(b, "fk-1", "hostname")[0] == "fk-1"
+    b.banger("vm", "rm", "fk-1")
+    restart_daemon(b)  # no more holds
+    js(b, "vm", "fork", "fa", "--name", "fy")
+    assert js(b, "vm", "snapshots") == []  # the leftover went with the next fork
+    b.banger("vm", "rm", "fy-1")
+    assert_nothing_left(b, [vm_kept(b, "fa")])
+
+
+def holds(b: Banger, offset: int) -> int:
+    """How many times, since ``offset``, the daemon held a child before re-identifying it."""
+    text = (b.state_dir / DAEMON_LOG).read_bytes()[offset:].decode(errors="replace")
+    return sum(MARKER in line and "reidentify" in line for line in text.splitlines())

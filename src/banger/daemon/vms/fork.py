@@ -12,7 +12,9 @@ re-identified (:mod:`.snapshot_restore`, :mod:`.reident`):
    snapshot (its own disk copies, lease, tap, MAC, hostname, machine-id,
    reseeded RNG; link up only then; SSH confirms it). The source's session
    records (running or exited) are copied to the child: its guest runs the
-   same tmux sessions, and ``session list`` checks them against it.
+   same tmux sessions, and ``session list`` checks them against it. Each
+   child is made under a ``vm.create`` operation of its own (its progress is
+   there; the fork's says which).
 3. The internal snapshot is removed: children hold copies of its disks, never
    the snapshot's own files, so nothing of theirs depends on it.
 
@@ -28,7 +30,8 @@ same command can be run again. The source is resumed on every path (the
 snapshot step resumes it before it returns or raises). A bangerd killed
 mid-fork: startup reconciliation rolls back a child still being created, like
 any interrupted create; children already running stay; the internal snapshot
-(``fork-<hex>``) stays listed until ``vm snapshot-rm``.
+(``fork.<hex>``, a name no user can give) stays listed until the next fork
+starts, which removes every internal snapshot no fork is using (:meth:`Fork.sweep`).
 
 Only QEMU VMs with the guest agent channel can be forked: a child must take a
 new identity through the agent (Firecracker snapshots restore under the
@@ -38,6 +41,7 @@ source's address, which the running source holds).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -55,6 +59,9 @@ from banger.store import SessionRecord, SessionState, SnapshotRecord, VMRecord, 
 
 #: The most children one fork makes (each is a whole VM: memory, a lease, a tap).
 MAX_CHILDREN = 16
+#: The internal snapshot's name: ``fork.<hex>``, which no user can choose (snapshot
+#: names are DNS labels), so :meth:`Fork.sweep` can tell a leftover from a user's.
+INTERNAL_PREFIX = "fork."
 #: ``disk_copies`` values.
 REFLINK = "reflink"
 SPARSE = "sparse copy"
@@ -103,6 +110,8 @@ class Fork:
         self.vms = snapshots.vms
         self.store = snapshots.store
         self.paths = snapshots.paths
+        #: Names of the internal snapshots of forks under way (:meth:`sweep` keeps them).
+        self.in_flight: set[str] = set()
 
     def plan(self, ref: str, count: int, prefix: str | None) -> ForkPlan:
         """Every check that needs no operation: a refusal here creates nothing."""
@@ -149,6 +158,7 @@ class Fork:
 
     async def start(self, ref: str, count: int, prefix: str | None) -> tuple[Operation, ForkPlan]:
         plan = await asyncio.to_thread(self.plan, ref, count, prefix)
+        await self.sweep()
 
         async def body(op: OpHandle) -> None:
             await self._fork(plan, op)
@@ -156,8 +166,15 @@ class Fork:
         return await self.vms.ops.start("vm.fork", plan.source.name, body), plan
 
     async def _fork(self, plan: ForkPlan, op: OpHandle) -> None:
+        internal = f"{INTERNAL_PREFIX}{secrets.token_hex(6)}"
+        self.in_flight.add(internal)
+        try:
+            await self._fork_from(plan, internal, op)
+        finally:
+            self.in_flight.discard(internal)
+
+    async def _fork_from(self, plan: ForkPlan, internal: str, op: OpHandle) -> None:
         source = plan.source
-        internal = f"fork-{secrets.token_hex(6)}"
         async with self.vms.locks.hold(source.id):
             current = await asyncio.to_thread(self.store.get_vm, source.id)
             if current.state != VMState.RUNNING:
@@ -202,7 +219,12 @@ class Fork:
         try:
             for name in plan.children:
                 await asyncio.to_thread(self.restores.plan, snap.id, name)
-                await self.restores._restore(snap, name, op)
+                # Each child is made under a "vm.create" operation of its own, so that
+                # startup reconciliation rolls back a half-made child like any
+                # interrupted create (it matches the operation's target to the VM).
+                async with self.vms.ops.run("vm.create", name) as child_op:
+                    await op.event("info", f"child {name}: restoring (operation {child_op.id})")
+                    await self.restores._restore(snap, name, child_op)
                 made.append(name)
                 await asyncio.to_thread(self._carry_sessions, name, sessions)
                 await op.event("info", f"child {name} running", {"child": name})
@@ -210,6 +232,22 @@ class Fork:
             await asyncio.shield(self._remove_children(made, op))
             raise
         return made
+
+    async def sweep(self) -> list[str]:
+        """Remove internal snapshots no fork is using (a bangerd killed mid-fork left them)."""
+        left = [
+            s
+            for s in await asyncio.to_thread(self.store.list_snapshots)
+            if s.name.startswith(INTERNAL_PREFIX)
+            and s.name not in self.in_flight
+            and s.id not in self.snapshots.busy
+        ]
+        removed = []
+        for snap in left:
+            with contextlib.suppress(BangerError):
+                await self.snapshots.remove(snap.id)
+                removed.append(snap.name)
+        return removed
 
     def _carry_sessions(self, child: str, sessions: list[SessionRecord]) -> None:
         """The source's session records as the child's (its guest runs the same tmux)."""
