@@ -2,7 +2,7 @@
 
 An asyncio core (:func:`open_exec` → :class:`AsyncExec`, :func:`run_exec`)
 and blocking wrappers on :class:`banger.client.BangerClient` (``exec``).
-The framing is documented in :data:`banger.daemon.api.exec.FRAMING`.
+The framing is documented in :data:`banger.daemon.api.vms.exec.FRAMING`.
 
 Imported only by code that runs commands (``websockets`` and ``asyncio`` cost
 tens of milliseconds that ``banger vm list`` should not pay).

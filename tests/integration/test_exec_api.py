@@ -28,7 +28,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from banger.daemon.api.exec import exec_router
+from banger.daemon.api.vms.exec import exec_router
 from banger.daemon.guestconn import GuestConns
 from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
 from banger.exec_client import exec_request, open_exec, run_exec
@@ -77,7 +77,7 @@ async def daemon(
         guest_conns=conns,
     )
     app = FastAPI()
-    app.include_router(exec_router(stack))  # type: ignore[arg-type]
+    app.include_router(exec_router(stack), prefix="/v1/vms")  # type: ignore[arg-type]
     (tmp / "run").mkdir(mode=0o700)
     sock = tmp / "run" / "bangerd.sock"
     tmp.chmod(0o700)
@@ -251,7 +251,10 @@ async def test_connection_dropped_mid_command_then_the_next_call_reconnects(
 
 def test_framing_is_in_the_openapi_description() -> None:
     app = FastAPI()
-    app.include_router(exec_router(SimpleNamespace(vms=None, guest_conns=None)))  # type: ignore[arg-type]
+    app.include_router(
+        exec_router(SimpleNamespace(vms=None, guest_conns=None)),  # type: ignore[arg-type]
+        prefix="/v1/vms",
+    )
     get = app.openapi()["paths"]["/v1/vms/{ref}/exec"]["get"]
     assert "0x01" in get["description"] and "426" in get["responses"]
 

@@ -1,7 +1,7 @@
 """The files API against a real sshd on loopback standing in for a guest's (its SFTP server).
 
 Three layers, each real: :class:`banger.guest.files.GuestFiles` over asyncssh's
-SFTP client; the daemon's routes (:mod:`banger.daemon.api.files`) served by
+SFTP client; the daemon's routes (:mod:`banger.daemon.api.vms.files`) served by
 uvicorn on a Unix socket and called through :class:`banger.client.BangerClient`;
 and ``banger vm cp`` run as a process against that socket. Only the VM lookup
 is replaced: "t1" is the loopback sshd.
@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from banger.client import BangerClient
 from banger.daemon.api.errors import install_error_handlers
-from banger.daemon.api.files import FilesOpener, files_router
+from banger.daemon.api.vms.files import FilesOpener, files_router
 from banger.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
 from banger.guest.files import TEMP_PREFIX, GuestFiles, open_sftp
 from banger.guest.ssh import SSHTarget, open_connection, wait_for_ssh
@@ -191,7 +191,7 @@ def files_daemon(paths: Paths, target: SSHTarget) -> Iterator[None]:
     """The files routes served on the daemon socket ``paths`` names, in a thread."""
     app = FastAPI()
     install_error_handlers(app, paths)
-    app.include_router(files_router(loopback_opener(target)))
+    app.include_router(files_router(loopback_opener(target)), prefix="/v1/vms")
     paths.daemon_socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     config = uvicorn.Config(app, uds=str(paths.daemon_socket), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)

@@ -1,6 +1,6 @@
 """One guest command over a held connection, streamed (issue #17 item 2).
 
-The transport (a WebSocket: :mod:`banger.daemon.api.exec`) is abstracted as
+The transport (a WebSocket: :mod:`banger.daemon.api.vms.exec`) is abstracted as
 :class:`Peer`; this module owns what happens in the guest:
 
 - the command runs on a channel of the VM's held connection

@@ -1,6 +1,6 @@
 """Files in a guest over SFTP (asyncssh's client against the guest's OpenSSH ``sftp-server``).
 
-What bangerd's files API (:mod:`banger.daemon.api.files`) does with a guest
+What bangerd's files API (:mod:`banger.daemon.api.vms.files`) does with a guest
 path: stream a file out, stream one in, stat, list, ``mkdir -p``, remove,
 rename, make a symlink. Every guest error becomes a :class:`BangerError` whose
 one line names the path: a missing path is :class:`NotFound`, a refusal

@@ -6,8 +6,6 @@ from fastapi import FastAPI
 
 from banger import __version__
 from banger.daemon.api.errors import install_error_handlers
-from banger.daemon.api.exec import exec_router
-from banger.daemon.api.files import files_router, vm_files_opener
 from banger.daemon.api.images import image_router
 from banger.daemon.api.kernels import kernel_router
 from banger.daemon.api.meta import meta_router
@@ -39,9 +37,6 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(meta_router(services))  # /v1
     app.include_router(ops_router(services))  # /v1/ops
     app.include_router(vm_router(stack, sessions, snapshots))  # /v1/vms
-    # /v1/vms as well, until these two become groups of api/vms/ (their own prefix today)
-    app.include_router(exec_router(stack))
-    app.include_router(files_router(vm_files_opener(stack)))
     app.include_router(image_router(stack))  # /v1/images
     app.include_router(kernel_router(stack))  # /v1/kernels
     app.include_router(session_router(sessions))  # /v1/sessions

@@ -7,7 +7,9 @@
 - :mod:`.workspace`: copy a repository in, export it back as a branch;
 - :mod:`.sessions`: the VM's detached sessions;
 - :mod:`.snapshots`: take a snapshot (the snapshots are ``/v1/snapshots``);
-- :mod:`.fork`: fork a running VM into N re-identified children.
+- :mod:`.fork`: fork a running VM into N re-identified children;
+- :mod:`.exec`: run a command in the guest (a WebSocket);
+- :mod:`.files`: read, write and list guest files (over SFTP).
 
 Each module builds a prefix-less router of its routes (with its OpenAPI tag);
 :func:`vm_router` puts them all under :data:`PREFIX`.
@@ -18,6 +20,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from banger.daemon.api.vms.control import control_routes
+from banger.daemon.api.vms.exec import exec_router
+from banger.daemon.api.vms.files import files_router, vm_files_opener
 from banger.daemon.api.vms.fork import fork_routes
 from banger.daemon.api.vms.lifecycle import lifecycle_routes
 from banger.daemon.api.vms.sessions import session_routes
@@ -46,6 +50,8 @@ def vm_router(stack: VMStack, sessions: SessionService, snapshots: Snapshots) ->
         session_routes(stack, sessions),
         snapshot_routes(snapshots),
         fork_routes(snapshots),
+        exec_router(stack),
+        files_router(vm_files_opener(stack)),
     )
     for group in groups:
         router.include_router(group, prefix=PREFIX)

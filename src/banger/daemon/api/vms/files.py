@@ -108,7 +108,7 @@ class _GuestStream(StreamingResponse):
 
 
 def files_router(open_files: FilesOpener) -> APIRouter:
-    router = APIRouter(prefix="/v1/vms", tags=["files"])
+    router = APIRouter(tags=["files"])
 
     @router.get(
         "/{ref}/files/content",

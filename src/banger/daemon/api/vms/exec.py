@@ -133,7 +133,7 @@ def _control(text: str) -> dict[str, Any]:
 
 
 def exec_router(stack: VMStack) -> APIRouter:
-    router = APIRouter(prefix="/v1/vms", tags=["exec"])
+    router = APIRouter(tags=["exec"])
     vms = stack.vms
 
     def _lookup(ref: str) -> tuple[VMRecord, GuestEnv | None]:
