@@ -27,13 +27,13 @@ from typing import Any
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
+from banger.daemon.progress import FileProgress
 from banger.daemon.vms.service import VMService
 from banger.errors import Conflict, InvalidArgument
 from banger.store import VMRecord, VMState
 from banger.workspace import (
     ExportResult,
     PrepareResult,
-    Progress,
     SSHGuestShell,
     default_branch,
     export_workspace,
@@ -45,8 +45,6 @@ from banger.workspace.export import check_branch_name, refuse_overwrite
 
 #: The event kind carrying an operation's outcome in its ``data`` (the CLI reads it).
 EV_RESULT = "result"
-#: Seconds between progress events of a transfer (the last state is in the result).
-PROGRESS_EVERY = 2.0
 CONNECT_TIMEOUT = 30.0
 MIB = 1024 * 1024
 
@@ -92,32 +90,6 @@ def export_data(vm: str, result: ExportResult) -> dict[str, Any]:
     return data
 
 
-class _ProgressEvents:
-    """Tar progress (called on the loop) turned into throttled ``progress`` events."""
-
-    def __init__(self, op: OpHandle, loop: asyncio.AbstractEventLoop) -> None:
-        self.op = op
-        self.loop = loop
-        self.last = loop.time()
-        self.pending: set[asyncio.Task[None]] = set()
-
-    def __call__(self, p: Progress) -> None:
-        now = self.loop.time()
-        if now - self.last < PROGRESS_EVERY or p.files_done >= p.files_total:
-            return
-        self.last = now
-        message = (
-            f"{p.files_done}/{p.files_total} files, "
-            f"{p.bytes_done / MIB:.1f}/{p.bytes_total / MIB:.1f} MiB"
-        )
-        task = self.loop.create_task(self.op.event("progress", message, asdict(p)))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-
-    async def flush(self) -> None:
-        await asyncio.gather(*self.pending, return_exceptions=True)
-
-
 class WorkspaceService:
     def __init__(self, vms: VMService) -> None:
         self.vms = vms
@@ -155,7 +127,7 @@ class WorkspaceService:
         target = guest_destination(repo, dest)
 
         async def body(op: OpHandle) -> None:
-            progress = _ProgressEvents(op, asyncio.get_running_loop())
+            progress = FileProgress(op, asyncio.get_running_loop())
             async with self._guest(vm, op) as shell:
                 await op.stage("transfer", f"{repo} → {vm.name}:{target}")
                 try:

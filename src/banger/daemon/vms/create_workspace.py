@@ -17,12 +17,13 @@ prepare``'s result carries (``dest``, ``files``, ``bytes``, …) plus ``via``
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from banger.api_models import CreateWorkspaceRequest
 from banger.daemon.ops import OpHandle
+from banger.daemon.progress import FileProgress
 from banger.daemon.vms.pipeline import Pipeline
 from banger.daemon.vms.transfers import Transfers
 from banger.errors import InvalidArgument
@@ -31,13 +32,10 @@ from banger.workspace import SSHGuestShell, find_repository, guest_destination, 
 from banger.workspace.disk_plan import Unwritable, disk_root
 from banger.workspace.gitfiles import list_workspace
 from banger.workspace.onto_disk import DestinationExists, write_workspace
-from banger.workspace.tarstream import Progress
 
 #: The event kind whose data says where the workspace is (the CLI reads it).
 EV_WORKSPACE = "workspace"
 MIB = 1024 * 1024
-#: Seconds between progress events.
-PROGRESS_EVERY = 2.0
 CONNECT_TIMEOUT = 30.0
 
 
@@ -67,35 +65,6 @@ def plan_workspace(request: CreateWorkspaceRequest) -> CreateWorkspace:
     return CreateWorkspace(repo, dest)
 
 
-class _Progress:
-    """Progress from the writer's thread, as throttled ``progress`` events."""
-
-    def __init__(self, op: OpHandle, loop: asyncio.AbstractEventLoop) -> None:
-        self.op = op
-        self.loop = loop
-        self.last = loop.time()
-        self.pending: set[asyncio.Future[None]] = set()
-
-    def __call__(self, p: Progress) -> None:  # any thread
-        self.loop.call_soon_threadsafe(self._on_loop, p)
-
-    def _on_loop(self, p: Progress) -> None:
-        now = self.loop.time()
-        if now - self.last < PROGRESS_EVERY or p.files_done >= p.files_total:
-            return
-        self.last = now
-        message = (
-            f"{p.files_done}/{p.files_total} files, "
-            f"{p.bytes_done / MIB:.1f}/{p.bytes_total / MIB:.1f} MiB"
-        )
-        task = asyncio.ensure_future(self.op.event("progress", message, asdict(p)))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-
-    async def flush(self) -> None:
-        await asyncio.gather(*self.pending, return_exceptions=True)
-
-
 async def _report(
     op: OpHandle, vm: str, ws: CreateWorkspace, via: str, data: dict[str, Any]
 ) -> None:
@@ -117,7 +86,7 @@ async def before_boot(
     listing = await asyncio.to_thread(list_workspace, ws.repo)
     for warning in listing.warnings:
         await op.event("warning", warning)
-    progress = _Progress(op, asyncio.get_running_loop())
+    progress = FileProgress(op, asyncio.get_running_loop())
     disk = pipeline.paths.vm_work_disk(vm.id)
     try:
         result = await asyncio.to_thread(write_workspace, disk, listing, ws.dest, progress=progress)
@@ -152,7 +121,7 @@ async def after_boot(
         return
     vm = await asyncio.to_thread(store.get_vm, vm_id)
     await op.stage("workspace", f"{ws.repo} → {vm.name}:{ws.dest} over SSH")
-    progress = _Progress(op, asyncio.get_running_loop())
+    progress = FileProgress(op, asyncio.get_running_loop())
     async with (
         transfers.hold(vm.id),
         pipeline.conns.channel(vm, any_state=True, connect_timeout=CONNECT_TIMEOUT) as conn,
