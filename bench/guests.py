@@ -10,12 +10,10 @@ it starts live there).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sqlite3
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,12 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.e2e.harness import Banger
+from tests.qemu_support import on_netns_thread
 from tests.support import VENV_BIN
 
 from banger.paths import Paths
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 
 
 def banger_paths(b: Banger) -> Paths:
@@ -38,25 +36,7 @@ def banger_paths(b: Banger) -> Paths:
 
 def run_in_netns(ns: str, work: Callable[[], T]) -> T:
     """``work()`` on a thread that joined network namespace ``ns`` (children inherit it)."""
-    box: dict[str, Any] = {}
-
-    def thread() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{ns}") as f:
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed")
-            box["value"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    worker = threading.Thread(target=thread, name=f"netns-{ns}")
-    worker.start()
-    worker.join()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
+    return on_netns_thread(ns, work)
 
 
 def vm_row(b: Banger, name: str) -> dict[str, Any]:

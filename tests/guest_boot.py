@@ -10,11 +10,9 @@ and the boot benchmark (bench/boot.py).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import re
 import struct
 import subprocess
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from banger.vmm.base import Disk, LaunchSpec, VMMProcess, stable_mac
 from banger.vmm.bootargs import BootSpec, InitMode, host_tsc_khz, kernel_cmdline
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
-from tests.qemu_support import CLONE_NEWNET
+from tests.qemu_support import on_netns_thread
 from tests.support import Netns
 
 T = TypeVar("T")
@@ -36,28 +34,11 @@ GUEST_IP, GATEWAY = "172.30.9.2", "172.30.9.1"
 
 def in_netns(ns: str, work: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine on a fresh loop in a thread that joined namespace ``ns``."""
-    box: dict[str, object] = {}
+    return on_netns_thread(ns, lambda: asyncio.run(_awaited(work)))
 
-    def thread() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{ns}") as f:
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns failed")
 
-            async def main() -> T:
-                return await work()
-
-            box["value"] = asyncio.run(main())
-        except BaseException as exc:
-            box["error"] = exc
-
-    t = threading.Thread(target=thread)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
 
 
 async def run_in_thread_netns(ns: str, work: Callable[[], Awaitable[T]]) -> T:

@@ -17,9 +17,13 @@ import fcntl
 import os
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from banger.vmm.base import Disk, LaunchSpec, stable_mac
+
+T = TypeVar("T")
 
 
 def halting_kernel(path: Path) -> Path:
@@ -66,31 +70,41 @@ IFF_TAP, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x1000, 0x4000
 CLONE_NEWNET = 0x40000000
 
 
-def open_tap_in_netns(ns: str, name: str) -> int:
-    """What the root helper does: open a tap inside the namespace, keep only the fd."""
-    result: dict[str, int | BaseException] = {}
+def on_netns_thread(ns: str, work: Callable[[], T]) -> T:
+    """``work()`` on a thread that joined network namespace ``ns``: setns changes only
+    the calling thread's namespace, so sockets it opens and children it starts live
+    there while the rest of the process stays put. Its exception is re-raised here."""
+    box: dict[str, Any] = {}
 
-    def work() -> None:  # setns changes only this thread's namespace
+    def thread() -> None:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             with open(f"/var/run/netns/{ns}") as f:
                 if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), "setns failed")
-            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
-            result["fd"] = fd
+            box["value"] = work()
         except BaseException as exc:
-            result["error"] = exc
+            box["error"] = exc
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    fd = result["fd"]
-    assert isinstance(fd, int)
-    return fd
+    worker = threading.Thread(target=thread, name=f"netns-{ns}")
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+def open_tap_in_netns(ns: str, name: str) -> int:
+    """What the root helper does: open a tap inside the namespace, keep only the fd."""
+
+    def work() -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
+        fcntl.ioctl(fd, TUNSETIFF, ifr)
+        return fd
+
+    return on_netns_thread(ns, work)
 
 
 #: A fixed launch spec for argv tests: nothing at these paths exists or is opened.
