@@ -51,6 +51,7 @@ from banger.kernels.kconfig import (
     parse_config,
     unmet_options,
 )
+from banger.kernels.store import sha256_file
 from banger.rmtree import discard_tree
 
 #: The Debian package whose tarball is built, and where it puts it.
@@ -146,14 +147,6 @@ def package_version(source: Path) -> str | None:
         return proc.run(["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE]).out.strip() or None
     except CommandError:
         return None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from banger import proc
 from banger.errors import BangerError
 from banger.kernels.binfmt import elf_is_static, is_elf
 from banger.kernels.cpio import CpioEntry, write_newc
@@ -67,7 +67,7 @@ def find_busybox(explicit: Path | None = None) -> Path:
         candidates: list[Path] = [explicit]
     else:
         candidates = [p for p in BUSYBOX_CANDIDATES if p.is_file()]
-        on_path = shutil.which("busybox")
+        on_path = proc.which("busybox")  # the system directories too, whatever PATH says
         if on_path:
             candidates.append(Path(on_path))
     hint = "install busybox-static (`sudo apt-get install busybox-static`)"
