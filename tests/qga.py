@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support import wait_until
 
 QEMU_GA = shutil.which("qemu-ga") or "/usr/sbin/qemu-ga"
 BLOCKED = "guest-set-time,guest-fsfreeze-freeze,guest-fsfreeze-thaw,guest-shutdown,guest-exec"
@@ -27,3 +31,31 @@ def start_qemu_ga(sock: Path, state: Path, blocked: str = BLOCKED) -> subprocess
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def stop_qemu_ga(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, SIGKILL if it is still there after a hang bound; its pipe closed."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+@contextmanager
+def running_qemu_ga(
+    sock: Path, state: Path, blocked: str = BLOCKED, *, wait: bool = True
+) -> Iterator[Path]:
+    """:func:`start_qemu_ga` for the block, stopped after it; ``sock`` once it listens
+    (``wait=False``: at once, for a test of a client that waits for it itself)."""
+    proc = start_qemu_ga(sock, state, blocked)
+    try:
+        if wait:
+            wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "qemu-ga's socket")
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        yield sock
+    finally:
+        stop_qemu_ga(proc)

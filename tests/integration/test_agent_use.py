@@ -17,7 +17,7 @@ from banger.daemon.vms import agent_use
 from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY
 from banger.guest.agent import AgentUnavailable
 from banger.store import VMConfig
-from tests.qga import start_qemu_ga
+from tests.qga import running_qemu_ga
 
 
 async def test_first_answer_waits_for_an_agent_that_starts_late(tmp_path: Path) -> None:
@@ -25,17 +25,11 @@ async def test_first_answer_waits_for_an_agent_that_starts_late(tmp_path: Path) 
     waiting = asyncio.create_task(agent_use.first_answer(sock))
     await asyncio.sleep(1.0)  # some failed polls first; the result does not depend on it
     assert not waiting.done()
-    proc = start_qemu_ga(sock, tmp_path / "state")
-    try:
+    with running_qemu_ga(sock, tmp_path / "state", wait=False):
         seconds = await asyncio.wait_for(waiting, 60)  # a hang bound
         assert seconds >= 1.0
         offset = await agent_use.set_clock(sock, seen=True)
         assert abs(offset) < 2_000_000_000
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 async def test_set_clock_on_a_channel_without_agent_gives_up_quickly(tmp_path: Path) -> None:
@@ -96,16 +90,10 @@ async def test_freeze_and_poweroff_without_an_agent_do_nothing(tmp_path: Path) -
 async def test_a_refused_freeze_is_thawed_and_reported(tmp_path: Path) -> None:
     """The host's agent refuses the freeze (blocked): not frozen, the reason kept."""
     sock = tmp_path / "qga.sock"
-    proc = start_qemu_ga(sock, tmp_path / "state")
     seen = VMConfig.from_json({AGENT_CHANNEL_KEY: True, "agent_seen": True})
-    try:
+    with running_qemu_ga(sock, tmp_path / "state", wait=False):
         await agent_use.first_answer(sock)
         freeze = agent_use.Freeze(sock)
         assert await freeze.freeze(seen) is False
         assert "the freeze failed" in freeze.note and "guest-fsfreeze-freeze" in freeze.note
         await freeze.thaw()  # the agent answered: it froze nothing, nothing to thaw
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()

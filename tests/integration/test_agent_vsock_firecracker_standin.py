@@ -16,7 +16,6 @@ transport and ``qemu-ga -m vsock-listen`` inside a guest), which needs a KVM hos
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +35,9 @@ from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
 from tests.firecracker_standin import GUEST_LISTENER_ENV
 from tests.firecracker_world import World, world
-from tests.qga import start_qemu_ga
+from tests.qga import running_qemu_ga
 from tests.standins import standin_binary
-from tests.support import needs_root, short_tmpdir, wait_until
+from tests.support import needs_root, short_tmpdir
 
 
 def make_spec(d: Path, agent_socket: Path) -> LaunchSpec:
@@ -68,22 +67,8 @@ def make_spec(d: Path, agent_socket: Path) -> LaunchSpec:
 @pytest.fixture
 def guest_agent() -> Iterator[Path]:
     """The host's qemu-ga on a Unix socket: what the stand-in guest listens with."""
-    with short_tmpdir("bgq-") as d:
-        sock = d / "qga.sock"
-        proc = start_qemu_ga(sock, d / "state")
-        try:
-            wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "qemu-ga's socket")
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            yield sock
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            if proc.stderr is not None:
-                proc.stderr.close()
+    with short_tmpdir("bgq-") as d, running_qemu_ga(d / "qga.sock", d / "state") as sock:
+        yield sock
 
 
 async def test_the_driver_s_endpoint_reaches_the_agent_across_pause_snapshot_and_restore(

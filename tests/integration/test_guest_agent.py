@@ -22,23 +22,13 @@ from banger.guest.agent import (
     AgentUnavailable,
     GuestAgent,
 )
-from tests.qga import BLOCKED, start_qemu_ga
-from tests.support import wait_until
+from tests.qga import BLOCKED, running_qemu_ga
 
 
 @pytest.fixture
 def qga(tmp_path: Path) -> Iterator[Path]:
-    sock = tmp_path / "qga.sock"
-    proc = start_qemu_ga(sock, tmp_path / "state")
-    try:
-        wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "qemu-ga's socket")
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    with running_qemu_ga(tmp_path / "qga.sock", tmp_path / "state") as sock:
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @pytest.fixture
@@ -156,18 +146,9 @@ async def test_vsock_handshake_then_agent(qga: Path, tmp_path: Path) -> None:
 @pytest.fixture
 def qga_exec(tmp_path: Path) -> Iterator[Path]:
     """An agent that may run programs (as this test's user: only harmless ones are run)."""
-    sock = tmp_path / "qga-exec.sock"
     blocked = ",".join(c for c in BLOCKED.split(",") if c != "guest-exec")
-    proc = start_qemu_ga(sock, tmp_path / "state-exec", blocked)
-    try:
-        wait_until(lambda: sock.exists() or proc.poll() is not None, 30, "qemu-ga's socket")
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    with running_qemu_ga(tmp_path / "qga-exec.sock", tmp_path / "state-exec", blocked) as sock:
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 async def test_run_waits_for_the_program_and_returns_its_output(qga_exec: Path) -> None:
