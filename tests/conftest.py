@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -34,6 +35,15 @@ settings.register_profile(
     print_blob=True,
 )  # fmt: skip
 settings.load_profile(hypothesis_profile(os.environ))
+
+# A shell without job control starts a background job (`make test &`, CI runners
+# that background the build) with SIGINT ignored, and an ignored signal stays
+# ignored across fork and exec: the CLIs and SDK programs the suite starts would
+# never see the Ctrl-C their tests send, and a test waiting for its effect would
+# wait forever. A handler (not an ignore) is reset to the default at exec, so with
+# Python's own handler installed here every child gets Ctrl-C as a terminal does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

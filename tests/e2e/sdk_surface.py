@@ -96,9 +96,17 @@ def interruptions(vm: VM) -> dict[str, Any]:
         [sys.executable, "-u", "-c", INTERRUPTED, vm.name], stdout=subprocess.PIPE, text=True
     )
     assert child.stdout is not None
-    seen["child_first_line"] = child.stdout.readline()
-    child.send_signal(signal.SIGINT)
-    seen["child_status"] = child.wait(120)
+    try:
+        seen["child_first_line"] = child.stdout.readline()
+        child.send_signal(signal.SIGINT)
+        seen["child_status"] = child.wait(120)
+    finally:
+        # A child that outlived its Ctrl-C must not outlive the test: it holds the
+        # pipes this run's caller reads to their end.
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
     wait_until(lambda: guest_count(vm, "[s]leep 3173") == 0, 120, "no sleep left after Ctrl-C")
     seen["interrupted"] = True
     return seen
