@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "orchestration": "bench.orchestration",
     "exec_latency": "bench.exec_latency",
     "workspace": "bench.workspace",
+    "fork": "bench.fork",
     "concurrency": "bench.concurrency",
     "footprint": "bench.footprint",
     "images": "bench.images",
