@@ -229,3 +229,22 @@ def test_vm_create_refuses_a_workspace_that_is_not_a_repository(
     assert plain.status_code == 404, plain.text
     assert plain.json()["error"] == f"{tmp_path} is not inside a git repository"
     assert raw.get("/v1/vms").json() == []
+
+
+@pytest.mark.parametrize(
+    ("build", "says"),
+    [
+        ("/tmp/a\0b", "build: a path cannot contain a NUL byte"),  # schemathesis found this 500
+        ("relative/dir", "build: must be an absolute path"),
+        ("/nonexistent/kernel-build", "build: kernel build: /nonexistent/kernel-build is not"),
+    ],
+)
+def test_register_build_refuses_what_is_not_a_finished_build(
+    raw: httpx.Client, build: str, says: str
+) -> None:
+    """Bad input, 400 naming the field: never a 500, and nothing registered."""
+    resp = raw.post("/v1/kernels/register-build", json={"build": build})
+    assert resp.status_code == 400, resp.text
+    data = resp.json()
+    assert data["kind"] == "InvalidArgument" and data["error"].startswith(says), data
+    assert raw.get("/v1/kernels").json() == []

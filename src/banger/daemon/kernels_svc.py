@@ -27,7 +27,7 @@ from banger.api_models import (
 from banger.daemon.artifacts_svc import DEFAULT_KEY, ArtifactService
 from banger.daemon.ops import OpHandle
 from banger.daemon.progress import ThreadProgress
-from banger.errors import InvalidArgument, NotFound
+from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.kernels.pull import import_kernel, parse_source, pull_kernel
 from banger.kernels.store import KernelEntry, publish_kernel, read_kernel
 from banger.rmtree import discard_tree
@@ -60,6 +60,8 @@ def pvh_boot(entry: KernelEntry) -> bool:
 def _absolute(field: str, value: str | None) -> Path | None:
     if value is None:
         return None
+    if "\0" in value:
+        raise InvalidArgument(f"{field}: a path cannot contain a NUL byte: {value!r}")
     path = Path(value)
     if not path.is_absolute():
         raise InvalidArgument(f"{field}: must be an absolute path: {value}")
@@ -231,7 +233,10 @@ class KernelService(ArtifactService[KernelRecord, KernelInfo]):
             check_kernel_name(request.name)
 
         def work() -> KernelInfo:
-            built = read_build(build_dir)
+            try:
+                built = read_build(build_dir)
+            except BangerError as exc:  # the request named something else: bad input
+                raise InvalidArgument(f"build: {exc.message}", hint=exc.hint) from exc
             existing = self._registered_build(str(built.meta.get("key")), request.name)
             if existing is not None:
                 return self.info(existing)
