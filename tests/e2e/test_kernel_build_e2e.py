@@ -158,6 +158,9 @@ def test_ctrl_c_stops_the_build_and_registers_nothing(b: Banger) -> None:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+            for pipe in (child.stdout, child.stderr):  # closed even when communicate never ran
+                if pipe is not None:
+                    pipe.close()
         assert child.returncode == 130, err
         assert "aborted" in err
         assert not (mine / "work").exists()
