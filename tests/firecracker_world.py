@@ -24,6 +24,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from banger.api_models import KernelImportRequest
 from banger.config import Config
@@ -38,7 +39,7 @@ from banger.daemon.vms.vmm_choice import DriverSet
 from banger.helper.client import HelperClient
 from banger.paths import Paths
 from banger.store import Store, VMRecord
-from banger.vmm.base import VMMProcess
+from banger.vmm.base import Disk, LaunchSpec, VMMProcess, stable_mac
 from banger.vmm.base import VMState as VMMState
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.qemu import QemuDriver
@@ -162,3 +163,29 @@ def taps(ns: Netns) -> list[str]:
     return [
         n for n in (line.split(":")[1].strip() for line in out.splitlines()) if n.startswith("bt-")
     ]
+
+
+def standin_spec(d: Path, **changes: object) -> LaunchSpec:
+    """A launch spec the Firecracker stand-in boots: sparse stand-in kernel and disks
+    under ``d`` (made once), ``changes`` replacing any field."""
+    for name, size in (("vmlinux", 4096), ("root.ext4", 8 << 20), ("work.ext4", 4 << 20)):
+        if not (d / name).exists():
+            with open(d / name, "wb") as f:
+                f.truncate(size)
+    spec = LaunchSpec(
+        vm_id="t1",
+        vcpus=2,
+        memory_mib=128,
+        kernel=d / "vmlinux",
+        initrd=None,
+        cmdline="console=ttyS0 root=/dev/vda rw panic=-1 reboot=k banger.work=/dev/vdb",
+        root_disk=Disk(d / "root.ext4", "raw", "unsafe"),
+        work_disk=d / "work.ext4",
+        console_log=d / "console.log",
+        control_socket=d / "fc.sock",
+        vmm_log=d / "vmm.log",
+        mac=stable_mac("t1"),
+        tap_name="bt-t1",
+        accelerator="kvm",
+    )
+    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]

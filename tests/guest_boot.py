@@ -26,6 +26,7 @@ from banger.vmm.bootargs import BootSpec, InitMode, host_tsc_khz, kernel_cmdline
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
 from tests.qemu_support import on_netns_thread
+from tests.sshd import keygen
 from tests.support import Netns
 
 T = TypeVar("T")
@@ -43,13 +44,6 @@ async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
 
 async def run_in_thread_netns(ns: str, work: Callable[[], Awaitable[T]]) -> T:
     return await asyncio.to_thread(in_netns, ns, work)
-
-
-def keygen(path: Path) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True
-    )
-    return path.with_suffix(".pub").read_text().strip()
 
 
 @dataclass

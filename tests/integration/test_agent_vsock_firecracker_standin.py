@@ -30,38 +30,19 @@ from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots
 from banger.guest.agent import VSOCK_PORT, AgentEndpoint, AgentUnavailable
 from banger.store import VMRecord, VMState
-from banger.vmm.base import Disk, LaunchSpec, VMMError, VMMProcess, stable_mac
+from banger.vmm.base import LaunchSpec, VMMError, VMMProcess
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
 from tests.firecracker_standin import GUEST_LISTENER_ENV
-from tests.firecracker_world import World, world
+from tests.firecracker_world import World, standin_spec, world
 from tests.qga import running_qemu_ga
 from tests.standins import standin_binary
 from tests.support import needs_root, short_tmpdir
 
 
 def make_spec(d: Path, agent_socket: Path) -> LaunchSpec:
-    for name, size in (("vmlinux", 4096), ("root.ext4", 8 << 20), ("work.ext4", 4 << 20)):
-        if not (d / name).exists():
-            with open(d / name, "wb") as f:
-                f.truncate(size)
-    return LaunchSpec(
-        vm_id="t1",
-        vcpus=1,
-        memory_mib=128,
-        kernel=d / "vmlinux",
-        initrd=None,
-        cmdline="console=ttyS0 root=/dev/vda rw panic=-1 reboot=k",
-        root_disk=Disk(d / "root.ext4", "raw", "unsafe"),
-        work_disk=d / "work.ext4",
-        console_log=d / "console.log",
-        control_socket=d / "fc.sock",
-        vmm_log=d / "vmm.log",
-        mac=stable_mac("t1"),
-        tap_name="bt-t1",
-        accelerator="kvm",
-        agent_socket=agent_socket,
-    )
+    return standin_spec(d, vcpus=1, cmdline="console=ttyS0 root=/dev/vda rw panic=-1 reboot=k",
+                        agent_socket=agent_socket)  # fmt: skip
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ that needs a KVM host (``make smoke VMM=firecracker``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -23,36 +22,13 @@ import pytest
 
 from banger.errors import Conflict
 from banger.procinfo import is_same_process
-from banger.vmm.base import Disk, LaunchSpec, VMMError, VMMProcess, VMMStatus, VMState, stable_mac
+from banger.vmm.base import VMMError, VMMProcess, VMMStatus, VMState
 from banger.vmm.firecracker import models
 from banger.vmm.firecracker.api import FirecrackerClient, FirecrackerError
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
+from tests.firecracker_world import standin_spec as make_spec
 from tests.standins import standin_binary
-
-
-def make_spec(d: Path, **changes: object) -> LaunchSpec:
-    for name, size in (("vmlinux", 4096), ("root.ext4", 8 << 20), ("work.ext4", 4 << 20)):
-        if not (d / name).exists():
-            with open(d / name, "wb") as f:
-                f.truncate(size)
-    spec = LaunchSpec(
-        vm_id="t1",
-        vcpus=2,
-        memory_mib=128,
-        kernel=d / "vmlinux",
-        initrd=None,
-        cmdline="console=ttyS0 root=/dev/vda rw panic=-1 reboot=k banger.work=/dev/vdb",
-        root_disk=Disk(d / "root.ext4", "raw", "unsafe"),
-        work_disk=d / "work.ext4",
-        console_log=d / "console.log",
-        control_socket=d / "fc.sock",
-        vmm_log=d / "vmm.log",
-        mac=stable_mac("t1"),
-        tap_name="bt-t1",
-        accelerator="kvm",
-    )
-    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
 
 
 async def test_launch_pause_resume_and_graceful_stop(short_tmp: Path) -> None:
