@@ -264,11 +264,51 @@ class VMCreateRequest(Request):
     work_disk_size: int | None = Field(default=None, description="Bytes.")
     init: str | None = Field(default=None, description="`systemd` or `fast`.")
     start: bool = True
+    pool: str | None = Field(
+        default=None,
+        description="Take a ready guest from this pool instead of booting one; image, kernel,"
+        " vcpus, memory_mib, init and work_disk_size are the pool's and must be absent.",
+    )
     workspace: CreateWorkspaceRequest | None = Field(
         default=None,
         description="A repository written onto the work disk before the first boot"
         " (as `workspace prepare` would copy it); the operation's `workspace` event says where.",
     )
+
+
+class PoolSetRequest(Request):
+    """``banger pool set``: what every guest of the pool is; absent fields keep their value
+    (a new pool takes the defaults ``vm create`` would)."""
+
+    image: str | None = None
+    kernel: str | None = None
+    size: int | None = Field(default=None, description="How many guests to keep ready (0-16).")
+    vcpus: int | None = None
+    memory_mib: int | None = None
+    init: str | None = Field(default=None, description="`systemd` or `fast`.")
+
+
+class PoolInfo(Response):
+    """A pool: its spec, its template snapshot and its ready guests."""
+
+    name: str
+    image: str = Field(description="The image's name.")
+    kernel: str = Field(description="The kernel's name.")
+    size: int
+    vcpus: int
+    memory_mib: int
+    init: str
+    state: str = Field(
+        description="`filling` (guests being made), `ready` (size guests ready), "
+        "`failed` (the last fill failed: see error) or `empty` (size 0)."
+    )
+    ready: list[str] = Field(description="The ready guests' internal VM names.")
+    template: str | None = Field(
+        default=None, description="The template snapshot's name, once made."
+    )
+    error: str | None = Field(default=None, description="Why the last fill failed.")
+    created_at: datetime
+    updated_at: datetime | None = None
 
 
 class VMForkRequest(Request):
