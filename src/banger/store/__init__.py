@@ -20,6 +20,7 @@ from banger.store.records import (
     VMState,
 )
 from banger.store.repo_artifacts import ImageChanges, KernelChanges
+from banger.store.repo_pools import PoolChanges, PoolRecord
 from banger.store.repo_snapshots import AddressTaken, SnapshotRecord
 from banger.store.repo_vms import VMChanges
 from banger.store.store import Store
@@ -39,6 +40,8 @@ __all__ = [
     "OpEvent",
     "OpState",
     "OperationRecord",
+    "PoolChanges",
+    "PoolRecord",
     "SessionRecord",
     "SessionState",
     "SnapshotRecord",

@@ -77,6 +77,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "vm state 'paused'", apply=_allow_paused_state),
     Migration(4, "session state 'lost'", apply=_allow_lost_sessions),
     Migration(5, "vm snapshots", schema.V5),
+    Migration(6, "pools of ready guests", schema.V6),
 )
 
 

@@ -72,6 +72,8 @@ class VMRecord:
     last_error: str | None
     config: VMConfig = field(hash=False)
     labels: dict[str, str] = field(hash=False)
+    #: The pool whose ready guest this VM is (None: a VM of the owner's own).
+    pool: str | None = None
 
 
 @dataclass(frozen=True)

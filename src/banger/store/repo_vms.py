@@ -33,6 +33,7 @@ class VMChanges(TypedDict, total=False):
     last_error: str | None
     config: VMConfig
     labels: dict[str, str]
+    pool: str | None
 
 
 _JSON_COLUMNS = {"config", "labels"}
@@ -71,6 +72,7 @@ def vm_from_row(row: sqlite3.Row) -> VMRecord:
         last_error=row["last_error"],
         config=VMConfig.from_json(load_json(row["config"])),
         labels=load_json(row["labels"]),
+        pool=row["pool"],
     )
 
 
@@ -90,6 +92,7 @@ class VMRepo(Repo):
         root_strategy: str | None = None,
         config: VMConfig | None = None,
         labels: dict[str, str] | None = None,
+        pool: str | None = None,
         id: str | None = None,
     ) -> VMRecord:
         vm_id = id or new_id()
@@ -111,6 +114,7 @@ class VMRepo(Repo):
                 "updated_at": now,
                 "config": dump_json((config or VMConfig()).to_json()),
                 "labels": dump_json(labels or {}),
+                "pool": pool,
             }
             try:
                 insert_row(conn, "vms", values)

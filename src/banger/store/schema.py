@@ -138,3 +138,29 @@ CREATE INDEX snapshots_by_vm ON snapshots (vm_id);
 CREATE INDEX snapshots_by_image ON snapshots (image_id);
 CREATE INDEX snapshots_by_kernel ON snapshots (kernel_id);
 """
+
+# v6: pools of ready guests (`banger pool set`). A pool names its image and kernel
+# by the ref it was given (NULL: the default, followed as it changes); the template
+# snapshot and the key it was made under are the pool service's to replace, so
+# template_id is not a foreign key. A VM that is a pool's ready guest names the
+# pool in vms.pool; taking it clears the column (the VM is then the user's).
+V6 = """
+CREATE TABLE pools (
+    id              TEXT PRIMARY KEY,
+    name            TEXT NOT NULL UNIQUE,
+    image           TEXT,
+    kernel          TEXT,
+    init_mode       TEXT NOT NULL CHECK (init_mode IN ('systemd', 'fast')),
+    vcpus           INTEGER NOT NULL CHECK (vcpus >= 1),
+    memory_mib      INTEGER NOT NULL CHECK (memory_mib >= 1),
+    work_disk_size  INTEGER NOT NULL CHECK (work_disk_size > 0),
+    size            INTEGER NOT NULL CHECK (size >= 0),
+    template_id     TEXT,
+    template_key    TEXT,
+    error           TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+ALTER TABLE vms ADD COLUMN pool TEXT;
+CREATE INDEX vms_by_pool ON vms (pool);
+"""

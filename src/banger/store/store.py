@@ -12,12 +12,13 @@ from banger.store.migrations import MIGRATIONS, Migration, migrate, schema_versi
 from banger.store.repo_artifacts import ArtifactRepo
 from banger.store.repo_leases import LeaseRepo
 from banger.store.repo_ops import OperationRepo
+from banger.store.repo_pools import PoolRepo
 from banger.store.repo_sessions import SessionRepo
 from banger.store.repo_snapshots import SnapshotRepo
 from banger.store.repo_vms import VMRepo
 
 
-class Store(VMRepo, ArtifactRepo, LeaseRepo, OperationRepo, SessionRepo, SnapshotRepo):
+class Store(VMRepo, ArtifactRepo, LeaseRepo, OperationRepo, SessionRepo, SnapshotRepo, PoolRepo):
     """Synchronous and thread-safe; the daemon calls it via ``asyncio.to_thread``."""
 
     def __init__(self, db: Database) -> None:
