@@ -52,6 +52,8 @@ if TYPE_CHECKING:
         KernelInfo,
         Operation,
         OpEvent,
+        PoolInfo,
+        PoolSetRequest,
         SSHInfo,
         VersionInfo,
         VMCreateRequest,
@@ -370,6 +372,25 @@ class BangerClient(FilesAPI):
 
     def workspace_export(self, ref: str, body: dict[str, Any]) -> Operation:
         return self._op("POST", f"/v1/vms/{_segment(ref)}/workspace/export", body)
+
+    # -- pools of ready guests (``vm create --pool P`` takes one) ---------------------
+    def pool_set(self, name: str, request: PoolSetRequest) -> PoolInfo:
+        """Create pool ``name`` or change it (absent fields keep their value); it fills in
+        the background: the answer's ``state`` is ``filling``, ``ready``, ``failed`` or
+        ``empty``."""
+        body = request.model_dump(exclude_none=True)
+        data = self._request("PUT", f"/v1/pools/{_segment(name)}", json=body)
+        return api.PoolInfo.model_validate(data)
+
+    def pool_list(self) -> list[PoolInfo]:
+        return _list_of(api.PoolInfo, self._request("GET", "/v1/pools"))
+
+    def pool_get(self, name: str) -> PoolInfo:
+        return self._get_model(f"/v1/pools/{_segment(name)}", api.PoolInfo)
+
+    def pool_rm(self, name: str) -> Operation:
+        """Start removing a pool (its ready guests and its template): a ``pool.rm`` op."""
+        return self._op("DELETE", f"/v1/pools/{_segment(name)}")
 
     # -- image transfer (operations: follow them with stream_events) ---------------
     def pull_image(self, ref: str, name: str | None = None) -> Operation:

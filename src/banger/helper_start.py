@@ -50,6 +50,7 @@ NEEDS_HELPER = frozenset(
         ("vm", "run"),
         ("image", "build"),
         ("image", "pull"),  # flattening OCI layers keeps owners: the helper does it
+        ("pool", "set"),  # the pool boots its template guest and restores the others
         ("system", "cleanup-network"),
     }
 )

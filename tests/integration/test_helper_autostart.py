@@ -48,10 +48,10 @@ def ns() -> Iterator[Netns]:
 
 def test_only_booting_and_building_commands_need_the_helper() -> None:
     for path in (["vm", "run", "--rm"], ["vm", "create"], ["vm", "start", "x"], ["image", "build"],
-                 ["system", "cleanup-network"]):  # fmt: skip
+                 ["system", "cleanup-network"], ["pool", "set", "p"]):  # fmt: skip
         assert needs_helper(path), path
     for path in (["vm", "list"], ["vm", "show", "x"], ["image", "list"], ["doctor"],
-                 ["system", "status"], []):  # fmt: skip
+                 ["system", "status"], ["pool", "list"], []):  # fmt: skip
         assert not needs_helper(path), path
 
 

@@ -66,6 +66,7 @@ LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
     "image": _from("banger.cli.image_cmd", "image"),
     "kernel": _from("banger.cli.kernel_cmd", "kernel"),
     "ops": _from("banger.cli.ops_cmd", "ops"),
+    "pool": _from("banger.cli.pool_cmd", "pool"),
     "session": _from("banger.cli.session_cmd", "session"),
     "system": _from("banger.cli.system_cmd", "system"),
     "vm": _vm_group,

@@ -25,7 +25,8 @@ def vm() -> None:
     """Create, run and manage microVMs."""
 
 
-def _memory(value: str | None) -> int | None:
+def memory_mib(value: str | None) -> int | None:
+    """``--memory`` as MiB (a number of MiB or a size like ``2G``); exit 2 naming it if bad."""
     if value is None:
         return None
     from banger.config.values import parse_memory_mib
@@ -152,6 +153,12 @@ def _create_options(fn: Any) -> Any:
             click.option("--memory", help="Memory in MiB, or a size like 2G."),
             click.option("--disk-size", help="Work disk size, e.g. 4G."),
             click.option("--init", type=click.Choice(["systemd", "fast"]), help="Guest init mode."),
+            click.option(
+                "--pool",
+                metavar="POOL",
+                help="Take a ready guest of pool POOL (`banger pool`) instead of "
+                "booting one; not with the options above but --name.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -168,20 +175,35 @@ def _create_request(
     init: str | None,
     start: bool,
     workspace: dict[str, Any] | None = None,
+    pool: str | None = None,
 ) -> Any:
     from banger.api_models import CreateWorkspaceRequest, VMCreateRequest
 
     return VMCreateRequest(
+        pool=pool,
         name=name,
         image=image,
         kernel=kernel,
         vcpus=cpus,
-        memory_mib=_memory(memory),
+        memory_mib=memory_mib(memory),
         work_disk_size=_disk_size(disk_size),
         init=init,
         start=start,
         workspace=CreateWorkspaceRequest(**workspace) if workspace is not None else None,
     )
+
+
+def _shape_flags(
+    image: str | None,
+    kernel: str | None,
+    cpus: int | None,
+    memory: str | None,
+    disk_size: str | None,
+    init: str | None,
+) -> dict[str, Any]:
+    """The create flags that say what the guest is, by flag (a pool or a snapshot fixes them)."""
+    return {"--image": image, "--kernel": kernel, "--cpus": cpus, "--memory": memory,
+            "--disk-size": disk_size, "--init": init}  # fmt: skip
 
 
 def _created_vm(state: CliState, op: Operation) -> VMDetail:
@@ -192,7 +214,8 @@ def _created_vm(state: CliState, op: Operation) -> VMDetail:
 @vm.command(name="create")
 @click.argument("new_name", metavar="[NAME]", required=False)
 @_create_options
-@click.option("--start/--no-start", default=False, help="Also start it (default: no).")
+@click.option("--start/--no-start", default=None,
+              help="Also start it (default: no; with --pool it is running already).")  # fmt: skip
 @click.option("--from-snapshot", metavar="SNAP",
               help="Restore snapshot SNAP: the new VM continues the saved guest.")  # fmt: skip
 @click.option("--workspace", "workspace_path", metavar="PATH",
@@ -209,28 +232,39 @@ def create(
     memory: str | None,
     disk_size: str | None,
     init: str | None,
-    start: bool,
+    pool: str | None,
+    start: bool | None,
     from_snapshot: str | None,
     workspace_path: str | None,
 ) -> None:
-    """Create a VM (disks, keys); --start boots it too. NAME is the same as --name."""
+    """Create a VM (disks, keys); --start boots it too. NAME is the same as --name.
+
+    With --pool P the VM is a ready guest of pool P, running, renamed and given
+    its per-VM files (and --workspace) instead of a new one booted.
+    """
+    from banger.cli.pool_flags import pool_conflicts
+
     state = get_state()
     if new_name and name and new_name != name:
         raise InvalidArgument(f"name: given twice ({new_name!r} and --name {name!r})")
     name = name or new_name
+    shape = _shape_flags(image, kernel, cpus, memory, disk_size, init)
+    no_start = True if start is False else None  # only an explicit --no-start conflicts
+    pool_conflicts(pool, {**shape, "--from-snapshot": from_snapshot, "--no-start": no_start})
     if from_snapshot is not None:
         from banger.cli.snapshot_cmd import restore
 
-        given = {"--image": image, "--kernel": kernel, "--cpus": cpus, "--memory": memory,
-                 "--disk-size": disk_size, "--init": init}  # fmt: skip
-        given["--workspace"] = workspace_path
+        given = {**shape, "--workspace": workspace_path}
         op = restore(state, from_snapshot, name, [k for k, v in given.items() if v is not None])
         _print_vm(state, state.client().show_vm(op.target or name or ""))
         return
     from banger.cli.workspace_cmd import workspace_request
 
     workspace = workspace_request(workspace_path) if workspace_path is not None else None
-    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, start, workspace)
+    start = bool(start) or pool is not None  # a pool's guest is running already
+    request = _create_request(
+        name, image, kernel, cpus, memory, disk_size, init, start, workspace, pool
+    )
     op = state.call(lambda c: c.create_vm(request))
     detail = _created_vm(state, op)
     if workspace is not None and not state.json:
@@ -396,6 +430,7 @@ def run(
     memory: str | None,
     disk_size: str | None,
     init: str | None,
+    pool: str | None,
     remove: bool,
     no_workspace: bool,
     session_name: str | None,
@@ -410,6 +445,7 @@ def run(
     then removes the VM only once the session has ended (not after a detach).
     """
     from banger.cli import run_session
+    from banger.cli.pool_flags import pool_conflicts
     from banger.cli.sshexec import argv_for, run_ssh
     from banger.cli.workspace_cmd import (
         argv_in_workspace,
@@ -420,6 +456,7 @@ def run(
 
     if session_name is not None:
         run_session.check_session_run(session_name, command)
+    pool_conflicts(pool, _shape_flags(image, kernel, cpus, memory, disk_size, init))
     state = get_state()
     if state.json:
         from banger.cli.ssh_json import require_command
@@ -430,7 +467,9 @@ def run(
     repo = None if no_workspace else repository_here()
     # the repository goes onto the work disk before the first boot (no SSH copy)
     workspace = None if repo is None else workspace_request(repo)
-    request = _create_request(name, image, kernel, cpus, memory, disk_size, init, True, workspace)
+    request = _create_request(
+        name, image, kernel, cpus, memory, disk_size, init, True, workspace, pool
+    )
     op = state.call(lambda c: c.create_vm(request))
     vm_name = op.target or ""
     status = 1
@@ -494,7 +533,7 @@ def set_cmd(
 ) -> None:
     """Change a VM's CPUs, memory or work-disk size."""
     state = get_state()
-    body = {"vcpus": cpus, "memory_mib": _memory(memory), "work_disk_size": _disk_size(disk)}
+    body = {"vcpus": cpus, "memory_mib": memory_mib(memory), "work_disk_size": _disk_size(disk)}
     final = _follow(state, state.call(lambda c: c.set_vm(name, body)))
     detail = state.call(lambda c: c.show_vm(name))
     if restart and detail.state == "running":
