@@ -20,6 +20,10 @@ serves its first request (so no operation can race a repair):
    - VMM processes of this owner serving a VM no record runs are killed;
    - ``bt-…`` taps that no running VM owns are deleted through the helper;
    - leases whose VM is gone are released; control sockets of deleted VMs removed;
+   - internal fork snapshots (``fork.<hex>``) are removed: a fork removes its
+     own when it ends, and none is in flight at startup, so any left is a
+     killed bangerd's (the same code as the sweep at each fork's start,
+     :func:`banger.daemon.vms.fork.remove_internal_snapshots`);
    - staging directories of image ops (``tmp/register-*``, ``tmp/pull-*``) that
      the file repairs could not remove — a helper killed mid-op leaves root's
      files there — are removed by the helper's ``remove_staging`` op.
@@ -46,6 +50,8 @@ from banger.daemon.images_cleanup import helper_busy
 from banger.daemon.ops import Operations
 from banger.daemon.reconcile import files as reconcile_files
 from banger.daemon.reconcile.probe import vmm_processes
+from banger.daemon.vms.fork import remove_internal_snapshots
+from banger.daemon.vms.snapshots import Snapshots
 from banger.daemon.vms.stack import VMStack
 from banger.daemon.vms.stopped import mark_stopped
 from banger.doctor.reconcile_report import ReconcileReport, report_path
@@ -116,6 +122,7 @@ async def after_stack(stack: VMStack | None, startup: Startup) -> ReconcileRepor
             _delete_stray_taps,
             _release_orphan_leases,
             _remove_stale_sockets,
+            _remove_fork_snapshots,
             _remove_root_owned_staging,
             _remove_stale_dm_snapshots,
         ):
@@ -234,6 +241,22 @@ async def _remove_stale_sockets(stack: VMStack, startup: Startup) -> None:
             if vm_id not in known:
                 sock.unlink(missing_ok=True)
                 startup.report.fixed(f"{sock.name}: removed (its VM is gone)")
+
+
+async def _remove_fork_snapshots(stack: VMStack, startup: Startup) -> None:
+    # After the interrupted creates are rolled back: a half-made child's VMM,
+    # restored from the snapshot's files, is stopped by then.
+    swept = await remove_internal_snapshots(Snapshots(stack.vms))
+    for snap in swept.removed:
+        startup.report.fixed(
+            f"snapshot {snap.name} (of VM {snap.vm_name}): removed, the internal snapshot "
+            "of an interrupted vm fork"
+        )
+    for snap, why in swept.failed:
+        startup.report.fail(
+            f"snapshot {snap.name} (of VM {snap.vm_name}): the internal snapshot of an "
+            f"interrupted vm fork, not removed: {why}"
+        )
 
 
 async def _remove_root_owned_staging(stack: VMStack, startup: Startup) -> None:

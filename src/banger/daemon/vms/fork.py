@@ -30,8 +30,10 @@ same command can be run again. The source is resumed on every path (the
 snapshot step resumes it before it returns or raises). A bangerd killed
 mid-fork: startup reconciliation rolls back a child still being created, like
 any interrupted create; children already running stay; the internal snapshot
-(``fork.<hex>``, a name no user can give) stays listed until the next fork
-starts, which removes every internal snapshot no fork is using (:meth:`Fork.sweep`).
+(``fork.<hex>``, a name no user can give) is removed by the same reconciliation
+(no fork is in flight at startup) and reported. Both it and the start of every
+fork (:meth:`Fork.sweep`, which keeps the snapshots of forks under way) use
+:func:`remove_internal_snapshots`.
 
 Only QEMU VMs with the guest agent channel can be forked: a child must take a
 new identity through the agent (Firecracker snapshots restore under the
@@ -41,10 +43,10 @@ source's address, which the running source holds).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Set
+from dataclasses import dataclass, field
 
 from banger.api_models import Operation
 from banger.daemon.ops import OpHandle
@@ -94,6 +96,40 @@ def disk_copies(where: Paths) -> str:
     parent = files.snapshots_dir(where)
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return REFLINK if reflink_supported(parent).ok else SPARSE
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What :func:`remove_internal_snapshots` did: what it removed, and what not (and why)."""
+
+    removed: list[SnapshotRecord] = field(default_factory=list)
+    failed: list[tuple[SnapshotRecord, str]] = field(default_factory=list)
+
+
+async def remove_internal_snapshots(snapshots: Snapshots, keep: Set[str] = frozenset()) -> Swept:
+    """Remove every internal fork snapshot (record and files) except those named in ``keep``.
+
+    A fork removes its own when it ends; one left over is a bangerd killed
+    mid-fork's. Removal is :meth:`Snapshots.remove` (record, then files), which
+    also refuses a snapshot a restore is reading (``busy``): that one is
+    skipped here, not failed. Called by :meth:`Fork.sweep` (``keep``: the
+    forks under way) and by startup reconciliation (nothing in flight).
+    """
+    swept = Swept()
+    for snap in await asyncio.to_thread(snapshots.store.list_snapshots):
+        if not snap.name.startswith(INTERNAL_PREFIX) or snap.name in keep:
+            continue
+        if snap.id in snapshots.busy:
+            continue
+        try:
+            await snapshots.remove(snap.id)
+        except NotFound:
+            continue  # removed meanwhile (another fork's sweep): what we wanted
+        except BangerError as exc:
+            swept.failed.append((snap, exc.message))
+        else:
+            swept.removed.append(snap)
+    return swept
 
 
 @dataclass(frozen=True)
@@ -235,19 +271,8 @@ class Fork:
 
     async def sweep(self) -> list[str]:
         """Remove internal snapshots no fork is using (a bangerd killed mid-fork left them)."""
-        left = [
-            s
-            for s in await asyncio.to_thread(self.store.list_snapshots)
-            if s.name.startswith(INTERNAL_PREFIX)
-            and s.name not in self.in_flight
-            and s.id not in self.snapshots.busy
-        ]
-        removed = []
-        for snap in left:
-            with contextlib.suppress(BangerError):
-                await self.snapshots.remove(snap.id)
-                removed.append(snap.name)
-        return removed
+        swept = await remove_internal_snapshots(self.snapshots, keep=self.in_flight)
+        return [snap.name for snap in swept.removed]
 
     def _carry_sessions(self, child: str, sessions: list[SessionRecord]) -> None:
         """The source's session records as the child's (its guest runs the same tmux)."""
