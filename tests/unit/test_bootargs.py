@@ -24,6 +24,28 @@ def test_systemd_qemu_kvm_line() -> None:
     )
 
 
+#: The kernel's ip= fields in order (Documentation/admin-guide/nfs/nfsroot.rst); a
+#: kernel with IP_PNP and no initramfs (``kernel build``'s) reads them itself.
+KERNEL_IP_FIELDS = ("client", "server", "gw", "netmask", "hostname", "device", "autoconf", "dns0")
+
+
+def test_ip_fields_where_the_kernel_reads_them() -> None:
+    """dns0 is what the kernel lists in /proc/net/pnp, for /sbin/banger-resolv (issue #19)."""
+    line = kernel_cmdline(spec(ip="10.1.2.3", gateway="10.1.0.1", prefix=16, dns="10.1.0.53"))
+    (value,) = [t.removeprefix("ip=") for t in line.split() if t.startswith("ip=")]
+    fields = dict(zip(KERNEL_IP_FIELDS, value.split(":"), strict=True))
+    assert fields == {
+        "client": "10.1.2.3",
+        "server": "",
+        "gw": "10.1.0.1",
+        "netmask": "255.255.0.0",
+        "hostname": "box",
+        "device": "eth0",
+        "autoconf": "off",
+        "dns0": "10.1.0.53",
+    }
+
+
 def test_fast_init_under_tcg() -> None:
     line = kernel_cmdline(spec(init_mode="fast", tsc_khz=2599998))
     assert line.endswith(

@@ -4,7 +4,9 @@
 # About a third of systemd's boot time under emulation: mount the basics, mount
 # the work disk on /root, start sshd, reap children. The network is already up:
 # the banger initramfs applied the kernel "ip=" parameter and wrote
-# /etc/hostname and /etc/resolv.conf before switch_root.
+# /etc/hostname and /etc/resolv.conf before switch_root; a kernel booted without
+# it (IP_PNP: "banger kernel build") applied ip= itself, and /sbin/banger-resolv
+# writes resolv.conf from what it lists in /proc/net/pnp.
 #
 # Stopping a fast guest: run "/sbin/banger-fast-init poweroff" (over SSH); it
 # signals PID 1 (SIGTERM), which stops every process, syncs, unmounts the work
@@ -63,6 +65,8 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount -o remount,rw /
+# resolv.conf when no initramfs wrote it (a no-op otherwise); before anything runs.
+[ -x /sbin/banger-resolv ] && /sbin/banger-resolv
 [ -s /etc/hostname ] && hostname -F /etc/hostname
 ip link set lo up
 

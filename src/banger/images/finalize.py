@@ -19,6 +19,11 @@ What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
 - an empty ``/etc/hostname`` (mmdebstrap copies the *host's*), localhost-only
   ``/etc/hosts``, a plain ``/etc/resolv.conf``: the initramfs writes the
   guest's hostname and DNS server into them at every boot.
+- ``/sbin/banger-resolv`` and its enabled ``banger-resolv.service``: for a
+  kernel booted without the initramfs (``kernel build``'s, which applies
+  ``ip=`` itself), ``/etc/resolv.conf`` from the DNS server the kernel lists in
+  ``/proc/net/pnp``; the fast init runs it too. A no-op where that file is
+  absent (the Debian kernel, whose initramfs wrote resolv.conf).
 - an empty ``/etc/machine-id``: systemd generates one per guest at first boot.
 - ``/sbin/banger-fast-init``, the PID 1 of the ``fast`` init mode.
 - ``/sbin/banger-agent-vsock`` and its enabled ``banger-agent-vsock.service``: the
@@ -65,6 +70,28 @@ AGENT_VSOCK_SERVICE = (
     "[Install]\n"
     "WantedBy=multi-user.target\n"
 )
+RESOLV_PATH = "/sbin/banger-resolv"
+RESOLV_UNIT = "banger-resolv.service"
+RESOLV_SERVICE = (
+    "# banger: /etc/resolv.conf from the DNS server in the kernel's ip=, for a guest\n"
+    "# booted without banger's initramfs (the kernel applied ip= itself and lists the\n"
+    "# server in /proc/net/pnp); skipped where the kernel has no IP_PNP.\n"
+    "[Unit]\n"
+    "Description=resolv.conf from the kernel's ip= (banger)\n"
+    "DefaultDependencies=no\n"
+    "ConditionPathExists=/proc/net/pnp\n"
+    # Early, before anything resolves: the root is mounted rw from the kernel's
+    # command line on; the remount only keeps it so.
+    "After=systemd-remount-fs.service\n"
+    "Before=sysinit.target nss-lookup.target network-pre.target\n"
+    "\n"
+    "[Service]\n"
+    "Type=oneshot\n"
+    f"ExecStart={RESOLV_PATH}\n"
+    "\n"
+    "[Install]\n"
+    "WantedBy=sysinit.target\n"
+)
 WORK_DEVICE = "/dev/vdb"
 HOST_KEY_PATH = "/root/.banger/ssh_host_ed25519_key"
 
@@ -96,7 +123,10 @@ HOSTS = (
     "ff02::1\t\tip6-allnodes\n"
     "ff02::2\t\tip6-allrouters\n"
 )
-RESOLV_CONF = "# written at every boot by the banger initramfs from the kernel command line\n"
+RESOLV_CONF = (
+    "# written at every boot from the kernel command line's ip= (by the banger\n"
+    "# initramfs, or by /sbin/banger-resolv from /proc/net/pnp without one)\n"
+)
 
 #: Required files, by guest path, with what they are for (named in the error).
 REQUIRED = {
@@ -154,6 +184,11 @@ def agent_vsock_text() -> str:
     return (resources.files("banger.images") / "banger-agent-vsock.sh").read_text()
 
 
+def resolv_text() -> str:
+    """The text of ``/sbin/banger-resolv`` (shipped as package data)."""
+    return (resources.files("banger.images") / "banger-resolv.sh").read_text()
+
+
 def release_marker() -> str:
     return json.dumps({"finalize_version": FINALIZE_VERSION, "init_modes": list(INIT_MODES)}) + "\n"
 
@@ -189,6 +224,7 @@ def finalize_tree(tree: Path, *, home_out: Path) -> FinalizeResult:
     _configure_units(tree)
     treepath.write_file(tree, FAST_INIT_PATH, fast_init_text(), 0o755)
     _install_agent_vsock(tree)
+    _install_resolv(tree)
     home_files = _split_root_home(tree, home_out)
     treepath.write_file(tree, "/etc/banger-release", release_marker())
     return FinalizeResult(FINALIZE_VERSION, removed, home_files)
@@ -234,6 +270,14 @@ def _install_agent_vsock(tree: Path) -> None:
     unit = f"/etc/systemd/system/{AGENT_VSOCK_UNIT}"
     treepath.write_file(tree, unit, AGENT_VSOCK_SERVICE)
     treepath.symlink(tree, f"/etc/systemd/system/multi-user.target.wants/{AGENT_VSOCK_UNIT}", unit)
+
+
+def _install_resolv(tree: Path) -> None:
+    """resolv.conf from /proc/net/pnp: run by the fast init itself, enabled under systemd."""
+    treepath.write_file(tree, RESOLV_PATH, resolv_text(), 0o755)
+    unit = f"/etc/systemd/system/{RESOLV_UNIT}"
+    treepath.write_file(tree, unit, RESOLV_SERVICE)
+    treepath.symlink(tree, f"/etc/systemd/system/sysinit.target.wants/{RESOLV_UNIT}", unit)
 
 
 def _split_root_home(tree: Path, home_out: Path) -> tuple[str, ...]:

@@ -1,0 +1,195 @@
+"""``/sbin/banger-resolv``: resolv.conf for a guest booted without banger's initramfs
+(issue #19, the microVM kernel's DNS gap).
+
+A kernel with IP_PNP applies ``ip=`` itself and lists its dns0 field in
+``/proc/net/pnp``; the script turns that into the same ``/etc/resolv.conf`` the
+initramfs writes for a distro kernel. Here it runs under dash and busybox sh (the
+shells of Debian and other images) against made-up ``pnp`` files in the kernel's
+format (net/ipv4/ipconfig.c ``pnp_seq_show``); its output is compared byte for
+byte with what the initramfs's own function writes for the same ``ip=``. What
+this cannot show: a real kernel's ``/proc/net/pnp`` and a real systemd running
+the unit — tests/e2e/test_kernel_build_e2e.py boots both init modes for that.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from banger.images.finalize import (
+    RESOLV_CONF,
+    RESOLV_PATH,
+    RESOLV_SERVICE,
+    RESOLV_UNIT,
+    fast_init_text,
+    finalize_tree,
+    resolv_text,
+)
+from banger.kernels.initramfs import init_script
+
+SHELLS = [sh for sh in ("/bin/sh", shutil.which("busybox")) if sh is not None]
+#: What a kernel with IP_PNP lists for banger's ip= (static: "#MANUAL", then dns0).
+PNP = "#MANUAL\nnameserver 172.30.0.1\n"
+
+
+def run(tmp_path: Path, shell: str, pnp: str | None, *, resolv: Path | None = None) -> str:
+    """The script's run against ``pnp`` (None: no such file); what it logged ("" if nothing)."""
+    script = tmp_path / "banger-resolv"
+    script.write_text(resolv_text())
+    pnp_file = tmp_path / "pnp"
+    pnp_file.unlink(missing_ok=True)
+    if pnp is not None:
+        pnp_file.write_text(pnp)
+    kmsg = tmp_path / "kmsg"
+    kmsg.unlink(missing_ok=True)
+    argv = [shell, "sh", str(script)] if shell.endswith("busybox") else [shell, str(script)]
+    env = {
+        "PATH": os.environ["PATH"],
+        "BANGER_PNP": str(pnp_file),
+        "BANGER_RESOLV": str(resolv or tmp_path / "resolv.conf"),
+        "BANGER_KMSG": str(kmsg),
+    }
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    return kmsg.read_text() if kmsg.exists() else ""
+
+
+def initramfs_resolv(tmp_path: Path, ip: str) -> bytes:
+    """What banger's initramfs writes into the root disk's resolv.conf for ``ip=``."""
+    init = tmp_path / "init"
+    init.write_bytes(init_script())
+    newroot = tmp_path / "newroot"
+    (newroot / "etc").mkdir(parents=True)
+    body = f'. "$0"; NEWROOT="{newroot}"; parse_cmdline "$1"; write_guest_identity'
+    subprocess.run(["busybox", "sh", "-c", body, str(init), f"ip={ip}"], check=True, timeout=30)
+    return (newroot / "etc/resolv.conf").read_bytes()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_writes_what_the_initramfs_writes(tmp_path: Path, shell: str) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(RESOLV_CONF)  # as finalize left it
+    logged = run(tmp_path, shell, PNP)
+    ip = "172.30.0.2::172.30.0.1:255.255.255.0:vm-a:eth0:off:172.30.0.1"
+    assert resolv.read_bytes() == initramfs_resolv(tmp_path, ip) == b"nameserver 172.30.0.1\n"
+    written = f"banger-resolv: nameserver 172.30.0.1 (the kernel's ip=) written to {resolv}\n"
+    assert logged == written
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_symlink_becomes_a_plain_file(tmp_path: Path, shell: str) -> None:
+    stub = tmp_path / "stub-resolv.conf"
+    stub.write_text("nameserver 127.0.0.53\n")
+    resolv = tmp_path / "resolv.conf"
+    resolv.symlink_to(stub)
+    run(tmp_path, shell, PNP)
+    assert not resolv.is_symlink()
+    assert resolv.read_text() == "nameserver 172.30.0.1\n"
+    assert stub.read_text() == "nameserver 127.0.0.53\n"  # the link's target left alone
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_every_server_and_nothing_else_of_the_kernel_list(tmp_path: Path, shell: str) -> None:
+    pnp = (
+        "#PROTO: DHCP\ndomain example.test\nnameserver 10.0.0.1\nnameserver 10.0.0.2\n"
+        "nameserver 10.0.0.3;reboot\nnameserver\nbootserver 10.0.0.9\n"
+    )
+    run(tmp_path, shell, pnp)
+    assert (tmp_path / "resolv.conf").read_text() == "nameserver 10.0.0.1\nnameserver 10.0.0.2\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "pnp",
+    [None, "#MANUAL\n", "#MANUAL\nbootserver 172.30.0.1\n", ""],
+    ids=["no-ip-pnp", "no-dns0", "bootserver-only", "empty"],
+)
+def test_left_alone_without_a_server_from_the_kernel(
+    tmp_path: Path, shell: str, pnp: str | None
+) -> None:
+    """The Debian kernel (no /proc/net/pnp: its initramfs wrote resolv.conf) or no dns0."""
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 172.30.0.1\n")
+    before = resolv.stat()
+    assert run(tmp_path, shell, pnp) == ""
+    assert resolv.read_text() == "nameserver 172.30.0.1\n"
+    assert resolv.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_an_unchanged_file_is_not_written_again(tmp_path: Path, shell: str) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 172.30.0.1\n")
+    os.utime(resolv, ns=(1, 1))
+    assert run(tmp_path, shell, PNP) == ""
+    assert resolv.stat().st_mtime_ns == 1
+    # Another server (the VM's bridge changed): written.
+    assert run(tmp_path, shell, "#MANUAL\nnameserver 172.31.0.1\n") != ""
+    assert resolv.read_text() == "nameserver 172.31.0.1\n"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_failed_write_says_so(tmp_path: Path, shell: str) -> None:
+    script = tmp_path / "banger-resolv"
+    script.write_text(resolv_text())
+    (tmp_path / "pnp").write_text(PNP)
+    argv = [shell, "sh", str(script)] if shell.endswith("busybox") else [shell, str(script)]
+    env = {
+        "PATH": os.environ["PATH"],
+        "BANGER_PNP": str(tmp_path / "pnp"),
+        "BANGER_RESOLV": str(tmp_path / "no-such-dir/resolv.conf"),
+        "BANGER_KMSG": str(tmp_path / "kmsg"),
+    }
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"banger-resolv: cannot write {tmp_path}/no-such-dir/resolv.conf" in done.stderr
+
+
+def test_the_fast_init_runs_it_before_anything_resolves() -> None:
+    text = fast_init_text()
+    line = f"[ -x {RESOLV_PATH} ] && {RESOLV_PATH}\n"
+    assert line in text
+    # After /proc (its input) and the root's remount rw (its output); before the
+    # agent and sshd, and in the foreground.
+    assert text.index("mount -o remount,rw /\n") < text.index(line)
+    assert text.index("mount -t proc proc /proc\n") < text.index(line)
+    assert text.index(line) < text.index("qemu-ga") < text.index('log "starting sshd')
+
+
+def test_the_unit_runs_it_early_under_systemd() -> None:
+    lines = RESOLV_SERVICE.splitlines()
+    for expected in (
+        f"ExecStart={RESOLV_PATH}",
+        "Type=oneshot",
+        "DefaultDependencies=no",
+        "ConditionPathExists=/proc/net/pnp",
+        "After=systemd-remount-fs.service",
+        "Before=sysinit.target nss-lookup.target network-pre.target",
+        "WantedBy=sysinit.target",
+    ):
+        assert expected in lines
+
+
+@pytest.mark.root
+def test_finalize_installs_and_enables_it(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    for d in ("usr/bin", "usr/sbin", "etc/ssh"):
+        (tree / d).mkdir(parents=True)
+    (tree / "bin").symlink_to("usr/bin")
+    (tree / "sbin").symlink_to("usr/sbin")
+    for exe in ("usr/bin/sh", "usr/sbin/sshd", "usr/bin/tmux"):
+        (tree / exe).write_text("#!/fake\n")
+    finalize_tree(tree, home_out=tmp_path / "home")
+    script = tree / RESOLV_PATH.lstrip("/")
+    assert script.read_text() == resolv_text()
+    assert script.stat().st_mode & 0o777 == 0o755
+    unit = tree / "etc/systemd/system" / RESOLV_UNIT
+    assert unit.read_text() == RESOLV_SERVICE
+    wants = tree / "etc/systemd/system/sysinit.target.wants" / RESOLV_UNIT
+    assert os.readlink(wants) == f"/etc/systemd/system/{RESOLV_UNIT}"
+    assert (tree / "etc/resolv.conf").read_text() == RESOLV_CONF
