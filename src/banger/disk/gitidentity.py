@@ -25,6 +25,11 @@ from banger.errors import BangerError, CommandError
 #: Relative to the work disk root, which is ``/root`` in the guest.
 GITCONFIG = ".gitconfig"
 GITCONFIG_MODE = 0o644
+#: Said when the owner has no identity to merge (before boot, and into a running guest).
+NO_IDENTITY_NOTICE = (
+    "git identity: none on the host (git config --global user.name/user.email); "
+    "the guest's ~/.gitconfig is left as it is"
+)
 #: ``git config --get`` exits 1 when the key is not set.
 _UNSET = 1
 
@@ -114,12 +119,7 @@ def stage_git_identity(
     """
     identity = read_host_identity(home)
     if identity.empty:
-        return StagedIdentity(
-            None,
-            identity,
-            "git identity: none on the host (git config --global user.name/user.email); "
-            "the guest's ~/.gitconfig is left as it is",
-        )
+        return StagedIdentity(None, identity, NO_IDENTITY_NOTICE)
     merged = merge_gitconfig(_current_content(disk, synced), identity, workdir=stage_dir)
     fd, name = tempfile.mkstemp(prefix="gitconfig-merged-", dir=stage_dir)
     with os.fdopen(fd, "wb") as f:

@@ -26,6 +26,7 @@ from banger.daemon.guestconn import KEEPALIVE_INTERVAL, GuestConns
 from banger.daemon.hostnet import HostNetwork
 from banger.daemon.ops import OpHandle
 from banger.daemon.vms import agent_use
+from banger.daemon.vms.live_sync import write_items
 from banger.daemon.vms.undo import UndoStack
 from banger.daemon.vms.vmm_choice import (
     DriverSet,
@@ -53,6 +54,7 @@ from banger.errors import BangerError
 from banger.guest import sshkeys
 from banger.guest.agent import AgentEndpoint
 from banger.guest.boot_timeline import ConsoleWatch
+from banger.guest.files import open_sftp
 from banger.guest.ssh import SSHTarget, SSHTimeout, connect_when_ready, console_tail
 from banger.images.publish import ImageEntry
 from banger.kernels.store import KernelEntry
@@ -338,17 +340,9 @@ class Pipeline:
         dirs, files = late
         async with (
             self.conns.channel(vm, any_state=True) as conn,
-            conn.start_sftp_client() as sftp,
+            open_sftp(conn, vm.name) as guest,
         ):
-            for d in dirs:
-                path = f"{GUEST_ROOT}/{d.guest_rel_path}"
-                await sftp.makedirs(path, exist_ok=True)
-                await sftp.chmod(path, d.mode)
-            for f in files:
-                path = f"{GUEST_ROOT}/{f.guest_rel_path}"
-                await sftp.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                await sftp.put(str(f.host_path), path)
-                await sftp.chmod(path, f.mode)
+            await write_items(guest, dirs, files, guest_root=GUEST_ROOT)
         count = len(files)
         await op.event(
             "info", f"file_sync: {count} file{'s' if count != 1 else ''} copied over SSH"
