@@ -278,3 +278,14 @@ def test_an_unreadable_host_file_fails_with_nothing_written(sshd: Sshd, guest_ro
     assert result.returncode == 1, result.stderr
     assert "file_sync: cannot read ~/secret: Permission denied" in result.stderr
     assert tree(guest_root) == before
+
+
+async def test_a_file_in_the_way_of_a_synced_directory_is_replaced(
+    sshd: Sshd, home: Path, guest_root: Path
+) -> None:
+    write(home / "conf/x", "x\n")
+    (home / "conf").chmod(0o700)
+    write(guest_root / ".conf", "a file where the directory goes\n")
+    await sync(sshd, [entry(home, "~/conf", "~/.conf")], home, guest_root)
+    assert mode_of(guest_root / ".conf") == 0o700  # a directory, with the host's mode
+    assert (guest_root / ".conf/x").read_text() == "x\n"
