@@ -31,8 +31,12 @@ RECIPE_MODULES = [
     "virtio-rng",
 ]  # fmt: skip
 #: ...plus what lets QMP system_powerdown reach systemd-logind (ACPI button, evdev),
-#: and virtio_console for the guest agent's virtio-serial port.
-EXPECTED_MODULES = [*RECIPE_MODULES, "button", "evdev", "virtio_console"]
+#: virtio_console for the guest agent's virtio-serial port, and the virtio vsock
+#: transport (after its dependencies) for the agent over vsock on Firecracker.
+EXPECTED_MODULES = [
+    *RECIPE_MODULES, "button", "evdev", "virtio_console",
+    "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport",
+]  # fmt: skip
 
 
 Pulled = tuple[Paths, KernelEntry, list[str]]

@@ -48,6 +48,17 @@ alias crypto-crc32c crc32c_generic
 alias crc32c crc32c_generic
 alias virtio:d00000002v* virtio_blk
 """
+#: What ``depmod`` writes for the vsock modules of Debian's 6.1.0-57-amd64 (and the
+#: siblings that must not come along: hv_sock, VMCI, loopback, diag).
+VSOCK_DEP = """\
+kernel/net/vmw_vsock/vsock_diag.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/hv_sock.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vsock_loopback.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_vmci_transport.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vsock.ko:
+"""  # noqa: E501 (modules.dep lines are long)
 #: guest-boot.md §1 step 5, the measured list.
 RECIPE_ORDER = [
     "virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "failover", "net_failover",
@@ -68,6 +79,22 @@ def index(dep: str = MODULES_DEP, builtin: frozenset[str] = frozenset()) -> Modu
 
 
 def test_debian_shaped_kernel_gives_the_recipe_order() -> None:
+    assert [m.stem for m in resolve_modules(index())] == RECIPE_ORDER
+
+
+def test_the_virtio_vsock_transport_comes_with_its_dependencies() -> None:
+    """A Firecracker guest's agent talks over vsock: a Debian kernel's initramfs loads
+    the virtio transport, after ``vsock`` and the common part, and nothing else of
+    net/vmw_vsock; the rest of the list is unchanged."""
+    idx = index(MODULES_DEP + VSOCK_DEP)
+    order = [m.stem for m in resolve_modules(idx)]
+    vsock = ["vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"]
+    assert order == RECIPE_ORDER + vsock
+    names = [m.name for m in resolve_modules(idx)]
+    for name in vsock:
+        for dep in idx.deps[name]:
+            assert names.index(dep) < names.index(name), (dep, name)
+    # A kernel without them (or with vsock built in) builds the same initramfs as before.
     assert [m.stem for m in resolve_modules(index())] == RECIPE_ORDER
 
 

@@ -20,9 +20,19 @@ from banger.errors import BangerError
 REQUIRED_MODULES = ("virtio_mmio", "virtio_blk", "virtio_net", "ext4")
 #: Loaded when the kernel has them: a faster crc32c, the virtio RNG, the
 #: ACPI power button + evdev, so QMP ``system_powerdown`` (microvm's GED button)
-#: reaches systemd-logind and a systemd guest shuts down cleanly, and
-#: virtio_console for the guest agent's virtio-serial port.
-OPTIONAL_MODULES = ("crc32c-intel", "virtio-rng", "button", "evdev", "virtio_console")
+#: reaches systemd-logind and a systemd guest shuts down cleanly,
+#: virtio_console for the guest agent's virtio-serial port (QEMU), and the
+#: virtio vsock transport for the guest agent over vsock (Firecracker; its
+#: ``vsock`` and ``vmw_vsock_virtio_transport_common`` come in as dependencies).
+#: A guest without the device just has the driver registered, unused.
+OPTIONAL_MODULES = (
+    "crc32c-intel",
+    "virtio-rng",
+    "button",
+    "evdev",
+    "virtio_console",
+    "vmw_vsock_virtio_transport",
+)
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
