@@ -94,7 +94,7 @@ async def test_each_collection_answers_through_its_router(app: FastAPI, path: st
 
 
 def test_every_v1_path_has_one_of_the_known_prefixes(app: FastAPI) -> None:
-    prefixes = ("ops", "vms", "images", "kernels", "sessions", "snapshots", "network")
+    prefixes = ("ops", "vms", "images", "kernels", "sessions", "snapshots", "network", "pools")
     meta = {"version", "dns", "config"}
     for path in app.openapi()["paths"]:
         first = path.removeprefix("/v1/").split("/")[0]

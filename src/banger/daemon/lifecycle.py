@@ -155,6 +155,8 @@ async def _serve(
     if changed:
         log.info("reconciled %d session(s) with their guests", changed)
     background = Background.start(services)
+    pools = app.state.pools
+    pools.start()  # every pool back to its size (its guests may have stopped with bangerd)
     loop = asyncio.get_running_loop()
     # SIGHUP: re-read config.toml now (as `banger config reload` does)
     loop.add_signal_handler(signal.SIGHUP, services.config_watch.reload)
@@ -169,6 +171,7 @@ async def _serve(
                 await stop_all(services.stack.vms)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        await pools.close()
         await watch.close()
         await background.close()
         await services.guest_conns.close()

@@ -174,6 +174,16 @@ class PoolRepo(Repo):
                 ) from exc
             return vm_from_row(conn.execute("SELECT * FROM vms WHERE id = ?", (vm_id,)).fetchone())
 
+    def retire_member(self, vm_id: str, pool: str) -> bool:
+        """Mark a pool's guest for deletion so no take can get it; False when a take
+        got it first (it is the owner's VM now and must be left alone)."""
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE vms SET state = ?, updated_at = ? WHERE id = ? AND pool = ?",
+                (VMState.DELETING.value, self._db.now(), vm_id, pool),
+            )
+            return cursor.rowcount == 1
+
     @staticmethod
     def _pool_row(conn: sqlite3.Connection, column: str, value: str) -> PoolRecord:
         # ``column`` comes from this module, never from a request.

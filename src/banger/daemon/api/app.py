@@ -11,10 +11,12 @@ from banger.daemon.api.kernels import kernel_router
 from banger.daemon.api.meta import meta_router
 from banger.daemon.api.network import network_router
 from banger.daemon.api.ops import ops_router
+from banger.daemon.api.pools import pool_router
 from banger.daemon.api.sessions import session_router
 from banger.daemon.api.snapshots import snapshot_router
 from banger.daemon.api.vms import vm_router
 from banger.daemon.config_watch import ConfigRefreshMiddleware
+from banger.daemon.pools.service import Pools
 from banger.daemon.services import Services
 from banger.daemon.sessions_svc import SessionService
 from banger.daemon.vms.snapshots import Snapshots
@@ -34,14 +36,18 @@ def create_app(services: Services) -> FastAPI:
     sessions = SessionService(stack.vms)
     snapshots = Snapshots(stack.vms)
     snapshots.sweep()  # leftovers of a crash between writing and recording
+    pools = Pools(snapshots)
+    # lifecycle starts the pools' fillers once reconciliation is done, and closes them
+    app.state.pools = pools
     app.include_router(meta_router(services))  # /v1
     app.include_router(ops_router(services))  # /v1/ops
-    app.include_router(vm_router(stack, sessions, snapshots))  # /v1/vms
+    app.include_router(vm_router(stack, sessions, snapshots, pools))  # /v1/vms
     app.include_router(image_router(stack))  # /v1/images
     app.include_router(kernel_router(stack))  # /v1/kernels
     app.include_router(session_router(sessions))  # /v1/sessions
     app.include_router(snapshot_router(snapshots))  # /v1/snapshots
     app.include_router(network_router(stack, services.dns))  # /v1/network
+    app.include_router(pool_router(pools))  # /v1/pools
     # config.toml re-read (when it changed) before every request
     app.add_middleware(ConfigRefreshMiddleware, watch=services.config_watch)
     return app

@@ -170,3 +170,22 @@ async def reidentify(agent: GuestAgent, identity: Identity, *, thaw: bool) -> in
             f"{said.splitlines()[-1] if said else 'no output'}"
         )
     return thawed
+
+
+#: Runs as ``sh -c RENAME_SCRIPT rename NAME``: a pool's guest taking its owner's name.
+RENAME_SCRIPT = """set -e
+hostname "$1"
+printf '%s\\n' "$1" >/etc/hostname
+"""
+
+
+async def rename(agent: GuestAgent, hostname: str) -> None:
+    """The guest's hostname (kernel and /etc/hostname) becomes ``hostname``, validated."""
+    check_hostname(hostname)
+    result = await agent.run(["/bin/sh", "-c", RENAME_SCRIPT, "rename", hostname], timeout=60.0)
+    if result.exitcode != 0:
+        said = (result.stderr or result.stdout).decode(errors="replace").strip()
+        raise BangerError(
+            f"setting the guest's hostname to {hostname} failed (exit {result.exitcode}): "
+            f"{said.splitlines()[-1] if said else 'no output'}"
+        )

@@ -75,6 +75,8 @@ class CreatePlan:
     vmm_reason: str = "the only driver"
     #: written onto the work disk before the first boot (:mod:`.create_workspace`)
     workspace: CreateWorkspace | None = None
+    #: the pool whose ready guest (or template) this VM is made to be
+    pool: str | None = None
 
 
 class VMService:
@@ -248,6 +250,7 @@ class VMService:
             vcpus=plan.vcpus,
             memory_mib=plan.memory_mib,
             work_disk_size=plan.work_disk_size,
+            pool=plan.pool,
         )
         await op.event("info", f"VM {vm.name} has id {vm.id}", {"vm": vm.id})
 

@@ -157,12 +157,15 @@ class SnapshotRestore:
         # interrupted one back like any interrupted create (record, lease, disks, VMM).
         return await self.vms.ops.start("vm.create", name, body)
 
-    async def _restore(self, snap: SnapshotRecord, name: str, op: OpHandle) -> None:
+    async def _restore(
+        self, snap: SnapshotRecord, name: str, op: OpHandle, *, pool: str | None = None
+    ) -> None:
+        """``pool``: the new VM is that pool's ready guest (hidden from ``vm list``)."""
         await op.stage("record")
         layout = files.SnapshotLayout(
             files.snapshot_dir(self.paths, snap.id), str(snap.meta["root_file"])
         )
-        vm = await asyncio.to_thread(self._record, snap, name)
+        vm = await asyncio.to_thread(self._record, snap, name, pool)
         where = "under its own address" if reidentifies(snap) else f"at {snap.ip}"
         await op.event(
             "info",
@@ -181,7 +184,7 @@ class SnapshotRestore:
                 raise
             undo.discard()
 
-    def _record(self, snap: SnapshotRecord, name: str) -> VMRecord:
+    def _record(self, snap: SnapshotRecord, name: str, pool: str | None = None) -> VMRecord:
         """The row and the exact lease in one transaction: both or neither."""
         with self.store.transaction():
             vm = self.store.create_vm(
@@ -197,6 +200,7 @@ class SnapshotRestore:
                 vcpus=snap.vcpus,
                 memory_mib=snap.memory_mib,
                 work_disk_size=snap.work_disk_size,
+                pool=pool,
             )
             if not reidentifies(snap):
                 self.store.claim_ip(vm.id, snap.ip)

@@ -29,6 +29,7 @@ from banger.daemon.api.vms.settings import settings_routes
 from banger.daemon.api.vms.snapshots import snapshot_routes
 from banger.daemon.api.vms.stats import stats_routes
 from banger.daemon.api.vms.workspace import workspace_routes
+from banger.daemon.pools.service import Pools
 from banger.daemon.sessions_svc import SessionService
 from banger.daemon.vms.snapshots import Snapshots
 from banger.daemon.vms.stack import VMStack
@@ -36,13 +37,15 @@ from banger.daemon.vms.stack import VMStack
 PREFIX = "/v1/vms"
 
 
-def vm_router(stack: VMStack, sessions: SessionService, snapshots: Snapshots) -> APIRouter:
+def vm_router(
+    stack: VMStack, sessions: SessionService, snapshots: Snapshots, pools: Pools
+) -> APIRouter:
     """Every ``/v1/vms`` route. The prefix goes on each group as it is included: a
     group's collection routes (``GET``/``POST /v1/vms``) have an empty path, which
     FastAPI accepts only with a prefix given at inclusion."""
     router = APIRouter()
     groups = (
-        lifecycle_routes(stack),
+        lifecycle_routes(stack, pools),
         stats_routes(stack),
         settings_routes(stack),
         control_routes(stack),

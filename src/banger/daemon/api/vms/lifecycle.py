@@ -11,20 +11,27 @@ import asyncio
 from fastapi import APIRouter
 
 from banger.api_models import Operation, SSHInfo, VMCreateRequest, VMDetail, VMStopRequest
+from banger.daemon.pools.service import Pools
 from banger.daemon.vms.stack import VMStack
 
 
-def lifecycle_routes(stack: VMStack) -> APIRouter:
+def lifecycle_routes(stack: VMStack, pools: Pools) -> APIRouter:
     router = APIRouter(tags=["vms"])
     vms = stack.vms
 
     @router.get("")
     async def list_vms() -> list[VMDetail]:
-        return await asyncio.to_thread(lambda: [vms.detail(v) for v in vms.store.list_vms()])
+        """The owner's VMs (a pool's ready guests are listed by ``GET /v1/pools``)."""
+        return await asyncio.to_thread(
+            lambda: [vms.detail(v) for v in vms.store.list_vms() if v.pool is None]
+        )
 
     @router.post("", status_code=202)
     async def create(request: VMCreateRequest) -> Operation:
-        """Create (and by default start) a VM; follow the returned operation."""
+        """Create (and by default start) a VM, or take a ready one from `pool`; follow the
+        returned operation."""
+        if request.pool is not None:
+            return await pools.create(request)
         return await vms.create(request)
 
     @router.get("/{ref}")
