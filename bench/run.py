@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "exec_latency": "bench.exec_latency",
     "workspace": "bench.workspace",
     "fork": "bench.fork",
+    "pool": "bench.pool",
     "concurrency": "bench.concurrency",
     "footprint": "bench.footprint",
     "images": "bench.images",
