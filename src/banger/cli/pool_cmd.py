@@ -65,7 +65,9 @@ def _print_pool(state: CliState, info: PoolInfo) -> None:
 @click.argument("name")
 @click.option("--image", help="Image name or id (new pool: the default image).")
 @click.option("--kernel", help="Kernel name or id (new pool: the default kernel).")
-@click.option("--size", type=click.IntRange(0, MAX_SIZE),
+# A plain int: the daemon's check answers a bad size as one `error: size: …` line,
+# as the README promises for bad input (click's range error is a usage block).
+@click.option("--size", type=int,
               help=f"How many guests to keep ready (0-{MAX_SIZE}; 0 keeps none).")  # fmt: skip
 @click.option("--cpus", type=int, help="Virtual CPUs of each guest.")
 @click.option("--memory", help="Memory of each guest in MiB, or a size like 2G.")
