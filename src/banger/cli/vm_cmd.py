@@ -443,6 +443,8 @@ def run(
     and COMMAND or the shell starts in its guest copy.
     With --session, COMMAND runs as a session this terminal attaches to; --rm
     then removes the VM only once the session has ended (not after a detach).
+    With --pool P a ready guest of pool P is taken instead of booting one (the
+    repository is then copied in over SSH).
     """
     from banger.cli import run_session
     from banger.cli.pool_flags import pool_conflicts
