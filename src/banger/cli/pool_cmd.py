@@ -68,7 +68,7 @@ def _print_pool(state: CliState, info: PoolInfo) -> None:
 # A plain int: the daemon's check answers a bad size as one `error: size: …` line,
 # as the README promises for bad input (click's range error is a usage block).
 @click.option("--size", type=int,
-              help=f"How many guests to keep ready (0-{MAX_SIZE}; 0 keeps none).")  # fmt: skip
+              help=f"Guests to keep ready (0-{MAX_SIZE}; new pool: 1).")  # fmt: skip
 @click.option("--cpus", type=int, help="Virtual CPUs of each guest.")
 @click.option("--memory", help="Memory of each guest in MiB, or a size like 2G.")
 @click.option("--init", type=click.Choice(["systemd", "fast"]), help="Guest init mode.")
