@@ -114,17 +114,29 @@ class Pools:
     def ready(self, vm: VMRecord) -> bool:
         return vm.state == VMState.RUNNING and self.vms.alive(vm)
 
+    def current_template(self, pool: PoolRecord) -> SnapshotRecord | None:
+        """The pool's template if it is still valid: made under the key its inputs have now
+        (a changed image, kernel, spec or banger makes it stale, and its guests with it)."""
+        if pool.template_id is None or pool.template_key != self._template_key(pool):
+            return None
+        try:
+            return self.store.get_snapshot(pool.template_id)
+        except NotFound:
+            return None
+
     def info(self, pool: PoolRecord) -> PoolInfo:
-        ready = [vm.name for vm in self.store.pool_members(pool.name) if self.ready(vm)]
-        template = None
-        if pool.template_id is not None:
-            with contextlib.suppress(NotFound):
-                template = self.store.get_snapshot(pool.template_id).name
+        template = self.current_template(pool)
+        # Guests of a stale template are never handed out (the filler retires them).
+        ready = (
+            [vm.name for vm in self.store.pool_members(pool.name) if self.ready(vm)]
+            if template is not None
+            else []
+        )
         if pool.error:
             state = "failed"
         elif pool.size == 0:
             state = "empty"
-        elif len(ready) >= pool.size:
+        elif template is not None and len(ready) >= pool.size:
             state = "ready"
         else:
             state = "filling"
@@ -138,7 +150,7 @@ class Pools:
             init=pool.init_mode,
             state=state,
             ready=ready,
-            template=template,
+            template=template.name if template is not None else None,
             error=pool.error,
             created_at=pool.created_at,
             updated_at=pool.updated_at,
@@ -344,10 +356,7 @@ class Pools:
 
     def _plan(self, pool: PoolRecord) -> FillPlan:
         members = self.store.pool_members(pool.name)
-        template = None
-        if pool.template_id is not None and pool.template_key == self._template_key(pool):
-            with contextlib.suppress(NotFound):
-                template = self.store.get_snapshot(pool.template_id)
+        template = self.current_template(pool)
         if template is None:
             # A new template: every guest restored from the old one goes.
             return FillPlan(retire=members, template=None, ready=0)
@@ -492,7 +501,10 @@ class Pools:
         return await self.vms.ops.start("vm.create", plan.name, body)
 
     def _claim(self, plan: TakePlan) -> tuple[VMRecord, str] | None:
-        for vm in self.store.pool_members(plan.pool.name):
+        pool = self.store.get_pool(plan.pool.name)
+        if self.current_template(pool) is None:
+            return None  # its guests are stale: the take boots one with the new spec
+        for vm in self.store.pool_members(pool.name):
             if not self.ready(vm):
                 continue
             with contextlib.suppress(NotFound):
@@ -509,7 +521,7 @@ class Pools:
                 f"pool {plan.pool.name} has no ready guest: booting {plan.name} cold "
                 "with the pool's spec",
             )
-            pool = plan.pool
+            pool = await asyncio.to_thread(self.store.get_pool, plan.pool.name)  # its spec now
             request = plan.request.model_copy(
                 update={
                     "pool": None,
