@@ -43,6 +43,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from banger.api_models import Operation, PoolInfo, PoolSetRequest, VMCreateRequest
 from banger.daemon.ops import OpHandle
@@ -65,12 +66,13 @@ from banger.daemon.vms.names import (
 )
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots
-from banger.errors import BangerError, Conflict, InvalidArgument, NotFound
+from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.guest import sshkeys
 from banger.guest.agent import GuestAgent
 from banger.store import PoolRecord, SnapshotRecord, VMRecord, VMState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: ``pool set NAME`` with no ``--size`` makes a pool of one.
 DEFAULT_SIZE = 1
@@ -183,34 +185,12 @@ class Pools:
         defaults = self.vms.config.vm
 
         fields = FieldProblems()
-        size = fields.check(
-            spec.check_size,
-            request.size if request.size is not None else current.size if current else DEFAULT_SIZE,
-        )
-        vcpus = fields.check(
-            check_vcpus,
-            request.vcpus
-            if request.vcpus is not None
-            else current.vcpus
-            if current
-            else defaults.vcpus,
-        )
+        size = fields.check(spec.check_size, _kept(request.size, current, "size", DEFAULT_SIZE))
+        vcpus = fields.check(check_vcpus, _kept(request.vcpus, current, "vcpus", defaults.vcpus))
         memory = fields.check(
-            check_memory,
-            request.memory_mib
-            if request.memory_mib is not None
-            else current.memory_mib
-            if current
-            else defaults.memory_mib,
+            check_memory, _kept(request.memory_mib, current, "memory_mib", defaults.memory_mib)
         )
-        init = fields.check(
-            check_init,
-            request.init
-            if request.init is not None
-            else current.init_mode
-            if current
-            else defaults.init,
-        )
+        init = fields.check(check_init, _kept(request.init, current, "init_mode", defaults.init))
         fields.raise_any()
         assert size is not None and vcpus is not None and memory is not None and init is not None
         image_ref = (
@@ -483,12 +463,7 @@ class Pools:
                 f"pool: no pool named {request.pool!r}", hint="banger pool list shows the pools"
             ) from None
         name = check_name(request.name) if request.name is not None else generated_name()
-        try:
-            self.store.get_vm_by_name(name)
-        except NotFound:
-            pass
-        else:
-            raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
+        self.vms.refuse_taken_name(name)
         workspace = plan_workspace(request.workspace) if request.workspace else None
         return TakePlan(pool, name, request, workspace)
 
@@ -589,3 +564,13 @@ class Pools:
             await self.vms._delete(current, op, force=True)
         except Exception as exc:  # the take's own failure is the one reported
             await op.event("warning", f"removing {vm.name} after the failed take failed: {exc}")
+
+
+def _kept(given: T | None, current: PoolRecord | None, field: str, default: T) -> T:
+    """``pool set``'s rule: a value given wins, else the pool's own, else the default."""
+    if given is not None:
+        return given
+    if current is not None:
+        kept: T = getattr(current, field)
+        return kept
+    return default

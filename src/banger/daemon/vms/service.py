@@ -197,12 +197,7 @@ class VMService:
         fields.raise_any()
         assert vcpus is not None and memory is not None and size is not None and init is not None
         name = name or generated_name()
-        try:
-            self.store.get_vm_by_name(name)
-        except NotFound:
-            pass
-        else:
-            raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
+        self.refuse_taken_name(name)
         image = self.images.resolve_now(request.image)
         self.kernels.resolve_now(request.kernel)
         if image is not None:
@@ -220,6 +215,14 @@ class VMService:
             name, request.image, request.kernel, vcpus, memory, size, init, request.start,
             vmm, vmm_reason, workspace,
         )  # fmt: skip
+
+    def refuse_taken_name(self, name: str) -> None:
+        """A new VM's name must be free (a 409 naming the field, before anything is made)."""
+        try:
+            self.store.get_vm_by_name(name)
+        except NotFound:
+            return
+        raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
 
     async def create(self, request: VMCreateRequest) -> Operation:
         plan = await asyncio.to_thread(self.plan, request)

@@ -102,12 +102,7 @@ class SnapshotRestore:
         """Everything checkable before an operation starts (a 4xx here creates nothing)."""
         check_name(name)
         snap = self.store.resolve_snapshot(ref)
-        try:
-            self.store.get_vm_by_name(name)
-        except NotFound:
-            pass
-        else:
-            raise Conflict(f"name: a VM named {name!r} already exists", hint="pick another name")
+        self.vms.refuse_taken_name(name)
         if reidentifies(snap) and snap.meta.get(AGENT_SEEN_KEY) is False:
             raise reident.AgentRequired(
                 f"snapshot {snap.name}: its guest's agent never answered (vm show said "
