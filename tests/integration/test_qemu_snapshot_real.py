@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from banger.diskfull import disk_full_is_said
 from banger.errors import Conflict
 from banger.vmm.base import VMState
 from banger.vmm.qemu import QemuDriver
 from banger.vmm.qemu_snapshot import SnapshotError
 from banger.vmm.qmp import QMPClient
 from tests.qemu_support import halting_kernel, make_spec
-from tests.support import async_wait_for
+from tests.support import async_wait_for, needs_root
 
 #: Inside the protected-mode part of the halting kernel, which lands at 1 MiB + 0x400.
 MARKER_OFFSET = 0x800
@@ -102,3 +103,25 @@ async def test_a_broken_state_file_fails_the_restore_and_leaves_no_qemu(short_tm
         ["pgrep", "-f", f"process=banger-{spec.vm_id}"], capture_output=True, check=False
     )
     assert left.returncode == 1, left.stdout  # no QEMU left behind
+
+
+@needs_root  # mounts a tmpfs
+async def test_a_save_that_finds_no_space_says_so_and_the_guest_runs_on(short_tmp: Path) -> None:
+    """QEMU reports ENOSPC on the state file through the MIGRATION event and query-migrate
+    (issue #18 item 6); the guest runs on and a later save, with room, works."""
+    driver = QemuDriver(control_timeout=30.0, quit_timeout=30.0)  # hang bounds, not speed
+    full = short_tmp / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+    a = await driver.launch(make_spec(short_tmp))
+    try:
+        with pytest.raises(SnapshotError) as caught:
+            await driver.snapshot(a, full / "state", resume=False)
+        assert "No space left on device" in caught.value.message
+        assert disk_full_is_said(caught.value)
+        assert (await driver.status(a)).state is VMState.RUNNING  # save_state sent cont
+        assert await driver.snapshot(a, short_tmp / "state") is True  # with room: works
+        assert (await driver.status(a)).state is VMState.RUNNING
+    finally:
+        await driver.stop(a, graceful_timeout=0)
+        subprocess.run(["umount", "-l", str(full)], check=False)

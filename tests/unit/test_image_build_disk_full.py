@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 
 from banger import proc
+from banger.diskfull import DiskFull, mount_point
 from banger.errors import CommandError
 from banger.helper.image_build import PROGRESS_NAME, _progress_writer
 from banger.helper.rootstage import empty_dir
-from banger.images.build import (
-    DiskFull,
-    disk_full_as_error,
-    mount_point,
-    mounts_under,
-    remove_build_dir,
-)
+from banger.images.build import disk_full_as_error, mounts_under, remove_build_dir
 from tests.support import needs_root
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from banger import proc
-from banger.images.build import DiskFull
+from banger.diskfull import DiskFull
 from banger.images.oci.budget import ImageTooLarge
 from banger.images.oci.flatten import HostileLayer, flatten_layers
 from tests.registry import LAYER_ZSTD, Entry, directory, file, symlink, write_layout

@@ -13,7 +13,6 @@ a Python write): :func:`disk_full_as_error` turns all of them into one
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from banger import proc
-from banger.errors import BangerError, CommandError
+from banger.diskfull import DiskFull, disk_full_is_said, mount_point
+from banger.errors import CommandError
 from banger.images.aptsources import resolve_debian_mirror
 from banger.images.common import Progress, check_image_name, no_progress, require_root
 from banger.images.distro import DEFAULT_PACKAGES, build_debian_rootfs, parse_distro_ref
@@ -44,40 +44,6 @@ from banger.rmtree import discard_tree
 DEFAULT_ROOTFS_SIZE = 2048 * MiB
 ROOTFS_LABEL = "banger-root"
 log = logging.getLogger(__name__)
-_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-#: How tools say ENOSPC/EDQUOT in their output (C locale: banger.proc sets it).
-_FULL_WORDS = ("no space left on device", "disk quota exceeded")
-
-
-class DiskFull(BangerError):
-    """A build step ran out of space: one line naming the filesystem and the step."""
-
-    http_status = 507  # Insufficient Storage
-
-
-def mount_point(path: Path) -> Path:
-    """The mount point of the filesystem holding ``path`` (or its nearest existing parent).
-
-    For messages. ``path`` may reach the helper's stage through
-    ``/proc/<pid>/fd/<n>``: realpath turns that into the name the user knows.
-    """
-    path = Path(os.path.realpath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    dev = path.stat().st_dev
-    while path != path.parent and path.parent.stat().st_dev == dev:
-        path = path.parent
-    return path
-
-
-def disk_full_is_said(exc: BaseException) -> bool:
-    """Whether ``exc`` is a write that found no space (or quota) left."""
-    if isinstance(exc, OSError):
-        return exc.errno in _FULL_ERRNOS
-    if isinstance(exc, CommandError):
-        text = f"{exc.stderr}\n{exc.message}".lower()
-        return any(word in text for word in _FULL_WORDS)
-    return False
 
 
 @contextmanager

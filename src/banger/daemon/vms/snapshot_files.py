@@ -114,6 +114,12 @@ def restore_disks(snapshot: SnapshotLayout, root: Path, work: Path, host_key: Pa
         shutil.copy2(f"{snapshot.host_key}{suffix}", f"{host_key}{suffix}")
 
 
+def allocated_mib(*disks: Path) -> int:
+    """MiB the ``disks`` hold (their allocated blocks: what a sparse copy writes), rounded up."""
+    allocated = sum(d.stat().st_blocks * 512 for d in disks if d.exists())
+    return -(-allocated // (1 << 20))
+
+
 def disk_usage(path: Path) -> int:
     """Bytes actually allocated under ``path`` (sparse files count what they hold)."""
     return sum(f.stat().st_blocks * 512 for f in path.iterdir() if f.is_file())

@@ -20,6 +20,13 @@ Per driver:
 
 Runs as a ``vm.snapshot`` operation holding the VM's lock, like every other
 change to a VM.
+
+A failure at any step leaves the VM as it was (resumed if it ran, thawed) and
+keeps nothing: the temp directory is removed, no record is written. A full
+snapshot filesystem — QEMU's ``Unable to write to file: No space left on
+device``, ``cp``'s or Python's ENOSPC — is one :class:`~banger.diskfull.DiskFull`
+line naming the directory, the step, what a snapshot of the VM needs and what
+is free (``vm fork`` says the same: its first step is this one).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import AGENT_CHANNEL_KEY, PVH_BOOT_KEY
+from banger.diskfull import DiskFull, disk_full_is_said, free_bytes, mount_point
 from banger.errors import BangerError, Conflict
 from banger.guest.agent import AgentError
 from banger.rmtree import discard_tree
@@ -223,24 +231,30 @@ class Snapshots:
         driver = self.vms.pipeline.driver_for(vm)
         kind = driver_kind(driver)
         refuse_jailed(kind)
+        root = self.vms.pipeline.root_disk_of(vm).path
         snapshot_id = new_id()
         self.busy.add(snapshot_id)
-        tmp = await asyncio.to_thread(files.make_temp, self.paths, snapshot_id)
+        tmp = files.temp_dir(self.paths, snapshot_id)
         freeze = agent_use.Freeze(self.vms.pipeline.agent_endpoint(vm))
+        # What was being written when a write failed (for a disk-full error).
+        step = "creating the snapshot's directory"
         try:
-            root = self.vms.pipeline.root_disk_of(vm).path
+            await asyncio.to_thread(files.make_temp, self.paths, snapshot_id)
             layout = files.SnapshotLayout(tmp, files.root_name(root))
             if vm.state == VMState.RUNNING:
                 # Disks consistent on their own, not only with the saved memory.
                 await freeze.freeze(vm.config)
                 await op.event("info", f"guest filesystems: {freeze.note}")
             try:
+                step = "saving the guest's memory and device state"
+                # On a failure the driver has resumed a guest that was running.
                 was_running = await self._save(driver, kind, proc, layout)
                 await op.event(
                     "info", f"guest state saved ({kind}); copying the disks while paused"
                 )
                 try:
                     await op.stage("copy_disks")
+                    step = "copying the guest's disks"
                     await asyncio.to_thread(
                         files.copy_disks,
                         root,
@@ -248,10 +262,14 @@ class Snapshots:
                         self.paths.vm_host_key(vm.id),
                         layout,
                     )
-                finally:
-                    # A frozen guest is resumed even with --stop: only a running one thaws.
-                    if was_running and (not stop or freeze.frozen):
+                except BaseException:
+                    # A failed snapshot leaves the VM as it was, --stop or not.
+                    if was_running:
                         await driver.resume(proc)
+                    raise
+                # A frozen guest is resumed even with --stop: only a running one thaws.
+                if was_running and (not stop or freeze.frozen):
+                    await driver.resume(proc)
             except BaseException:
                 try:
                     await freeze.thaw()
@@ -269,6 +287,7 @@ class Snapshots:
                 await asyncio.to_thread(self.store.update_vm, vm.id, state=VMState.PAUSED)
                 await op.event("info", f"VM {vm.name} left paused (banger vm resume {vm.name})")
             await op.stage("publish")
+            step = "writing the snapshot's record"
             record = await asyncio.to_thread(
                 self._publish,
                 vm,
@@ -280,8 +299,10 @@ class Snapshots:
                 was_running and stop,
                 freeze.frozen,
             )
-        except BaseException:
+        except BaseException as exc:
             await asyncio.to_thread(discard_tree, tmp)
+            if disk_full_is_said(exc):  # one line saying so, not QEMU's or cp's own words
+                raise await asyncio.to_thread(self._disk_full, vm, root, step) from exc
             raise
         finally:
             self.busy.discard(snapshot_id)
@@ -289,6 +310,20 @@ class Snapshots:
             "info",
             f"snapshot {record.name} of VM {vm.name}: {record.size >> 20} MiB",
             {"snapshot": record.name, "snapshot_id": record.id},
+        )
+
+    def _disk_full(self, vm: VMRecord, root: Path, step: str) -> DiskFull:
+        """The snapshot directory's filesystem filled up at ``step`` (its temp dir is gone)."""
+        where = files.snapshots_dir(self.paths)
+        memory = _launched(vm, "memory_mib", vm.memory_mib)
+        disks = files.allocated_mib(root, self.paths.vm_work_disk(vm.id))
+        return DiskFull(
+            f"no space left on device in {where} while {step} (snapshot of VM {vm.name}): "
+            f"it needs up to about {memory + disks} MiB there (memory {memory} MiB at most, "
+            f"disks {disks} MiB) and {free_bytes(where) >> 20} MiB are free; nothing was "
+            f"kept, VM {vm.name} is as it was",
+            hint=f"free space on the filesystem at {mount_point(where)} (banger vm snapshots "
+            "lists the snapshots there; banger vm snapshot-rm removes one)",
         )
 
     async def _save(
@@ -303,7 +338,17 @@ class Snapshots:
             return await driver.snapshot(proc, layout.state, resume=False)
         if isinstance(driver, FirecrackerDriver):
             running = (await driver.status(proc)).state == VMMState.RUNNING
-            await driver.snapshot(proc, SnapshotFiles(layout.state, layout.memory), resume=False)
+            try:
+                await driver.snapshot(
+                    proc, SnapshotFiles(layout.state, layout.memory), resume=False
+                )
+            except BaseException:
+                # It paused for the snapshot: a failed one (a full disk) leaves it running,
+                # as QEMU's save_state does.
+                if running:
+                    with contextlib.suppress(BangerError):
+                        await driver.resume(proc)
+                raise
             return running
         raise SnapshotUnsupported(f"vm snapshot: the {kind} driver cannot take snapshots")
 

@@ -27,8 +27,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from banger.diskfull import DiskFull, mount_point
 from banger.errors import BangerError
-from banger.images.build import DiskFull, mount_point
 
 GiB = 1024**3
 DEFAULT_MAX_UNPACKED = 64 * GiB
