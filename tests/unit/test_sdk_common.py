@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from banger.api_models import VMCreateRequest
 from banger.errors import InvalidArgument
 from banger.sdk import common
 
@@ -43,3 +44,42 @@ def test_a_result_decodes_its_output() -> None:
     r = common.CommandResult(0, None, False, "ø\n".encode(), b"\xff")
     assert (r.stdout, r.stderr, r.ok) == ("ø\n", "\ufffd", True)
     assert not common.CommandResult(None, "KILL", True, b"", b"").ok
+
+
+def _create(**kwargs: object) -> VMCreateRequest:
+    given: dict[str, object] = {"image": None, "kernel": None, "cpus": None, "memory": None,
+                                "disk_size": None, "init": None, "start": True}  # fmt: skip
+    return common.create_request("t1", **{**given, **kwargs})  # type: ignore[arg-type]
+
+
+def test_a_pool_request_keeps_the_workspace_and_leaves_the_shape_to_the_pool() -> None:
+    request = _create(pool="py", workspace="/", workspace_dest="w")
+    assert request.model_dump(exclude_none=True) == {
+        "name": "t1", "pool": "py", "start": True, "workspace": {"path": "/", "dest": "w"},
+    }  # fmt: skip
+    with pytest.raises(InvalidArgument) as caught:
+        _create(pool="py", memory="1G")
+    assert caught.value.field == "memory"
+    assert caught.value.message == "memory: a VM from pool py has the pool's; leave memory out"
+    with pytest.raises(InvalidArgument) as caught:
+        _create(pool="py", start=False)
+    assert caught.value.field == "start"
+
+
+def test_the_pool_set_body_takes_memory_as_create_does() -> None:
+    body = common.pool_set_request(
+        image=None, kernel=None, size=2, cpus=None, memory="1G", init="fast"
+    )
+    assert body.model_dump(exclude_none=True) == {"size": 2, "memory_mib": 1024, "init": "fast"}
+
+
+def test_both_sdks_have_the_same_pools() -> None:
+    import inspect
+
+    from banger.sdk import Banger, Pools, aio
+
+    for name in ("set", "get", "list", "remove", "wait_ready"):
+        blocking, awaited = getattr(Pools, name), getattr(aio.Pools, name)
+        assert inspect.iscoroutinefunction(awaited), name
+        assert inspect.signature(blocking) == inspect.signature(awaited), name
+    assert inspect.signature(aio.Banger.create) == inspect.signature(Banger.create)

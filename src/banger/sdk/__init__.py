@@ -10,6 +10,10 @@
         vm.workspace.export(branch="banger/t1")  # the guest's work as a host branch
         vm.delete()
 
+        bg.pools.set("py", init="fast", size=2)   # keep 2 guests booted and ready
+        bg.pools.wait_ready("py", timeout=600)
+        vm = bg.create("t2", pool="py")          # takes one: no boot
+
 It speaks to bangerd over its socket with the CLI's own client
 (:class:`banger.client.BangerClient`, the exec WebSocket of
 :mod:`banger.exec_client`, the files API), so it needs what the CLI needs: a
@@ -22,8 +26,10 @@ Errors are :mod:`banger.errors` classes carrying the daemon's ``message``,
 (unknown VM, missing guest path), :class:`~banger.errors.Conflict` (VM not
 running, name taken), :class:`~banger.errors.InvalidArgument`,
 :class:`~banger.errors.PermissionDenied`, :class:`~banger.errors.DaemonUnavailable`;
-a failed operation (a boot, an export) is :class:`OperationFailed`. A command
-that exits non-zero is a result, not an error.
+a failed operation (a boot, an export) is :class:`OperationFailed`; a pool whose
+fill failed is :class:`PoolFailed`, one still filling past ``wait_ready``'s
+timeout :class:`PoolTimeout` (a :class:`TimeoutError`). A command that exits
+non-zero is a result, not an error.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import concurrent.futures
 import contextlib
 import io
 import threading
+import time
 from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -50,10 +57,18 @@ from banger.errors import (
 )
 from banger.paths import Paths
 from banger.sdk import common
-from banger.sdk.common import Command, CommandResult, OnLine, OperationFailed, PathLike
+from banger.sdk.common import (
+    Command,
+    CommandResult,
+    OnLine,
+    OperationFailed,
+    PathLike,
+    PoolFailed,
+    PoolTimeout,
+)
 
 if TYPE_CHECKING:
-    from banger.api_models import VMDetail
+    from banger.api_models import PoolInfo, VMDetail
     from banger.exec_client import AsyncExec
 
 __all__ = [
@@ -70,6 +85,9 @@ __all__ = [
     "NotFound",
     "OperationFailed",
     "PermissionDenied",
+    "PoolFailed",
+    "PoolTimeout",
+    "Pools",
     "Session",
     "Sessions",
     "Workspace",
@@ -125,7 +143,7 @@ def _result(future: concurrent.futures.Future[T], timeout: float | None = None) 
 
 
 class Banger:
-    """A connection to bangerd: create, find and list VMs.
+    """A connection to bangerd: create, find and list VMs; ``pools``: pools of ready guests.
 
     ``paths`` defaults to the CLI's (``BANGER_HOME``, XDG); ``autostart=False``
     raises :class:`~banger.errors.DaemonUnavailable` instead of starting
@@ -139,6 +157,7 @@ class Banger:
         self.autostart = autostart
         self._loop: _LoopThread | None = None
         self._loop_lock = threading.Lock()
+        self.pools = Pools(self)
         if autostart:
             common.connect(self.client)
 
@@ -184,6 +203,7 @@ class Banger:
         start: bool = True,
         workspace: PathLike | None = None,
         workspace_dest: str | None = None,
+        pool: str | None = None,
     ) -> VM:
         """Create a VM, boot it (unless ``start=False``) and copy a repository in.
 
@@ -197,11 +217,19 @@ class Banger:
         first boot (``vm create --workspace``; with ``start=False`` too).
         Nothing is left half-made: if the copy fails, the VM is deleted and the
         error raised.
+
+        ``pool``: take a ready guest of that pool (:attr:`Banger.pools`) instead
+        of booting one: it is renamed ``name`` and given this host's file_sync,
+        git identity and ``workspace`` (copied over SSH, the guest being up);
+        with no ready guest one is booted with the pool's spec. ``image``,
+        ``kernel``, ``cpus``, ``memory``, ``disk_size``, ``init`` and
+        ``start=False`` are the pool's to say: given with ``pool``, they are
+        refused (:class:`~banger.errors.InvalidArgument`) before any request.
         """
         request = common.create_request(
             name, image=image, kernel=kernel, cpus=cpus, memory=memory,
             disk_size=disk_size, init=init, start=start, workspace=workspace,
-            workspace_dest=workspace_dest,
+            workspace_dest=workspace_dest, pool=pool,
         )  # fmt: skip
         self._needs_helper()
         op = self.client.create_vm(request)
@@ -224,6 +252,70 @@ class Banger:
     def list(self) -> builtins.list[VM]:
         """Every VM of this owner, in any state."""
         return [VM(self, summary.name) for summary in self.client.list_vms()]
+
+
+class Pools:
+    """Pools of ready guests (``bg.pools``): ``bg.create(name, pool=P)`` takes one of P's.
+
+    A pool boots one guest with its spec, snapshots it as its template and keeps
+    ``size`` guests restored from it running; bangerd fills it in the background
+    and refills it after every take (``banger pool``, the same pools).
+    """
+
+    def __init__(self, banger: Banger) -> None:
+        self.banger = banger
+        self.client = banger.client
+
+    def set(
+        self,
+        name: str,
+        *,
+        image: str | None = None,
+        kernel: str | None = None,
+        size: int | None = None,
+        cpus: int | None = None,
+        memory: int | str | None = None,
+        init: str | None = None,
+    ) -> PoolInfo:
+        """Create pool ``name`` or change it; an argument left None keeps its value (a new
+        pool: ``create``'s defaults, and ``size`` 1). ``memory``: MiB, or a size like
+        ``"1G"``; ``size``: guests kept ready (0-16). Returns at once: the pool fills in
+        the background (:meth:`wait_ready`); a change of image, kernel, cpus, memory or
+        init replaces its template and guests.
+        """
+        request = common.pool_set_request(
+            image=image, kernel=kernel, size=size, cpus=cpus, memory=memory, init=init
+        )
+        self.banger._needs_helper()  # the filler boots the template and restores guests
+        return self.client.pool_set(name, request)
+
+    def get(self, name: str) -> PoolInfo:
+        """Pool ``name`` now: ``state`` (filling, ready, failed, empty), ``ready`` guests,
+        ``error``…; :class:`~banger.errors.NotFound` if none."""
+        return self.client.pool_get(name)
+
+    def list(self) -> builtins.list[PoolInfo]:
+        return self.client.pool_list()
+
+    def remove(self, name: str) -> None:
+        """Remove pool ``name``, its ready guests and its template, to the end (VMs taken
+        from it stay); a failure is :class:`OperationFailed`."""
+        common.follow(self.client, self.client.pool_rm(name))
+
+    def wait_ready(self, name: str, *, timeout: float = 600.0) -> PoolInfo:
+        """Wait until every guest of pool ``name`` is ready (``state == "ready"``; a pool
+        of size 0 has none to wait for) and return it. Its fill failing raises
+        :class:`PoolFailed` with the pool's error; still filling after ``timeout``
+        seconds, :class:`PoolTimeout` (it keeps filling)."""
+        common.check_wait_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.client.pool_get(name)
+            if common.pool_ready(info):
+                return info
+            if time.monotonic() >= deadline:
+                raise PoolTimeout(info, timeout)
+            time.sleep(min(common.POOL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
 def _delete_quietly(client: BangerClient, name: str) -> None:

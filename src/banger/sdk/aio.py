@@ -6,6 +6,9 @@
         vm = await bg.create("t1", memory="1G")
         results = await asyncio.gather(*(vm.run(["sh", "-c", f"echo {i}"]) for i in range(8)))
         await vm.delete(force=True)
+        await bg.pools.set("py", init="fast", size=2)
+        await bg.pools.wait_ready("py")
+        vm = await bg.create("t2", pool="py")     # a ready guest: no boot
 
 Commands stream over the exec WebSocket natively; the daemon's other calls
 (short HTTP exchanges over its socket, and following operations) run in a
@@ -28,10 +31,18 @@ from banger.client_files import GuestEntry, path_segment
 from banger.errors import BangerError, NotFound
 from banger.paths import Paths
 from banger.sdk import common
-from banger.sdk.common import Command, CommandResult, OnLine, OperationFailed, PathLike
+from banger.sdk.common import (
+    Command,
+    CommandResult,
+    OnLine,
+    OperationFailed,
+    PathLike,
+    PoolFailed,
+    PoolTimeout,
+)
 
 if TYPE_CHECKING:
-    from banger.api_models import VMDetail
+    from banger.api_models import PoolInfo, VMDetail
     from banger.exec_client import AsyncExec
 
 __all__ = [
@@ -41,6 +52,9 @@ __all__ = [
     "CommandResult",
     "Files",
     "OperationFailed",
+    "PoolFailed",
+    "PoolTimeout",
+    "Pools",
     "Session",
     "Sessions",
     "Workspace",
@@ -66,6 +80,7 @@ class Banger:
         self.paths = self.client.paths
         self.autostart = autostart
         self._tasks: set[asyncio.Task[CommandResult]] = set()
+        self.pools = Pools(self)
 
     @classmethod
     async def connect(cls, paths: Paths | None = None, *, autostart: bool = True) -> Banger:
@@ -114,12 +129,13 @@ class Banger:
         start: bool = True,
         workspace: PathLike | None = None,
         workspace_dest: str | None = None,
+        pool: str | None = None,
     ) -> VM:
-        """As :meth:`banger.sdk.Banger.create`."""
+        """As :meth:`banger.sdk.Banger.create` (``pool``: take a ready guest of that pool)."""
         request = common.create_request(
             name, image=image, kernel=kernel, cpus=cpus, memory=memory,
             disk_size=disk_size, init=init, start=start, workspace=workspace,
-            workspace_dest=workspace_dest,
+            workspace_dest=workspace_dest, pool=pool,
         )  # fmt: skip
         await self._needs_helper()
         op = await _thread(self.client.create_vm, request)
@@ -141,6 +157,57 @@ class Banger:
 
     async def list(self) -> builtins.list[VM]:
         return [VM(self, s.name) for s in await _thread(self.client.list_vms)]
+
+
+class Pools:
+    """As :class:`banger.sdk.Pools` (``bg.pools``), awaited."""
+
+    def __init__(self, banger: Banger) -> None:
+        self.banger = banger
+        self.client = banger.client
+
+    async def set(
+        self,
+        name: str,
+        *,
+        image: str | None = None,
+        kernel: str | None = None,
+        size: int | None = None,
+        cpus: int | None = None,
+        memory: int | str | None = None,
+        init: str | None = None,
+    ) -> PoolInfo:
+        """As :meth:`banger.sdk.Pools.set`: returns at once, the pool fills in the background."""
+        request = common.pool_set_request(
+            image=image, kernel=kernel, size=size, cpus=cpus, memory=memory, init=init
+        )
+        await self.banger._needs_helper()
+        return await _thread(self.client.pool_set, name, request)
+
+    async def get(self, name: str) -> PoolInfo:
+        return await _thread(self.client.pool_get, name)
+
+    async def list(self) -> builtins.list[PoolInfo]:
+        return await _thread(self.client.pool_list)
+
+    async def remove(self, name: str) -> None:
+        """As :meth:`banger.sdk.Pools.remove` (followed to its end)."""
+        op = await _thread(self.client.pool_rm, name)
+        await _thread(common.follow, self.client, op)
+
+    async def wait_ready(self, name: str, *, timeout: float = 600.0) -> PoolInfo:
+        """As :meth:`banger.sdk.Pools.wait_ready`: :class:`PoolFailed` if its fill failed,
+        :class:`PoolTimeout` (a :class:`TimeoutError`) if still filling after ``timeout``."""
+        common.check_wait_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            info = await self.get(name)
+            if common.pool_ready(info):
+                return info
+            if loop.time() >= deadline:
+                raise PoolTimeout(info, timeout)
+            await asyncio.sleep(min(common.POOL_POLL_SECONDS, max(0.0, deadline - loop.time())))
 
 
 class VM:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from banger.errors import BangerError, InvalidArgument
 
 if TYPE_CHECKING:
-    from banger.api_models import Operation, VMCreateRequest
+    from banger.api_models import Operation, PoolInfo, PoolSetRequest, VMCreateRequest
     from banger.client import BangerClient
     from banger.exec_client import AsyncExec
     from banger.paths import Paths
@@ -47,6 +47,37 @@ class OperationFailed(BangerError):
         super().__init__(message, hint)
         self.operation = operation
         self.stage = stage
+
+
+class PoolFailed(BangerError):
+    """A pool's last fill failed (``pools.wait_ready``): its template guest did not boot,
+    a restore failed… ``error`` is the pool's own (``banger pool show``); the daemon does
+    not retry until the pool is set again."""
+
+    def __init__(self, pool: str, error: str) -> None:
+        super().__init__(
+            f"pool {pool}: its last fill failed: {error}",
+            f"fix the cause, then `pools.set({pool!r})` (or `banger pool set {pool}`) to fill"
+            " it again; `banger ops list --all` shows the pool.fill operation",
+        )
+        self.pool = pool
+        self.error = error
+
+
+class PoolTimeout(BangerError, TimeoutError):
+    """``pools.wait_ready`` gave up: the pool was still filling (``info``: as last seen).
+
+    Also a :class:`TimeoutError`. The pool keeps filling in the background.
+    """
+
+    def __init__(self, info: PoolInfo, timeout: float) -> None:
+        super().__init__(
+            f"pool {info.name}: not ready after {timeout:g} s"
+            f" ({len(info.ready)}/{info.size} guests ready, {info.state})",
+            f"it keeps filling; `banger pool show {info.name}` and `banger ops list` show how far",
+        )
+        self.pool = info.name
+        self.info = info
 
 
 @dataclass(frozen=True)
@@ -113,10 +144,16 @@ def create_request(
     start: bool,
     workspace: PathLike | None = None,
     workspace_dest: str | None = None,
+    pool: str | None = None,
 ) -> VMCreateRequest:
     from banger.api_models import CreateWorkspaceRequest, VMCreateRequest
 
+    if pool is not None:
+        given = {"image": image, "kernel": kernel, "cpus": cpus, "memory": memory,
+                 "disk_size": disk_size, "init": init}  # fmt: skip
+        refuse_pool_shape(pool, given, start)
     return VMCreateRequest(
+        pool=pool,
         name=name,
         image=image,
         kernel=kernel,
@@ -130,6 +167,55 @@ def create_request(
         if workspace is not None
         else None,
     )
+
+
+def refuse_pool_shape(pool: str, given: Mapping[str, object], start: bool) -> None:
+    """A guest taken from ``pool`` is made (the pool's spec) and running: an argument that
+    says otherwise is refused here, named as the daemon would (before any request)."""
+    for argument, value in given.items():
+        if value is not None:
+            raise InvalidArgument(
+                f"{argument}: a VM from pool {pool} has the pool's; leave {argument} out",
+                hint=f"pools.get({pool!r}) shows what its guests are; pools.set changes that",
+            )
+    if not start:
+        raise InvalidArgument(
+            "start: a VM taken from a pool is already running; it cannot be created stopped"
+        )
+
+
+def pool_set_request(
+    *,
+    image: str | None,
+    kernel: str | None,
+    size: int | None,
+    cpus: int | None,
+    memory: int | str | None,
+    init: str | None,
+) -> PoolSetRequest:
+    """``pools.set``'s body: None keeps the pool's value (a new pool: ``vm create``'s defaults)."""
+    from banger.api_models import PoolSetRequest
+
+    return PoolSetRequest(
+        image=image, kernel=kernel, size=size, vcpus=cpus, memory_mib=memory_mib(memory), init=init
+    )
+
+
+#: Seconds between two looks at a pool in ``pools.wait_ready`` (each is one short GET).
+POOL_POLL_SECONDS = 0.5
+
+
+def pool_ready(info: PoolInfo) -> bool:
+    """Whether ``wait_ready`` is done with ``info``: every guest ready, or none to make
+    (size 0: ``empty``); a failed fill raises :class:`PoolFailed` (it is not retried)."""
+    if info.state == "failed":
+        raise PoolFailed(info.name, (info.error or "no error recorded").strip())
+    return info.state in ("ready", "empty")
+
+
+def check_wait_timeout(timeout: float) -> None:
+    if timeout <= 0:
+        raise InvalidArgument(f"timeout: must be more than 0 seconds, got {timeout}")
 
 
 def host_path(path: PathLike | None) -> str:
