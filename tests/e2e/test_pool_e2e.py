@@ -12,7 +12,8 @@ leaves no VM. Refusals name their field and take nothing. Shrinking retires a
 guest; a change of vCPUs replaces the template and every guest; ``pool rm``
 leaves only the owner's VM. Last, bangerd killed -9 while it restores a pool's
 second guest: the next start rolls the half-made guest back and the pool fills
-again, leaving nothing behind, and the taken VM answers as before. In
+again, leaving nothing behind, and the taken VM answers as before; a ready
+guest whose QEMU is killed is replaced. In
 between, the taken VM does what a booted one does: sessions, stats, workspace
 prepare/export, a snapshot and its restore, a fork and a fork of that fork.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -233,6 +235,15 @@ def test_a_killed_bangerd_mid_refill_leaves_whole_guests_only(env: Env) -> None:
     pool = wait_ready(b, "p2", 2, "pool p2 filled after bangerd was killed mid-restore")
     # The owner's VM from a pool came through the crash: re-attached, answering.
     assert guest(b, "t1", "hostname") == ["t1"]
+    # A ready guest whose QEMU dies is replaced (the VMM watch wakes the pool).
+    dead = pool["ready"][0]
+    os.kill(int(js(b, "vm", "show", dead)["pid"]), signal.SIGKILL)
+
+    def replaced() -> dict[str, Any]:
+        shown = wait_ready(b, "p2", 2, "pool p2 full")
+        return shown if dead not in shown["ready"] else {}
+
+    pool = wait_until(replaced, FILL_TIMEOUT, f"pool p2's dead guest {dead} replaced")
     assert_nothing_left(b, kept + [vm_kept(b, name) for name in pool["ready"]])
     b.banger("pool", "rm", "p2")
     assert js(b, "vm", "snapshots") == []

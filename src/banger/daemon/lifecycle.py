@@ -157,6 +157,7 @@ async def _serve(
     background = Background.start(services)
     pools = app.state.pools
     pools.start()  # every pool back to its size (its guests may have stopped with bangerd)
+    watch.on_stopped.append(pools.guest_stopped)  # and again when a ready guest dies
     loop = asyncio.get_running_loop()
     # SIGHUP: re-read config.toml now (as `banger config reload` does)
     loop.add_signal_handler(signal.SIGHUP, services.config_watch.reload)

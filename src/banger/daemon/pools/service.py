@@ -273,6 +273,11 @@ class Pools:
         for name in list(self._fillers):
             await self._stop_filler(name)
 
+    def guest_stopped(self, vm: VMRecord) -> None:
+        """The VMM watch saw a VM's VMM die: a ready guest's pool makes a replacement."""
+        if vm.pool is not None:
+            self.kick(vm.pool)
+
     def kick(self, name: str) -> None:
         if self._closed:
             return

@@ -19,12 +19,13 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.stopped import delete_tap_or_warn, mark_stopped
 from banger.errors import NotFound
 from banger.procinfo import reap, wait_for_exit
-from banger.store import VMState
+from banger.store import VMRecord, VMState
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class VMMWatch:
         self._task: asyncio.Task[None] | None = None
         #: VMs marked stopped so far (tests and the log read it).
         self.noticed: list[str] = []
+        #: Called with each VM marked stopped (a pool replaces a ready guest that died).
+        self.on_stopped: list[Callable[[VMRecord], None]] = []
 
     @classmethod
     def start(cls, vms: VMService, rescan: float = RESCAN) -> VMMWatch:
@@ -125,3 +128,8 @@ class VMMWatch:
             log.warning("VM %s: %s; marked stopped", vm.name, reason)
             self.noticed.append(vm.name)
             await delete_tap_or_warn(vms, vm, log, "next start retries")
+        for listener in self.on_stopped:
+            try:
+                listener(vm)
+            except Exception:  # one listener's bug must not stop the watch
+                log.exception("VMM watch: a listener failed for VM %s", vm.name)
