@@ -173,6 +173,18 @@ def test_a_pool_hands_out_ready_guests_made_the_owners(env: Env) -> None:
     changed = wait_ready(b, "p1", 1, f"pool p1 remade with {cpus} vCPUs")
     assert changed["template"] != old_template, (changed, old_template)
     assert js(b, "vm", "show", changed["ready"][0])["vcpus"] == cpus
+    # That template was provisioned with the host as it is now: a take writes nothing
+    # over SSH, and the guest holds the current token all the same.
+    b.banger("vm", "create", "--pool", "p1", "--name", "t3")
+    take = [o for o in js(b, "ops", "list", "--all") if o["target"] == "t3"][-1]
+    events = b.banger("ops", "show", take["id"], "--follow", "--json").stdout
+    assert "unchanged since the guest was made" in events, events
+    assert guest(b, "t3", "cat /root/.token; git config --global user.email") == [
+        "v2",
+        EMAIL_AFTER,
+    ]
+    b.banger("vm", "rm", "t3")
+    wait_ready(b, "p1", 1, "pool p1 refilled after t3")
     snapshots = [s["name"] for s in js(b, "vm", "snapshots")]
     assert snapshots == [changed["template"]], snapshots
 

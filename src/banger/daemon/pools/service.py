@@ -48,6 +48,7 @@ from typing import TypeVar
 from banger.api_models import Operation, PoolInfo, PoolSetRequest, VMCreateRequest
 from banger.daemon.ops import OpHandle
 from banger.daemon.pools import spec
+from banger.daemon.pools.fingerprint import sync_fingerprint
 from banger.daemon.vms import reident
 from banger.daemon.vms.create_workspace import (
     CreateWorkspace,
@@ -89,6 +90,15 @@ class TakePlan:
 
 
 @dataclass(frozen=True)
+class Claimed:
+    """A ready guest handed to a take: the VM (renamed), its pool name, its template."""
+
+    vm: VMRecord
+    was: str
+    template_id: str
+
+
+@dataclass(frozen=True)
 class FillPlan:
     """What a fill has to do, decided from the store alone (no operation when nothing)."""
 
@@ -111,6 +121,9 @@ class Pools:
         self._wake: dict[str, asyncio.Event] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closed = False
+        #: Template snapshot id → the file_sync digest its guest was provisioned under
+        #: (:mod:`.fingerprint`); kept in memory: after a restart a take syncs anyway.
+        self._provisioned: dict[str, str] = {}
 
     # -- reading -----------------------------------------------------------------------
     def ready(self, vm: VMRecord) -> bool:
@@ -387,6 +400,9 @@ class Pools:
                 hint="set vmm = qemu in config.toml to use pools",
             )
         plan = dataclasses.replace(plan, pool=pool.name)
+        # Taken before the guest is provisioned: a host change after it only makes a
+        # take sync when it need not, never skip a sync it needs.
+        provisioned = await asyncio.to_thread(self._fingerprint)
         async with self.vms.ops.run("vm.create", name) as create_op:
             await op.event("info", f"template guest {name}: booting (operation {create_op.id})")
             await self.vms._create(plan, create_op)
@@ -409,6 +425,8 @@ class Pools:
         await asyncio.to_thread(
             self.store.update_pool, pool.id, template_id=record.id, template_key=key
         )
+        if provisioned is not None:
+            self._provisioned[record.id] = provisioned
         await op.event("info", f"template {snapshot} made from {name} ({record.size >> 20} MiB)")
         return record
 
@@ -480,15 +498,20 @@ class Pools:
 
         return await self.vms.ops.start("vm.create", plan.name, body)
 
-    def _claim(self, plan: TakePlan) -> tuple[VMRecord, str] | None:
+    def _fingerprint(self) -> str | None:
+        return sync_fingerprint(self.vms.config.file_sync, home=Path.home())
+
+    def _claim(self, plan: TakePlan) -> Claimed | None:
         pool = self.store.get_pool(plan.pool.name)
-        if self.current_template(pool) is None:
+        template = self.current_template(pool)
+        if template is None:
             return None  # its guests are stale: the take boots one with the new spec
         for vm in self.store.pool_members(pool.name):
             if not self.ready(vm):
                 continue
             with contextlib.suppress(NotFound):
-                return self.store.take_member(vm.id, plan.pool.name, plan.name), vm.name
+                taken = self.store.take_member(vm.id, plan.pool.name, plan.name)
+                return Claimed(taken, vm.name, template.id)
         return None
 
     async def _take(self, plan: TakePlan, op: OpHandle) -> None:
@@ -516,7 +539,7 @@ class Pools:
             create = await asyncio.to_thread(self.vms.plan, request)
             await self.vms._create(create, op)
             return
-        vm, was = claimed
+        vm, was = claimed.vm, claimed.was
         await op.event(
             "info",
             f"VM {vm.name} has id {vm.id}: guest {was} of pool {plan.pool.name}",
@@ -524,13 +547,15 @@ class Pools:
         )
         async with self.vms.locks.hold(vm.id):
             try:
-                await self._make_own(vm, was, plan, op)
+                await self._make_own(vm, was, claimed.template_id, plan, op)
             except BaseException:
                 await asyncio.shield(self._discard(vm, op))
                 raise
         await op.stage("running")
 
-    async def _make_own(self, vm: VMRecord, was: str, plan: TakePlan, op: OpHandle) -> None:
+    async def _make_own(
+        self, vm: VMRecord, was: str, template_id: str, plan: TakePlan, op: OpHandle
+    ) -> None:
         """The ready guest becomes the owner's ``vm.name``: names, files, workspace."""
         await op.stage("identity")
         assert vm.ip is not None
@@ -544,6 +569,20 @@ class Pools:
             await reident.rename(agent, vm.name)
         await op.event("info", f"guest hostname {vm.name}; {vm.name}.{self._domain()} resolves")
         await op.stage("file_sync")
+        now = await asyncio.to_thread(self._fingerprint)
+        if now is not None and now == self._provisioned.get(template_id):
+            await op.event("info", "file_sync and git identity unchanged since the guest was made")
+        else:
+            await self._sync(vm, op)
+        if plan.workspace is not None:
+            await after_boot(
+                self.vms.pipeline, self.store, self.vms.transfers, vm.id, plan.workspace,
+                Pending(over_ssh=f"a running guest from pool {plan.pool.name}"), op,
+            )  # fmt: skip
+        await asyncio.to_thread(self.store.update_vm, vm.id, last_error=None)
+
+    async def _sync(self, vm: VMRecord, op: OpHandle) -> None:
+        """``[[file_sync]]`` and the git identity as the host has them now, over SSH."""
         async with self.vms.pipeline.conns.channel(vm) as conn:
             synced = await sync_running_guest(
                 conn, self.vms.config.file_sync, home=Path.home(), vm=vm.name
@@ -553,12 +592,6 @@ class Pools:
         for notice in synced.notices:
             await op.event("notice", notice)
         await op.event("info", f"over SSH: {synced.summary}")
-        if plan.workspace is not None:
-            await after_boot(
-                self.vms.pipeline, self.store, self.vms.transfers, vm.id, plan.workspace,
-                Pending(over_ssh=f"a running guest from pool {plan.pool.name}"), op,
-            )  # fmt: skip
-        await asyncio.to_thread(self.store.update_vm, vm.id, last_error=None)
 
     def _domain(self) -> str:
         return self.vms.config.network.dns_domain
