@@ -28,6 +28,7 @@ from banger.images.finalize import (
     fast_init_text,
     finalize_tree,
 )
+from tests.image_trees import usrmerged_tree
 
 SHELLS = [sh for sh in ("/bin/sh", shutil.which("busybox")) if sh is not None]
 
@@ -114,13 +115,7 @@ def test_the_unit_runs_it_under_systemd() -> None:
 
 @pytest.mark.root
 def test_finalize_installs_and_enables_it(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    for d in ("usr/bin", "usr/sbin", "etc/ssh"):
-        (tree / d).mkdir(parents=True)
-    (tree / "bin").symlink_to("usr/bin")
-    (tree / "sbin").symlink_to("usr/sbin")
-    for exe in ("usr/bin/sh", "usr/sbin/sshd", "usr/bin/tmux"):
-        (tree / exe).write_text("#!/fake\n")
+    tree = usrmerged_tree(tmp_path)
     finalize_tree(tree, home_out=tmp_path / "home")
     script = tree / AGENT_VSOCK_PATH.lstrip("/")
     assert script.read_text() == agent_vsock_text()

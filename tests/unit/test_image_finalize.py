@@ -17,20 +17,14 @@ from banger.images.finalize import (
     finalize_tree,
 )
 from banger.images.workseed import prepare_home
+from tests.image_trees import usrmerged_tree
 
 pytestmark = pytest.mark.root
 
 
 def make_tree(root: Path) -> Path:
     """A tiny usrmerged root tree with fake binaries and the traps of real ones."""
-    tree = root / "tree"
-    for d in ("usr/bin", "usr/sbin", "etc/ssh", "etc/skel", "root/.ssh", "run"):
-        (tree / d).mkdir(parents=True)
-    (tree / "bin").symlink_to("usr/bin")
-    (tree / "sbin").symlink_to("usr/sbin")
-    for exe in ("usr/bin/sh", "usr/sbin/sshd", "usr/bin/tmux"):
-        (tree / exe).write_text("#!/fake\n")
-        (tree / exe).chmod(0o755)
+    tree = usrmerged_tree(root, "etc/skel", "root/.ssh", "run")
     (tree / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n")
     for key in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key"):
         (tree / "etc/ssh" / key).write_text("shared key\n")

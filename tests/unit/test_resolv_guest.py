@@ -30,6 +30,7 @@ from banger.images.finalize import (
     resolv_text,
 )
 from banger.kernels.initramfs import init_script
+from tests.image_trees import usrmerged_tree
 
 SHELLS = [sh for sh in ("/bin/sh", shutil.which("busybox")) if sh is not None]
 #: What a kernel with IP_PNP lists for banger's ip= (static: "#MANUAL", then dns0).
@@ -177,13 +178,7 @@ def test_the_unit_runs_it_early_under_systemd() -> None:
 
 @pytest.mark.root
 def test_finalize_installs_and_enables_it(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    for d in ("usr/bin", "usr/sbin", "etc/ssh"):
-        (tree / d).mkdir(parents=True)
-    (tree / "bin").symlink_to("usr/bin")
-    (tree / "sbin").symlink_to("usr/sbin")
-    for exe in ("usr/bin/sh", "usr/sbin/sshd", "usr/bin/tmux"):
-        (tree / exe).write_text("#!/fake\n")
+    tree = usrmerged_tree(tmp_path)
     finalize_tree(tree, home_out=tmp_path / "home")
     script = tree / RESOLV_PATH.lstrip("/")
     assert script.read_text() == resolv_text()
