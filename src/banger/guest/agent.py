@@ -36,6 +36,9 @@ from banger.errors import BangerError
 
 log = logging.getLogger(__name__)
 
+#: The longest wait between two ``guest-exec-status`` queries of :meth:`GuestAgent.run`.
+MAX_POLL = 0.2
+
 #: The virtio-serial port name the guest's ``qemu-ga`` looks for.
 PORT_NAME = "org.qemu.guest_agent.0"
 #: The vsock port banger's guests run the agent on (Firecracker): the guest's
@@ -330,7 +333,9 @@ class GuestAgent:
 
         The agent starts the program and answers with its pid; its end is only
         learnt by asking (``guest-exec-status``), so this polls every ``poll``
-        seconds, doubling up to half a second. A program still running after
+        seconds, growing by half up to :data:`MAX_POLL` (a status query is one
+        small exchange; a coarser poll would add up to its interval to every
+        re-identification and pool take). A program still running after
         ``timeout`` raises :class:`AgentUnavailable` (it is left running).
         """
         if not argv:
@@ -354,7 +359,7 @@ class GuestAgent:
             if asyncio.get_running_loop().time() >= deadline:
                 raise AgentUnavailable(f"{self._where}: {argv[0]} still running after {timeout:g}s")
             await asyncio.sleep(poll)
-            poll = min(poll * 2, 0.5)
+            poll = min(poll * 1.5, MAX_POLL)
 
     async def write_file(self, path: str, data: bytes, mode: str = "w") -> None:
         """Write ``data`` to the guest's ``path`` (``guest-file-open/write/close``)."""
