@@ -29,6 +29,7 @@ from pathlib import Path
 
 import asyncssh
 
+from banger.daemon.runner import Runners
 from banger.errors import Conflict
 from banger.guest.ssh import ExecResult, SSHError, SSHTarget, connect, run_on
 from banger.store import VMRecord, VMState
@@ -88,6 +89,8 @@ class GuestConns:
         self.connect_timeout = connect_timeout
         self._pools: dict[str, _Pool] = {}
         self._closed = False
+        #: The command runner of each VM, on one of its held connections (exec, run_quick).
+        self.runners = Runners(self)
 
     def target(self, vm: VMRecord, *, any_state: bool = False) -> SSHTarget:
         """Where ``vm``'s sshd answers, with banger's pinned host key and client key.
@@ -109,6 +112,7 @@ class GuestConns:
         pool = self._pools.get(vm.id)
         if pool is not None and pool.target != target:
             # Same VM, new address (a restart took another lease): the old ones are dead.
+            self.runners.forget(vm.id)
             self._close_pool(self._pools.pop(vm.id))
             pool = None
         if pool is None:
@@ -123,6 +127,7 @@ class GuestConns:
         target = SSHTarget(str(vm.ip), self.known_hosts, self.client_key, self.port)
         old = self._pools.pop(vm.id, None)
         if old is not None:
+            self.runners.forget(vm.id)
             self._close_pool(old)
         self._pools[vm.id] = _Pool(vm.id, target, [_Held(conn)])
 
@@ -220,6 +225,7 @@ class GuestConns:
 
     async def drop(self, vm_id: str) -> None:
         """Close ``vm_id``'s connections (it stops, pauses or is removed); users get an error."""
+        self.runners.forget(vm_id)
         pool = self._pools.pop(vm_id, None)
         if pool is not None:
             await self._wait_closed(self._close_pool(pool))
@@ -227,6 +233,7 @@ class GuestConns:
     async def close(self) -> None:
         """Close everything (daemon shutdown); later calls fail."""
         self._closed = True
+        self.runners.close()
         pools, self._pools = list(self._pools.values()), {}
         conns = [c for pool in pools for c in self._close_pool(pool)]
         await self._wait_closed(conns)

@@ -1,0 +1,128 @@
+"""The command runner (issue #17 item 8): the real guest program under this machine's python3,
+started by the daemon side over a real sshd on loopback (the "guest" is this machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from banger.daemon.guestconn import GuestConns
+from banger.daemon.runner import QuickResult, RunnerLost
+from banger.guest import runner_guest as proto
+from banger.guest.ssh import SSHTimeout, wait_for_ssh
+from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
+from tests.support import async_wait_until, needs_root
+
+pytestmark = [pytest.mark.root, needs_root, needs_sshd]
+
+
+async def conns_for(sshd: Sshd) -> GuestConns:
+    await wait_for_ssh(sshd.target, 30)
+    t = sshd.target
+    return GuestConns(t.known_hosts, t.client_key, port=t.port)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+async def test_run_quick_runs_argv_through_the_runner(sshd: Sshd) -> None:
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        r = await conns.runners.run_quick(
+            vm, ["sh", "-c", 'echo "$1|$X|$PWD|$PPID"; echo e >&2; exit 3', "_", "a b"],
+            timeout=30, env={"X": "é"}, cwd="/tmp",
+        )  # fmt: skip
+        out, ppid = r.stdout.decode().rsplit("|", 1)
+        assert (r.exit_code, out, r.stderr) == (3, "a b|é|/tmp", b"e\n")
+        runner = conns.runners.active(vm.id)
+        assert runner is not None
+        # the command's parent is the runner (python3), not an sshd session
+        comm = Path(f"/proc/{int(ppid)}/comm").read_text().strip()
+        assert comm.startswith("python"), comm
+        # one runner for the VM: the next call reuses it
+        assert (await conns.runners.run_quick(vm, ["true"], timeout=30)).exit_code == 0
+        assert conns.runners.active(vm.id) is runner
+        # not found and a bad cwd say so, as the shell would
+        r = await conns.runners.run_quick(vm, ["no-such-program-x"], timeout=30)
+        assert r.exit_code == 127 and b"no-such-program-x" in r.stderr
+        r = await conns.runners.run_quick(vm, ["true"], timeout=30, cwd="/no/such/dir")
+        assert r.exit_code == 1 and b"/no/such/dir" in r.stderr
+        # killed by a signal: -N as ExecResult has it
+        r = await conns.runners.run_quick(vm, ["sh", "-c", "kill -TERM $$"], timeout=30)
+        assert r == QuickResult(-15, b"", b"")
+    finally:
+        await conns.close()
+
+
+async def test_run_quick_timeout_kills_the_command(sshd: Sshd) -> None:
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        with pytest.raises(SSHTimeout, match="did not finish within 1s"):
+            await conns.runners.run_quick(vm, ["sh", "-c", "echo $$ > /tmp/rq.pid; sleep 300"],
+                                          timeout=1)  # fmt: skip
+        pid = int(Path("/tmp/rq.pid").read_text())
+        await async_wait_until(lambda: not alive(pid), 15, "the sleep's shell killed")
+    finally:
+        await conns.close()
+
+
+async def test_a_dead_channel_fails_running_execs_and_kills_their_processes(sshd: Sshd) -> None:
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        runner = await conns.runners.channel(vm)
+        assert runner is not None
+        rx = await runner.open(["sh", "-c", "echo $$; sleep 300"], mark="m" * 32)
+        pid = int((await rx.read(proto.STDOUT)).decode())
+        assert alive(pid)
+        runner.conn.abort()  # the connection dies (a killed sshd, a dead guest network)
+        await asyncio.wait_for(rx.wait(), 15)
+        assert rx.lost
+        # the runner saw its channel close and killed what it started
+        await async_wait_until(lambda: not alive(pid), 15, "the command killed by the runner")
+        with pytest.raises(RunnerLost):
+            await runner.open(["true"], mark="n" * 32)
+        # the next call starts a new runner on a new connection
+        assert (await conns.runners.run_quick(vm, ["echo", "again"], timeout=30)).stdout == (
+            b"again\n"
+        )
+        assert conns.runners.active(vm.id) not in (None, runner)
+    finally:
+        await conns.close()
+
+
+async def test_without_python3_the_runner_is_refused_once_and_sshd_runs_it(
+    sshd: Sshd, short_tmp: Path
+) -> None:
+    # A guest without python3: sshd's sessions get a PATH with none (SetEnv is not
+    # enough: sshd sets PATH itself), so the runner's start fails with "not found".
+    bin_dir = short_tmp / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "echo", "true", "cat"):
+        for where in ("/usr/bin", "/bin"):
+            if Path(where, tool).exists():
+                (bin_dir / tool).symlink_to(Path(where, tool))
+                break
+    sshd.stop()
+    with open(sshd.dir / "sshd_config", "a") as config:
+        config.write(f"SetEnv PATH={bin_dir}\n")
+    sshd.start()
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        r = await conns.runners.run_quick(vm, ["sh", "-c", "echo $PATH"], timeout=30)
+        assert r.stdout.decode().strip().endswith(str(bin_dir))  # (root's rc may prepend)
+        assert conns.runners.active(vm.id) is None
+        assert await conns.runners.channel(vm) is None  # remembered for the connection
+    finally:
+        await conns.close()
