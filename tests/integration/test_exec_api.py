@@ -211,7 +211,19 @@ async def test_sixteen_concurrent_execs(sshd: Sshd, short_tmp: Path) -> None:
             )
         )
         assert [r.out for r in results] == [f"{i}\n" for i in range(16)]
-        assert conns.held("vm-1") == 2  # 16 > 8 channels per connection
+        # all through the one runner: no sshd session each, so one connection carries them
+        assert conns.held("vm-1") == 1
+        # terminals take sshd sessions: 16 > 8 channels per connection
+        results = await asyncio.gather(
+            *(
+                run_exec(
+                    sock, "t1", exec_request(["sh", "-c", f"sleep 0.5; echo {i}"], pty=(5, 20))
+                )
+                for i in range(16)
+            )
+        )
+        assert [r.out for r in results] == [f"{i}\r\n" for i in range(16)]
+        assert conns.held("vm-1") == 2
 
 
 async def test_bad_input_and_unknown_or_stopped_vm(sshd: Sshd, short_tmp: Path) -> None:
@@ -358,16 +370,17 @@ async def test_a_session_refused_by_max_sessions_is_retried(sshd: Sshd, short_tm
     # sshd frees a closed session a beat late, so a slot taken again at once can meet
     # "open failed" (MaxSessions; seen with 16 concurrent execs under load). Here the
     # limit is 1 and a command holds it: the second is retried until it gets through.
+    # Terminals, because they take sshd sessions (the runner would carry both).
     sshd.stop()
     with open(sshd.dir / "sshd_config", "a") as config:
         config.write("MaxSessions 1\n")
     sshd.start()
     async with daemon(sshd, short_tmp, slots=2, conns_per_vm=1) as (sock, _):
-        first = await open_exec(sock, "t1", exec_request("echo up; sleep 1"))
+        first = await open_exec(sock, "t1", exec_request("echo up; sleep 1", pty=(5, 20)))
         async for _stream, data in first.events():
-            assert data == b"up\n"
+            assert data == b"up\r\n"
             break
-        second = await run_exec(sock, "t1", exec_request(["echo", "second"]))
-        assert (second.exit_code, second.out) == (0, "second\n")
+        second = await run_exec(sock, "t1", exec_request(["echo", "second"], pty=(5, 20)))
+        assert (second.exit_code, second.out) == (0, "second\r\n")
         assert (await first.wait()).exit_code == 0
         await first.close()

@@ -33,7 +33,9 @@ from typing import Any, Protocol
 import asyncssh
 
 from banger.daemon.guestconn import GuestConns
+from banger.daemon.runner import RunnerExec, RunnerLost
 from banger.errors import InvalidArgument
+from banger.guest import runner_guest as runner_proto
 from banger.guest.ssh import SSHError, remote_command, run_on
 from banger.images.oci.guestenv import GuestEnv, switch_user_argv
 from banger.store import VMRecord
@@ -91,17 +93,21 @@ class ExecSpec:
         if self.pty is not None:
             check_size(self.pty[0], self.pty[1])
 
+    def argv(self) -> list[str]:
+        """What runs: the argv, or ``sh -c`` for a shell string, under the user switch."""
+        command = ["sh", "-c", self.command] if isinstance(self.command, str) else self.command
+        if self.user not in (None, "root"):
+            assert self.user is not None
+            return ["runuser", "-u", self.user, "--", *command]
+        if self.user is None and self.image_user:
+            return [*switch_user_argv(self.image_user), *command]
+        return list(command)
+
     def script(self, exec_id: str) -> str:
         """The shell text the guest's sshd runs: the mark, then :func:`remote_command`."""
         # Always exec'd: /proc/PID/environ is what a process was exec'd with, so the
         # mark must be exported before the exec to make the command itself findable.
-        command = ["sh", "-c", self.command] if isinstance(self.command, str) else self.command
-        if self.user not in (None, "root"):
-            assert self.user is not None
-            command = ["runuser", "-u", self.user, "--", *command]
-        elif self.user is None and self.image_user:
-            command = [*switch_user_argv(self.image_user), *command]
-        return f"export {MARK}={exec_id}\n" + remote_command(command, self.env, self.cwd)
+        return f"export {MARK}={exec_id}\n" + remote_command(self.argv(), self.env, self.cwd)
 
 
 def with_image_defaults(spec: ExecSpec, image: GuestEnv | None) -> ExecSpec:
@@ -166,6 +172,114 @@ class Outcome:
         }
 
 
+class _Process(Protocol):
+    """A running command, whichever way it runs (the guest's runner, an sshd session)."""
+
+    async def read(self, stream: int) -> bytes: ...  # b"" at its end
+
+    def write(self, data: bytes) -> None: ...
+
+    def buffered(self) -> int: ...
+
+    async def drain(self, below: int) -> None: ...
+
+    def write_eof(self) -> None: ...
+
+    def resize(self, rows: int, cols: int) -> None: ...
+
+    def send_signal(self, name: str) -> bool: ...  # False: the caller kills by mark
+
+    async def wait(self) -> None: ...
+
+    def outcome(self) -> tuple[int | None, str | None] | None: ...  # None: connection lost
+
+    def close(self) -> None: ...
+
+
+class _SSHProcess:
+    """A command on its own sshd session (terminals; guests without python3)."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.process = process
+
+    async def read(self, stream: int) -> bytes:
+        reader = self.process.stdout if stream == STDOUT else self.process.stderr
+        try:
+            return await reader.read(CHUNK)
+        except (OSError, asyncssh.Error):
+            return b""
+
+    def write(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+
+    def buffered(self) -> int:
+        return int(self.process.stdin.channel.get_write_buffer_size())
+
+    async def drain(self, below: int) -> None:
+        await self.process.stdin.drain()
+
+    def write_eof(self) -> None:
+        self.process.stdin.write_eof()
+
+    def resize(self, rows: int, cols: int) -> None:
+        self.process.change_terminal_size(cols, rows)
+
+    def send_signal(self, name: str) -> bool:
+        return False
+
+    async def wait(self) -> None:
+        await self.process.wait_closed()
+
+    def outcome(self) -> tuple[int | None, str | None] | None:
+        status = self.process.exit_status
+        sig = self.process.exit_signal[0] if self.process.exit_signal else None
+        if status is None and sig is None:
+            return None
+        return (status if sig is None else None, sig)
+
+    def close(self) -> None:
+        self.process.close()
+
+
+class _RunnerProcess:
+    """A command the guest's runner spawned (:mod:`banger.daemon.runner`)."""
+
+    def __init__(self, rx: RunnerExec) -> None:
+        self.rx = rx
+
+    async def read(self, stream: int) -> bytes:
+        return await self.rx.read(runner_proto.STDOUT if stream == STDOUT else runner_proto.STDERR)
+
+    def write(self, data: bytes) -> None:
+        self.rx.write(data)
+
+    def buffered(self) -> int:
+        return self.rx.buffered()
+
+    async def drain(self, below: int) -> None:
+        await self.rx.drain(below)
+
+    def write_eof(self) -> None:
+        self.rx.write_eof()
+
+    def resize(self, rows: int, cols: int) -> None:
+        pass  # no terminal: a pty exec runs on an sshd session
+
+    def send_signal(self, name: str) -> bool:
+        return self.rx.send_signal(name)
+
+    async def wait(self) -> None:
+        await self.rx.wait()
+
+    def outcome(self) -> tuple[int | None, str | None] | None:
+        if self.rx.lost:
+            return None
+        return (self.rx.exit_code, self.rx.signal)
+
+    def close(self) -> None:
+        pass  # ends with its EXIT frame (or the channel); kill() has run if it had to
+
+
 class GuestExec:
     """One running exec: start it, feed it, kill it, report how it ended."""
 
@@ -176,62 +290,93 @@ class GuestExec:
         self.peer = peer
         self.id = uuid.uuid4().hex
         self.credit = Credit()
-        self.process: asyncssh.SSHClientProcess[bytes] | None = None
+        self.process: _Process | None = None
+        #: How the command ran: "runner" (the guest's runner) or "sshd" (its own session).
+        self.via: str | None = None
         self.timed_out = False
         self._killing: asyncio.Task[None] | None = None
 
     async def run(self, control: Callable[[], Awaitable[dict[str, Any] | bytes | None]]) -> Outcome:
-        """Run to the end; ``control`` yields the client's next message (None: it left)."""
+        """Run to the end; ``control`` yields the client's next message (None: it left).
+
+        A non-terminal command runs through the guest's runner when it has one
+        (no sshd session per command); a terminal, or a guest without python3,
+        gets its own sshd session.
+        """
+        script = self.spec.script(self.id)  # checks env names as the sshd path would
+        if self.spec.pty is None:
+            runner = await self.conns.runners.channel(self.vm)
+            if runner is not None:
+                try:
+                    rx = await runner.open(
+                        self.spec.argv(), env=self.spec.env, cwd=self.spec.cwd, mark=self.id
+                    )
+                except RunnerLost:
+                    pass  # died between the check and the start: an sshd session instead
+                else:
+                    self.via = "runner"
+                    return await self._drive(_RunnerProcess(rx), control)
         async with self.conns.channel(self.vm) as conn:
-            process = await self._start(conn)
-            self.process = process
-            await self.peer.send_control({"type": "started", "exec_id": self.id})
-            pumps = [asyncio.create_task(self._pump(process.stdout, STDOUT))]
-            if self.spec.pty is None:
-                pumps.append(asyncio.create_task(self._pump(process.stderr, STDERR)))
-            inbound = asyncio.create_task(self._inbound(process, control))
-            timer = (
-                asyncio.get_running_loop().call_later(self.spec.timeout, self._on_timeout)
-                if self.spec.timeout
-                else None
+            self.via = "sshd"
+            return await self._drive(_SSHProcess(await self._start(conn, script)), control)
+
+    async def _drive(
+        self,
+        process: _Process,
+        control: Callable[[], Awaitable[dict[str, Any] | bytes | None]],
+    ) -> Outcome:
+        self.process = process
+        await self.peer.send_control({"type": "started", "exec_id": self.id})
+        pumps = [asyncio.create_task(self._pump(process, STDOUT))]
+        if self.spec.pty is None:
+            pumps.append(asyncio.create_task(self._pump(process, STDERR)))
+        inbound = asyncio.create_task(self._inbound(process, control))
+        timer = (
+            asyncio.get_running_loop().call_later(self.spec.timeout, self._on_timeout)
+            if self.spec.timeout
+            else None
+        )
+        finish = asyncio.create_task(self._finish(process, pumps))
+        try:
+            done, _ = await asyncio.wait({finish, inbound}, return_when=asyncio.FIRST_COMPLETED)
+            if inbound in done and inbound.exception() is not None:
+                raise inbound.exception()  # type: ignore[misc]  # a bad control message
+            if finish not in done:
+                # The client left (inbound returned after killing): bounded wait for the end.
+                async with asyncio.timeout(KILL_GRACE + 30):
+                    await finish
+        except BaseException:
+            # A bad message, or the daemon is stopping: the command must not outlive us.
+            await asyncio.shield(self.kill())
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for task in (inbound, finish, *pumps):
+                task.cancel()
+            await asyncio.gather(inbound, finish, *pumps, return_exceptions=True)
+            if self._killing is not None:
+                await asyncio.gather(self._killing, return_exceptions=True)
+            process.close()
+        ended = process.outcome()
+        if ended is None:
+            # The connection died under the command: kill it over a new one.
+            await self.kill()
+            raise SSHError(
+                f"the connection to VM {self.vm.name} closed before the command ended",
+                hint="the guest's sshd went away (restarted, killed) or the guest stopped; "
+                "the next command reconnects",
             )
-            finish = asyncio.create_task(self._finish(process, pumps))
-            try:
-                done, _ = await asyncio.wait({finish, inbound}, return_when=asyncio.FIRST_COMPLETED)
-                if inbound in done and inbound.exception() is not None:
-                    raise inbound.exception()  # type: ignore[misc]  # a bad control message
-                if finish not in done:
-                    # The client left (inbound returned after killing): bounded wait for the end.
-                    async with asyncio.timeout(KILL_GRACE + 30):
-                        await finish
-            except BaseException:
-                # A bad message, or the daemon is stopping: the command must not outlive us.
-                await asyncio.shield(self.kill())
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                for task in (inbound, finish, *pumps):
-                    task.cancel()
-                await asyncio.gather(inbound, finish, *pumps, return_exceptions=True)
-                if self._killing is not None:
-                    await asyncio.gather(self._killing, return_exceptions=True)
-                process.close()
-            try:
-                return self._outcome(process)
-            except SSHError:
-                # The connection died under the command: kill it over a new one.
-                await self.kill()
-                raise
+        return Outcome(ended[0], ended[1], self.timed_out)
 
     @staticmethod
-    async def _finish(
-        process: asyncssh.SSHClientProcess[bytes], pumps: list[asyncio.Task[None]]
-    ) -> None:
+    async def _finish(process: _Process, pumps: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*pumps)
-        await process.wait_closed()
+        await process.wait()
 
-    async def _start(self, conn: asyncssh.SSHClientConnection) -> asyncssh.SSHClientProcess[bytes]:
+    async def _start(
+        self, conn: asyncssh.SSHClientConnection, script: str
+    ) -> asyncssh.SSHClientProcess[bytes]:
         kw: dict[str, Any] = {}
         if self.spec.pty is not None:
             rows, cols, term = self.spec.pty
@@ -241,7 +386,7 @@ class GuestExec:
         deadline = loop.time() + OPEN_RETRY
         while True:
             try:
-                return await conn.create_process(self.spec.script(self.id), encoding=None, **kw)
+                return await conn.create_process(script, encoding=None, **kw)
             except asyncssh.ChannelOpenError as exc:
                 # sshd frees a session a beat after the channel's close (its next loop
                 # turn), so a slot released and taken again at once can meet "open
@@ -256,23 +401,9 @@ class GuestExec:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
-    def _outcome(self, process: asyncssh.SSHClientProcess[bytes]) -> Outcome:
-        status = process.exit_status
-        sig = process.exit_signal[0] if process.exit_signal else None
-        if status is None and sig is None:
-            raise SSHError(
-                f"the connection to VM {self.vm.name} closed before the command ended",
-                hint="the guest's sshd went away (restarted, killed) or the guest stopped; "
-                "the next command reconnects",
-            )
-        return Outcome(status if sig is None else None, sig, self.timed_out)
-
-    async def _pump(self, reader: asyncssh.SSHReader[bytes], stream: int) -> None:
+    async def _pump(self, process: _Process, stream: int) -> None:
         while True:
-            try:
-                data = await reader.read(CHUNK)
-            except (OSError, asyncssh.Error):
-                return
+            data = await process.read(stream)
             if not data:
                 return
             await self.credit.take(len(data))
@@ -280,7 +411,7 @@ class GuestExec:
 
     async def _inbound(
         self,
-        process: asyncssh.SSHClientProcess[bytes],
+        process: _Process,
         control: Callable[[], Awaitable[dict[str, Any] | bytes | None]],
     ) -> None:
         while True:
@@ -289,22 +420,22 @@ class GuestExec:
                 await self.kill()
                 return
             if isinstance(message, bytes):
-                process.stdin.write(message)
+                process.write(message)
                 # Drain only past a bound: waiting on every write would stall the
                 # acks queued behind it while the command writes before it reads.
-                if process.stdin.channel.get_write_buffer_size() > STDIN_BUFFER:
-                    await process.stdin.drain()
+                if process.buffered() > STDIN_BUFFER:
+                    await process.drain(STDIN_BUFFER)
                 continue
             kind = message.get("type")
             if kind == "ack":
                 await self.credit.ack(int(message.get("bytes", 0)))
             elif kind == "eof":
-                process.stdin.write_eof()
+                process.write_eof()
             elif kind == "resize":
                 rows, cols = int(message["rows"]), int(message["cols"])
                 check_size(rows, cols)
                 if self.spec.pty is not None:
-                    process.change_terminal_size(cols, rows)
+                    process.resize(rows, cols)
             elif kind == "signal":
                 name = str(message.get("signal", "")).upper().removeprefix("SIG")
                 if name not in _SIGNALS:
@@ -318,12 +449,16 @@ class GuestExec:
         self._killing = asyncio.create_task(self.kill())
 
     async def signal(self, name: str) -> None:
-        """Deliver SIG``name`` to every process of this exec (on a second channel).
+        """Deliver SIG``name`` to every process of this exec.
 
-        The channel is not taken from the bounded slots: with every slot busy
-        (the commands being killed among them) a kill must still get through;
-        sshd's MaxSessions leaves room above :data:`~.guestconn.CHANNELS_PER_CONN`.
+        Through the runner when the command runs there (it signals the group and
+        every process carrying the mark); otherwise on a second channel. That
+        channel is not taken from the bounded slots: with every slot busy (the
+        commands being killed among them) a kill must still get through; sshd's
+        MaxSessions leaves room above :data:`~.guestconn.CHANNELS_PER_CONN`.
         """
+        if self.process is not None and self.process.send_signal(name):
+            return
         with contextlib.suppress(SSHError, OSError, asyncssh.Error, TimeoutError):
             async with asyncio.timeout(15):
                 conn = await self.conns.get(self.vm)
@@ -336,6 +471,6 @@ class GuestExec:
         if process is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(KILL_GRACE):
-                    await process.wait_closed()
+                    await process.wait()
                     return
         await self.signal("KILL")
