@@ -7,13 +7,15 @@ pool commands use size 0, which makes no template and no guests.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.bangerd_harness import Daemon, run_cli, running_daemon
+from tests.integration.bangerd_harness import Daemon, home_env, run_cli, running_daemon
 from tests.support import assert_one_line_error, short_tmpdir, wait_until
 
 
@@ -200,3 +202,33 @@ def test_a_failed_fill_shows_its_error(home: Path) -> None:
     finally:
         assert run_cli(home, "pool", "rm", "pf").returncode == 0
     assert _pools(home) == []
+
+
+#: Runs the CLI in-process, then reports its exit status and whether asyncssh was loaded.
+_PROBE = """
+import json, sys
+from banger.cli.main import main
+sys.argv = ["banger", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "asyncssh": "asyncssh" in sys.modules}), file=sys.stderr)
+"""
+
+
+def test_vm_run_with_a_command_does_not_load_asyncssh(home: Path) -> None:
+    """`vm run [--pool P] -- CMD` runs CMD over the exec API: the CLI has no use for
+    asyncssh, whose import was ~0.15 s of a warm `vm run --pool --rm -- true`."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, "vm", "run", "--pool", "nope", "--rm", "--no-workspace",
+         "--", "true"],
+        env=home_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    report = json.loads(probe.stderr.strip().splitlines()[-1])
+    assert report == {"code": 3, "asyncssh": False}, probe.stderr
+    assert "error: pool: no pool named 'nope'" in probe.stderr

@@ -448,7 +448,6 @@ def run(
     """
     from banger.cli import run_session
     from banger.cli.pool_flags import pool_conflicts
-    from banger.cli.sshexec import argv_for, run_ssh
     from banger.cli.workspace_cmd import (
         argv_in_workspace,
         created_workspace,
@@ -482,6 +481,7 @@ def run(
             status = run_session.run_as_session(state, vm_name, session_name, command, dest)
         elif state.json:
             from banger.cli.ssh_json import run_json
+            from banger.cli.sshexec import argv_for
 
             info = state.client().vm_ssh_info(vm_name)
             argv = (
@@ -496,11 +496,14 @@ def run(
             from banger.cli.vm_exec_cmd import run_exec_cli
 
             status = run_exec_cli(vm_name, list(command), cwd=dest, interactive=True)
-        elif dest is None:
-            status = run_ssh(argv_for(state.client().vm_ssh_info(vm_name), None))
         else:
+            # imported here, not above: it loads asyncssh (~0.15 s), which the
+            # common `vm run … -- CMD` (the exec API) never needs
+            from banger.cli.sshexec import argv_for, run_ssh
+
             info = state.client().vm_ssh_info(vm_name)
-            status = run_ssh(argv_in_workspace(info, dest, command))
+            argv = argv_for(info, None) if dest is None else argv_in_workspace(info, dest, command)
+            status = run_ssh(argv)
     finally:
         if remove and session_name and run_session.session_still_runs(state, vm_name, session_name):
             click.echo(f"--rm: VM {vm_name} kept while its session runs; `banger vm rm {vm_name}`"
