@@ -70,6 +70,12 @@ def test_exit_codes_signals_stdin_env_and_cwd(b: Banger) -> None:
     assert missing.returncode == 127 and "no-such-program" in missing.stderr
 
 
+def test_commands_run_through_the_guests_runner(b: Banger) -> None:
+    # Issue #17 item 8: not an sshd session per command, banger's runner spawns it.
+    r = exec_(b, "sh", "-c", "ps -o args= -p $PPID", check=True)
+    assert r.stdout.startswith("python3 -I -S -c"), r.stdout
+
+
 def test_the_default_image_has_python3(b: Banger) -> None:
     # An agent sandbox without python3 surprises people (issue #21 item 15).
     r = exec_(b, "python3", "-c", "print(6*7)")
@@ -164,10 +170,13 @@ def test_guest_sshd_killed_mid_command_then_the_next_call_reconnects(b: Banger) 
     assert proc.stdout is not None and proc.stdout.readline() == "up\n"
     # Kill the sshd process serving the held connection (the sleep's shell's parent),
     # from a separate login (vm ssh: the system ssh, its own sshd process).
+    # The sleep's shell's parent is the guest's command runner; its parent is sshd's.
     killer = (
         # anchored: this killer's own command line mentions the sleep too
-        "s=$(pgrep -f '^sleep 331$'); sh=$(ps -o ppid= -p $s); d=$(ps -o ppid= -p $sh); "
-        "ps -o args= -p $d; kill -KILL $d"
+        "p=$(pgrep -f '^sleep 331$'); "
+        "while p=$(ps -o ppid= -p $p | tr -d ' '); [ \"$p\" -gt 1 ]; do "
+        "case $(ps -o args= -p $p) in sshd*) break;; esac; done; "
+        "ps -o args= -p $p; kill -KILL $p"
     )
     k = b.banger("vm", "ssh", VM, "--", "sh", "-c", killer)
     assert "sshd" in k.stdout, k.stdout
@@ -184,3 +193,20 @@ def test_vm_run_returns_the_status_and_rm_completes(b: Banger) -> None:
     assert (r.returncode, r.stdout) == (5, "hi\n"), r.stderr
     names = [v["name"] for v in json.loads(b.banger("vm", "list", "--json").stdout)]
     assert "once" not in names
+
+
+def test_without_python3_execs_fall_back_to_sshd_sessions(b: Banger) -> None:
+    # Last in the module: the refusal is remembered for the held connection.
+    # python3 taken away and the runner stopped, from a separate login (vm ssh).
+    hide = (
+        "mv /usr/bin/python3 /usr/bin/python3.hidden && "
+        "pkill -KILL -f 'HEADER = struct[.]Struct'; true"
+    )
+    b.banger("vm", "ssh", VM, "--", "sh", "-c", hide)
+    try:
+        r = exec_(b, "sh", "-c", "ps -o args= -p $PPID", check=True)
+        assert "sshd" in r.stdout, r.stdout
+        r = exec_(b, "sh", "-c", "echo out; echo err >&2; exit 4")
+        assert (r.returncode, r.stdout, r.stderr) == (4, "out\n", "err\n")
+    finally:
+        b.banger("vm", "ssh", VM, "--", "mv", "/usr/bin/python3.hidden", "/usr/bin/python3")
