@@ -38,20 +38,16 @@ import signal
 import struct
 import uuid
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import asyncssh
 
 from banger.guest import runner_guest as proto
-from banger.guest.ssh import SSHError, SSHTimeout
+from banger.guest.ssh import ExecResult, SSHError, SSHTimeout
 from banger.store import VMRecord
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
-    from banger.daemon.guestconn import GuestConns
 
 log = logging.getLogger(__name__)
 
@@ -357,10 +353,26 @@ class _VMRunner:
     refused: list[asyncssh.SSHClientConnection] = field(default_factory=list)
 
 
+class _Conns(Protocol):
+    """What the runners need of :class:`~banger.daemon.guestconn.GuestConns` (which owns them)."""
+
+    async def get(self, vm: VMRecord) -> asyncssh.SSHClientConnection: ...
+
+    async def run(
+        self,
+        vm: VMRecord,
+        command: Sequence[str] | str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult: ...
+
+
 class Runners:
     """The runner of each VM, on one of its held connections, started on first use."""
 
-    def __init__(self, conns: GuestConns) -> None:
+    def __init__(self, conns: _Conns) -> None:
         self.conns = conns
         self._vms: dict[str, _VMRunner] = {}
 
