@@ -475,6 +475,8 @@ def run(
     vm_name = op.target or ""
     status = 1
     try:
+        if command and session_name is None and not state.json:
+            _import_meanwhile("banger.cli.vm_exec_cmd", "banger.exec_client")
         _follow(state, op)
         dest = None if repo is None else created_workspace(state, op)
         if session_name is not None:
@@ -511,6 +513,28 @@ def run(
         elif remove:
             _remove_quietly(state, vm_name)
     return status
+
+
+def _import_meanwhile(*modules: str) -> None:
+    """Import ``modules`` on a thread while this one waits for the daemon.
+
+    ``vm run … -- CMD`` needs the exec client (websockets and asyncio: ~80 ms of
+    imports) only once the VM runs; the wait for the boot or the pool take is
+    spent blocked in a socket read, which lets a thread run. Python's import lock
+    makes the later ``import`` wait for this one to finish, never import twice; a
+    failure here is the later import's to report.
+    """
+    import importlib
+    import threading
+
+    def load() -> None:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: S112 - the import where it is needed raises it
+                continue
+
+    threading.Thread(target=load, name="import-meanwhile", daemon=True).start()
 
 
 def _remove_quietly(state: CliState, name: str) -> None:
