@@ -27,11 +27,13 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from banger.daemon.pools.service import REFILL_AFTER_TAKE
 from banger.daemon.stage_delay import MARKER
 from banger.errors import InvalidArgument, NotFound
 from tests.e2e.harness import Banger, banger_env, seed_artifacts
@@ -98,6 +100,11 @@ def guest(b: Banger, vm: str, script: str) -> list[str]:
     return b.banger("vm", "exec", vm, "--", "sh", "-c", script, timeout=300).stdout.splitlines()
 
 
+def at(stamp: str) -> float:
+    """An API timestamp as epoch seconds."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def wait_ready(b: Banger, pool: str, size: int, what: str) -> dict[str, Any]:
     """The pool's filler is done: ``size`` guests ready (a failed fill fails the test)."""
 
@@ -147,9 +154,21 @@ def test_a_pool_hands_out_ready_guests_made_the_owners(env: Env) -> None:
         f"getent hosts t1.{domain} | cut -d' ' -f1",
     )
     assert said == ["t1", "t1", "v2", EMAIL_AFTER, shown["ip"]], said
+    # The hostname went over the ready guest's held SSH connection, not the agent's
+    # guest-exec (a tenth of a second against half of one).
+    take = [o for o in js(b, "ops", "list", "--all") if o["target"] == "t1"][-1]
+    events = b.banger("ops", "show", take["id"], "--follow", "--json").stdout
+    assert "guest hostname t1 (over the held SSH connection)" in events, events
 
     # The pool refills to two, with guests other than the taken one, each its own address.
     refilled = wait_ready(b, "p1", 2, "pool p1 refilled after the take")
+    # ... and the refill started no sooner than REFILL_AFTER_TAKE after the take.
+    taken_at = at(take["created_at"])
+    fills = [o for o in js(b, "ops", "list", "--all")
+             if o["kind"] == "pool.fill" and at(o["created_at"]) > taken_at]  # fmt: skip
+    assert fills, "no refill after the take"
+    first_fill = min(at(o["created_at"]) for o in fills)
+    assert first_fill - taken_at >= REFILL_AFTER_TAKE, (fills, take)
     assert len(set(refilled["ready"]) & first_ready) == 1, (refilled, first_ready)
     addresses = {shown["ip"]} | {js(b, "vm", "show", n)["ip"] for n in refilled["ready"]}
     assert len(addresses) == 3, addresses
@@ -247,6 +266,15 @@ def test_a_killed_bangerd_mid_refill_leaves_whole_guests_only(env: Env) -> None:
     pool = wait_ready(b, "p2", 2, "pool p2 filled after bangerd was killed mid-restore")
     # The owner's VM from a pool came through the crash: re-attached, answering.
     assert guest(b, "t1", "hostname") == ["t1"]
+    # A ready guest made before the restart has no held SSH connection (a new login
+    # costs a key exchange): a take renames the oldest, that one, through the agent.
+    b.banger("vm", "create", "--pool", "p2", "--name", "t2")
+    take = [o for o in js(b, "ops", "list", "--all") if o["target"] == "t2"][-1]
+    events = b.banger("ops", "show", take["id"], "--follow", "--json").stdout
+    assert "guest hostname t2 (through the guest agent)" in events, events
+    assert guest(b, "t2", "hostname; cat /etc/hostname") == ["t2", "t2"]
+    b.banger("vm", "rm", "t2")
+    pool = wait_ready(b, "p2", 2, "pool p2 refilled after t2")
     # A ready guest whose QEMU dies is replaced (the VMM watch wakes the pool).
     dead = pool["ready"][0]
     os.kill(int(js(b, "vm", "show", dead)["pid"]), signal.SIGKILL)

@@ -24,8 +24,9 @@ vCPU mostly sleeps, so the cost of keeping it running is memory.
 A take (``vm create/run --pool P``) is a ``vm.create`` operation: the store hands
 one ready guest to the request and renames it in one transaction
 (:meth:`Store.take_member`), the filler is woken to replace it, and the guest is
-made the owner's: host key pinned under its new name, hostname set through the
-agent, ``[[file_sync]]`` and the git identity written over the held connection
+made the owner's: host key pinned under its new name, hostname set over the
+held SSH connection (through the agent when none is held: :meth:`Pools._rename`),
+``[[file_sync]]`` and the git identity written over the held connection
 (:mod:`banger.daemon.vms.live_sync`), the workspace copied over SSH. Its DNS name
 follows the store at once. A pool with no ready guest does not fail the request:
 the VM is booted cold with the pool's spec (the operation says so).
@@ -70,6 +71,7 @@ from banger.daemon.vms.snapshots import Snapshots
 from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.guest import sshkeys
 from banger.guest.agent import GuestAgent
+from banger.guest.ssh import SSHError
 from banger.store import PoolRecord, SnapshotRecord, VMRecord, VMState
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,12 @@ T = TypeVar("T")
 
 #: ``pool set NAME`` with no ``--size`` makes a pool of one.
 DEFAULT_SIZE = 1
+#: Seconds between a take and its pool's refill. A refill is a QEMU restore, a
+#: re-identification and an SSH key exchange: under TCG it takes a core for ~10 s,
+#: and started at once it slowed the taken guest's first command (a ``true`` over
+#: the exec API measured 0.15-0.67 s during a refill, 0.11 s without). ``vm run
+#: --pool --rm -- CMD`` with a short CMD is done by then; a longer one shares.
+REFILL_AFTER_TAKE = 2.0
 #: Request fields a take cannot honour: the pool's guests are already made.
 POOL_FIXED = ("image", "kernel", "vcpus", "memory_mib", "work_disk_size", "init")
 
@@ -120,6 +128,8 @@ class Pools:
         self._fillers: dict[str, asyncio.Task[None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Pool name → the loop time its filler may start at (``kick(after=)``).
+        self._not_before: dict[str, float] = {}
         self._closed = False
         #: Template snapshot id → the file_sync digest its guest was provisioned under
         #: (:mod:`.fingerprint`); kept in memory: after a restart a take syncs anyway.
@@ -291,9 +301,11 @@ class Pools:
         if vm.pool is not None:
             self.kick(vm.pool)
 
-    def kick(self, name: str) -> None:
+    def kick(self, name: str, *, after: float = 0.0) -> None:
+        """Wake ``name``'s filler; ``after`` > 0: let it start no sooner than that (seconds)."""
         if self._closed:
             return
+        self._not_before[name] = asyncio.get_running_loop().time() + after
         self._wake.setdefault(name, asyncio.Event()).set()
         task = self._fillers.get(name)
         if task is None or task.done():
@@ -311,8 +323,12 @@ class Pools:
 
     async def _filler(self, name: str) -> None:
         wake = self._wake.setdefault(name, asyncio.Event())
+        loop = asyncio.get_running_loop()
         while True:
             await wake.wait()
+            # A take's refill waits (REFILL_AFTER_TAKE); kicks meanwhile join this pass.
+            while (wait := self._not_before.get(name, 0.0) - loop.time()) > 0:
+                await asyncio.sleep(wait)
             wake.clear()
             try:
                 pool = await asyncio.to_thread(self.store.get_pool, name)
@@ -517,7 +533,8 @@ class Pools:
     async def _take(self, plan: TakePlan, op: OpHandle) -> None:
         await op.stage("take")
         claimed = await asyncio.to_thread(self._claim, plan)
-        self.kick(plan.pool.name)  # a replacement is made in the background
+        # a replacement is made in the background, once the taken guest's first work is done
+        self.kick(plan.pool.name, after=REFILL_AFTER_TAKE)
         if claimed is None:
             await op.event(
                 "notice",
@@ -564,10 +581,10 @@ class Pools:
         await asyncio.to_thread(
             sshkeys.pin_host_key, self.paths.known_hosts, [vm.name, str(vm.ip)], host.public_key
         )
-        agent = await GuestAgent.connect(self.paths.vm_agent_socket(vm.id), timeout=30.0)
-        async with agent:
-            await reident.rename(agent, vm.name)
-        await op.event("info", f"guest hostname {vm.name}; {vm.name}.{self._domain()} resolves")
+        how = await self._rename(vm, op)
+        await op.event(
+            "info", f"guest hostname {vm.name} ({how}); {vm.name}.{self._domain()} resolves"
+        )
         await op.stage("file_sync")
         now = await asyncio.to_thread(self._fingerprint)
         if now is not None and now == self._provisioned.get(template_id):
@@ -580,6 +597,32 @@ class Pools:
                 Pending(over_ssh=f"a running guest from pool {plan.pool.name}"), op,
             )  # fmt: skip
         await asyncio.to_thread(self.store.update_vm, vm.id, last_error=None)
+
+    async def _rename(self, vm: VMRecord, op: OpHandle) -> str:
+        """Set the guest's hostname; how it reached the guest (for the operation's events).
+
+        Over the ready guest's held SSH connection when it has one: a channel on an
+        open connection answers in about a tenth of a second under TCG, while the
+        agent's ``guest-exec`` is spawned and then polled (0.4-0.7 s measured for a
+        take). The agent stays the way when no connection is held (bangerd restarted
+        since the guest was made: a new SSH login would cost a key exchange, 1-3 s)
+        or the connection fails; the script is idempotent, so running it again
+        through the agent after a lost connection is safe.
+        """
+        argv = reident.rename_argv(vm.name)
+        conns = self.vms.pipeline.conns
+        if conns.held(vm.id):
+            try:
+                result = await conns.run(vm, argv, timeout=reident.RENAME_TIMEOUT)
+            except SSHError as exc:
+                await op.event("info", f"hostname over SSH failed ({exc.message}): using the agent")
+            else:
+                reident.check_renamed(vm.name, result.exit_status, result.stdout, result.stderr)
+                return "over the held SSH connection"
+        agent = await GuestAgent.connect(self.paths.vm_agent_socket(vm.id), timeout=30.0)
+        async with agent:
+            await reident.rename(agent, vm.name)
+        return "through the guest agent"
 
     async def _sync(self, vm: VMRecord, op: OpHandle) -> None:
         """``[[file_sync]]`` and the git identity as the host has them now, over SSH."""

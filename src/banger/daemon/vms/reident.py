@@ -177,15 +177,28 @@ RENAME_SCRIPT = """set -e
 hostname "$1"
 printf '%s\\n' "$1" >/etc/hostname
 """
+#: The rename's bound, whichever way it reaches the guest.
+RENAME_TIMEOUT = 60.0
+
+
+def rename_argv(hostname: str) -> list[str]:
+    """The rename as an argv (``hostname`` validated first, passed as ``$1``): run over
+    the guest agent's ``guest-exec`` or a held SSH connection alike."""
+    check_hostname(hostname)
+    return ["/bin/sh", "-c", RENAME_SCRIPT, "rename", hostname]
+
+
+def check_renamed(hostname: str, exitcode: int, stdout: bytes, stderr: bytes) -> None:
+    """A rename that exited non-zero is one line naming the hostname and the guest's words."""
+    if exitcode != 0:
+        said = (stderr or stdout).decode(errors="replace").strip()
+        raise BangerError(
+            f"setting the guest's hostname to {hostname} failed (exit {exitcode}): "
+            f"{said.splitlines()[-1] if said else 'no output'}"
+        )
 
 
 async def rename(agent: GuestAgent, hostname: str) -> None:
     """The guest's hostname (kernel and /etc/hostname) becomes ``hostname``, validated."""
-    check_hostname(hostname)
-    result = await agent.run(["/bin/sh", "-c", RENAME_SCRIPT, "rename", hostname], timeout=60.0)
-    if result.exitcode != 0:
-        said = (result.stderr or result.stdout).decode(errors="replace").strip()
-        raise BangerError(
-            f"setting the guest's hostname to {hostname} failed (exit {result.exitcode}): "
-            f"{said.splitlines()[-1] if said else 'no output'}"
-        )
+    result = await agent.run(rename_argv(hostname), timeout=RENAME_TIMEOUT)
+    check_renamed(hostname, result.exitcode, result.stdout, result.stderr)
