@@ -12,7 +12,7 @@ import pytest
 from banger.daemon.guestconn import GuestConns
 from banger.daemon.runner import QuickResult, RunnerLost
 from banger.guest import runner_guest as proto
-from banger.guest.ssh import SSHTimeout, wait_for_ssh
+from banger.guest.ssh import SSHTimeout, connect_when_ready, wait_for_ssh
 from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
 from tests.support import async_wait_until, needs_root
 
@@ -124,5 +124,20 @@ async def test_without_python3_the_runner_is_refused_once_and_sshd_runs_it(
         assert r.stdout.decode().strip().endswith(str(bin_dir))  # (root's rc may prepend)
         assert conns.runners.active(vm.id) is None
         assert await conns.runners.channel(vm) is None  # remembered for the connection
+    finally:
+        await conns.close()
+
+
+async def test_the_runner_starts_when_the_boots_connection_is_adopted(sshd: Sshd) -> None:
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        conns.adopt(vm, await connect_when_ready(sshd.target, 30))
+        await async_wait_until(lambda: conns.runners.active(vm.id) is not None, 15, "a runner")
+        runner = conns.runners.active(vm.id)
+        assert (await conns.runners.run_quick(vm, ["true"], timeout=30)).exit_code == 0
+        assert conns.runners.active(vm.id) is runner  # the first exec used it
+        await conns.drop(vm.id)
+        assert conns.runners.active(vm.id) is None and runner is not None and not runner.alive
     finally:
         await conns.close()

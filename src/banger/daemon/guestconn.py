@@ -130,6 +130,7 @@ class GuestConns:
             self.runners.forget(vm.id)
             self._close_pool(old)
         self._pools[vm.id] = _Pool(vm.id, target, [_Held(conn)])
+        self.runners.prestart(vm, conn)
 
     async def _connect(self, target: SSHTarget, timeout: float) -> asyncssh.SSHClientConnection:
         return await connect(target, timeout, keepalive=KEEPALIVE_INTERVAL)

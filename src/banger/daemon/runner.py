@@ -349,6 +349,7 @@ async def _stderr_tail(process: asyncssh.SSHClientProcess[bytes]) -> str:
 class _VMRunner:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     runner: RunnerChannel | None = None
+    prestart: asyncio.Task[None] | None = None
     #: Connections on which the runner could not start (python3 missing): sshd for them.
     refused: list[asyncssh.SSHClientConnection] = field(default_factory=list)
 
@@ -402,6 +403,30 @@ class Runners:
                 return None
             return state.runner
 
+    def prestart(self, vm: VMRecord, conn: asyncssh.SSHClientConnection) -> None:
+        """Start ``vm``'s runner now, in the background, on the connection that just
+        proved the guest answers: the first exec (``vm run -- CMD`` right after the
+        boot) then finds it ready instead of paying python3's start-up under emulation."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        state = self._vms.setdefault(vm.id, _VMRunner())
+        state.prestart = loop.create_task(self._prestart(vm.name, state, conn))
+
+    @staticmethod
+    async def _prestart(vm_name: str, state: _VMRunner, conn: asyncssh.SSHClientConnection) -> None:
+        async with state.lock:
+            if state.runner is not None and state.runner.alive:
+                return
+            try:
+                state.runner = await RunnerChannel.start(vm_name, conn)
+            except RunnerUnavailable as exc:
+                log.warning("%s; execs in VM %s use sshd sessions", exc.message, vm_name)
+                state.refused.append(conn)
+            except SSHError as exc:
+                log.info("%s; the first exec starts it", exc.message)
+
     def active(self, vm_id: str) -> RunnerChannel | None:
         state = self._vms.get(vm_id)
         if state is None or state.runner is None or not state.runner.alive:
@@ -411,6 +436,8 @@ class Runners:
     def forget(self, vm_id: str) -> None:
         """The VM's connections are closing (stop, pause, rm): drop its runner."""
         state = self._vms.pop(vm_id, None)
+        if state is not None and state.prestart is not None:
+            state.prestart.cancel()
         if state is not None and state.runner is not None:
             state.runner.close()
 
