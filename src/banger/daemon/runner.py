@@ -231,6 +231,7 @@ class RunnerChannel:
         except (OSError, asyncssh.Error) as exc:
             raise SSHError(f"could not start the runner in VM {vm_name}: {exc}") from None
         runner = cls(vm_name, conn, process)
+        began = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 header = await process.stdout.readexactly(proto.HEADER.size)
@@ -251,6 +252,8 @@ class RunnerChannel:
             ) from None
         runner.spawn(runner._read())
         runner.spawn(runner._log_stderr())
+        took = asyncio.get_running_loop().time() - began
+        log.info("command runner started in VM %s in %.2fs", vm_name, took)
         return runner
 
     def spawn(self, coro: Any) -> None:
