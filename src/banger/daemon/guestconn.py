@@ -37,7 +37,9 @@ from banger.store import VMRecord, VMState
 log = logging.getLogger(__name__)
 
 #: Channels one held connection carries at once (sshd's default MaxSessions is 10;
-#: two are left for a fresh ``banger vm ssh`` multiplexer or a debugging login).
+#: of the two left, one is the command runner's long-lived channel on the connection
+#: it runs on (:mod:`banger.daemon.runner`; the execs it carries take no slot), the
+#: other a kill's short channel when the runner is not there to deliver it).
 CHANNELS_PER_CONN = 8
 #: Connections per VM when every channel of the first is busy; beyond, callers wait.
 CONNS_PER_VM = 4
