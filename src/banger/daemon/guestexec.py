@@ -1,22 +1,26 @@
-"""One guest command over a held connection, streamed (issue #17 item 2).
+"""One guest command over a held connection, streamed (issue #17 items 2 and 8).
 
 The transport (a WebSocket: :mod:`banger.daemon.api.vms.exec`) is abstracted as
 :class:`Peer`; this module owns what happens in the guest:
 
-- the command runs on a channel of the VM's held connection
-  (:class:`~banger.daemon.guestconn.GuestConns`), as an argv (quoted, ``exec``'d)
-  or an explicit shell string, with env, cwd, an optional user (``runuser``)
-  and an optional pty;
-- sshd makes every session's process a session leader (``setsid``), so the
-  command is its own process group. The command and everything it starts
-  carry ``BANGER_EXEC_ID=<id>`` in their environment; killing "the exec"
-  signals every process group led by a process carrying it (found through
-  ``/proc/*/environ`` on a second channel), so a timeout, a cancel or a client
-  that vanished leaves no process behind — even one that left the group;
-- stdout and stderr are read from the channel only while the client has
-  credit (:data:`WINDOW` unacknowledged bytes): a slow reader stops the reads,
-  the SSH window fills, and the guest's writes block. The daemon never buffers
-  more than the window per stream.
+- a command without a terminal is spawned by the guest's command runner
+  (:mod:`banger.daemon.runner`, one long-lived channel of the VM's held
+  connection): no sshd session, PAM or login shell per command. A terminal
+  (sshd's pty), or a guest without python3, gets its own sshd session on a
+  channel of the held connection (:class:`~banger.daemon.guestconn.GuestConns`).
+  Either way it is an argv (``exec``'d) or an explicit shell string (``sh -c``),
+  with env, cwd and an optional user (``runuser``), built by :meth:`ExecSpec.argv`;
+- the runner and sshd both make the command a session leader (``setsid``), so
+  it is its own process group. The command and everything it starts carry
+  ``BANGER_EXEC_ID=<id>`` in their environment; killing "the exec" signals
+  every process group led by a process carrying it (found through
+  ``/proc/*/environ``, by the runner or on a second channel), so a timeout, a
+  cancel or a client that vanished leaves no process behind — even one that
+  left the group;
+- output is read only while the client has credit (:data:`WINDOW`
+  unacknowledged bytes): a slow reader stops the reads, the runner's per-exec
+  window (or the SSH window) fills, and the guest's writes block. The daemon
+  never buffers more than a window per exec.
 """
 
 from __future__ import annotations
