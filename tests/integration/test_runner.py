@@ -11,8 +11,10 @@ import pytest
 
 from banger.daemon.guestconn import GuestConns
 from banger.daemon.runner import QuickResult, RunnerLost
+from banger.errors import Conflict
 from banger.guest import runner_guest as proto
 from banger.guest.ssh import SSHTimeout, connect_when_ready, wait_for_ssh
+from banger.store import VMState
 from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
 from tests.support import async_wait_until, needs_root
 
@@ -51,6 +53,9 @@ async def test_run_quick_runs_argv_through_the_runner(sshd: Sshd) -> None:
         # one runner for the VM: the next call reuses it
         assert (await conns.runners.run_quick(vm, ["true"], timeout=30)).exit_code == 0
         assert conns.runners.active(vm.id) is runner
+        # a VM not running is refused even while its runner lives
+        with pytest.raises(Conflict, match="not running"):
+            await conns.runners.run_quick(vm_record(VMState.STOPPED), ["true"], timeout=30)
         # not found and a bad cwd say so, as the shell would
         r = await conns.runners.run_quick(vm, ["no-such-program-x"], timeout=30)
         assert r.exit_code == 127 and b"no-such-program-x" in r.stderr

@@ -46,7 +46,7 @@ from typing import Any, NamedTuple, Protocol
 import asyncssh
 
 from banger.guest import runner_guest as proto
-from banger.guest.ssh import ExecResult, SSHError, SSHTimeout
+from banger.guest.ssh import ExecResult, SSHError, SSHTarget, SSHTimeout
 from banger.store import VMRecord
 
 log = logging.getLogger(__name__)
@@ -360,6 +360,8 @@ class _VMRunner:
 class _Conns(Protocol):
     """What the runners need of :class:`~banger.daemon.guestconn.GuestConns` (which owns them)."""
 
+    def target(self, vm: VMRecord) -> SSHTarget: ...
+
     async def get(self, vm: VMRecord) -> asyncssh.SSHClientConnection: ...
 
     async def run(
@@ -385,6 +387,7 @@ class Runners:
 
         Errors reaching the VM at all (stopped, unreachable) are raised as they are.
         """
+        self.conns.target(vm)  # a VM that is not running is a Conflict, runner or not
         state = self._vms.setdefault(vm.id, _VMRunner())
         if state.runner is not None and state.runner.alive:
             return state.runner
