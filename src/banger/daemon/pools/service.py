@@ -601,23 +601,24 @@ class Pools:
     async def _rename(self, vm: VMRecord, op: OpHandle) -> str:
         """Set the guest's hostname; how it reached the guest (for the operation's events).
 
-        Over the ready guest's held SSH connection when it has one: a channel on an
-        open connection answers in about a tenth of a second under TCG, while the
-        agent's ``guest-exec`` is spawned and then polled (0.4-0.7 s measured for a
-        take). The agent stays the way when no connection is held (bangerd restarted
-        since the guest was made: a new SSH login would cost a key exchange, 1-3 s)
-        or the connection fails; the script is idempotent, so running it again
-        through the agent after a lost connection is safe.
+        Over the ready guest's held SSH connection when it has one, through the
+        guest's command runner started on it (:meth:`Runners.run_quick`; an sshd
+        session where the guest has none): a tenth of a second or less under TCG,
+        while the agent's ``guest-exec`` is spawned and then polled (0.4-0.7 s
+        measured for a take). The agent stays the way when no connection is held
+        (bangerd restarted since the guest was made: a new SSH login would cost a
+        key exchange, 1-3 s) or the connection fails; the script is idempotent, so
+        running it again through the agent after a lost connection is safe.
         """
         argv = reident.rename_argv(vm.name)
         conns = self.vms.pipeline.conns
         if conns.held(vm.id):
             try:
-                result = await conns.run(vm, argv, timeout=reident.RENAME_TIMEOUT)
+                result = await conns.runners.run_quick(vm, argv, timeout=reident.RENAME_TIMEOUT)
             except SSHError as exc:
                 await op.event("info", f"hostname over SSH failed ({exc.message}): using the agent")
             else:
-                reident.check_renamed(vm.name, result.exit_status, result.stdout, result.stderr)
+                reident.check_renamed(vm.name, result.exit_code, result.stdout, result.stderr)
                 return "over the held SSH connection"
         agent = await GuestAgent.connect(self.paths.vm_agent_socket(vm.id), timeout=30.0)
         async with agent:
