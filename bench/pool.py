@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 from tests.e2e.harness import Banger, banger_env
 
+from banger.daemon.pools.service import REFILL_AFTER_TAKE
 from bench.context import BenchContext
 from bench.guests import OpTrace, ops_for, timed_cli, trace
 from bench.model import BenchResult, Measurement, Ratio, Table, Target
@@ -61,6 +62,12 @@ IDLE_WINDOW = 5.0
 MIB = 1024 * 1024
 #: the take's stages, in order (banger.daemon.pools.service)
 TAKE_STAGES = ("take", "identity", "file_sync", "running")
+#: what the warm samples do not include: their own refill (pools.service.REFILL_AFTER_TAKE)
+REFILL_DELAYED = (
+    f"a take's refill starts {REFILL_AFTER_TAKE:g} s after it, so a warm sample's `true` and "
+    "rm do not share the CPU with its own refill (a restore and an SSH key exchange, ~10 s of "
+    "a core under TCG); the untimed wait before each sample lets that refill finish"
+)
 WARM = "warm: vm run --pool --rm -- true (wall)"
 COLD = "cold: vm run --rm --init fast -- true (wall)"
 KEPT_RUNNING = (
@@ -206,7 +213,7 @@ def summarize(warm: Sequence[float], cold: Sequence[float], warm_rounds: Sequenc
         ]
         states = sorted({c.state for c in costs})
         notes.append(f"state of the ready guests measured: {', '.join(states)}")
-    notes.append(KEPT_RUNNING)
+    notes += [KEPT_RUNNING, REFILL_DELAYED]
     target = Target(
         "cold vm run / warm vm run --pool, under TCG",
         speedup,

@@ -7,6 +7,7 @@ from bench.pool import (
     COLD,
     GOAL,
     KEPT_RUNNING,
+    REFILL_DELAYED,
     WARM,
     ReadyCost,
     WarmRound,
@@ -63,6 +64,7 @@ def test_the_goal_is_met_at_eight_times_and_missed_below_with_the_warm_runs_larg
     assert [m.case for m in met.measurements][:2] == [WARM, COLD]
     assert {m.unit for m in met.measurements[2:]} == {"MiB", ""}
     assert KEPT_RUNNING in met.notes and "state of the ready guests measured: running" in met.notes
+    assert REFILL_DELAYED in met.notes and "starts 2 s after it" in REFILL_DELAYED
 
 
 def test_no_sample_of_either_case_gives_no_ratio_and_keeps_the_failure() -> None:
