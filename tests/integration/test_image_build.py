@@ -128,5 +128,5 @@ def test_sshd_accepts_the_config_with_only_the_per_vm_host_key(mounted_copy: Pat
         "hostkey /root/.banger/ssh_host_ed25519_key"
     ]
     dropin = tree / "etc/systemd/system/ssh.service.d/10-banger.conf"
-    assert "RequiresMountsFor=/root" in dropin.read_text()
+    assert "After=banger-workdisk.service" in dropin.read_text()
     assert (tree / "etc/systemd/system/apt-daily.timer").readlink() == Path("/dev/null")

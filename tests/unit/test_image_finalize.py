@@ -12,9 +12,11 @@ from banger.images import treepath
 from banger.images.finalize import (
     FSTAB,
     SSHD_HARDENING,
+    WORKDISK_PATH,
     ImageNotBootable,
     fast_init_text,
     finalize_tree,
+    workdisk_text,
 )
 from banger.images.workseed import prepare_home
 from tests.image_trees import usrmerged_tree
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.root
 
 def make_tree(root: Path) -> Path:
     """A tiny usrmerged root tree with fake binaries and the traps of real ones."""
-    tree = usrmerged_tree(root, "etc/skel", "root/.ssh", "run")
+    tree = usrmerged_tree(root, "etc/skel", "root/.ssh", "run", "var")
     (tree / "etc/ssh/sshd_config").write_text("Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n")
     for key in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key"):
         (tree / "etc/ssh" / key).write_text("shared key\n")
@@ -70,11 +72,28 @@ def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
     # The Include already there is not duplicated.
     assert (tree / "etc/ssh/sshd_config").read_text().count("Include") == 1
     unit = tree / "etc/systemd/system/ssh.service.d/10-banger.conf"
-    assert "RequiresMountsFor=/root" in unit.read_text()
+    assert "Wants=banger-workdisk.service\nAfter=banger-workdisk.service\n" in unit.read_text()
+    assert "RequiresMountsFor" not in unit.read_text()  # it waited for udev's coldplug
+    assert "[Service]\nExecStartPre=\n" in unit.read_text()  # no second sshd run per boot
+    usr_ns = (tree / "usr").stat().st_mtime_ns
+    for stamp in (tree / "etc/.updated", tree / "var/.updated"):
+        # As systemd-update-done writes it: ConditionNeedsUpdate= is false for /usr as built.
+        assert stamp.stat().st_mtime_ns == usr_ns
+        assert f"TIMESTAMP_NSEC={usr_ns}\n" in stamp.read_text()
+    logind = tree / "etc/systemd/system/systemd-logind.service.d/10-banger.conf"
+    assert "[Unit]\nAfter=ssh.service\n" in logind.read_text()
 
     assert (tree / "etc/fstab").read_text() == FSTAB
-    assert "/dev/vda / ext4 rw,relatime 0 1\n" in FSTAB
-    assert "/dev/vdb /root ext4 rw,relatime,nofail 0 0\n" in FSTAB  # no fsck per boot
+    fstab_entries = [line for line in FSTAB.splitlines() if not line.startswith("#")]
+    # Only the root disk: the work disk is banger-workdisk's, not an fstab mount.
+    assert fstab_entries == ["/dev/vda / ext4 rw,relatime 0 1"]
+    workdisk = tree / "usr/sbin/banger-workdisk"
+    assert workdisk.read_text() == workdisk_text() and mode(workdisk) == 0o755
+    workdisk_unit = tree / "etc/systemd/system/banger-workdisk.service"
+    assert f"ExecStart={WORKDISK_PATH}\n" in workdisk_unit.read_text()
+    assert "DefaultDependencies=no\n" in workdisk_unit.read_text()
+    wants = tree / "etc/systemd/system/local-fs.target.wants/banger-workdisk.service"
+    assert os.readlink(wants) == "/etc/systemd/system/banger-workdisk.service"
     assert (tree / "etc/hostname").read_text() == ""
     assert "127.0.0.1\tlocalhost" in (tree / "etc/hosts").read_text()
     resolv = tree / "etc/resolv.conf"
@@ -83,7 +102,13 @@ def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
     assert (tree / "etc/machine-id").read_text() == ""
 
     assert os.readlink(tree / "etc/systemd/system/apt-daily.timer") == "/dev/null"
-    for masked in ("e2scrub_all.timer", "e2scrub_reap.service", "serial-getty@ttyS0.service"):
+    for masked in (
+        "e2scrub_all.timer",
+        "e2scrub_reap.service",
+        "serial-getty@ttyS0.service",
+        "modprobe@.service",  # a template: every instance masked with it
+        "systemd-modules-load.service",
+    ):
         assert os.readlink(tree / "etc/systemd/system" / masked) == "/dev/null"
     assert not os.path.lexists(tree / "etc/systemd/system/timers.target.wants/apt-daily.timer")
     assert not os.path.lexists(tree / "etc/systemd/system/getty.target.wants/getty@tty1.service")
@@ -177,8 +202,7 @@ def test_fast_init_script() -> None:
         "mount -o remount,rw /",
         "hostname -F /etc/hostname",
         "ip link set lo up",
-        "banger.work=*",
-        '"$work" /root',
+        "\n/sbin/banger-workdisk\n",  # the work disk, before sshd
         "mkdir -p /run/sshd",
         "/usr/sbin/sshd -D -e &",
         "trap poweroff_now TERM INT",
@@ -187,13 +211,26 @@ def test_fast_init_script() -> None:
     ):
         assert needle in text, needle
     assert "exec /usr/sbin/sshd" not in text  # PID 1 must stay to reap
+    assert text.index("/sbin/banger-workdisk") < text.index("/usr/sbin/sshd -D -e &")
+
+
+def test_workdisk_script() -> None:
+    text = workdisk_text()
+    assert text.startswith("#!/bin/sh\n")
+    for needle in (
+        "banger.work=*",
+        "mountpoint -q /root",
+        'mount -t ext4 -o rw,relatime "$work" /root',
+    ):
+        assert needle in text, needle
 
 
 @pytest.mark.parametrize("shell", [["sh", "-n"], ["busybox", "sh", "-n"]])
 def test_fast_init_parses(shell: list[str], tmp_path: Path) -> None:
-    script = tmp_path / "init"
-    script.write_text(fast_init_text())
-    subprocess.run([*shell, str(script)], check=True)
+    for name, text in (("init", fast_init_text()), ("workdisk", workdisk_text())):
+        script = tmp_path / name
+        script.write_text(text)
+        subprocess.run([*shell, str(script)], check=True)
 
 
 def test_fast_init_subcommands_outside_pid1(tmp_path: Path) -> None:

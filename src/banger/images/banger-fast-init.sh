@@ -70,23 +70,9 @@ mount -o remount,rw /
 [ -s /etc/hostname ] && hostname -F /etc/hostname
 ip link set lo up
 
-# The work disk: banger.work=<device> on the kernel command line, /dev/vdb by default.
-work=/dev/vdb
-for arg in $(cat /proc/cmdline); do
-	case "$arg" in
-	banger.work=*) work=${arg#banger.work=} ;;
-	esac
-done
-i=0
-while [ ! -b "$work" ] && [ "$i" -lt 50 ]; do
-	sleep 0.1
-	i=$((i + 1))
-done
-if mount -t ext4 -o rw,relatime "$work" /root; then
-	log "mounted $work on /root"
-else
-	log "cannot mount the work disk $work on /root; sshd has no host key without it"
-fi
+# The work disk on /root (banger.work=<device> on the command line, /dev/vdb by
+# default): its own script, which banger-workdisk.service runs under systemd.
+/sbin/banger-workdisk
 
 # The QEMU guest agent, when the image has it and the VM has its virtio-serial port.
 # There is no udev to make /dev/virtio-ports/NAME: make the link from the port's name.

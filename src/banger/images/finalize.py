@@ -13,9 +13,12 @@ What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
   ``/etc/ssh/ssh_host_*`` keys removed (every clone would share them). Debian's
   ssh.service never regenerates keys (only the package's postinst does), and
   its ``sshd -t`` pre-start passes once the work disk supplies the key, so
-  ssh.service gets ``RequiresMountsFor=/root``.
-- ``/etc/fstab`` mounting the root disk and the work disk (``/dev/vdb`` on
-  ``/root``, ``nofail`` so a broken work disk still leaves a console).
+  ssh.service is ordered after ``banger-workdisk.service``.
+- ``/etc/fstab`` mounting the root disk only. The work disk (``/dev/vdb``) is
+  mounted on ``/root`` by ``/sbin/banger-workdisk`` — the fast init runs it, and
+  its enabled ``banger-workdisk.service`` under systemd, which ssh.service wants
+  and follows — from the kernel's device node: an fstab mount waits for udev's
+  coldplug (~5 s under emulation). A broken work disk still leaves a console.
 - an empty ``/etc/hostname`` (mmdebstrap copies the *host's*), localhost-only
   ``/etc/hosts``, a plain ``/etc/resolv.conf``: the initramfs writes the
   guest's hostname and DNS server into them at every boot.
@@ -32,6 +35,9 @@ What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
   its udev rule under systemd, from the fast init's port loop).
 - ``/root`` an empty 0755 root:root mount point; its old content is handed
   back as the work seed's home skeleton.
+- ``/etc/.updated`` and ``/var/.updated`` stamped with ``/usr``'s mtime, so
+  systemd's ``ConditionNeedsUpdate=`` units (sysusers) do not run on every
+  VM's first boot.
 - ``/etc/banger-release``: JSON marker with the finalize version.
 """
 
@@ -92,7 +98,27 @@ RESOLV_SERVICE = (
     "[Install]\n"
     "WantedBy=sysinit.target\n"
 )
-WORK_DEVICE = "/dev/vdb"
+WORKDISK_PATH = "/sbin/banger-workdisk"
+WORKDISK_UNIT = "banger-workdisk.service"
+WORKDISK_SERVICE = (
+    "# banger: the work disk on /root, mounted from the kernel's device node rather than\n"
+    "# from /etc/fstab, whose mount would wait for udev's coldplug (seconds under\n"
+    "# emulation) before sshd could read its host key there.\n"
+    "[Unit]\n"
+    "Description=the work disk on /root (banger)\n"
+    "DefaultDependencies=no\n"
+    "After=systemd-remount-fs.service\n"
+    "Before=local-fs.target umount.target\n"
+    "Conflicts=umount.target\n"
+    "\n"
+    "[Service]\n"
+    "Type=oneshot\n"
+    "RemainAfterExit=yes\n"
+    f"ExecStart={WORKDISK_PATH}\n"
+    "\n"
+    "[Install]\n"
+    "WantedBy=local-fs.target\n"
+)
 HOST_KEY_PATH = "/root/.banger/ssh_host_ed25519_key"
 
 SSHD_HARDENING = (
@@ -105,17 +131,30 @@ SSHD_HARDENING = (
 SSHD_HOSTKEY = f"HostKey {HOST_KEY_PATH}\n"
 SSHD_INCLUDE = "Include /etc/ssh/sshd_config.d/*.conf\n"
 SSH_UNIT_DROPIN = (
-    "# banger: the host key lives on the work disk, mounted at /root.\n"
+    "# banger: the host key lives on the work disk, which banger-workdisk mounts on /root.\n"
     "[Unit]\n"
-    "RequiresMountsFor=/root\n"
+    f"Wants={WORKDISK_UNIT}\n"
+    f"After={WORKDISK_UNIT}\n"
+    "\n"
+    "# No 'sshd -t' before every start: under emulation it is a second sshd run\n"
+    "# (~0.5 s) on the way to the first login, and a bad config fails the start anyway.\n"
+    "[Service]\n"
+    "ExecStartPre=\n"
+)
+#: systemd-logind (seats, loginctl, the ACPI power button) after sshd, not beside it:
+#: its start-up took 4-7 s of emulated CPU at the moment sshd started. No login
+#: waits for it (distro images have no pam_systemd).
+LOGIND_DROPIN_PATH = "/etc/systemd/system/systemd-logind.service.d/10-banger.conf"
+LOGIND_DROPIN = (
+    "# banger: after sshd, so the first login does not share the CPU with its start.\n"
+    "[Unit]\n"
+    "After=ssh.service\n"
 )
 FSTAB = (
-    "# banger: root disk and work disk (see docs/ARCHITECTURE.md)\n"
+    "# banger: the root disk; the work disk (/dev/vdb) is mounted on /root by\n"
+    "# /sbin/banger-workdisk (banger-workdisk.service), not from here: a mount listed\n"
+    "# here waits for udev's coldplug. See docs/ARCHITECTURE.md.\n"
     "/dev/vda / ext4 rw,relatime 0 1\n"
-    # No boot-time fsck of the work disk (pass 0): ext4's journal, replayed at
-    # mount, covers a VM that was killed; e2fsck before the mount held sshd back
-    # on every boot (sshd needs /root for its host key).
-    f"{WORK_DEVICE} /root ext4 rw,relatime,nofail 0 0\n"
 )
 HOSTS = (
     "127.0.0.1\tlocalhost\n"
@@ -154,6 +193,12 @@ MASKED_UNITS = {
     # serial output): nobody can type at a login prompt there, and agetty's start
     # is CPU the boot's tail would otherwise spend on sshd.
     "serial-getty@ttyS0.service": "a login prompt on a console nobody can type at",
+    # The rootfs holds no kernel modules (banger's kernels come with their module
+    # set in banger's initramfs, or have none: kernel build's) and distro images no
+    # kmod: each modprobe@ instance (six at boot: configfs, dm_mod, drm, efi_pstore,
+    # fuse, loop) and the modules-load pass only fail, at ~0.4 s of emulated CPU each.
+    "modprobe@.service": "module loads from a rootfs that holds no kernel modules",
+    "systemd-modules-load.service": "modules-load.d loads from a rootfs with no modules",
 }
 #: Wants-links removed: a login on tty1 needs a display the VM does not have
 #: (the console is ttyS0, whose serial-getty systemd adds on its own).
@@ -187,6 +232,11 @@ def agent_vsock_text() -> str:
 def resolv_text() -> str:
     """The text of ``/sbin/banger-resolv`` (shipped as package data)."""
     return (resources.files("banger.images") / "banger-resolv.sh").read_text()
+
+
+def workdisk_text() -> str:
+    """The text of ``/sbin/banger-workdisk`` (shipped as package data)."""
+    return (resources.files("banger.images") / "banger-workdisk.sh").read_text()
 
 
 def release_marker() -> str:
@@ -225,6 +275,8 @@ def finalize_tree(tree: Path, *, home_out: Path) -> FinalizeResult:
     treepath.write_file(tree, FAST_INIT_PATH, fast_init_text(), 0o755)
     _install_agent_vsock(tree)
     _install_resolv(tree)
+    _install_workdisk(tree)
+    _mark_updated(tree)
     home_files = _split_root_home(tree, home_out)
     treepath.write_file(tree, "/etc/banger-release", release_marker())
     return FinalizeResult(FINALIZE_VERSION, removed, home_files)
@@ -262,6 +314,7 @@ def _configure_units(tree: Path) -> None:
         treepath.remove(tree, f"/etc/systemd/system/timers.target.wants/{unit}")
     for wants in REMOVED_WANTS:
         treepath.remove(tree, wants)
+    treepath.write_file(tree, LOGIND_DROPIN_PATH, LOGIND_DROPIN)
 
 
 def _install_agent_vsock(tree: Path) -> None:
@@ -278,6 +331,37 @@ def _install_resolv(tree: Path) -> None:
     unit = f"/etc/systemd/system/{RESOLV_UNIT}"
     treepath.write_file(tree, unit, RESOLV_SERVICE)
     treepath.symlink(tree, f"/etc/systemd/system/sysinit.target.wants/{RESOLV_UNIT}", unit)
+
+
+def _install_workdisk(tree: Path) -> None:
+    """The work-disk mount: run by the fast init itself, enabled under systemd."""
+    treepath.write_file(tree, WORKDISK_PATH, workdisk_text(), 0o755)
+    unit = f"/etc/systemd/system/{WORKDISK_UNIT}"
+    treepath.write_file(tree, unit, WORKDISK_SERVICE)
+    treepath.symlink(tree, f"/etc/systemd/system/local-fs.target.wants/{WORKDISK_UNIT}", unit)
+
+
+def _mark_updated(tree: Path) -> None:
+    """``/etc/.updated`` and ``/var/.updated`` as systemd-update-done writes them.
+
+    Units with ``ConditionNeedsUpdate=`` (systemd-sysusers: 0.8-1.6 s of emulated
+    CPU on the way to sshd; ldconfig, hwdb and catalog updates where enabled) run
+    when ``/usr`` is newer than these stamps, and every VM boots a fresh copy of
+    the image, so without them each VM redid work the image build already did
+    (packages' postinst ran sysusers and ldconfig). Stamped with ``/usr``'s
+    mtime, which is what systemd compares; an image whose ``/usr`` changes later
+    (an apt install in the guest) is newer again and gets its update pass.
+    """
+    usr = treepath.resolve(tree, "/usr")
+    if not usr.is_dir():
+        return
+    usr_ns = usr.stat().st_mtime_ns
+    stamp = f"# This file was created by banger's image finalize.\nTIMESTAMP_NSEC={usr_ns}\n"
+    for directory in ("/etc", "/var"):
+        if not treepath.resolve(tree, directory).is_dir():
+            continue
+        written = treepath.write_file(tree, f"{directory}/.updated", stamp)
+        os.utime(written, ns=(usr_ns, usr_ns), follow_symlinks=False)
 
 
 def _split_root_home(tree: Path, home_out: Path) -> tuple[str, ...]:
