@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.snapshots import check_snapshot_name, default_name
+from banger.disk import layers
 from banger.errors import Conflict, InvalidArgument
 from banger.paths import Paths
 
@@ -36,7 +37,9 @@ def test_default_names_are_labels_for_any_vm_name(vm: str) -> None:
 
 
 def test_root_name_follows_the_vm_disk() -> None:
-    assert files.root_name(Path("/s/vms/x/root.qcow2")) == "root.qcow2"
+    # a qcow2 overlay becomes a new frozen layer; Firecracker's raw root stays a copy
+    layer = files.root_name(Path("/s/vms/x/root.qcow2"))
+    assert layers.is_layer(layer) and layer != files.root_name(Path("/s/vms/x/root.qcow2"))
     assert files.root_name(Path("/s/vms/x/root.ext4")) == "root.ext4"
 
 

@@ -6,23 +6,28 @@ re-identified (:mod:`.snapshot_restore`, :mod:`.reident`):
 1. ``snapshot`` (the source's lock held, nothing else): the guest's
    filesystems are frozen through its agent, it pauses, its memory and device
    state are saved once and its disks copied once into the internal snapshot
-   (the frozen layer), and it resumes and thaws at once — before any child
-   exists. The source's lock is released there.
+   (its root overlay's copy becomes the read-only frozen layer,
+   :mod:`banger.disk.layers`), and it resumes and thaws at once — before any
+   child exists; the source goes on writing its own overlay. The source's lock
+   is released there.
 2. One child after the other, ``PREFIX-1`` … ``PREFIX-N``: a restore of that
-   snapshot (its own disk copies, lease, tap, MAC, hostname, machine-id,
+   snapshot (an empty overlay on the frozen layer, a copy of the work disk,
+   lease, tap, MAC, hostname, machine-id,
    reseeded RNG; link up only then; SSH confirms it). The source's session
    records (running or exited) are copied to the child: its guest runs the
    same tmux sessions, and ``session list`` checks them against it. Each
    child is made under a ``vm.create`` operation of its own (its progress is
    there; the fork's says which).
-3. The internal snapshot is removed: children hold copies of its disks, never
-   the snapshot's own files, so nothing of theirs depends on it.
+3. The internal snapshot is removed: each child's directory holds its own
+   hard link of the frozen layer (and of the layers below it), so the layer's
+   data lives on until the last child goes; nothing of theirs needs the
+   snapshot's directory.
 
-Disk copies are ``cp`` with copy-on-write where the state directory's
-filesystem has it (coreutils 9 clones before it copies; a reflink costs
-nothing) and sparse copies otherwise; the start answer says which
-(:func:`disk_copies`). A QEMU root disk is a qcow2 overlay on the image, so its
-copy holds only what the guest wrote to its root.
+Work-disk copies (and the one copy of the source's root overlay) are ``cp``
+with copy-on-write where the state directory's filesystem has it (coreutils 9
+clones before it copies; a reflink costs nothing) and sparse copies
+otherwise; the start answer says which (:func:`disk_copies`). A child's root
+costs an empty qcow2 overlay whatever the source wrote.
 
 All or nothing: when child k fails, its own restore undoes itself and the
 children already made are deleted — a failed fork leaves no VM behind, and the
@@ -247,9 +252,9 @@ class Fork:
         await op.event(
             "info",
             f"VM {source.name} is running again after {held:.1f}s (freeze, save, copy, "
-            f"resume, thaw); frozen layer {snap.name} "
-            f"({snap.size >> 20} MiB, disks by {plan.disk_copies}); "
-            f"restoring {len(plan.children)} children",
+            f"resume, thaw); internal snapshot {snap.name} ({snap.size >> 20} MiB); "
+            f"restoring {len(plan.children)} children (roots: overlays on its frozen "
+            f"layer; work disks by {plan.disk_copies})",
         )
         made: list[str] = []
         try:

@@ -5,9 +5,14 @@ Layout (file names fixed here, so nothing else builds them)::
     state                  QEMU: the migration stream (devices + memory)
                            Firecracker: the VM state file
     memory                 Firecracker only: the guest memory file
-    root.qcow2|root.ext4   the root disk as it was (QEMU: the qcow2 overlay, still
-                           backed by the image's rootfs — the image cannot be
-                           removed while a snapshot needs it; Firecracker: raw)
+    layer-<hex>.qcow2      QEMU: the root disk as it was — a copy of the VM's qcow2
+                           overlay, made read-only: a frozen layer
+                           (:mod:`banger.disk.layers`), and hard links of the
+                           layers below it when the VM was itself restored; the
+                           bottom is the image's rootfs, which the snapshot row
+                           pins. Restored VMs get an empty overlay on it.
+    root.qcow2|root.ext4   snapshots from before layers (QEMU), and Firecracker's
+                           raw root: restored by copying
     work.ext4              the work disk (/root)
     ssh_host_ed25519_key   the guest sshd's host key pair: its sshd holds it in
     ssh_host_ed25519_key.pub  memory, so a restored VM is pinned to the same key
@@ -15,7 +20,8 @@ Layout (file names fixed here, so nothing else builds them)::
 
 It is written under ``.tmp-<id>`` and renamed into place (one ``rename``), then
 recorded in the store; :func:`sweep` removes what a crash left between those.
-Disk copies are sparse (``cp --sparse=always``): their cost follows the data.
+Disk copies are sparse (``cp --sparse=always``, a reflink where the filesystem
+has one): their cost follows the data.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from banger.disk import layers
 from banger.disk.workdisk import sparse_copy
 from banger.errors import Conflict
 from banger.paths import Paths
@@ -55,8 +62,8 @@ def temp_dir(paths: Paths, snapshot_id: str) -> Path:
 
 
 def root_name(root_disk: Path) -> str:
-    """The snapshot's name for a root disk: ``root`` + the VM's own suffix."""
-    return "root.qcow2" if root_disk.suffix == ".qcow2" else "root.ext4"
+    """The snapshot's name for a root disk: a new layer for a qcow2 overlay, else ``root.ext4``."""
+    return layers.new_layer_name() if root_disk.suffix == ".qcow2" else "root.ext4"
 
 
 @dataclass(frozen=True)
@@ -96,16 +103,40 @@ def make_temp(paths: Paths, snapshot_id: str) -> Path:
 
 
 def copy_disks(root: Path, work: Path, host_key: Path, into: SnapshotLayout) -> None:
-    """Sparse copies of both disks and the host key pair (the VM must be paused)."""
-    sparse_copy(root, into.root_disk)
+    """Sparse copies of both disks and the host key pair (the VM must be paused).
+
+    A qcow2 root becomes the snapshot's top layer (copied, then made read-only),
+    with links of the layers its chain already had (a VM restored from a snapshot).
+    """
+    if layers.is_layer(into.root):
+        below = layers.chain_layers(layers.read_chain(root))
+        layers.link_layers(below, root.parent, into.dir)
+        sparse_copy(root, into.root_disk)
+        layers.freeze(into.root_disk)
+    else:
+        sparse_copy(root, into.root_disk)
     sparse_copy(work, into.work_disk)
     for suffix in ("", ".pub"):
         shutil.copy2(f"{host_key}{suffix}", f"{into.host_key}{suffix}")
 
 
 def restore_disks(snapshot: SnapshotLayout, root: Path, work: Path, host_key: Path) -> None:
-    """The snapshot's disks and key copied to a new VM's paths (never shared: it writes them)."""
-    for source, dest in ((snapshot.root_disk, root), (snapshot.work_disk, work)):
+    """The snapshot's disks and key for a new VM's paths (never the snapshot's own files:
+    the VM writes its disks).
+
+    A layered root: the snapshot's layers linked into the VM's directory and an
+    empty overlay on the top one. Otherwise (and the work disk) a copy. The
+    caller removes the VM's directory on failure: links and overlay go with it.
+    """
+    copies = [(snapshot.work_disk, work)]
+    if layers.is_layer(snapshot.root):
+        if root.exists():
+            raise Conflict(f"{root} already exists")
+        layers.link_layers(layers.layers_in(snapshot.dir), snapshot.dir, root.parent)
+        layers.create_overlay(snapshot.root, root)
+    else:
+        copies.insert(0, (snapshot.root_disk, root))
+    for source, dest in copies:
         if dest.exists():
             raise Conflict(f"{dest} already exists")
         sparse_copy(source, dest)

@@ -1,8 +1,9 @@
 """``banger vm create NEW --from-snapshot SNAP``: a new VM running a saved guest.
 
-The new VM gets copies of the snapshot's disks (never the snapshot's own files:
-the guest writes them) and continues where the snapshot's guest was: same
-processes, same memory, same uptime — no boot.
+The new VM gets its own disks (never the snapshot's own files: the guest
+writes them) — a QEMU root is an empty qcow2 overlay on the snapshot's frozen
+layer (:mod:`banger.disk.layers`), the work disk a copy — and continues where
+the snapshot's guest was: same processes, same memory, same uptime — no boot.
 
 A QEMU snapshot whose machine had the guest agent channel (every one since
 the channel exists) is **re-identified** (:mod:`.reident`): the new VM leases
@@ -35,7 +36,7 @@ copies are placed there for the load only, and only where nothing exists
 held the address.
 
 Stages: record (VM row, + the exact lease without re-identification, one
-transaction) → root_disk (copies) → network (lease, tap, pinned key) → launch
+transaction) → root_disk (overlay + layer links, copies) → network (lease, tap, pinned key) → launch
 (restore) → reidentify → wait_ssh → running; every stage has an undo, so a
 failed restore leaves nothing.
 """
@@ -66,6 +67,7 @@ from banger.daemon.vms.vmm_choice import (
     AGENT_CHANNEL_KEY,
     qemu_pvh_kernel,
 )
+from banger.disk import layers
 from banger.errors import BangerError, Conflict, NotFound
 from banger.guest.agent import AgentError
 from banger.kernels.store import read_kernel
@@ -222,7 +224,11 @@ class SnapshotRestore:
             self.paths.vm_work_disk(vm.id),
             self.paths.vm_host_key(vm.id),
         )
-        await op.event("info", "disks and sshd host key copied from the snapshot")
+        if layers.is_layer(layout.root):
+            said = f"root disk: an overlay on the snapshot's frozen layer {layout.root}; work disk"
+        else:
+            said = "disks"
+        await op.event("info", f"{said} and sshd host key copied from the snapshot")
         return await asyncio.to_thread(
             self.store.update_vm,
             vm.id,
