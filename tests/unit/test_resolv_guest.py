@@ -1,14 +1,16 @@
-"""``/sbin/banger-resolv``: resolv.conf for a guest booted without banger's initramfs
-(issue #19, the microVM kernel's DNS gap).
+"""``/sbin/banger-resolv``: resolv.conf and /etc/hostname for a guest booted without
+banger's initramfs (issue #19, the microVM kernel's DNS and hostname gaps).
 
-A kernel with IP_PNP applies ``ip=`` itself and lists its dns0 field in
-``/proc/net/pnp``; the script turns that into the same ``/etc/resolv.conf`` the
-initramfs writes for a distro kernel. Here it runs under dash and busybox sh (the
-shells of Debian and other images) against made-up ``pnp`` files in the kernel's
-format (net/ipv4/ipconfig.c ``pnp_seq_show``); its output is compared byte for
-byte with what the initramfs's own function writes for the same ``ip=``. What
-this cannot show: a real kernel's ``/proc/net/pnp`` and a real systemd running
-the unit — tests/e2e/test_kernel_build_e2e.py boots both init modes for that.
+A kernel with IP_PNP applies ``ip=`` itself: it sets the hostname from its host
+field and lists its dns0 field in ``/proc/net/pnp``; the script turns those into
+the same ``/etc/hostname`` and ``/etc/resolv.conf`` the initramfs writes for a
+distro kernel. Here it runs under dash and busybox sh (the shells of Debian and
+other images) against made-up ``pnp`` files in the kernel's format
+(net/ipv4/ipconfig.c ``pnp_seq_show``) and a made-up
+``/proc/sys/kernel/hostname``; its output is compared byte for byte with what the
+initramfs's own function writes for the same ``ip=``. What this cannot show: a
+real kernel's ``/proc/net/pnp`` and a real systemd running the unit —
+tests/e2e/test_kernel_build_e2e.py boots both init modes for that.
 """
 
 from __future__ import annotations
@@ -37,49 +39,139 @@ SHELLS = [sh for sh in ("/bin/sh", shutil.which("busybox")) if sh is not None]
 PNP = "#MANUAL\nnameserver 172.30.0.1\n"
 
 
-def run(tmp_path: Path, shell: str, pnp: str | None, *, resolv: Path | None = None) -> str:
-    """The script's run against ``pnp`` (None: no such file); what it logged ("" if nothing)."""
+#: What the kernel's hostname reads when nothing set it (an ip= without a host field).
+UNSET = "(none)"
+
+
+def script_env(tmp_path: Path, **files: Path) -> tuple[list[str], dict[str, str]]:
+    """Every file the script reads or writes redirected under ``tmp_path`` (never the
+    host's /etc: these tests run as root), ``files`` overriding the defaults."""
+    paths = {
+        "BANGER_PNP": tmp_path / "pnp",
+        "BANGER_RESOLV": tmp_path / "resolv.conf",
+        "BANGER_KMSG": tmp_path / "kmsg",
+        "BANGER_KERNEL_HOSTNAME": tmp_path / "kernel-hostname",
+        "BANGER_HOSTNAME_FILE": tmp_path / "hostname",
+    }
+    paths.update({f"BANGER_{name.upper()}": path for name, path in files.items()})
+    return [str(tmp_path / "banger-resolv")], {
+        "PATH": os.environ["PATH"],
+        **{k: str(v) for k, v in paths.items()},
+    }
+
+
+def run(
+    tmp_path: Path,
+    shell: str,
+    pnp: str | None,
+    *,
+    resolv: Path | None = None,
+    kernel_host: str | None = UNSET,
+    status: int = 0,
+) -> str:
+    """The script's run against ``pnp`` and the kernel's hostname ``kernel_host``
+    (None: no such file); what it logged ("" if nothing). Its stderr must be empty
+    when it exits 0."""
     script = tmp_path / "banger-resolv"
     script.write_text(resolv_text())
     pnp_file = tmp_path / "pnp"
     pnp_file.unlink(missing_ok=True)
     if pnp is not None:
         pnp_file.write_text(pnp)
+    kernel_hostname = tmp_path / "kernel-hostname"
+    kernel_hostname.unlink(missing_ok=True)
+    if kernel_host is not None:
+        kernel_hostname.write_text(kernel_host + "\n")  # as /proc/sys/kernel/hostname reads
     kmsg = tmp_path / "kmsg"
     kmsg.unlink(missing_ok=True)
-    argv = [shell, "sh", str(script)] if shell.endswith("busybox") else [shell, str(script)]
-    env = {
-        "PATH": os.environ["PATH"],
-        "BANGER_PNP": str(pnp_file),
-        "BANGER_RESOLV": str(resolv or tmp_path / "resolv.conf"),
-        "BANGER_KMSG": str(kmsg),
-    }
+    args, env = script_env(tmp_path, **({"resolv": resolv} if resolv else {}))
+    argv = [shell, "sh", *args] if shell.endswith("busybox") else [shell, *args]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    assert done.returncode == status, done.stderr
+    if status == 0:
+        assert done.stderr == ""
     return kmsg.read_text() if kmsg.exists() else ""
 
 
-def initramfs_resolv(tmp_path: Path, ip: str) -> bytes:
-    """What banger's initramfs writes into the root disk's resolv.conf for ``ip=``."""
+def initramfs_identity(tmp_path: Path, ip: str) -> tuple[bytes, bytes]:
+    """What banger's initramfs writes into the root disk's hostname and resolv.conf
+    for ``ip=``."""
     init = tmp_path / "init"
     init.write_bytes(init_script())
     newroot = tmp_path / "newroot"
     (newroot / "etc").mkdir(parents=True)
     body = f'. "$0"; NEWROOT="{newroot}"; parse_cmdline "$1"; write_guest_identity'
     subprocess.run(["busybox", "sh", "-c", body, str(init), f"ip={ip}"], check=True, timeout=30)
-    return (newroot / "etc/resolv.conf").read_bytes()
+    return (newroot / "etc/hostname").read_bytes(), (newroot / "etc/resolv.conf").read_bytes()
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_writes_what_the_initramfs_writes(tmp_path: Path, shell: str) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text(RESOLV_CONF)  # as finalize left it
-    logged = run(tmp_path, shell, PNP)
+    hostname = tmp_path / "hostname"
+    hostname.write_text("")  # as finalize left it
+    logged = run(tmp_path, shell, PNP, kernel_host="vm-a")
     ip = "172.30.0.2::172.30.0.1:255.255.255.0:vm-a:eth0:off:172.30.0.1"
-    assert resolv.read_bytes() == initramfs_resolv(tmp_path, ip) == b"nameserver 172.30.0.1\n"
-    written = f"banger-resolv: nameserver 172.30.0.1 (the kernel's ip=) written to {resolv}\n"
-    assert logged == written
+    host_bytes, resolv_bytes = initramfs_identity(tmp_path, ip)
+    assert resolv.read_bytes() == resolv_bytes == b"nameserver 172.30.0.1\n"
+    assert hostname.read_bytes() == host_bytes == b"vm-a\n"
+    assert logged == (
+        f"banger-resolv: hostname vm-a (the kernel's ip=) written to {hostname}\n"
+        f"banger-resolv: nameserver 172.30.0.1 (the kernel's ip=) written to {resolv}\n"
+    )
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_hostname_is_written_only_when_it_differs(tmp_path: Path, shell: str) -> None:
+    hostname = tmp_path / "hostname"
+    hostname.write_text("vm-a\n")
+    os.utime(hostname, ns=(1, 1))
+    (tmp_path / "resolv.conf").write_text("nameserver 172.30.0.1\n")
+    assert run(tmp_path, shell, PNP, kernel_host="vm-a") == ""
+    assert hostname.stat().st_mtime_ns == 1
+    # Renamed, or stale bytes around the same name: the file becomes the one line.
+    for before in ("old-name\n", "vm-a", "vm-a\nvm-a\n", "vm-a \n", "\n"):
+        hostname.write_text(before)
+        assert "hostname vm-a" in run(tmp_path, shell, PNP, kernel_host="vm-a"), before
+        assert hostname.read_text() == "vm-a\n", before
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_the_hostname_is_written_without_a_dns_server(tmp_path: Path, shell: str) -> None:
+    """ip= with a host field but no dns0: the hostname still; resolv.conf left alone."""
+    run(tmp_path, shell, "#MANUAL\n", kernel_host="vm-b")
+    assert (tmp_path / "hostname").read_text() == "vm-b\n"
+    assert not (tmp_path / "resolv.conf").exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("pnp", "kernel_host"),
+    [(PNP, UNSET), (PNP, ""), (PNP, None), (None, "vm-a")],
+    ids=["never-set", "empty", "unreadable", "no-ip-pnp"],
+)
+def test_the_hostname_file_is_left_alone_without_a_name_from_ip(
+    tmp_path: Path, shell: str, pnp: str | None, kernel_host: str | None
+) -> None:
+    """No host field in ip= (the kernel's "(none)"), or the Debian kernel (no
+    /proc/net/pnp: its initramfs wrote /etc/hostname, and a pool's take may have
+    renamed the guest since)."""
+    hostname = tmp_path / "hostname"
+    hostname.write_text("kept\n")
+    os.utime(hostname, ns=(1, 1))
+    logged = run(tmp_path, shell, pnp, kernel_host=kernel_host)
+    assert "banger-resolv: hostname" not in logged
+    assert hostname.read_text() == "kept\n" and hostname.stat().st_mtime_ns == 1
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_failed_hostname_write_says_so_and_resolv_conf_is_still_written(
+    tmp_path: Path, shell: str
+) -> None:
+    (tmp_path / "hostname").mkdir()  # not writable as a file, even by root
+    run(tmp_path, shell, PNP, kernel_host="vm-a", status=1)
+    assert (tmp_path / "resolv.conf").read_text() == "nameserver 172.30.0.1\n"
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -139,13 +231,8 @@ def test_a_failed_write_says_so(tmp_path: Path, shell: str) -> None:
     script = tmp_path / "banger-resolv"
     script.write_text(resolv_text())
     (tmp_path / "pnp").write_text(PNP)
-    argv = [shell, "sh", str(script)] if shell.endswith("busybox") else [shell, str(script)]
-    env = {
-        "PATH": os.environ["PATH"],
-        "BANGER_PNP": str(tmp_path / "pnp"),
-        "BANGER_RESOLV": str(tmp_path / "no-such-dir/resolv.conf"),
-        "BANGER_KMSG": str(tmp_path / "kmsg"),
-    }
+    args, env = script_env(tmp_path, resolv=tmp_path / "no-such-dir/resolv.conf")
+    argv = [shell, "sh", *args] if shell.endswith("busybox") else [shell, *args]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert f"banger-resolv: cannot write {tmp_path}/no-such-dir/resolv.conf" in done.stderr
