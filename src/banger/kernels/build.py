@@ -18,9 +18,18 @@ artifact is handed to bangerd to register. The steps:
 
 Nothing is half-done: a failure or Ctrl-C removes the work tree, and a key's
 directory exists only whole. One build at a time per cache (a file lock).
-Reproducibility: the build time, user and host baked into the kernel are fixed
-and the tree is always built at the same path, so the same inputs should give
-the same bytes; that is not verified by banger.
+
+Reproducibility: what the kernel bakes in besides its sources is fixed by
+:func:`build_env`: the build user, host and number (``KBUILD_BUILD_*``), and the
+build date, which is the source's own date, not the clock
+(:func:`source_date_epoch`: the tarball's first entry, which Debian stamps with
+the package's changelog date, the ``SOURCE_DATE_EPOCH`` convention). The tree
+is built in place (``srctree`` is ``.``, so ``__FILE__`` and the objects carry
+relative paths, and the kernel maps the rest with ``-fmacro-prefix-map``), with
+no debug info, no module signing key and no randomized struct layout (the
+fragment), and the bzImage's gzip runs with ``-n`` (no name, no time). So
+the same inputs give the same ``bzImage``, and the ``vmlinux`` banger extracts
+from it, whatever the cache's path, the user or the time of the build.
 """
 
 from __future__ import annotations
@@ -28,11 +37,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import lzma
 import os
 import platform
 import re
 import shutil
+import tarfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,19 +87,24 @@ BUILD_HEADERS: dict[str, str] = {
     "/usr/include/openssl/ssl.h": "libssl-dev",  # the kernel's certificate tools
 }
 #: Bumped when the steps below change in a way that changes the kernel.
-RECIPE = "banger-kernel-build/1: tinyconfig + fragment + olddefconfig; make bzImage"
+RECIPE = (
+    "banger-kernel-build/2: tinyconfig + fragment + olddefconfig; make bzImage; "
+    "KBUILD_BUILD_TIMESTAMP from the source's date"
+)
 BUILDS_DIR = "kernel-builds"
 BUILD_META = "build.json"
 BZIMAGE = "bzImage"
 FINAL_CONFIG = "config"
-#: Fixed so the same inputs give the same kernel (these are baked into it).
+#: Fixed so the same inputs give the same kernel (these are baked into it); the
+#: build date comes from the source (:func:`build_env`).
 BUILD_ENV = {
-    "KBUILD_BUILD_TIMESTAMP": "Thu Jan  1 00:00:00 UTC 1970",
     "KBUILD_BUILD_USER": "banger",
     "KBUILD_BUILD_HOST": "banger",
     "KBUILD_BUILD_VERSION": "1",
     # x86_64, not x86: with ARCH=x86 tinyconfig turns 64BIT off and picks 32-bit options.
     "ARCH": "x86_64",
+    # Nothing the build runs may depend on the host's zone (the C locale is proc's).
+    "TZ": "UTC",
 }
 #: How often a compile progress line is printed.
 PROGRESS_EVERY = 15.0
@@ -149,6 +166,49 @@ def package_version(source: Path) -> str | None:
         return None
 
 
+def source_date_epoch(source: Path) -> int:
+    """The source's own date (seconds since the epoch): its tarball's first entry's mtime.
+
+    Debian's ``linux-source`` tarball is made under ``SOURCE_DATE_EPOCH``, the
+    package's changelog date, which its top directory carries (6.1.192-3: Thu, 26
+    Nov 2026 18:12:56 +0100 both); any other tarball's top entry is as good a date
+    for what is in it (a ``git archive`` stamps the commit's). Part of the tarball's
+    bytes, so already under the cache key's source hash. Reads one header.
+    """
+    try:
+        with tarfile.open(source, "r|*") as tar:
+            first = tar.next()
+    except (OSError, EOFError, tarfile.TarError, lzma.LZMAError, zlib.error) as exc:
+        raise BangerError(f"kernel build: {source} is not a readable tarball: {exc}") from exc
+    if first is None:
+        raise BangerError(f"kernel build: {source} is an empty tarball")
+    return max(0, int(first.mtime))
+
+
+def build_timestamp(epoch: int) -> str:
+    """``epoch`` as ``date -u`` prints it, the form the kernel expects in
+    ``KBUILD_BUILD_TIMESTAMP`` (``uname -v``); English names whatever the locale."""
+    when = datetime.fromtimestamp(epoch, UTC)
+    days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")  # fmt: skip
+    return (
+        f"{days[when.weekday()]} {months[when.month - 1]} {when.day:2d} "
+        f"{when:%H:%M:%S} UTC {when.year}"
+    )
+
+
+def build_env(epoch: int) -> dict[str, str]:
+    """The environment of every ``make`` of a build whose source is dated ``epoch``:
+    :data:`BUILD_ENV` and that date as the kernel's build time (``SOURCE_DATE_EPOCH``
+    too, for any tool that honours the convention)."""
+    return {
+        **BUILD_ENV,
+        "KBUILD_BUILD_TIMESTAMP": build_timestamp(epoch),
+        "SOURCE_DATE_EPOCH": str(epoch),
+    }
+
+
 @dataclass(frozen=True)
 class BuildInputs:
     """Everything that decides the built kernel's bytes, and the key they hash to."""
@@ -158,6 +218,8 @@ class BuildInputs:
     package_version: str | None
     fragment: str
     toolchain: str
+    #: The build date baked into the kernel (a function of the source's bytes).
+    source_date_epoch: int = 0
     recipe: str = RECIPE
 
     @property
@@ -202,6 +264,7 @@ def build_inputs(source: Path | None = None, fragment: str | None = None) -> Bui
         package_version=package_version(tarball),
         fragment=fragment if fragment is not None else fragment_text(MICROVM_CONFIG),
         toolchain=toolchain(),
+        source_date_epoch=source_date_epoch(tarball),
     )
 
 
@@ -289,9 +352,8 @@ def _elapsed(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def configure(tree: Path, fragment: str) -> list[str]:
+def configure(tree: Path, fragment: str, env: dict[str, str]) -> list[str]:
     """tinyconfig + ``fragment`` + olddefconfig in ``tree``; the options that did not stick."""
-    env = {**BUILD_ENV}
     proc.run(_make(tree, "tinyconfig"), env=env)
     dot_config = tree / ".config"
     dot_config.write_text(merge_config(dot_config.read_text(), fragment))
@@ -344,15 +406,16 @@ def _build(
     report(f"unpacking {inputs.source}")
     _unpack(inputs.source, tree)
     report("configuring: tinyconfig + banger's microvm fragment + olddefconfig")
-    unmet = configure(tree, inputs.fragment)
+    env = build_env(inputs.source_date_epoch)
+    unmet = configure(tree, inputs.fragment, env)
     if unmet:
         raise BangerError(
             f"kernel build: {len(unmet)} requested option(s) did not stick: " + "; ".join(unmet),
             hint="an option's dependency is off: add it to the fragment",
         )
-    version = proc.run(_make(tree, "-s", "kernelversion"), env=BUILD_ENV).out.strip()
+    version = proc.run(_make(tree, "-s", "kernelversion"), env=env).out.strip()
     report(f"compiling Linux {version} with {jobs} job(s) (several minutes; Ctrl-C stops it)")
-    proc.run_streaming(_make(tree, BZIMAGE, jobs=jobs), _CompileProgress(report), env=BUILD_ENV)
+    proc.run_streaming(_make(tree, BZIMAGE, jobs=jobs), _CompileProgress(report), env=env)
     staging.mkdir(mode=0o755)
     shutil.copyfile(tree / "arch" / "x86" / "boot" / BZIMAGE, staging / BZIMAGE)
     # What `uname -r` will say, read from the image (make kernelrelease before the
@@ -370,6 +433,7 @@ def _build(
         "config_sha256": inputs.config_sha256,
         "final_config_sha256": sha256_file(staging / FINAL_CONFIG),
         "toolchain": inputs.toolchain,
+        "source_date_epoch": inputs.source_date_epoch,
         "kernel_release": release,
         "bzimage_sha256": sha256_file(staging / BZIMAGE),
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -401,7 +465,8 @@ def kernel_meta(built: BuiltKernel) -> dict[str, Any]:
     version = meta.get("package_version")
     source = f"build:{SOURCE_PACKAGE}={version}" if version else f"build:{meta.get('source')}"
     keys = ("key", "recipe", "source_sha256", "package_version", "config_sha256",
-            "final_config_sha256", "toolchain", "build_seconds")  # fmt: skip
+            "final_config_sha256", "toolchain", "source_date_epoch",
+            "build_seconds")  # fmt: skip
     return {
         "source": source,
         "version": built.release,
