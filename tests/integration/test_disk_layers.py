@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,21 @@ def test_overlays_refuse_a_backing_that_is_not_a_layer(tmp_path: Path) -> None:
     with pytest.raises(BangerError, match="not a layer file name"):
         layers.create_overlay("../root.qcow2", tmp_path / "root.qcow2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_snapshot_on_another_filesystem_gives_a_frozen_copy_of_the_layer(
+    state: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == state.stat().st_dev:
+        pytest.skip("needs a second filesystem (/dev/shm)")
+    other = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        layout = snapshot(other, "s1", *source_vm(state))
+        child = restore(state, "c1", layout)
+        link = child.parent / layout.root
+        assert link.stat().st_ino != layout.root_disk.stat().st_ino  # a copy: no link across
+        assert link.stat().st_mode & 0o777 == layers.FROZEN_MODE
+        assert pattern_at(child, 0x22, MIB, 4 * MIB)
+    finally:
+        shutil.rmtree(other)

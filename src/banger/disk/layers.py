@@ -20,6 +20,7 @@ and banger runs no ``qemu-img commit``/``rebase`` on any disk.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from typing import Any
 
 from banger import proc
 from banger.disk.durable import fsync_path, publish_file
+from banger.disk.workdisk import sparse_copy
 from banger.errors import BangerError, Conflict
 
 _LAYER = re.compile(r"layer-[0-9a-f]{16}\.qcow2")
@@ -88,14 +90,28 @@ def read_chain(top: Path) -> list[dict[str, Any]]:
 
 
 def link_layers(names: Iterable[str], source: Path, dest: Path) -> list[Path]:
-    """Hard links ``dest/NAME`` of ``source/NAME``; returns what it made (undone on failure)."""
+    """Hard links ``dest/NAME`` of ``source/NAME``; returns what it made (undone on failure).
+
+    Across filesystems (a snapshots directory mounted apart from the VMs') a
+    link cannot be made: the layer is copied instead (sparse, reflinked where
+    the filesystem can), and frozen like the original.
+    """
     made: list[Path] = []
     try:
         for name in names:
             if not is_layer(name):
                 raise BangerError(f"{name!r} is not a layer file name")
-            os.link(source / name, dest / name)
-            made.append(dest / name)
+            target = dest / name
+            if os.path.lexists(target):
+                raise Conflict(f"{target} already exists")
+            made.append(target)
+            try:
+                os.link(source / name, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                sparse_copy(source / name, target)
+                freeze(target)
     except BaseException:
         for path in made:
             path.unlink(missing_ok=True)
