@@ -72,8 +72,9 @@ def runner_source() -> str:
 
 
 def runner_command() -> str:
-    """The shell text sshd runs for the runner (exec'd: the runner is the session's process)."""
-    return "exec " + shlex.join([*PYTHON, runner_source()])
+    """The shell text sshd runs for the runner (exec'd: the runner is the session's process),
+    marked by its last argument (:data:`~banger.guest.runner_guest.RUNNER_ARG`)."""
+    return "exec " + shlex.join([*PYTHON, runner_source(), proto.RUNNER_ARG])
 
 
 def frame(kind: int, number: int, payload: bytes = b"") -> bytes:

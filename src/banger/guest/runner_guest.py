@@ -40,6 +40,11 @@ WINDOW = 256 * 1024
 CHUNK = 64 * 1024
 MAX_FRAME = 1024 * 1024
 MARK = "BANGER_EXEC_ID"
+#: The runner's own last argument (``python3 -I -S -c SOURCE banger-runner``): how a
+#: guest restored from a snapshot finds the copy of the source's runner, whose channel
+#: is gone (:mod:`banger.daemon.vms.reident`). An argument, not an environment
+#: variable: the commands the runner spawns must not carry it.
+RUNNER_ARG = "banger-runner"
 # daemon -> runner
 START, STDIN, EOF, SIGNAL, ACK = 1, 2, 3, 4, 5
 # runner -> daemon

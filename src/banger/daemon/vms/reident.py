@@ -16,8 +16,15 @@ restored QEMU guest is re-identified before anyone can reach it:
    MAC whatever the command line says, and QEMU follows the guest's change —
    ``query-rx-filter`` shows it), address, default route, resolv.conf,
    hostname and machine-id, the CRNG forced to reseed (``RNDRESEEDCRNG``, with
-   python3 when the image has it) and systemd's saved random seed removed.
-3. The link comes up; SSH to the new address confirms the guest.
+   python3 when the image has it) and systemd's saved random seed removed. The
+   same script ends the source's **held-connection processes**
+   (:data:`STALE_SCRIPT`): the saved memory holds sshd's processes for every
+   SSH connection the source had (bangerd's held one, logins) and banger's
+   command runner on the held one, whose peer is gone for this guest; left
+   alone they would linger ~2 h (until sshd's TCP keepalive) in every child.
+   Nothing else in the guest is touched.
+3. The link comes up; SSH to the new address confirms the guest (a new held
+   connection, a new runner).
 
 The sshd host key is the snapshot's (sshd holds it in memory): every VM
 restored from one snapshot presents the same key, pinned under each VM's own
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import re
 import uuid
@@ -39,7 +47,10 @@ from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
 from banger.guest.agent import AgentError, GuestAgent
+from banger.guest.runner_guest import RUNNER_ARG
 from banger.vmm.bootargs import check_hostname
+
+log = logging.getLogger(__name__)
 
 #: How long a restored guest's agent gets to answer (it was running when saved:
 #: usually a tenth of a second; a busy emulated host is slower).
@@ -51,9 +62,78 @@ ENTROPY_BYTES = 512
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _MACHINE_ID = re.compile(r"[0-9a-f]{32}")
 
+#: Prints eth0's IPv4 addresses as /proc/net/tcp writes them (``%08X`` of the
+#: network-order word read natively: byte-reversed on the little-endian guests banger
+#: runs), each after a space: ``ip -4 addr show`` lines ``inet A.B.C.D/N …``
+#: (iproute2's and busybox's alike).
+OLD_AWK = (
+    '$1 == "inet" { split($2, q, "[./]"); printf " %02X%02X%02X%02X", q[4], q[3], q[2], q[1] }'
+)
+
+#: The tail of :data:`SCRIPT`: ends the source's held-connection processes, with
+#: ``$old`` the saved guest's addresses (:data:`OLD_AWK`). Never fails the script;
+#: prints one ``stale …`` line that the daemon logs.
+#:
+#: Which processes: sshd processes (``sshd``, ``sshd-session``…) holding a connected
+#: TCP socket whose local address is an old one — the guest's link has been down
+#: since the restore, so no such connection is new; loopback logins and listeners
+#: are kept, and other programs' sockets are not ours to close. TERM, so sshd
+#: records the logout. banger's runner then reads the end of its channel and ends
+#: the commands it was running, as on any lost connection; it is found by its last
+#: argument (``python3 -I -S -c SOURCE banger-runner``, not inherited by the
+#: commands it runs) and killed if still there after 2 s (or at once when no sshd
+#: process was found to end: nothing will close its channel).
+STALE_SCRIPT = (
+    """set +e
+stale=$(awk -v old="$old " 'FNR > 1 && $4 != "0A" && $10 != "0" {
+    split($2, l, ":"); a = substr(l[1], length(l[1]) - 7)
+    v4 = length(l[1]) == 8 || substr(l[1], 1, 24) == "0000000000000000FFFF0000"
+    if (v4 && index(old, " " a " ")) print $10
+}' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+runners() {
+    for d in /proc/[0-9]*; do
+        read -r comm 2>/dev/null <"$d/comm" || continue
+        case $comm in python3*) ;; *) continue ;; esac
+        case $(tr '\\0' ' ' 2>/dev/null <"$d/cmdline") in
+            *" -c "*" """
+    + RUNNER_ARG
+    + """ ") printf ' %s' "${d#/proc/}" ;;
+        esac
+    done
+}
+found=$(runners)
+ended=
+for d in /proc/[0-9]*; do
+    [ -n "$stale" ] || break
+    read -r comm 2>/dev/null <"$d/comm" || continue
+    case $comm in sshd*) ;; *) continue ;; esac
+    fds=$(ls -l "$d/fd/" 2>/dev/null) || continue
+    for i in $stale; do
+        case $fds in *"socket:[$i]"*)
+            kill -TERM "${d#/proc/}" 2>/dev/null && ended="$ended ${d#/proc/}"
+            break ;;
+        esac
+    done
+done
+left=$found
+n=0
+while [ -n "$left" ] && [ -n "$ended" ] && [ "$n" -lt 20 ]; do
+    sleep 0.1 2>/dev/null || sleep 1
+    n=$((n + 1))
+    left=$(runners)
+done
+[ -z "$left" ] || kill -KILL $left 2>/dev/null
+echo "stale sshd:$ended runner:$found killed:$left"
+"""
+)
+
 #: Runs as ``sh -c SCRIPT reident NAME MAC ADDR/PREFIX GATEWAY DNS MACHINE_ID``.
-SCRIPT = """set -e
+SCRIPT = (
+    """set -e
 name=$1 mac=$2 addr=$3 gw=$4 dns=$5 mid=$6
+old=$(ip -4 addr show dev eth0 | awk '"""
+    + OLD_AWK
+    + """') || old=
 ip link set dev eth0 down
 ip link set dev eth0 address "$mac"
 ip addr flush dev eth0
@@ -69,6 +149,8 @@ if command -v python3 >/dev/null 2>&1; then
     python3 -c 'import fcntl; fcntl.ioctl(open("/dev/urandom", "wb"), 0x5207)' || true
 fi
 """
+    + STALE_SCRIPT
+)
 
 
 class AgentRequired(BangerError):
@@ -169,7 +251,46 @@ async def reidentify(agent: GuestAgent, identity: Identity, *, thaw: bool) -> in
             f"re-identifying the restored guest failed (exit {result.exitcode}): "
             f"{said.splitlines()[-1] if said else 'no output'}"
         )
+    report_stale(identity.hostname, result.stdout)
     return thawed
+
+
+_STALE_LINE = re.compile(
+    r"stale sshd:(?P<sshd>[\d ]*) runner:(?P<runner>[\d ]*) killed:(?P<killed>[\d ]*)"
+)
+
+
+@dataclass(frozen=True)
+class StaleReport:
+    """Pids (in the guest) of the source's held-connection processes a restore ended."""
+
+    sshd: list[str]
+    runner: list[str]
+    killed: list[str]
+
+
+def report_stale(hostname: str, stdout: bytes) -> StaleReport | None:
+    """Log what :data:`STALE_SCRIPT` ended (a runner that had to be killed: a warning)."""
+    line = next(
+        (x for x in stdout.decode(errors="replace").splitlines() if x.startswith("stale ")),
+        None,
+    )
+    if line is None:
+        log.warning("VM %s: the source's stale SSH processes were not looked for", hostname)
+        return None
+    said = _STALE_LINE.fullmatch(line.strip())
+    if said is None:
+        log.warning("VM %s: unexpected report on stale SSH processes: %s", hostname, line)
+        return None
+    report = StaleReport(*(said[k].split() for k in ("sshd", "runner", "killed")))
+    (log.warning if report.killed else log.info)(
+        "VM %s: ended the source's stale SSH processes: sshd %s, runner %s%s",
+        hostname,
+        ",".join(report.sshd) or "none",
+        ",".join(report.runner) or "none",
+        f" (killed: it outlived its channel: {','.join(report.killed)})" if report.killed else "",
+    )
+    return report
 
 
 #: Runs as ``sh -c RENAME_SCRIPT rename NAME``: a pool's guest taking its owner's name.
