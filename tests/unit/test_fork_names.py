@@ -1,11 +1,14 @@
-"""``vm fork``'s children names: planned and validated before anything is created."""
+"""``vm fork``'s children names: planned and validated before anything is created;
+and the error a fork whose children ran in parallel reports."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from banger.daemon.vms.fork import MAX_CHILDREN, child_names
-from banger.errors import InvalidArgument
+from banger.daemon.vms.fork import MAX_CHILDREN, child_names, first_failure
+from banger.errors import BangerError, InvalidArgument
 
 
 def test_default_prefix_is_source_fork() -> None:
@@ -49,3 +52,12 @@ def test_longest_prefix_that_fits() -> None:
     assert child_names("dev", 16, prefix)[-1] == f"{prefix}-16"
     with pytest.raises(InvalidArgument):
         child_names("dev", 16, prefix + "p")
+
+
+def test_a_failed_fork_reports_its_first_child_failure() -> None:
+    first, second = BangerError("child a: failed"), BangerError("child b: failed")
+    group = BaseExceptionGroup("children", [first, second])
+    assert first_failure(group) is first
+    assert first_failure(BaseExceptionGroup("outer", [group])) is first
+    cancelled = asyncio.CancelledError()
+    assert first_failure(cancelled) is cancelled

@@ -10,13 +10,13 @@ re-identified (:mod:`.snapshot_restore`, :mod:`.reident`):
    :mod:`banger.disk.layers`), and it resumes and thaws at once — before any
    child exists; the source goes on writing its own overlay. The source's lock
    is released there.
-2. One child after the other, ``PREFIX-1`` … ``PREFIX-N``: a restore of that
-   snapshot (an empty overlay on the frozen layer, a copy of the work disk,
-   lease, tap, MAC, hostname, machine-id,
-   reseeded RNG; link up only then; SSH confirms it). The source's session
-   records (running or exited) are copied to the child: its guest runs the
-   same tmux sessions, and ``session list`` checks them against it. Each
-   child is made under a ``vm.create`` operation of its own (its progress is
+2. ``PREFIX-1`` … ``PREFIX-N``, up to :data:`PARALLEL_CHILDREN` at once: a
+   restore of that snapshot (an empty overlay on the frozen layer, a copy of
+   the work disk, lease, tap, MAC, hostname, machine-id, reseeded RNG; link
+   up only then; SSH confirms it). The source's session records (running or
+   exited) are copied to the child: its guest runs the same tmux sessions,
+   and ``session list`` checks them against it. Each child is made under a
+   ``vm.create`` operation of its own (its progress is
    there; the fork's says which).
 3. The internal snapshot is removed: each child's directory holds its own
    hard link of the frozen layer (and of the layers below it), so the layer's
@@ -29,12 +29,14 @@ clones before it copies; a reflink costs nothing) and sparse copies
 otherwise; the start answer says which (:func:`disk_copies`). A child's root
 costs an empty qcow2 overlay whatever the source wrote.
 
-All or nothing: when child k fails, its own restore undoes itself and the
-children already made are deleted — a failed fork leaves no VM behind, and the
-same command can be run again. The source is resumed on every path (the
-snapshot step resumes it before it returns or raises). A bangerd killed
-mid-fork: startup reconciliation rolls back a child still being created, like
-any interrupted create; children already running stay; the internal snapshot
+All or nothing: when a child fails, its own restore undoes itself, the
+children still being restored are cancelled (each undoes itself the same
+way) and the ones already made are deleted — a failed fork leaves no VM
+behind, and the same command can be run again. The source is resumed on
+every path (the snapshot step resumes it before it returns or raises). A
+bangerd killed mid-fork: startup reconciliation rolls back every child still
+being created, like any interrupted create; children already running stay;
+the internal snapshot
 (``fork.<hex>``, a name no user can give) is removed by the same reconciliation
 (no fork is in flight at startup) and reported. Both it and the start of every
 fork (:meth:`Fork.sweep`, which keeps the snapshots of forks under way) use
@@ -69,6 +71,10 @@ MAX_CHILDREN = 16
 #: The internal snapshot's name: ``fork.<hex>``, which no user can choose (snapshot
 #: names are DNS labels), so :meth:`Fork.sweep` can tell a leftover from a user's.
 INTERNAL_PREFIX = "fork."
+#: Children restored at once: each restore is mostly waiting (QEMU loading the
+#: state, the guest re-identifying, SSH), and each child's root is only an
+#: empty overlay, so a few together share the cores without a copy each.
+PARALLEL_CHILDREN = 4
 #: ``disk_copies`` values.
 REFLINK = "reflink"
 SPARSE = "sparse copy"
@@ -101,6 +107,13 @@ def disk_copies(where: Paths) -> str:
     parent = files.snapshots_dir(where)
     parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return REFLINK if reflink_supported(parent).ok else SPARSE
+
+
+def first_failure(exc: BaseException) -> BaseException:
+    """The error a failed fork reports: a task group's first child failure, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 @dataclass(frozen=True)
@@ -241,7 +254,8 @@ class Fork:
     async def _children(
         self, plan: ForkPlan, snap: SnapshotRecord, held: float, op: OpHandle
     ) -> list[str]:
-        """Restore every child in turn; on a failure, remove the ones made and re-raise."""
+        """Restore the children, up to :data:`PARALLEL_CHILDREN` at once; on a failure,
+        remove every one made and re-raise the first failure."""
         source = plan.source
         # The children's guests hold the source's tmux sessions: so do their records.
         sessions = [
@@ -257,8 +271,10 @@ class Fork:
             f"layer; work disks by {plan.disk_copies})",
         )
         made: list[str] = []
-        try:
-            for name in plan.children:
+        slots = asyncio.Semaphore(PARALLEL_CHILDREN)
+
+        async def child(name: str) -> None:
+            async with slots:
                 await asyncio.to_thread(self.restores.plan, snap.id, name)
                 # Each child is made under a "vm.create" operation of its own, so that
                 # startup reconciliation rolls back a half-made child like any
@@ -269,10 +285,19 @@ class Fork:
                 made.append(name)
                 await asyncio.to_thread(self._carry_sessions, name, sessions)
                 await op.event("info", f"child {name} running", {"child": name})
-        except BaseException:
+
+        try:
+            # A failed child cancels the others (each unwinds its own restore).
+            async with asyncio.TaskGroup() as group:
+                for name in plan.children:
+                    group.create_task(child(name))
+            missing = [name for name in plan.children if name not in made]
+            if missing:  # a child's own operation cancelled: its task ended, the group not
+                raise BangerError(f"child {missing[0]}: its restore was cancelled")
+        except BaseException as exc:
             await asyncio.shield(self._remove_children(made, op))
-            raise
-        return made
+            raise first_failure(exc) from None
+        return [name for name in plan.children if name in made]
 
     async def sweep(self) -> list[str]:
         """Remove internal snapshots no fork is using (a bangerd killed mid-fork left them)."""
