@@ -22,15 +22,17 @@ log() {
 	echo "banger-workdisk: $*" >/dev/kmsg 2>/dev/null || echo "banger-workdisk: $*"
 }
 
+# Builtins only up to the mount (each program run costs ~50 ms under emulation).
 work=/dev/vdb
-for arg in $(cat /proc/cmdline); do
+read -r cmdline </proc/cmdline
+for arg in $cmdline; do
 	case "$arg" in
 	banger.work=*) work=${arg#banger.work=} ;;
 	esac
 done
-if mountpoint -q /root; then
-	exit 0
-fi
+while read -r _dev mnt _rest; do
+	[ "$mnt" = /root ] && exit 0
+done </proc/mounts
 i=0
 while [ ! -b "$work" ] && [ "$i" -lt 50 ]; do
 	sleep 0.1
