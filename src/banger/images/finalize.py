@@ -332,26 +332,36 @@ def _configure_units(tree: Path) -> None:
 
 def _install_agent_vsock(tree: Path) -> None:
     """The vsock agent starter, run by the fast init itself and enabled under systemd."""
-    treepath.write_file(tree, AGENT_VSOCK_PATH, agent_vsock_text(), 0o755)
-    unit = f"/etc/systemd/system/{AGENT_VSOCK_UNIT}"
-    treepath.write_file(tree, unit, AGENT_VSOCK_SERVICE)
-    treepath.symlink(tree, f"/etc/systemd/system/multi-user.target.wants/{AGENT_VSOCK_UNIT}", unit)
+    _install_helper(
+        tree,
+        AGENT_VSOCK_PATH,
+        agent_vsock_text(),
+        AGENT_VSOCK_UNIT,
+        AGENT_VSOCK_SERVICE,
+        "multi-user.target",
+    )
 
 
 def _install_resolv(tree: Path) -> None:
     """resolv.conf from /proc/net/pnp: run by the fast init itself, enabled under systemd."""
-    treepath.write_file(tree, RESOLV_PATH, resolv_text(), 0o755)
-    unit = f"/etc/systemd/system/{RESOLV_UNIT}"
-    treepath.write_file(tree, unit, RESOLV_SERVICE)
-    treepath.symlink(tree, f"/etc/systemd/system/sysinit.target.wants/{RESOLV_UNIT}", unit)
+    _install_helper(tree, RESOLV_PATH, resolv_text(), RESOLV_UNIT, RESOLV_SERVICE, "sysinit.target")
 
 
 def _install_workdisk(tree: Path) -> None:
     """The work-disk mount: run by the fast init itself, enabled under systemd."""
-    treepath.write_file(tree, WORKDISK_PATH, workdisk_text(), 0o755)
-    unit = f"/etc/systemd/system/{WORKDISK_UNIT}"
-    treepath.write_file(tree, unit, WORKDISK_SERVICE)
-    treepath.symlink(tree, f"/etc/systemd/system/local-fs.target.wants/{WORKDISK_UNIT}", unit)
+    _install_helper(
+        tree, WORKDISK_PATH, workdisk_text(), WORKDISK_UNIT, WORKDISK_SERVICE, "local-fs.target"
+    )
+
+
+def _install_helper(
+    tree: Path, path: str, script: str, unit_name: str, unit_text: str, wanted_by: str
+) -> None:
+    """One of banger's guest scripts and its unit, enabled as ``systemctl enable`` would."""
+    treepath.write_file(tree, path, script, 0o755)
+    unit = f"/etc/systemd/system/{unit_name}"
+    treepath.write_file(tree, unit, unit_text)
+    treepath.symlink(tree, f"/etc/systemd/system/{wanted_by}.wants/{unit_name}", unit)
 
 
 def _mark_updated(tree: Path) -> None:
