@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.census import census
 from tests.e2e.harness import Banger, banger_env
 from tests.e2e.leftovers import assert_nothing_left
 from tests.reliability.faults import DAEMON_LOG, log_offset
@@ -38,35 +39,6 @@ ALIVE = (
     'kill -0 "$(cat /dev/shm/sleeper)" && echo sleeper-alive; '
     'kill -0 "$(cat /dev/shm/plain)" && echo plain-python3-alive'
 )
-#: Runs in the guest: "RUNNERS ADDR…" — how many banger runners there are, and the
-#: local addresses of the TCP connections sshd processes serve (IPv4, or v4-mapped).
-CENSUS = r"""
-import os
-socks = {}
-for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-    try:
-        rows = open(table).read().splitlines()[1:]
-    except OSError:
-        continue
-    for row in rows:
-        f = row.split()
-        if f[3] != "0A":  # not a listener
-            h = f[1].split(":")[0][-8:]
-            socks[f[9]] = ".".join(str(int(h[i : i + 2], 16)) for i in (6, 4, 2, 0))
-runners, served = 0, set()
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        argv = open("/proc/" + pid + "/cmdline", "rb").read().split(b"\0")
-        comm = open("/proc/" + pid + "/comm").read().strip()
-        fds = [os.readlink("/proc/" + pid + "/fd/" + n) for n in os.listdir("/proc/" + pid + "/fd")]
-    except OSError:
-        continue
-    if argv[:4] == [b"python3", b"-I", b"-S", b"-c"]:
-        runners += 1
-    if comm.startswith("sshd"):
-        served |= {socks[x[8:-1]] for x in fds if x.startswith("socket:[") and x[8:-1] in socks}
-print(runners, *sorted(served))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +53,6 @@ def js(b: Banger, *args: str) -> Any:
 
 def guest(b: Banger, vm: str, *argv: str) -> list[str]:
     return b.banger("vm", "exec", vm, "--", *argv, timeout=300).stdout.split()
-
-
-def census(b: Banger, vm: str) -> tuple[int, list[str]]:
-    runners, *served = guest(b, vm, "python3", "-c", CENSUS)
-    return int(runners), served
 
 
 def test_a_fork_child_keeps_no_stale_connection_processes(b: Banger) -> None:

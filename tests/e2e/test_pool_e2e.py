@@ -36,6 +36,7 @@ import pytest
 from banger.daemon.pools.service import REFILL_AFTER_TAKE
 from banger.daemon.stage_delay import MARKER
 from banger.errors import InvalidArgument, NotFound
+from tests.e2e.census import census
 from tests.e2e.harness import Banger, banger_env, seed_artifacts
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.image_cache import cached_debian_image
@@ -154,6 +155,9 @@ def test_a_pool_hands_out_ready_guests_made_the_owners(env: Env) -> None:
         f"getent hosts t1.{domain} | cut -d' ' -f1",
     )
     assert said == ["t1", "t1", "v2", EMAIL_AFTER, shown["ip"]], said
+    # The template's held connection (sshd's processes, banger's runner) was ended in
+    # the restored guest: one runner, its own; sshd serves t1's address only.
+    assert census(b, "t1") == (1, [shown["ip"]])
     # The hostname went over the ready guest's held SSH connection, not the agent's
     # guest-exec (a tenth of a second against half of one).
     take = [o for o in js(b, "ops", "list", "--all") if o["target"] == "t1"][-1]
