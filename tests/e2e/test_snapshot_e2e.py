@@ -10,7 +10,8 @@ each re-identified through the guest agent with its own address, MAC, hostname
 and machine-id, reached over SSH with the pinned (shared) host key
 (StrictHostKeyChecking=yes). A file written in one is not seen in the others.
 A snapshot whose guest agent does not answer cannot be restored: one error,
-nothing left behind.
+nothing left behind. A snapshot of a restored VM carries its frozen layer; removing
+the snapshot a running VM's root is layered on leaves that VM reading its root.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from banger.daemon.vms import reident
+from banger.disk import layers
 from banger.errors import Conflict, InvalidArgument, NotFound
 from tests.e2e.harness import Banger, banger_env
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
@@ -179,6 +182,13 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     snap2 = js(b, "vm", "snapshot", "sb", "--stop")
     assert snap2["name"].startswith("sb-") and snap2["vm"] == "sb"
     assert js(b, "vm", "show", "sb")["state"] == "paused"
+    # sb's root is an overlay on s1's frozen layer: its snapshot carries that layer
+    # (linked, the same inode) below a new one, the copy of sb's overlay.
+    sb_dir = b.state_dir / "vms" / js(b, "vm", "show", "sb")["id"]
+    carried = layers.layers_in(Path(snap2["dir"]))
+    assert len(carried) == 2 and layers.layers_in(sb_dir) == [
+        n for n in carried if (sb_dir / n).exists()
+    ], (carried, layers.layers_in(sb_dir))
     b.banger("vm", "resume", "sb")
     assert guest(b, "sb", PROBE)[3] == boot_id
 
@@ -190,8 +200,11 @@ def test_snapshot_then_restore_continues_the_guest(b: Banger) -> None:
     assert js(b, "vm", "snapshots") == []
     gone = b.banger("vm", "snapshot-rm", "s1", check=False)
     assert_refusal(gone, NotFound.exit_code, "no snapshot named 's1'")
-    # sb does not need the snapshot's files to keep running.
+    # sb does not need the snapshot's files to keep running: its root reads from its
+    # own link of s1's layer (page cache dropped, so the reads reach the disk).
     assert guest(b, "sb", "cat /dev/shm/marker")[0] == "kept-in-memory"
+    read = "sync; echo 3 > /proc/sys/vm/drop_caches; md5sum /bin/ls /bin/sh >/dev/null && echo read"
+    assert guest(b, "sb", read)[0] == "read"
     b.banger("vm", "rm", "sb")
     snapshots_dir = b.state_dir / "snapshots"
     assert not snapshots_dir.exists() or list(snapshots_dir.iterdir()) == []
