@@ -3,14 +3,20 @@ of frames to execs, output acks after hand-over, the stdin window, a lost channe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from typing import Any
 
+import pytest
+
 from banger.daemon.runner import (
     EXECS_PER_RUNNER,
+    MAX_FRAME,
+    MAX_HELD,
     STDIN_WINDOW,
     RunnerChannel,
+    RunnerProtocolError,
     frame,
     runner_command,
 )
@@ -107,3 +113,32 @@ async def test_a_lost_channel_ends_every_exec_as_lost() -> None:
     assert await a.read(proto.STDOUT) == b"" and await b.read(proto.STDERR) == b""
     assert not a.send_signal("TERM")
     assert ch.slots._value == EXECS_PER_RUNNER  # every slot given back
+
+
+async def test_output_past_the_credit_is_a_protocol_error() -> None:
+    # The runner stops at WINDOW unacknowledged bytes (one chunk past it at most); a
+    # guest that ignores that would make bangerd queue without bound.
+    ch, _sink = channel()
+    rx = await ch.open(["yes"], mark="c" * 32)
+    sent = 0
+    while sent + proto.CHUNK <= MAX_HELD:
+        ch._dispatch(proto.STDOUT, rx.number, b"y" * proto.CHUNK)
+        sent += proto.CHUNK
+    assert await rx.read(proto.STDOUT) == b"y" * proto.CHUNK
+    # Reading again acknowledges the chunk handed on: room for one more.
+    reader = asyncio.create_task(rx.read(proto.STDOUT))
+    assert await reader == b"y" * proto.CHUNK
+    ch._dispatch(proto.STDOUT, rx.number, b"y" * proto.CHUNK)
+    with pytest.raises(RunnerProtocolError, match="unacknowledged"):
+        ch._dispatch(proto.STDOUT, rx.number, b"y" * (MAX_HELD - rx.held + 1))
+
+
+async def test_an_oversized_frame_drops_the_runner_and_fails_its_execs() -> None:
+    ch, _sink = channel()
+    rx = await ch.open(["true"], mark="d" * 32)
+    stdout = asyncio.StreamReader()
+    stdout.feed_data(proto.HEADER.pack(MAX_FRAME + 1, proto.STDOUT, rx.number))
+    ch.process.stdout = stdout  # type: ignore[attr-defined]
+    await asyncio.wait_for(ch._read(), 5)  # returns at once: nothing more is read
+    await rx.wait()
+    assert rx.lost and not ch.alive and ch.process.closed  # type: ignore[attr-defined]

@@ -81,6 +81,20 @@ def frame(kind: int, number: int, payload: bytes = b"") -> bytes:
     return proto.HEADER.pack(len(payload), kind, number) + payload
 
 
+#: The largest frame a runner sends (an output chunk is at most ``proto.CHUNK``; the
+#: rest is small JSON): a longer header is a broken or hostile guest, not a reason
+#: for bangerd to read gigabytes into memory.
+MAX_FRAME = 1024 * 1024
+#: Output bytes of one exec bangerd holds before the reader acknowledges them: the
+#: runner stops reading a command at ``proto.WINDOW`` unacknowledged, one chunk
+#: past it at most. A runner that sends more ignores the credit and is dropped.
+MAX_HELD = proto.WINDOW + proto.CHUNK
+
+
+class RunnerProtocolError(ValueError):
+    """The guest's runner broke the framing or the credit: its channel is dropped."""
+
+
 class RunnerLost(SSHError):
     """The runner's channel closed under running execs."""
 
@@ -108,6 +122,8 @@ class RunnerExec:
             proto.STDERR: asyncio.Queue(),
         }
         self._unacked = 0
+        #: output received and not yet acknowledged (queued, or read and not acked)
+        self.held = 0
         self.pid: int | None = None
         self.exit_code: int | None = None
         self.signal: str | None = None
@@ -129,6 +145,7 @@ class RunnerExec:
         """
         if self._unacked:
             self.runner.send(proto.ACK, self.number, struct.pack(">I", self._unacked))
+            self.held -= self._unacked
             self._unacked = 0
         data = await self.streams[stream].get()
         if data is None:  # the end: keep it for a second reader
@@ -296,8 +313,14 @@ class RunnerChannel:
             while True:
                 header = await stdout.readexactly(proto.HEADER.size)
                 length, kind, number = proto.HEADER.unpack(header)
+                if length > MAX_FRAME:
+                    raise RunnerProtocolError(f"a {length}-byte frame (at most {MAX_FRAME})")
                 payload = await stdout.readexactly(length) if length else b""
                 self._dispatch(kind, number, payload)
+        except (RunnerProtocolError, KeyError, TypeError, struct.error) as exc:
+            # A runner that breaks the protocol is dropped like a lost channel: its
+            # execs fail, and the next exec starts a new runner.
+            log.warning("dropping the command runner of VM %s: %s", self.vm_name, exc)
         except (asyncio.IncompleteReadError, OSError, asyncssh.Error, ValueError) as exc:
             log.debug("runner channel of VM %s ended: %s", self.vm_name, exc)
         finally:
@@ -308,6 +331,11 @@ class RunnerChannel:
         if rx is None:
             return
         if kind in (proto.STDOUT, proto.STDERR):
+            rx.held += len(payload)
+            if rx.held > MAX_HELD:
+                raise RunnerProtocolError(
+                    f"exec {number} sent {rx.held} bytes unacknowledged (credit {proto.WINDOW})"
+                )
             rx.streams[kind].put_nowait(payload or None)
         elif kind == proto.STDIN_ACK:
             rx._stdin_acked(struct.unpack(">I", payload)[0])
