@@ -134,11 +134,11 @@ async def test_output_past_the_credit_is_a_protocol_error() -> None:
 
 
 async def test_an_oversized_frame_drops_the_runner_and_fails_its_execs() -> None:
-    ch, _sink = channel()
+    process: Any = Process()
+    process.stdout = asyncio.StreamReader()
+    ch = RunnerChannel("t1", conn=None, process=process)  # type: ignore[arg-type]
     rx = await ch.open(["true"], mark="d" * 32)
-    stdout = asyncio.StreamReader()
-    stdout.feed_data(proto.HEADER.pack(MAX_FRAME + 1, proto.STDOUT, rx.number))
-    ch.process.stdout = stdout  # type: ignore[attr-defined]
+    process.stdout.feed_data(proto.HEADER.pack(MAX_FRAME + 1, proto.STDOUT, rx.number))
     await asyncio.wait_for(ch._read(), 5)  # returns at once: nothing more is read
     await rx.wait()
-    assert rx.lost and not ch.alive and ch.process.closed  # type: ignore[attr-defined]
+    assert rx.lost and not ch.alive and process.closed
