@@ -6,7 +6,8 @@
 # the banger initramfs applied the kernel "ip=" parameter and wrote
 # /etc/hostname and /etc/resolv.conf before switch_root; a kernel booted without
 # it (IP_PNP: "banger kernel build") applied ip= itself, and /sbin/banger-resolv
-# writes resolv.conf from what it lists in /proc/net/pnp.
+# writes resolv.conf and /etc/hostname from what it lists in /proc/net/pnp and
+# the hostname it set.
 #
 # Stopping a fast guest: run "/sbin/banger-fast-init poweroff" (over SSH); it
 # signals PID 1 (SIGTERM), which stops every process, syncs, unmounts the work

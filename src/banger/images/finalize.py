@@ -25,8 +25,9 @@ What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
 - ``/sbin/banger-resolv`` and its enabled ``banger-resolv.service``: for a
   kernel booted without the initramfs (``kernel build``'s, which applies
   ``ip=`` itself), ``/etc/resolv.conf`` from the DNS server the kernel lists in
-  ``/proc/net/pnp``; the fast init runs it too. A no-op where that file is
-  absent (the Debian kernel, whose initramfs wrote resolv.conf).
+  ``/proc/net/pnp`` and ``/etc/hostname`` from the hostname it set; the fast
+  init runs it too. A no-op where that file is absent (the Debian kernel, whose
+  initramfs wrote resolv.conf).
 - an empty ``/etc/machine-id``: systemd generates one per guest at first boot.
 - ``/sbin/banger-fast-init``, the PID 1 of the ``fast`` init mode, and
   ``/etc/banger-fast-init.fstab``, what it mounts in one ``mount -a``.
@@ -91,9 +92,10 @@ AGENT_VSOCK_SERVICE = (
 RESOLV_PATH = "/sbin/banger-resolv"
 RESOLV_UNIT = "banger-resolv.service"
 RESOLV_SERVICE = (
-    "# banger: /etc/resolv.conf from the DNS server in the kernel's ip=, for a guest\n"
-    "# booted without banger's initramfs (the kernel applied ip= itself and lists the\n"
-    "# server in /proc/net/pnp); skipped where the kernel has no IP_PNP.\n"
+    "# banger: /etc/resolv.conf from the DNS server in the kernel's ip=, and\n"
+    "# /etc/hostname from the hostname it set, for a guest booted without banger's\n"
+    "# initramfs (the kernel applied ip= itself and lists the server in\n"
+    "# /proc/net/pnp); skipped where the kernel has no IP_PNP.\n"
     "[Unit]\n"
     "Description=resolv.conf from the kernel's ip= (banger)\n"
     "DefaultDependencies=no\n"
