@@ -98,28 +98,54 @@ def pull(source: str, name: str | None) -> None:
 @click.option("--source", type=click.Path(dir_okay=False, path_type=Path),
               help="A Linux source tarball (default: /usr/src/linux-source-6.1.tar.xz "
                    "from Debian's linux-source-6.1).")  # fmt: skip
+@click.option("--version", "series",
+              help="Build Debian's linux-source-<VERSION> (e.g. 6.1, the default) from "
+                   "/usr/src/linux-source-<VERSION>.tar.xz.")  # fmt: skip
+@click.option("--config", "config",
+              help="'microvm' (banger's fragment, the default) or a FILE of CONFIG_ lines "
+                   "added to it (additions only: banger's own options cannot change).")  # fmt: skip
 @click.option("--jobs", type=click.IntRange(1, 256), help="Parallel compile jobs (default: CPUs).")
 @json_option
-def build(name: str | None, source: Path | None, jobs: int | None) -> None:
+def build(
+    name: str | None, source: Path | None, series: str | None, config: str | None,
+    jobs: int | None,
+) -> None:  # fmt: skip
     """Build a microVM kernel (everything built in, no initramfs) from Debian's linux-source.
 
     Compiled here, as you, under banger's cache (minutes; Ctrl-C stops it and
     registers nothing); the same inputs again reuse the finished build at once.
     """
     from banger.api_models import KernelBuildRegisterRequest
-    from banger.kernels.build import build_inputs, build_kernel
+    from banger.errors import InvalidArgument
+    from banger.kernels.build import (
+        DEFAULT_VERSION,
+        build_inputs,
+        build_kernel,
+        source_package,
+        user_fragment,
+    )
     from banger.kernels.store import check_kernel_name
 
     state = get_state()
     if name is not None:
         check_kernel_name(name)
+    if series is not None and source is not None:
+        raise InvalidArgument(
+            "version: --version picks Debian's tarball, --source names one: give one of them",
+            field="version",
+        )
+    version = series or DEFAULT_VERSION
+    source_package(version)  # checked before anything else runs
+    fragment = user_fragment(config)
 
     def report(line: str) -> None:
         if not state.json:
             click.echo(f"  {line}", err=True)
 
     report("checking the source and the toolchain")
-    inputs = build_inputs(source.absolute() if source is not None else None)
+    inputs = build_inputs(
+        source.absolute() if source is not None else None, fragment, version=version
+    )
     built = build_kernel(inputs, state.paths.cache_dir, jobs=jobs, report=report)
     if built.cached:
         report(f"cached: built before with the same inputs (key {inputs.key}); nothing to compile")

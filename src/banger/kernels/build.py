@@ -68,13 +68,16 @@ from banger.kernels.kconfig import (
     merge_config,
     parse_config,
     unmet_options,
+    with_additions,
 )
 from banger.kernels.store import sha256_file
 from banger.rmtree import discard_tree
 
 #: The Debian package whose tarball is built, and where it puts it.
-SOURCE_PACKAGE = "linux-source-6.1"
-DEFAULT_SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
+DEFAULT_VERSION = "6.1"
+SOURCE_PACKAGE = f"linux-source-{DEFAULT_VERSION}"
+DEFAULT_SOURCE = Path(f"/usr/src/linux-source-{DEFAULT_VERSION}.tar.xz")
+_VERSION = re.compile(r"^[0-9]{1,2}\.[0-9]{1,3}$")
 #: What a build needs on the host: program or header -> the Debian package providing it.
 BUILD_TOOLS: dict[str, str] = {
     "gcc": "build-essential",
@@ -126,16 +129,47 @@ def apt_line(packages: list[str]) -> str:
     return "sudo apt-get install -y " + " ".join(sorted(set(packages)))
 
 
-def missing_packages(*, source: Path | None = None) -> list[str]:
-    """The Debian packages a build lacks: for its tools, and the source when it is the default."""
+def source_package(version: str) -> tuple[str, Path]:
+    """Debian's ``linux-source-<version>`` package and the tarball it installs."""
+    if not _VERSION.match(version):
+        raise InvalidArgument(
+            f"version: {version!r} is not a kernel series such as {DEFAULT_VERSION}",
+            field="version",
+        )
+    return f"linux-source-{version}", Path(f"/usr/src/linux-source-{version}.tar.xz")
+
+
+def missing_packages(*, source: Path | None = None, version: str = DEFAULT_VERSION) -> list[str]:
+    """The Debian packages a build lacks: for its tools, and the source when it is a package's."""
     missing = [pkg for tool, pkg in BUILD_TOOLS.items() if proc.which(tool) is None]
     missing += [pkg for header, pkg in BUILD_HEADERS.items() if not Path(header).is_file()]
-    if source is None and not DEFAULT_SOURCE.is_file():
-        missing.append(SOURCE_PACKAGE)
+    package, tarball = source_package(version)
+    if source is None and not tarball.is_file():
+        missing.append(package)
     return sorted(set(missing))
 
 
-def check_host(source: Path | None) -> Path:
+def user_fragment(config: str | None) -> str:
+    """The fragment to build: banger's (``None`` or ``"microvm"``), or banger's plus the
+    options of the file ``config`` names (additions only: :func:`with_additions`)."""
+    base = fragment_text(MICROVM_CONFIG)
+    if config is None or config == "microvm":
+        return base
+    path = Path(config)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(
+            f"config: cannot read {config}: {getattr(exc, 'strerror', None) or exc}",
+            field="config",
+        ) from None
+    try:
+        return with_additions(base, text, str(path))
+    except ValueError as exc:
+        raise InvalidArgument(f"config: {exc}", field="config") from None
+
+
+def check_host(source: Path | None, version: str = DEFAULT_VERSION) -> Path:
     """The source tarball to build, after checking the host can build it; else one clear error."""
     if platform.machine() != "x86_64":
         raise BangerError(
@@ -144,13 +178,14 @@ def check_host(source: Path | None) -> Path:
         )
     if source is not None and not source.is_file():
         raise InvalidArgument(f"source: {source} is not a file", field="source")
-    missing = missing_packages(source=source)
+    _package, tarball = source_package(version)
+    missing = missing_packages(source=source, version=version)
     if missing:
         raise BangerError(
             f"kernel build: missing {', '.join(missing)}",
             hint=f"install them: {apt_line(missing)}",
         )
-    return source if source is not None else DEFAULT_SOURCE
+    return source if source is not None else tarball
 
 
 def _first_line(argv: list[str]) -> str:
@@ -162,12 +197,19 @@ def toolchain() -> str:
     return f"{_first_line(['gcc', '--version'])}; {_first_line(['ld', '--version'])}"
 
 
+def package_of(source: Path) -> str | None:
+    """``linux-source-<series>`` when ``source`` is where that package puts its tarball."""
+    m = re.fullmatch(r"/usr/src/linux-source-([0-9]{1,2}\.[0-9]{1,3})\.tar\.xz", str(source))
+    return f"linux-source-{m.group(1)}" if m else None
+
+
 def package_version(source: Path) -> str | None:
-    """The ``linux-source-6.1`` package version when ``source`` is its tarball."""
-    if source != DEFAULT_SOURCE:
+    """The ``linux-source-<series>`` package version when ``source`` is its tarball."""
+    package = package_of(source)
+    if package is None:
         return None
     try:
-        return proc.run(["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE]).out.strip() or None
+        return proc.run(["dpkg-query", "-W", "-f=${Version}", package]).out.strip() or None
     except CommandError:
         return None
 
@@ -261,9 +303,12 @@ def cache_key(
     return hashlib.sha256(material.encode()).hexdigest()[:20]
 
 
-def build_inputs(source: Path | None = None, fragment: str | None = None) -> BuildInputs:
-    """The inputs of a build of ``source`` (default: the package's tarball), checked first."""
-    tarball = check_host(source)
+def build_inputs(
+    source: Path | None = None, fragment: str | None = None, version: str = DEFAULT_VERSION
+) -> BuildInputs:
+    """The inputs of a build of ``source`` (default: ``linux-source-<version>``'s
+    tarball), checked first."""
+    tarball = check_host(source, version)
     return BuildInputs(
         source=tarball,
         source_sha256=sha256_file(tarball),
@@ -434,7 +479,7 @@ def _build(
         "recipe": inputs.recipe,
         "source": str(inputs.source),
         "source_sha256": inputs.source_sha256,
-        "package": SOURCE_PACKAGE if inputs.package_version else None,
+        "package": package_of(inputs.source) if inputs.package_version else None,
         "package_version": inputs.package_version,
         "config_sha256": inputs.config_sha256,
         "final_config_sha256": sha256_file(staging / FINAL_CONFIG),
@@ -469,7 +514,8 @@ def kernel_meta(built: BuiltKernel) -> dict[str, Any]:
 
     meta = built.meta
     version = meta.get("package_version")
-    source = f"build:{SOURCE_PACKAGE}={version}" if version else f"build:{meta.get('source')}"
+    package = meta.get("package") or SOURCE_PACKAGE
+    source = f"build:{package}={version}" if version else f"build:{meta.get('source')}"
     keys = ("key", "recipe", "source_sha256", "package_version", "config_sha256",
             "final_config_sha256", "toolchain", "source_date_epoch",
             "build_seconds")  # fmt: skip

@@ -77,6 +77,30 @@ def unmet_options(requested: Options, final: Options) -> list[str]:
     return unmet
 
 
+def with_additions(base: str, extra: str, where: str) -> str:
+    """``base`` with the options of ``extra`` (a user's fragment) added after it.
+
+    Additions only: an option ``base`` sets may be repeated as it is, never changed
+    or turned off — every one of banger's is there because its guests need it (a
+    disk, the network, the console, PVH, ip=). One :class:`ValueError` naming each
+    such option, or when ``extra`` asks for nothing.
+    """
+    wanted, added = parse_config(base), parse_config(extra)
+    if not added:
+        raise ValueError(f"{where} has no CONFIG_ option lines")
+    changed = [
+        f"{name}={'n' if value is None else value} (banger's fragment: "
+        f"{'n' if wanted[name] is None else wanted[name]})"
+        for name, value in added.items()
+        if name in wanted and wanted[name] != value
+    ]
+    if changed:
+        raise ValueError(
+            f"{where} changes options banger's microVM guests need: " + "; ".join(changed)
+        )
+    return base.rstrip("\n") + f"\n\n# --- added from {where} ---\n" + render_config(added)
+
+
 def fragment_text(name: str = MICROVM_CONFIG) -> str:
     """A fragment shipped with banger (``microvm.config``)."""
     return resources.files("banger.kernels").joinpath(name).read_text()
