@@ -10,6 +10,7 @@ real QEMU/TCG VMs on a real bridge and tap.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,3 +240,8 @@ def main() -> None:  # pragma: no cover - manual use: python -m tests.e2e.harnes
 
 if __name__ == "__main__":
     main()
+
+
+def js(b: Banger, *args: str, timeout: float = 600) -> Any:
+    """``banger ARGS --json`` as the owner, its answer parsed (a failure raises, with output)."""
+    return json.loads(b.banger(*args, "--json", timeout=timeout).stdout)

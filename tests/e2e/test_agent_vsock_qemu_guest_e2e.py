@@ -12,20 +12,13 @@ What this cannot show here: a guest with a vsock device (no Firecracker, no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def agents(b: Banger, name: str) -> list[str]:

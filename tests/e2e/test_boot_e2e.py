@@ -10,28 +10,16 @@ After a stop and a second start, the timeline is the second boot's.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import KERNEL_NAME, Banger, banger_env
+from tests.e2e.harness import KERNEL_NAME, Banger, js
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 PHASES = ["vmm_start", "kernel", "initramfs", "init", "sshd", "ssh"]
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-def js(b: Banger, *args: str) -> Any:
-    return json.loads(b.banger(*args, "--json").stdout)
 
 
 def check_timeline(b: Banger, name: str) -> list[dict[str, Any]]:

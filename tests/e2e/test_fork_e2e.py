@@ -21,9 +21,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,7 +29,7 @@ from banger.daemon.stage_delay import MARKER
 from banger.disk import layers
 from banger.errors import InvalidArgument
 from banger.guest.session_scripts import TMUX_SOCKET, tmux_session
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger, js
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.reliability.faults import (
     DAEMON_LOG,
@@ -59,16 +57,6 @@ PROBE = (
     f"tmux -S {TMUX_SOCKET} has-session -t {tmux_session('keep')} && echo tmux-alive; "
     "cat /root/note; cat /proc/sys/kernel/random/boot_id; hostname"
 )
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-def js(b: Banger, *args: str) -> Any:
-    return json.loads(b.banger(*args, "--json").stdout)
 
 
 def guest(b: Banger, vm: str, script: str) -> list[str]:

@@ -16,14 +16,10 @@ once its channel closed).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from tests.e2e.census import census
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger, js
 from tests.e2e.leftovers import assert_nothing_left
 from tests.reliability.faults import DAEMON_LOG, log_offset
 from tests.support import needs_root
@@ -39,16 +35,6 @@ ALIVE = (
     'kill -0 "$(cat /dev/shm/sleeper)" && echo sleeper-alive; '
     'kill -0 "$(cat /dev/shm/plain)" && echo plain-python3-alive'
 )
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-def js(b: Banger, *args: str) -> Any:
-    return json.loads(b.banger(*args, "--json").stdout)
 
 
 def guest(b: Banger, vm: str, *argv: str) -> list[str]:

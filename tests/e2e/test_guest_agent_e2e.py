@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger
 from tests.support import needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
@@ -27,12 +26,6 @@ pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 PAUSE_SECONDS = 12.0
 #: How far the guest's clock may be from the host's (the SSH round trip is outside it).
 SLACK = 2.0
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def guest_clock_offset(b: Banger, name: str) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger
 from tests.e2e.oci_images import base_layer_tar, push, registry_in
 from tests.registry import write_layout
 from tests.support import needs_root
@@ -29,12 +29,6 @@ CONFIG = {
     "WorkingDir": "/srv/app",
     "User": "nobody",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 @pytest.fixture(scope="module")

@@ -98,12 +98,6 @@ def work() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
 def registry(b: Banger, work: Path) -> Iterator[LocalRegistry]:
     with registry_in(b, work / "registry") as reg:
         yield reg

@@ -35,9 +35,8 @@ import signal
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -45,7 +44,7 @@ from banger.daemon.vms.vmm_choice import qemu_pvh_kernel
 from banger.kernels.build import BUILD_META, build_inputs, builds_dir
 from banger.kernels.store import read_kernel
 from banger.kernels.vmlinux import has_pvh_note, kernel_capabilities
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger, js
 from tests.kernel_cache import CACHE_ROOT
 from tests.support import VENV_BIN, needs_root, wait_until
 
@@ -55,16 +54,6 @@ pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 BUILD_TIMEOUT = 5400
 VM = "kb"
 VM_SYSTEMD = "kb-sd"
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-def js(b: Banger, *args: str, timeout: float = 600) -> Any:
-    return json.loads(b.banger(*args, "--json", timeout=timeout).stdout)
 
 
 def owner_cache(b: Banger) -> Path:

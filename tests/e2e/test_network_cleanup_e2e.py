@@ -11,25 +11,18 @@ resolver again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from banger.errors import Conflict
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger
 from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
 VM = "netc"
 BRIDGE = "banger0"  # the config default
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def links(b: Banger) -> set[str]:

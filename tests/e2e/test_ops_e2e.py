@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from banger.kernels.initramfs import build_initramfs
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger
 from tests.e2e.leftovers import query
 from tests.kernel_cache import cached_debian_kernel
 from tests.support import VENV_BIN, needs_root, wait_until
@@ -34,12 +34,6 @@ CREATE_START_STAGES = [
     "wait_ssh",
     "running",
 ]
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def ops_list(b: Banger, *, all: bool = False) -> list[dict[str, Any]]:

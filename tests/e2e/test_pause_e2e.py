@@ -9,21 +9,14 @@ namespace gets no SYN-ACK and times out (bounded to a few seconds); after
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from banger.errors import Conflict
-from tests.e2e.harness import Banger, banger_env, ssh_banner
+from tests.e2e.harness import Banger, ssh_banner
 from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def state(b: Banger, name: str) -> str:

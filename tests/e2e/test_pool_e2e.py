@@ -20,7 +20,6 @@ prepare/export, a snapshot and its restore, a fork and a fork of that fork.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -37,7 +36,7 @@ from banger.daemon.pools.service import REFILL_AFTER_TAKE
 from banger.daemon.stage_delay import MARKER
 from banger.errors import InvalidArgument, NotFound
 from tests.e2e.census import census
-from tests.e2e.harness import Banger, banger_env, seed_artifacts
+from tests.e2e.harness import Banger, banger_env, js, seed_artifacts
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
@@ -91,10 +90,6 @@ def env() -> Iterator[Env]:
             os.chown(path, b.user.uid, b.user.gid)
         seed_artifacts(b, cached_debian_kernel(), cached_debian_image())
         yield Env(b, home)
-
-
-def js(b: Banger, *args: str) -> Any:
-    return json.loads(b.banger(*args, "--json").stdout)
 
 
 def guest(b: Banger, vm: str, script: str) -> list[str]:

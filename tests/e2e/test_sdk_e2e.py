@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import REPO, Banger, banger_env
+from tests.e2e.harness import REPO, Banger
 from tests.support import VENV_BIN, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
 
 #: Boots under TCG on a loaded machine, a snapshot, and a dozen commands.
 PROGRAM_TIMEOUT = 1800
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def as_owner(b: Banger, *argv: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.harness import REPO, Banger, banger_env
+from tests.e2e.harness import REPO, Banger
 from tests.e2e.leftovers import assert_nothing_left
 from tests.support import VENV_BIN, needs_root
 
@@ -55,12 +54,6 @@ with Banger() as bg:
     seen["vms_after_delete"] = [v.name for v in bg.list()]
 print(json.dumps(seen))
 """
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def test_the_sdk_takes_a_pools_ready_guest(b: Banger) -> None:

@@ -22,19 +22,17 @@ no child, tap, lease or process. Unmounted, a snapshot works again.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from banger.daemon.stage_delay import MARKER
 from banger.diskfull import DiskFull
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger, js
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.reliability.faults import (
     STAGE_DELAY_ENV,
@@ -58,16 +56,6 @@ TINY_MIB = 8
 ROOMY_MIB = MEMORY_MIB + 64
 #: Seconds the daemon holds an operation before copy_disks (the test fills the fs then).
 HOLD = 30
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-def js(b: Banger, *args: str) -> Any:
-    return json.loads(b.banger(*args, "--json").stdout)
 
 
 def refused_full(result: subprocess.CompletedProcess[str], snapshots: Path, step: str) -> None:

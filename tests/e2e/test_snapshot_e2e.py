@@ -16,18 +16,15 @@ the snapshot a running VM's root is layered on leaves that VM reading its root.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from banger.daemon.vms import reident
 from banger.disk import layers
 from banger.errors import Conflict, InvalidArgument, NotFound
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger, js
 from tests.e2e.leftovers import assert_nothing_left, vm_kept
 from tests.support import assert_refusal, needs_root
 
@@ -43,16 +40,6 @@ PROBE = (
     'kill -0 "$(cat /dev/shm/pid)" && echo sleeper-alive; '
     "cat /root/note; cat /proc/sys/kernel/random/boot_id; cut -d' ' -f1 /proc/uptime; hostname"
 )
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
-
-
-def js(b: Banger, *args: str) -> Any:
-    return json.loads(b.banger(*args, "--json").stdout)
 
 
 def guest(b: Banger, vm: str, script: str) -> list[str]:

@@ -15,19 +15,13 @@ import pytest
 
 from banger.errors import Conflict, InvalidArgument, NotFound
 from banger.kernels.initramfs import build_initramfs
-from tests.e2e.harness import Banger, banger_env
+from tests.e2e.harness import Banger
 from tests.e2e.leftovers import assert_nothing_left as assert_no_leftovers
 from tests.e2e.leftovers import vm_kept
 from tests.kernel_cache import cached_debian_kernel
 from tests.support import assert_refusal, needs_root
 
 pytestmark = [pytest.mark.root, pytest.mark.guest, pytest.mark.slow, needs_root]
-
-
-@pytest.fixture(scope="module")
-def b() -> Iterator[Banger]:
-    with banger_env() as env:
-        yield env
 
 
 def assert_nothing_left(b: Banger) -> None:
