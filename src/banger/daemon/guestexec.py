@@ -295,8 +295,6 @@ class GuestExec:
         self.id = uuid.uuid4().hex
         self.credit = Credit()
         self.process: _Process | None = None
-        #: How the command ran: "runner" (the guest's runner) or "sshd" (its own session).
-        self.via: str | None = None
         self.timed_out = False
         self._killing: asyncio.Task[None] | None = None
 
@@ -318,10 +316,8 @@ class GuestExec:
                 except RunnerLost:
                     pass  # died between the check and the start: an sshd session instead
                 else:
-                    self.via = "runner"
                     return await self._drive(_RunnerProcess(rx), control)
         async with self.conns.channel(self.vm) as conn:
-            self.via = "sshd"
             return await self._drive(_SSHProcess(await self._start(conn, script)), control)
 
     async def _drive(

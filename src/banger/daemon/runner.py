@@ -427,16 +427,7 @@ class Runners:
             state.refused = [c for c in state.refused if not c.is_closed()]
             if any(c is conn for c in state.refused):
                 return None
-            try:
-                state.runner = await RunnerChannel.start(vm.name, conn)
-            except RunnerUnavailable as exc:
-                log.warning("%s; execs in VM %s use sshd sessions", exc.message, vm.name)
-                state.refused.append(conn)
-                return None
-            except SSHError as exc:
-                log.info("%s; this exec uses an sshd session", exc.message)
-                return None
-            return state.runner
+            return await self._start(vm.name, state, conn, "this exec uses an sshd session")
 
     def prestart(self, vm: VMRecord, conn: asyncssh.SSHClientConnection) -> None:
         """Start ``vm``'s runner now, in the background, on the connection that just
@@ -449,18 +440,34 @@ class Runners:
         state = self._vms.setdefault(vm.id, _VMRunner())
         state.prestart = loop.create_task(self._prestart(vm.name, state, conn))
 
-    @staticmethod
-    async def _prestart(vm_name: str, state: _VMRunner, conn: asyncssh.SSHClientConnection) -> None:
+    @classmethod
+    async def _prestart(
+        cls, vm_name: str, state: _VMRunner, conn: asyncssh.SSHClientConnection
+    ) -> None:
         async with state.lock:
-            if state.runner is not None and state.runner.alive:
-                return
-            try:
-                state.runner = await RunnerChannel.start(vm_name, conn)
-            except RunnerUnavailable as exc:
-                log.warning("%s; execs in VM %s use sshd sessions", exc.message, vm_name)
-                state.refused.append(conn)
-            except SSHError as exc:
-                log.info("%s; the first exec starts it", exc.message)
+            if state.runner is None or not state.runner.alive:
+                await cls._start(vm_name, state, conn, "the first exec starts it")
+
+    @staticmethod
+    async def _start(
+        vm_name: str, state: _VMRunner, conn: asyncssh.SSHClientConnection, otherwise: str
+    ) -> RunnerChannel | None:
+        """Start the runner on ``conn`` (``state.lock`` held); None when it cannot start.
+
+        A guest that cannot run it (no python3) is remembered for ``conn``: its execs
+        use sshd sessions. Any other failure is logged with ``otherwise``, what happens
+        instead, and the next use tries again.
+        """
+        try:
+            state.runner = await RunnerChannel.start(vm_name, conn)
+        except RunnerUnavailable as exc:
+            log.warning("%s; execs in VM %s use sshd sessions", exc.message, vm_name)
+            state.refused.append(conn)
+            return None
+        except SSHError as exc:
+            log.info("%s; %s", exc.message, otherwise)
+            return None
+        return state.runner
 
     def active(self, vm_id: str) -> RunnerChannel | None:
         state = self._vms.get(vm_id)
