@@ -245,12 +245,7 @@ async def reidentify(agent: GuestAgent, identity: Identity, *, thaw: bool) -> in
     thawed = await agent.fsfreeze_thaw(timeout=60.0) if thaw else 0
     await agent.write_file("/dev/urandom", os.urandom(ENTROPY_BYTES))
     result = await agent.run(identity.argv(), timeout=SCRIPT_TIMEOUT)
-    if result.exitcode != 0:
-        said = (result.stderr or result.stdout).decode(errors="replace").strip()
-        raise BangerError(
-            f"re-identifying the restored guest failed (exit {result.exitcode}): "
-            f"{said.splitlines()[-1] if said else 'no output'}"
-        )
+    check_ran("re-identifying the restored guest", result.exitcode, result.stdout, result.stderr)
     report_stale(identity.hostname, result.stdout)
     return thawed
 
@@ -309,14 +304,19 @@ def rename_argv(hostname: str) -> list[str]:
     return ["/bin/sh", "-c", RENAME_SCRIPT, "rename", hostname]
 
 
-def check_renamed(hostname: str, exitcode: int, stdout: bytes, stderr: bytes) -> None:
-    """A rename that exited non-zero is one line naming the hostname and the guest's words."""
+def check_ran(doing: str, exitcode: int, stdout: bytes, stderr: bytes) -> None:
+    """A guest script that exited non-zero is one line: what it was doing, its exit
+    status and the last line it said (stderr, else stdout)."""
     if exitcode != 0:
         said = (stderr or stdout).decode(errors="replace").strip()
         raise BangerError(
-            f"setting the guest's hostname to {hostname} failed (exit {exitcode}): "
-            f"{said.splitlines()[-1] if said else 'no output'}"
+            f"{doing} failed (exit {exitcode}): {said.splitlines()[-1] if said else 'no output'}"
         )
+
+
+def check_renamed(hostname: str, exitcode: int, stdout: bytes, stderr: bytes) -> None:
+    """A rename that exited non-zero is one line naming the hostname and the guest's words."""
+    check_ran(f"setting the guest's hostname to {hostname}", exitcode, stdout, stderr)
 
 
 async def rename(agent: GuestAgent, hostname: str) -> None:
