@@ -74,7 +74,7 @@ async def test_output_stops_at_the_window_and_a_stalled_exec_does_not_stall_anot
         got = 0
         while True:  # no acks: the runner stops after one window (plus one read)
             try:
-                kind, number, payload = await peer.next(timeout=1.5)
+                kind, _, payload = await peer.next(timeout=1.5)
             except TimeoutError:
                 break
             if kind == proto.STDOUT:
@@ -99,6 +99,48 @@ async def test_output_stops_at_the_window_and_a_stalled_exec_does_not_stall_anot
             elif kind == proto.EXIT:
                 exit_frame = json.loads(payload)
         assert got == big and exit_frame == {"exit_code": 0, "signal": None}
+
+
+async def test_a_stream_ending_while_the_window_closes_in_the_same_wakeup(tmp_path: Path) -> None:
+    # The CI failure of stop 28: stdout's read filled the window and stopped watching both
+    # streams, then stderr's end, reported by the same select(), was read and unwatched a
+    # second time: the runner died with KeyError and took every exec with it. Here stderr
+    # ends while the window is closed, so both are ready together when one byte of credit
+    # returns (stdout first: it was registered first).
+    flag = tmp_path / "stderr-closed"
+    async with runner() as peer:
+        big = 4 * proto.WINDOW
+        script = f"head -c {big} /dev/zero 2>/dev/null & read go; exec 2>&-; touch {flag}; wait"
+        peer.start(1, ["sh", "-c", script])
+        got = 0
+        stderr_ended = False
+
+        def count(kind: int, payload: bytes) -> None:
+            nonlocal got, stderr_ended
+            got += len(payload) if kind == proto.STDOUT else 0
+            stderr_ended = stderr_ended or (kind == proto.STDERR and not payload)
+
+        while got < proto.WINDOW:  # no acks: the window closes
+            kind, _, payload = await peer.next()
+            count(kind, payload)
+        peer.send(proto.STDIN, 1, b"go\n")
+        await async_wait_until(flag.exists, 15, "the command closed its stderr")
+        assert not stderr_ended
+        # room for one more read, no more (the last read may have passed the window)
+        peer.send(proto.ACK, 1, struct.pack(">I", got - proto.WINDOW + 1))
+        kind = -1
+        while kind != proto.STDOUT:
+            kind, _, payload = await peer.next()
+            count(kind, payload)
+        try:
+            while kind != proto.EXIT:  # acks let it finish: every byte, both ends, the exit
+                peer.send(proto.ACK, 1, struct.pack(">I", proto.WINDOW))
+                kind, _, payload = await peer.next()
+                count(kind, payload)
+        except asyncio.IncompleteReadError:
+            raise AssertionError("the runner died on that wake-up") from None
+        assert got == big and stderr_ended
+        assert json.loads(payload) == {"exit_code": 0, "signal": None}
 
 
 async def test_stdin_is_acked_as_the_command_takes_it_then_eof() -> None:

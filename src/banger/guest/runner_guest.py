@@ -138,10 +138,12 @@ class Runner:
                         for ex in list(self.execs.values()):
                             self.maybe_done(ex)
                     else:
+                        # An earlier event of this same wake-up may have stopped watching
+                        # this fd (the window closed, stdin done): its event is stale.
                         kind, ex = what
-                        if kind == "out":
+                        if kind == "out" and key.fd in ex.watched:
                             self.read_output(ex, key.fd)
-                        else:
+                        elif kind == "in" and ex.stdin_watched:
                             self.write_stdin(ex)
         finally:
             for ex in self.execs.values():
