@@ -113,19 +113,20 @@ async def test_a_stream_ending_while_the_window_closes_in_the_same_wakeup(tmp_pa
         script = f"head -c {big} /dev/zero 2>/dev/null & read go; exec 2>&-; touch {flag}; wait"
         peer.start(1, ["sh", "-c", script])
         got = 0
-        stderr_ended = False
+        stderr_ends: list[bytes] = []  # the empty STDERR frame that says the stream ended
 
         def count(kind: int, payload: bytes) -> None:
-            nonlocal got, stderr_ended
+            nonlocal got
             got += len(payload) if kind == proto.STDOUT else 0
-            stderr_ended = stderr_ended or (kind == proto.STDERR and not payload)
+            if kind == proto.STDERR and not payload:
+                stderr_ends.append(payload)
 
         while got < proto.WINDOW:  # no acks: the window closes
             kind, _, payload = await peer.next()
             count(kind, payload)
         peer.send(proto.STDIN, 1, b"go\n")
         await async_wait_until(flag.exists, 15, "the command closed its stderr")
-        assert not stderr_ended
+        assert stderr_ends == []
         # room for one more read, no more (the last read may have passed the window)
         peer.send(proto.ACK, 1, struct.pack(">I", got - proto.WINDOW + 1))
         kind = -1
@@ -139,7 +140,7 @@ async def test_a_stream_ending_while_the_window_closes_in_the_same_wakeup(tmp_pa
                 count(kind, payload)
         except asyncio.IncompleteReadError:
             raise AssertionError("the runner died on that wake-up") from None
-        assert got == big and stderr_ended
+        assert got == big and stderr_ends == [b""]
         assert json.loads(payload) == {"exit_code": 0, "signal": None}
 
 
