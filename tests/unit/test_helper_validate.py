@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 
 from banger.helper.validate import (
     NETWORK_SPECS,
+    AttachTapArgs,
     Context,
     EnsureBridgeArgs,
     OpenTapArgs,
+    OpenTapDetachedArgs,
     RequestInvalid,
     check_bridge,
     check_gateway,
@@ -37,6 +39,8 @@ VALID: dict[str, dict[str, Any]] = {
     "version": {},
     "ensure_bridge": {"name": "bgbr0", "cidr": "172.30.0.1/24"},
     "open_tap": {"name": "bt-1a2b", "bridge": "bgbr0"},
+    "open_tap_detached": {"name": "bt-1a2b"},
+    "attach_tap": {"name": "bt-1a2b", "bridge": "bgbr0"},
     "delete_tap": {"name": "bt-1a2b"},
     "ensure_nat": {"cidr": "172.30.0.0/24", "bridge": "bgbr0"},
     "teardown_network": {"bridge": "bgbr0"},
@@ -113,6 +117,37 @@ def test_arguments_are_typed() -> None:
     assert req.args == EnsureBridgeArgs("bgbr0", ipaddress.IPv4Interface("172.30.0.1/24"))
     req = validate_request(CTX, request("open_tap", VALID["open_tap"]))
     assert req.args == OpenTapArgs("bt-1a2b", "bgbr0")
+
+
+def test_detached_tap_ops_take_only_banger_taps_and_bridges() -> None:
+    """open_tap_detached / attach_tap (issue #18 item 2): a bt- tap, a non-bt- bridge,
+    strings only, every field required, no other field (no path, no flag)."""
+    req = validate_request(CTX, request("attach_tap", VALID["attach_tap"]))
+    assert req.args == AttachTapArgs("bt-1a2b", "bgbr0")
+    req = validate_request(CTX, request("open_tap_detached", VALID["open_tap_detached"]))
+    assert req.args == OpenTapDetachedArgs("bt-1a2b")
+    assert refused(request("attach_tap", {"name": "eth0", "bridge": "bgbr0"})).problems == [
+        "attach_tap.args.name: must match bt-[a-z0-9-]{1,12}"
+    ]
+    assert refused(request("attach_tap", {"name": "bt-1", "bridge": "bt-2"})).problems == [
+        "attach_tap.args.bridge: bridge names may not start with 'bt-' (reserved for taps)"
+    ]
+    assert refused(request("attach_tap", {"name": True, "bridge": 5})).problems == [
+        "attach_tap.args.name: must be a string, got bool",
+        "attach_tap.args.bridge: must be a string, got int",
+    ]
+    assert refused(request("attach_tap", {"name": "bt-1"})).problems == [
+        "attach_tap.args.bridge: required"
+    ]
+    assert refused(
+        request("open_tap_detached", {"name": "bt-1", "bridge": "bgbr0", "detached": True})
+    ).problems == [
+        "open_tap_detached.args.bridge: unknown field",
+        "open_tap_detached.args.detached: unknown field",
+    ]
+    assert refused(request("open_tap_detached", {"name": "lo"})).problems == [
+        "open_tap_detached.args.name: must match bt-[a-z0-9-]{1,12}"
+    ]
 
 
 def test_errors_name_the_field() -> None:

@@ -173,39 +173,114 @@ def open_tap(name: str, bridge: str, owner_uid: int) -> tuple[dict[str, Any], in
             raise NotFound(
                 f"bridge {bridge} does not exist", hint="call ensure_bridge before open_tap"
             )
-        existing = find_link(ipr, name)
-        if existing is not None and existing.kind != "tun":
-            raise Conflict(f"interface {name} exists and is not a tap")
-        created = existing is None
-        fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            try:
-                fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, TAP_FLAGS))
-            except OSError as exc:
-                if exc.errno == errno.EBUSY:
-                    raise Conflict(
-                        f"tap {name} is already open in another process",
-                        hint="is the VM already running? stop it first",
-                    ) from None
-                raise HelperError(f"TUNSETIFF {name}: {exc.strerror}") from None
-            fcntl.ioctl(fd, TUNSETPERSIST, 1)
-            fcntl.ioctl(fd, TUNSETOWNER, owner_uid)
-            index = ipr.link_lookup(ifname=name)[0]
-            ipr.link("set", index=index, master=br.index, state="up")
-        except BaseException:
-            os.close(fd)
-            if created:
-                _delete_quietly(ipr, name)
-            raise
+        fd, created = _open_tap(ipr, name, owner_uid, master=br.index)
     log.info("open_tap: %s on %s, owner uid %d (created=%s)", name, bridge, owner_uid, created)
-    result = {
+    return _tap_result(name, created, bridge=bridge), fd
+
+
+def open_tap_detached(name: str, owner_uid: int) -> tuple[dict[str, Any], int]:
+    """Like :func:`open_tap`, but the tap is on no bridge and its link is down.
+
+    For a guest restored from a snapshot that still has the source's MAC and
+    address until it is re-identified: nothing it sends reaches a bridge (the
+    tap is no bridge's port) nor the host's own stack (a down interface takes
+    no frames). :func:`attach_tap` joins it to the bridge afterwards. An
+    existing tap of that name is taken off its bridge and set down.
+    """
+    with IPRoute() as ipr:
+        fd, created = _open_tap(ipr, name, owner_uid, master=None)
+    log.info("open_tap_detached: %s, owner uid %d (created=%s)", name, owner_uid, created)
+    return _tap_result(name, created, bridge=None), fd
+
+
+def _tap_result(name: str, created: bool, *, bridge: str | None) -> dict[str, Any]:
+    return {
         "name": name,
         "bridge": bridge,
         "created": created,
         "flags": list(TAP_FLAG_NAMES),
         "vnet_hdr": True,
     }
-    return result, fd
+
+
+def _open_tap(ipr: IPRoute, name: str, owner_uid: int, *, master: int | None) -> tuple[int, bool]:
+    """The tap's descriptor (persistent, owned by ``owner_uid``) and whether it was made.
+
+    ``master``: the bridge's index, the tap enslaved and up; None: no master, down.
+    """
+    existing = find_link(ipr, name)
+    if existing is not None and existing.kind != "tun":
+        raise Conflict(f"interface {name} exists and is not a tap")
+    created = existing is None
+    fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, _ifreq(name, TAP_FLAGS))
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise Conflict(
+                    f"tap {name} is already open in another process",
+                    hint="is the VM already running? stop it first",
+                ) from None
+            raise HelperError(f"TUNSETIFF {name}: {exc.strerror}") from None
+        fcntl.ioctl(fd, TUNSETPERSIST, 1)
+        fcntl.ioctl(fd, TUNSETOWNER, owner_uid)
+        index = ipr.link_lookup(ifname=name)[0]
+        if master is None:
+            ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, master=0)  # 0: off any bridge
+        else:
+            ipr.link("set", index=index, master=master, state="up")
+    except BaseException:
+        os.close(fd)
+        if created:
+            _delete_quietly(ipr, name)
+        raise
+    return fd, created
+
+
+def _tun_owner(ipr: IPRoute, index: int) -> int | None:
+    """The tap's ``TUNSETOWNER`` uid (IFLA_TUN_OWNER), None when unset or not reported."""
+    msg = ipr.get_links(index)[0]
+    data = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+    owner = data.get_attr("IFLA_TUN_OWNER") if data is not None else None
+    return int(owner) if owner is not None else None
+
+
+def attach_tap(name: str, bridge: str, owner_uid: int) -> dict[str, Any]:
+    """Enslave the detached tap ``name`` to the banger bridge ``bridge`` and bring it up.
+
+    Only a tun device of banger's name space (validation) that the owner owns
+    (``TUNSETOWNER``, what :func:`open_tap_detached` set): a tap of someone
+    else's, or one already on another interface, is refused. Idempotent on a
+    tap already on ``bridge``.
+    """
+    with IPRoute() as ipr:
+        br = owned_bridge(ipr, bridge, field="attach_tap.args.bridge")
+        if br is None:
+            raise NotFound(
+                f"attach_tap.args.bridge: bridge {bridge} does not exist",
+                hint="call ensure_bridge before attach_tap",
+            )
+        link = find_link(ipr, name)
+        if link is None:
+            raise NotFound(f"attach_tap.args.name: tap {name} does not exist")
+        if link.kind != "tun":
+            raise Conflict(f"attach_tap.args.name: interface {name} exists and is not a tap")
+        owner = _tun_owner(ipr, link.index)
+        if owner != owner_uid:
+            raise Conflict(
+                f"attach_tap.args.name: tap {name} is owned by uid {owner}, not the owner "
+                f"(uid {owner_uid})"
+            )
+        if link.master not in (None, 0, br.index):
+            raise Conflict(
+                f"attach_tap.args.name: tap {name} is already enslaved to interface index "
+                f"{link.master}, not {bridge}"
+            )
+        ipr.link("set", index=link.index, master=br.index, state="up")
+    log.info("attach_tap: %s on %s, up", name, bridge)
+    return {"name": name, "bridge": bridge, "attached": True}
 
 
 def _delete_quietly(ipr: IPRoute, name: str) -> None:

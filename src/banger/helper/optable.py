@@ -40,11 +40,13 @@ from banger.helper import (
 )
 from banger.helper.validate import (
     NETWORK_SPECS,
+    AttachTapArgs,
     BindDnsArgs,
     DeleteTapArgs,
     EnsureBridgeArgs,
     EnsureNatArgs,
     OpenTapArgs,
+    OpenTapDetachedArgs,
     OpSpec,
     ResolverLinkArgs,
     TeardownNetworkArgs,
@@ -85,6 +87,15 @@ def _ensure_bridge(args: EnsureBridgeArgs, _owner_uid: int) -> Outcome:
 def _open_tap(args: OpenTapArgs, owner_uid: int) -> Outcome:
     result, fd = links.open_tap(args.name, args.bridge, owner_uid)
     return Outcome(result, [fd])
+
+
+def _open_tap_detached(args: OpenTapDetachedArgs, owner_uid: int) -> Outcome:
+    result, fd = links.open_tap_detached(args.name, owner_uid)
+    return Outcome(result, [fd])
+
+
+def _attach_tap(args: AttachTapArgs, owner_uid: int) -> Outcome:
+    return Outcome(links.attach_tap(args.name, args.bridge, owner_uid))
 
 
 def _delete_tap(args: DeleteTapArgs, _owner_uid: int) -> Outcome:
@@ -153,6 +164,8 @@ def op_table(jailer: JailerPolicy | None) -> OpTable:
         "version": version,
         "ensure_bridge": _ensure_bridge,
         "open_tap": _open_tap,
+        "open_tap_detached": _open_tap_detached,
+        "attach_tap": _attach_tap,
         "delete_tap": _delete_tap,
         "ensure_nat": _ensure_nat,
         "teardown_network": _teardown_network,

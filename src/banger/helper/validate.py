@@ -103,6 +103,17 @@ class OpenTapArgs:
 
 
 @dataclass(frozen=True)
+class OpenTapDetachedArgs:
+    name: str
+
+
+@dataclass(frozen=True)
+class AttachTapArgs:
+    name: str
+    bridge: str
+
+
+@dataclass(frozen=True)
 class DeleteTapArgs:
     name: str
 
@@ -284,6 +295,16 @@ NETWORK_SPECS: Mapping[str, OpSpec] = MappingProxyType(
         "version": OpSpec({}, NoArgs, "helper and protocol version, and the op list"),
         "ensure_bridge": OpSpec({"name": check_bridge, "cidr": check_gateway}, EnsureBridgeArgs),
         "open_tap": OpSpec({"name": check_tap, "bridge": check_bridge}, OpenTapArgs),
+        "open_tap_detached": OpSpec(
+            {"name": check_tap},
+            OpenTapDetachedArgs,
+            "a bt- tap on no bridge, link down (a restored guest before re-identification)",
+        ),
+        "attach_tap": OpSpec(
+            {"name": check_tap, "bridge": check_bridge},
+            AttachTapArgs,
+            "enslave the owner's detached bt- tap to a banger bridge and bring it up",
+        ),
         "delete_tap": OpSpec({"name": check_tap}, DeleteTapArgs),
         "ensure_nat": OpSpec({"cidr": check_subnet, "bridge": check_bridge}, EnsureNatArgs),
         "teardown_network": OpSpec({"bridge": check_bridge}, TeardownNetworkArgs),
