@@ -261,6 +261,17 @@ async def test_connection_dropped_mid_command_then_the_next_call_reconnects(
         assert r.out == "again\n"
 
 
+async def test_a_runner_killed_under_a_command_is_said_to_be_the_runner(
+    sshd: Sshd, short_tmp: Path
+) -> None:
+    async with daemon(sshd, short_tmp) as (sock, _conns):
+        with pytest.raises(BangerError, match="command runner in VM t1 ended") as caught:
+            await run_exec(sock, "t1", exec_request("kill -KILL $PPID; sleep 30"))
+        assert "last words" in (caught.value.hint or "")
+        r = await run_exec(sock, "t1", exec_request(["echo", "again"]))
+        assert r.out == "again\n"
+
+
 def test_framing_is_in_the_openapi_description() -> None:
     app = FastAPI()
     app.include_router(

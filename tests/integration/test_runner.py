@@ -106,6 +106,23 @@ async def test_a_dead_channel_fails_running_execs_and_kills_their_processes(sshd
         await conns.close()
 
 
+async def test_a_runner_that_dies_is_named_as_such_not_as_a_lost_connection(sshd: Sshd) -> None:
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        # the command's parent is the runner: it dies, the SSH connection does not
+        with pytest.raises(RunnerLost, match=r"command runner in VM \S+ ended \((killed|exit)"):
+            await conns.runners.run_quick(
+                vm, ["sh", "-c", "kill -KILL $PPID; sleep 30"], timeout=30
+            )
+        # the connection was fine all along: the next call starts a new runner on it
+        assert (await conns.runners.run_quick(vm, ["echo", "again"], timeout=30)).stdout == (
+            b"again\n"
+        )
+    finally:
+        await conns.close()
+
+
 async def test_without_python3_the_runner_is_refused_once_and_sshd_runs_it(
     sshd: Sshd, short_tmp: Path
 ) -> None:

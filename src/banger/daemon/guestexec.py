@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import asyncssh
 
 from banger.daemon.guestconn import GuestConns
-from banger.daemon.runner import RunnerExec, RunnerLost
+from banger.daemon.runner import RUNNER_LOST_HINT, RunnerExec, RunnerLost
 from banger.errors import InvalidArgument
 from banger.guest import runner_guest as runner_proto
 from banger.guest.ssh import SSHError, remote_command, run_on
@@ -197,6 +197,8 @@ class _Process(Protocol):
 
     def outcome(self) -> tuple[int | None, str | None] | None: ...  # None: connection lost
 
+    def why_lost(self) -> str | None: ...  # when lost: the words for it, if not the connection's
+
     def close(self) -> None: ...
 
 
@@ -241,6 +243,9 @@ class _SSHProcess:
             return None
         return (status if sig is None else None, sig)
 
+    def why_lost(self) -> str | None:
+        return None
+
     def close(self) -> None:
         self.process.close()
 
@@ -279,6 +284,9 @@ class _RunnerProcess:
         if self.rx.lost:
             return None
         return (self.rx.exit_code, self.rx.signal)
+
+    def why_lost(self) -> str | None:
+        return self.rx.runner.why_lost
 
     def close(self) -> None:
         pass  # ends with its EXIT frame (or the channel); kill() has run if it had to
@@ -360,8 +368,10 @@ class GuestExec:
             process.close()
         ended = process.outcome()
         if ended is None:
-            # The connection died under the command: kill it over a new one.
+            # The connection (or the runner) died under the command: kill it over a new one.
             await self.kill()
+            if (why := process.why_lost()) is not None:
+                raise SSHError(why, hint=RUNNER_LOST_HINT)
             raise SSHError(
                 f"the connection to VM {self.vm.name} closed before the command ended",
                 hint="the guest's sshd went away (restarted, killed) or the guest stopped; "

@@ -95,6 +95,10 @@ class RunnerProtocolError(ValueError):
     """The guest's runner broke the framing or the credit: its channel is dropped."""
 
 
+#: What to do about a runner that ended under a command (:attr:`RunnerChannel.why_lost`).
+RUNNER_LOST_HINT = "bangerd's log has the runner's last words; the next command starts a new one"
+
+
 class RunnerLost(SSHError):
     """The runner's channel closed under running execs."""
 
@@ -235,6 +239,9 @@ class RunnerChannel:
     process: asyncssh.SSHClientProcess[bytes]
     execs: dict[int, RunnerExec] = field(default_factory=dict)
     alive: bool = True
+    #: Why it ended when the runner itself did (it exited, or bangerd dropped it) while
+    #: the connection may still be fine; None: its channel or connection closed.
+    why_lost: str | None = None
     _next: int = 1
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(EXECS_PER_RUNNER))
@@ -321,10 +328,26 @@ class RunnerChannel:
             # A runner that breaks the protocol is dropped like a lost channel: its
             # execs fail, and the next exec starts a new runner.
             log.warning("dropping the command runner of VM %s: %s", self.vm_name, exc)
+            self.why_lost = f"bangerd dropped the command runner in VM {self.vm_name}: {exc}"
         except (asyncio.IncompleteReadError, OSError, asyncssh.Error, ValueError) as exc:
             log.debug("runner channel of VM %s ended: %s", self.vm_name, exc)
+            self.why_lost = await self._exited()
         finally:
             self._lost()
+
+    async def _exited(self) -> str | None:
+        """Whether the runner program itself ended (an exit status or signal came with the
+        channel's close) rather than the connection under it: the two need other words."""
+        with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
+            async with asyncio.timeout(2):
+                await self.process.wait_closed()
+        if self.process.exit_signal:
+            how = "killed by SIG" + self.process.exit_signal[0]
+        elif self.process.exit_status is not None and self.process.exit_status >= 0:
+            how = f"exit status {self.process.exit_status}"
+        else:
+            return None
+        return f"the command runner in VM {self.vm_name} ended ({how}) before the command did"
 
     def _dispatch(self, kind: int, number: int, payload: bytes) -> None:
         rx = self.execs.get(number)
@@ -526,6 +549,8 @@ class Runners:
                 f"{shlex.join(argv)[:200]} in VM {vm.name} did not finish within {timeout:g}s"
             ) from None
         if rx.lost:
+            if rx.runner.why_lost is not None:
+                raise RunnerLost(rx.runner.why_lost, hint=RUNNER_LOST_HINT)
             raise RunnerLost(
                 f"the connection to VM {vm.name} closed before the command ended",
                 hint="the guest's sshd went away (restarted, killed) or the guest stopped",
