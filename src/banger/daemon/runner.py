@@ -331,6 +331,7 @@ class RunnerChannel:
             self.why_lost = f"bangerd dropped the command runner in VM {self.vm_name}: {exc}"
         except (asyncio.IncompleteReadError, OSError, asyncssh.Error, ValueError) as exc:
             log.debug("runner channel of VM %s ended: %s", self.vm_name, exc)
+            self.alive = False  # no new execs on it while its end is looked at
             self.why_lost = await self._exited()
         finally:
             self._lost()
@@ -372,8 +373,7 @@ class RunnerChannel:
             rx._end(result.get("exit_code"), result.get("signal"))
 
     def _lost(self) -> None:
-        if not self.alive:
-            return
+        # Idempotent: a second call finds no execs, and closing twice is harmless.
         self.alive = False
         self.process.close()
         for number, rx in list(self.execs.items()):
