@@ -323,13 +323,21 @@ class StandIn:
             if "initrd_path" in body:
                 _need_file("initrd_path", body["initrd_path"])
             inst.boot_source = dict(body)
-        elif template == "/drives/{drive_id}":
+        elif template == "/drives/{drive_id}" and method == "PUT":
             _need_file("path_on_host", body["path_on_host"], writable=not body["is_read_only"])
             if body["is_root_device"] and any(
                 d["is_root_device"] for i, d in inst.drives.items() if i != body["drive_id"]
             ):
                 raise Fault("A root block device already exists!")
             inst.drives[body["drive_id"]] = dict(body)
+        elif template == "/drives/{drive_id}" and method == "PATCH":
+            drive = inst.drives.get(body["drive_id"])
+            if drive is None:
+                raise Fault(f"Invalid block device ID: {body['drive_id']}")
+            if "path_on_host" in body:
+                # Firecracker reopens the backing file at the new path.
+                _need_file("path_on_host", body["path_on_host"], writable=not drive["is_read_only"])
+                drive["path_on_host"] = body["path_on_host"]
         elif template == "/network-interfaces/{iface_id}":
             # A real Firecracker opens the tap here; the stand-in only records it.
             inst.ifaces[body["iface_id"]] = dict(body)

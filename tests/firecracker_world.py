@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from banger.daemon.vms.pipeline import Accel, Pipeline
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import DriverSet
 from banger.helper.client import HelperClient
+from banger.kernels.store import KernelEntry
 from banger.paths import Paths
 from banger.store import Store, VMRecord
 from banger.vmm.base import Disk, LaunchSpec, VMMProcess, stable_mac
@@ -59,6 +60,20 @@ class StandInPipeline(Pipeline):
     poweroffs: int = 0
     #: Seconds ``wait_ssh`` gives the guest agent to answer (0: not asked).
     agent_wait: float = 0.0
+    #: False: VMs launch without the agent channel (no vsock), as banger's did before
+    #: the vsock agent; their snapshots keep the old restore (address, MAC, hostname).
+    agent_channel: bool = True
+
+    def launch_spec(
+        self,
+        vm: VMRecord,
+        kernel: KernelEntry,
+        root: Disk,
+        tap_fd: int,
+        restore: Callable[[LaunchSpec], LaunchSpec] | None = None,
+    ) -> LaunchSpec:
+        spec = super().launch_spec(vm, kernel, root, tap_fd, restore)
+        return spec if self.agent_channel else dataclasses.replace(spec, agent_socket=None)
 
     async def wait_ssh(self, vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
         await op.stage("wait_ssh")

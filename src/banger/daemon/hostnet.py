@@ -58,13 +58,21 @@ class HostNetwork:
         """The helper's ``teardown_network`` for our bridge; the caller holds :attr:`lock`."""
         return await self.helper.acall("teardown_network", bridge=self.bridge)
 
-    async def open_tap(self, name: str) -> int:
-        """A descriptor of the tap ``name`` on the bridge; the caller closes it."""
+    async def open_tap(self, name: str, *, detached: bool = False) -> int:
+        """A descriptor of the tap ``name`` on the bridge; the caller closes it.
+
+        ``detached``: on no bridge and down (``open_tap_detached``) until
+        :meth:`attach_tap` — a restored guest that still has its snapshot's
+        identity (:mod:`banger.daemon.vms.reident`).
+        """
         await self.owed.claim(name)
         try:
-            _result, fds = await self.helper.acall_with_fds(
-                "open_tap", name=name, bridge=self.bridge
-            )
+            if detached:
+                _result, fds = await self.helper.acall_with_fds("open_tap_detached", name=name)
+            else:
+                _result, fds = await self.helper.acall_with_fds(
+                    "open_tap", name=name, bridge=self.bridge
+                )
         except HelperUnreachable as exc:
             if exc.sent:  # the helper may have made the tap before it went away
                 self.owed.owe(name)
@@ -72,6 +80,10 @@ class HostNetwork:
         for extra in fds[1:]:
             os.close(extra)
         return fds[0]
+
+    async def attach_tap(self, name: str) -> None:
+        """The detached tap ``name`` joins the bridge and comes up (``attach_tap``)."""
+        await self.helper.acall("attach_tap", name=name, bridge=self.bridge)
 
     async def delete_tap(self, name: str) -> None:
         try:

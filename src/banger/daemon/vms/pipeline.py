@@ -228,8 +228,13 @@ class Pipeline:
         create_work_disk(seed, disk, max(size, seed.stat().st_size))
 
     # -- start ---------------------------------------------------------------------
-    async def network(self, vm: VMRecord, op: OpHandle, undo: UndoStack) -> tuple[VMRecord, int]:
-        """Lease (kept for the VM's life), bridge + NAT, the tap; returns its descriptor."""
+    async def network(
+        self, vm: VMRecord, op: OpHandle, undo: UndoStack, *, detached: bool = False
+    ) -> tuple[VMRecord, int]:
+        """Lease (kept for the VM's life), bridge + NAT, the tap; returns its descriptor.
+
+        ``detached``: the tap is on no bridge and down until the caller attaches it
+        (a restored Firecracker guest, re-identified first: :mod:`.snapshot_restore`)."""
         await op.stage("network")
         subnet = self.config.network.subnet
         ip = await asyncio.to_thread(self.store.allocate_ip, vm.id, subnet)
@@ -242,7 +247,7 @@ class Pipeline:
         # Pushed first: a helper that dies after making the tap but before handing over
         # its descriptor leaves a tap this undo still removes (delete_tap is idempotent).
         undo.push(f"tap {tap}", delete_tap)
-        fd = await self.hostnet.open_tap(tap)
+        fd = await self.hostnet.open_tap(tap, detached=detached)
         host_pub = await asyncio.to_thread(sshkeys.read_public_key, self.paths.vm_host_key(vm.id))
         names = [vm.name, str(ip)]
         await asyncio.to_thread(
@@ -251,7 +256,8 @@ class Pipeline:
         vm = await asyncio.to_thread(
             self.store.update_vm, vm.id, tap=tap, mac=stable_mac(vm.id), state=VMState.STARTING
         )
-        await op.event("info", f"address {ip} on {self.hostnet.bridge}, tap {tap}")
+        said = f"address {ip} on {self.hostnet.bridge}, tap {tap}"
+        await op.event("info", said + (" (detached until re-identified)" if detached else ""))
         return vm, fd
 
     def launch_spec(

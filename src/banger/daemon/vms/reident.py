@@ -3,11 +3,14 @@
 The saved memory holds the source's identity: its MAC and address (the kernel
 configured them at boot), hostname, machine-id and random state. So that one
 snapshot can become many VMs at once — also while its source still runs — a
-restored QEMU guest is re-identified before anyone can reach it:
+restored guest (QEMU, or Firecracker with the vsock agent) is re-identified
+before anyone can reach it:
 
 1. QEMU loads the state with the NIC's link held down (QMP ``set_link`` off,
    after the load — the incoming device state would reset an earlier one —
    and before ``cont``): the guest runs but nothing it sends reaches the bridge.
+   Firecracker (no ``set_link``) loads onto a tap the root helper made
+   detached — on no bridge, down — the same effect (:mod:`.snapshot_restore`).
 2. Through the guest agent (no network needed): a thaw when the snapshot was
    taken frozen; host random bytes written to ``/dev/urandom`` (on QEMU's
    ``microvm`` the ``vmgenid`` device is inert, so the kernel would not reseed
@@ -23,8 +26,9 @@ restored QEMU guest is re-identified before anyone can reach it:
    command runner on the held one, whose peer is gone for this guest; left
    alone they would linger ~2 h (until sshd's TCP keepalive) in every child.
    Nothing else in the guest is touched.
-3. The link comes up; SSH to the new address confirms the guest (a new held
-   connection, a new runner).
+3. The link comes up (QEMU) or the tap joins the bridge (Firecracker: the
+   helper's ``attach_tap``); SSH to the new address confirms the guest (a new
+   held connection, a new runner).
 
 The sshd host key is the snapshot's (sshd holds it in memory): every VM
 restored from one snapshot presents the same key, pinned under each VM's own
@@ -43,10 +47,9 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from banger.errors import BangerError, InvalidArgument
-from banger.guest.agent import AgentError, GuestAgent
+from banger.guest.agent import AgentEndpoint, AgentError, GuestAgent
 from banger.guest.runner_guest import RUNNER_ARG
 from banger.vmm.bootargs import check_hostname
 
@@ -215,15 +218,16 @@ class Identity:
 
 
 async def connect_restored(
-    socket: Path, snapshot: str, timeout: float = AGENT_TIMEOUT
+    endpoint: AgentEndpoint, snapshot: str, timeout: float = AGENT_TIMEOUT
 ) -> GuestAgent:
-    """The restored guest's agent, polled until it answers; :class:`AgentRequired` if never."""
+    """The restored guest's agent (QEMU's virtio-serial socket or Firecracker's vsock,
+    as its driver says), polled until it answers; :class:`AgentRequired` if never."""
     last = "no answer"
     try:
         async with asyncio.timeout(timeout):
             while True:
                 try:
-                    agent = await GuestAgent.connect(socket, timeout=5.0)
+                    agent = await endpoint.connect(timeout=5.0)
                     await agent.ping()
                     return agent
                 except AgentError as exc:

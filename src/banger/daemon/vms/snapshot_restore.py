@@ -5,15 +5,32 @@ writes them) — a QEMU root is an empty qcow2 overlay on the snapshot's frozen
 layer (:mod:`banger.disk.layers`), the work disk a copy — and continues where
 the snapshot's guest was: same processes, same memory, same uptime — no boot.
 
-A QEMU snapshot whose machine had the guest agent channel (every one since
-the channel exists) is **re-identified** (:mod:`.reident`): the new VM leases
-an address of its own like any new VM, the guest resumes with its link held
-down, takes the new VM's MAC, address, hostname and machine-id through the
-agent (its RNG reseeded from the host, its filesystems thawed when the
-snapshot was taken frozen), and only then does the link come up. So any
-number of VMs can be restored from one snapshot at once, also while the
-source still runs. The agent is required: a guest whose agent does not answer
-fails the restore with one error saying so, and nothing is left behind.
+A snapshot whose machine had the guest agent channel (QEMU: every one since
+the channel exists; Firecracker: every one with the vsock agent) is
+**re-identified** (:mod:`.reident`): the new VM leases an address of its own
+like any new VM, the guest resumes cut off from the bridge, takes the new VM's
+MAC, address, hostname and machine-id through the agent (its RNG reseeded from
+the host, its filesystems thawed when the snapshot was taken frozen), and only
+then is it connected. So any number of VMs can be restored from one snapshot
+at once, also while the source still runs. The agent is required: a guest
+whose agent does not answer fails the restore with one error saying so, and
+nothing is left behind.
+
+How the guest is cut off until then:
+
+- QEMU: the NIC's link is held down (QMP ``set_link`` off between the load and
+  ``cont``, on after the agent's work).
+- Firecracker has no ``set_link``: the new VM's tap is made **detached** by
+  the root helper (``open_tap_detached``: on no bridge, link down), the load
+  points the snapshot's ``eth0`` at it (``network_overrides``) and resumes;
+  after the agent's work the helper's ``attach_tap`` puts it on the bridge and
+  brings it up. Firecracker's virtio-net does no MAC filtering (it offers no
+  control queue, so the guest's ``ip link set address`` changes only the
+  guest driver's address, and Firecracker forwards whatever source MAC the
+  guest sends): the bridge learns the new MAC from the first frame. Tested
+  against the Firecracker stand-in and a real ``qemu-ga`` running the real
+  script in namespaces (``tests/integration/test_reident_firecracker_standin.py``),
+  never against a real Firecracker guest (no KVM here).
 
 What the guest's memory fixes, the restore keeps:
 
@@ -21,19 +38,21 @@ What the guest's memory fixes, the restore keeps:
   snapshot's key pair (pinned under each VM's own name and address).
 - its processes, files in memory, uptime and ``boot_id``.
 
-Firecracker snapshots and QEMU snapshots from before the agent channel keep
-the old behaviour: the guest keeps the snapshot's **address and MAC** (the new
+Snapshots without the agent channel (QEMU from before it, Firecracker without
+the vsock) keep the old behaviour: the guest keeps the snapshot's **address and MAC** (the new
 VM leases exactly that address, so such a restore is refused — naming the
 holder — while another VM holds it, the source included) and its hostname
 until the new VM is rebooted.
 
 QEMU: ``-incoming defer -S``, ``migrate-incoming`` from the state file, ``cont``.
 Firecracker (plain mode): ``PUT /snapshot/load`` with a network override for
-the new tap and ``resume_vm``; Firecracker reopens the disks at the host paths
-the snapshot recorded (the source VM's directory), so links to the new VM's
-copies are placed there for the load only, and only where nothing exists
-(:func:`.snapshot_files.links_at`). The source VM is gone by then anyway: it
-held the address.
+the new tap, not resumed; Firecracker reopens the disks at the host paths the
+snapshot recorded (the source VM's directory): where the source's files still
+are (it runs) they are opened as they are, where they are gone links to the new
+VM's copies are placed for the load only (:func:`.snapshot_files.links_at`).
+Then ``PATCH /drives`` re-points each drive at the new VM's own file, and only
+then does the guest resume: it never does I/O on the source's disks, and a
+snapshot of the restored VM records its own files.
 
 Stages: record (VM row, + the exact lease without re-identification, one
 transaction) → root_disk (overlay + layer links, copies) → network (lease, tap, pinned key) → launch
@@ -74,7 +93,6 @@ from banger.kernels.store import read_kernel
 from banger.rmtree import discard_tree_async
 from banger.store import (
     AddressTaken,
-    CarriedDrivePaths,
     SnapshotRecord,
     VMConfig,
     VMRecord,
@@ -87,10 +105,17 @@ from banger.vmm.qmp import QMPClient
 
 
 def reidentifies(snap: SnapshotRecord) -> bool:
-    """Whether a restore gives the guest a new identity (:mod:`.reident`): a QEMU
-    snapshot whose machine had the agent channel. Others (Firecracker, older QEMU
-    snapshots) keep the snapshot's address, MAC and hostname."""
-    return snap.vmm == "qemu" and snap.meta.get(AGENT_CHANNEL_KEY) is True
+    """Whether a restore gives the guest a new identity (:mod:`.reident`): a snapshot
+    whose machine had the agent channel (QEMU's virtio-serial port, Firecracker's
+    vsock: :data:`AGENT_CHANNEL_KEY`, recorded for both). Others keep the snapshot's
+    address, MAC and hostname."""
+    return snap.vmm in ("qemu", "firecracker") and snap.meta.get(AGENT_CHANNEL_KEY) is True
+
+
+def holds_tap_detached(snap: SnapshotRecord) -> bool:
+    """The restored guest's tap stays off the bridge until it is re-identified:
+    Firecracker's way of holding the link down (it has no ``set_link``)."""
+    return reidentifies(snap) and snap.vmm == "firecracker"
 
 
 class SnapshotRestore:
@@ -246,7 +271,7 @@ class SnapshotRestore:
     ) -> None:
         pipeline = self.vms.pipeline
         kernel = await asyncio.to_thread(read_kernel, self.paths.kernel_dir(snap.kernel_id or ""))
-        vm, fd = await pipeline.network(vm, op, undo)
+        vm, fd = await pipeline.network(vm, op, undo, detached=holds_tap_detached(snap))
         renamed = reidentifies(snap)
         try:
             if not renamed:
@@ -287,15 +312,9 @@ class SnapshotRestore:
             await driver.stop(proc, graceful_timeout=0)
 
         undo.push(f"VMM pid {proc.pid}", kill)
+        # Firecracker's own state names this VM's files since the drives were re-pointed
+        # (restore plan): nothing is carried for a later snapshot of it.
         config = launch_record(vm.config, spec, proc)
-        if snap.vmm == "firecracker":
-            paths = snap.meta.get("drive_paths") or {}
-            config = dataclasses.replace(
-                config,
-                firecracker_drive_paths=CarriedDrivePaths(
-                    proc.pid, proc.start_time, {str(k): str(v) for k, v in paths.items()}
-                ),
-            )
         vm = await asyncio.to_thread(
             self.store.update_vm,
             vm.id,
@@ -334,13 +353,23 @@ class SnapshotRestore:
         identity = reident.Identity.new(
             vm.name, vm.mac, vm.ip, net.subnet, net.gateway, net.gateway
         )
-        agent = await reident.connect_restored(self.paths.vm_agent_socket(vm.id), snap.name)
+        endpoint = self.vms.pipeline.agent_endpoint(vm)
+        agent = await reident.connect_restored(endpoint, snap.name)
         async with agent:
             thawed = await reident.reidentify(
                 agent, identity, thaw=snap.meta.get(FROZEN_KEY) is True
             )
         if thawed:
             await op.event("info", f"guest filesystems thawed ({thawed})")
+        if holds_tap_detached(snap):
+            assert vm.tap is not None
+            await self.vms.pipeline.hostnet.attach_tap(vm.tap)
+            await op.event(
+                "info",
+                f"guest re-identified as {vm.name} at {vm.ip} (MAC {vm.mac}; new machine-id, "
+                f"RNG reseeded); tap {vm.tap} attached to {self.vms.pipeline.hostnet.bridge}",
+            )
+            return
         async with await QMPClient.connect(spec.control_socket) as qmp:
             filters = await qmp.execute("query-rx-filter")
             await qmp.execute(*set_link(True))
@@ -382,6 +411,12 @@ class SnapshotRestore:
             links = {Path(str(recorded["root"])): spec.root_disk.path}
             if spec.work_disk is not None:
                 links[Path(str(recorded["work"]))] = spec.work_disk
+            # The load opens the disks where the snapshot recorded them; the restore plan
+            # re-points each drive at this VM's own file before the guest resumes
+            # (``PATCH /drives``). A path still there (the source runs, or kept its
+            # files) is opened as it is and never written; a path that is gone gets a
+            # link to this VM's file for the load.
+            links = {at: to for at, to in links.items() if not os.path.lexists(at)}
             with files.links_at(links):
                 return await driver.restore(spec, SnapshotFiles(layout.state, layout.memory))
         raise SnapshotUnsupported(f"the {driver.name} driver cannot restore snapshots")

@@ -169,6 +169,14 @@ def drive(
     return ApiRequest("PUT", f"/drives/{drive_id}", body)
 
 
+def drive_path_update(drive_id: str, path_on_host: str) -> ApiRequest:
+    """``PATCH /drives/{id}``: the drive's backing file is now ``path_on_host`` (post-boot;
+    between a snapshot load and the resume, it re-points a restored VM's disks)."""
+    check_resource_id("drive_id", drive_id)
+    body = {"drive_id": drive_id, "path_on_host": _check_path("path_on_host", path_on_host)}
+    return ApiRequest("PATCH", f"/drives/{drive_id}", body)
+
+
 def network_interface(
     iface_id: str,
     host_dev_name: str,

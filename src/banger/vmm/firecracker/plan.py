@@ -171,26 +171,37 @@ def restore_requests(
     options: FirecrackerOptions = DEFAULT_OPTIONS,
     path: PathFor = host_path,
 ) -> list[ApiRequest]:
-    """A fresh process loading ``snapshot`` and resuming it on this VM's own tap.
+    """A fresh process loading ``snapshot`` and resuming it on this VM's own tap and disks.
 
     The snapshot names the tap of the VM it was taken from; the network override
-    points its ``eth0`` at ``spec.tap_name`` instead. Disks must be at the paths
-    the snapshot recorded (the VM service copies them into place first).
+    points its ``eth0`` at ``spec.tap_name`` instead. The load opens the disks at
+    the paths the snapshot recorded (the source VM's files: the caller makes
+    them exist, see :mod:`banger.daemon.vms.snapshot_restore`); the load does
+    not resume, each drive is re-pointed at this VM's own file (``PATCH
+    /drives``, the documented way between a load and the resume — see
+    firecracker-microvm/firecracker#1974) and only then does the guest resume.
+    So the guest never does I/O on the source's disks, which may still be in
+    use by the source, and a later snapshot of this VM records its own files.
     """
     spec.validate()
     overrides = (
         [models.NetworkOverride(IFACE_ID, spec.tap_name)] if spec.tap_name is not None else []
     )
+    drives = [models.drive_path_update(ROOT_DRIVE, path(spec.root_disk.path))]
+    if spec.work_disk is not None:
+        drives.append(models.drive_path_update(WORK_DRIVE, path(spec.work_disk)))
     return [
         *prefix_requests(files, options, path),
         models.snapshot_load(
             path(snapshot.state),
             path(snapshot.memory),
-            resume_vm=True,
+            resume_vm=False,
             track_dirty_pages=options.track_dirty_pages,
             network_overrides=overrides,
             vsock_uds_path=path(spec.agent_socket) if spec.agent_socket is not None else None,
         ),
+        *drives,
+        models.vm_state("Resumed"),
     ]
 
 
