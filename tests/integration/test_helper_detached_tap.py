@@ -9,6 +9,7 @@ uid or one already on another interface are refused.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -47,6 +48,11 @@ def test_a_detached_tap_joins_the_bridge_only_when_attached(start_helper: StartH
         assert tun["IFLA_TUN_TYPE"] == 2 and tun["IFLA_TUN_VNET_HDR"] == 1
         assert tun["IFLA_TUN_OWNER"] == 0 and tun["IFLA_TUN_PERSIST"] == 1
         assert "bt-0001" not in ns.run("ip", "-o", "link", "show", "master", "bgbr0").stdout
+        # Down, the kernel takes no frame from the VMM's side at all (not even into the
+        # host's own stack): a restored guest's frames with the source's MAC go nowhere.
+        with pytest.raises(OSError) as refused:
+            os.write(fd, VNET_HDR + arp_request(bytes.fromhex("525400aabb01")))
+        assert refused.value.errno == errno.EIO
 
         assert client.call("attach_tap", name="bt-0001", bridge="bgbr0")["attached"] is True
         tap = link(ns, "bt-0001")

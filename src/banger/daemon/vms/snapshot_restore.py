@@ -22,12 +22,16 @@ How the guest is cut off until then:
   ``cont``, on after the agent's work).
 - Firecracker has no ``set_link``: the new VM's tap is made **detached** by
   the root helper (``open_tap_detached``: on no bridge, link down), the load
-  points the snapshot's ``eth0`` at it (``network_overrides``) and resumes;
-  after the agent's work the helper's ``attach_tap`` puts it on the bridge and
-  brings it up. Firecracker's virtio-net does no MAC filtering (it offers no
-  control queue, so the guest's ``ip link set address`` changes only the
-  guest driver's address, and Firecracker forwards whatever source MAC the
-  guest sends): the bridge learns the new MAC from the first frame. Tested
+  points the snapshot's ``eth0`` at it (``network_overrides``), the guest
+  resumes (once its drives are re-pointed, below); after the agent's work
+  the helper's ``attach_tap`` puts it on the bridge and brings it up. While
+  detached the tap is down, so the kernel refuses every frame Firecracker
+  writes (EIO; tests/integration/test_helper_detached_tap.py), which
+  Firecracker's net device logs, counts (``tap_write_fails``) and drops.
+  Firecracker's virtio-net does no MAC filtering (it offers no control
+  queue, so the guest's ``ip link set address`` changes only the guest
+  driver's address, and Firecracker forwards whatever source MAC the guest
+  sends): the bridge learns the new MAC from the first frame. Tested
   against the Firecracker stand-in and a real ``qemu-ga`` running the real
   script in namespaces (``tests/integration/test_reident_firecracker_standin.py``),
   never against a real Firecracker guest (no KVM here).
@@ -362,6 +366,10 @@ class SnapshotRestore:
         if thawed:
             await op.event("info", f"guest filesystems thawed ({thawed})")
         if holds_tap_detached(snap):
+            # Firecracker: the guest now sends with the VM's own MAC (its virtio-net
+            # filters no source MAC; the device's saved config space keeps the
+            # source's, which the guest driver read at boot and does not read again
+            # unless it is re-probed) — only now may the tap join the bridge.
             assert vm.tap is not None
             await self.vms.pipeline.hostnet.attach_tap(vm.tap)
             await op.event(
