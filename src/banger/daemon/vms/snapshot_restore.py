@@ -423,8 +423,9 @@ class SnapshotRestore:
             # re-points each drive at this VM's own file before the guest resumes
             # (``PATCH /drives``). A path still there (the source runs, or kept its
             # files) is opened as it is and never written; a path that is gone gets a
-            # link to this VM's file for the load.
-            links = {at: to for at, to in links.items() if not os.path.lexists(at)}
+            # link to this VM's file for the load (a dangling link there is refused by
+            # links_at, naming it, rather than left to fail Firecracker's load).
+            links = {at: to for at, to in links.items() if not at.exists()}
             with files.links_at(links):
                 return await driver.restore(spec, SnapshotFiles(layout.state, layout.memory))
         raise SnapshotUnsupported(f"the {driver.name} driver cannot restore snapshots")
