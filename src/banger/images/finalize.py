@@ -40,6 +40,9 @@ What a finalized tree has (see docs/ARCHITECTURE.md, "Guest boot contract"):
 - ``/etc/.updated`` and ``/var/.updated`` stamped with ``/usr``'s mtime, so
   systemd's ``ConditionNeedsUpdate=`` units (sysusers) do not run on every
   VM's first boot.
+- the lean systemd boot of :mod:`banger.images.leanboot`: units and generators
+  masked (udev among them), the journal in /run, and the small units that do what
+  banger needed from udev (the agent's port link, the ACPI power button).
 - ``/etc/banger-release``: JSON marker with the finalize version.
 """
 
@@ -53,7 +56,7 @@ from importlib import resources
 from pathlib import Path
 
 from banger.errors import BangerError
-from banger.images import treepath
+from banger.images import leanboot, treepath
 
 #: Bump when the finalized layout changes: images record it, and the test
 #: image cache keys on it.
@@ -155,15 +158,6 @@ SSH_UNIT_DROPIN = (
     "[Service]\n"
     "ExecStartPre=\n"
 )
-#: systemd-logind (seats, loginctl, the ACPI power button) after sshd, not beside it:
-#: its start-up took 4-7 s of emulated CPU at the moment sshd started. No login
-#: waits for it (distro images have no pam_systemd).
-LOGIND_DROPIN_PATH = "/etc/systemd/system/systemd-logind.service.d/10-banger.conf"
-LOGIND_DROPIN = (
-    "# banger: after sshd, so the first login does not share the CPU with its start.\n"
-    "[Unit]\n"
-    "After=ssh.service\n"
-)
 FSTAB = (
     "# banger: the root disk; the work disk (/dev/vdb) is mounted on /root by\n"
     "# /sbin/banger-workdisk (banger-workdisk.service), not from here: a mount listed\n"
@@ -187,36 +181,6 @@ REQUIRED = {
     "/usr/sbin/sshd": "the OpenSSH server (/usr/sbin/sshd)",
     "/usr/bin/tmux": "tmux (/usr/bin/tmux), for sessions",
 }
-
-#: Units masked in every image, and why (each costs boot time or CPU under
-#: emulation and does nothing useful in a disposable VM).
-MASKED_UNITS = {
-    # Daily apt list downloads and unattended upgrades: the guest may have no
-    # route out, and a background apt holds the dpkg lock the user wants.
-    "apt-daily.timer": "background apt downloads",
-    "apt-daily-upgrade.timer": "background upgrades",
-    # e2fsprogs' scrubber works on LVM snapshots; a guest's disks are plain
-    # virtio-blk, so the weekly timer and the boot-time reaper (an lvs run on
-    # every boot) find nothing to do.
-    "e2scrub_all.timer": "weekly ext4 scrub of LVM volumes (there are none)",
-    "e2scrub_reap.service": "boot-time cleanup of e2scrub's LVM snapshots",
-    # Weekly TRIM and dpkg database backups: housekeeping for long-lived machines.
-    "fstrim.timer": "weekly TRIM",
-    "dpkg-db-backup.timer": "daily dpkg database backup",
-    # The serial console is a log file banger reads (QEMU's chardev, Firecracker's
-    # serial output): nobody can type at a login prompt there, and agetty's start
-    # is CPU the boot's tail would otherwise spend on sshd.
-    "serial-getty@ttyS0.service": "a login prompt on a console nobody can type at",
-    # The rootfs holds no kernel modules (banger's kernels come with their module
-    # set in banger's initramfs, or have none: kernel build's) and distro images no
-    # kmod: each modprobe@ instance (six at boot: configfs, dm_mod, drm, efi_pstore,
-    # fuse, loop) and the modules-load pass only fail, at ~0.4 s of emulated CPU each.
-    "modprobe@.service": "module loads from a rootfs that holds no kernel modules",
-    "systemd-modules-load.service": "modules-load.d loads from a rootfs with no modules",
-}
-#: Wants-links removed: a login on tty1 needs a display the VM does not have
-#: (the console is ttyS0, whose serial-getty systemd adds on its own).
-REMOVED_WANTS = ("/etc/systemd/system/getty.target.wants/getty@tty1.service",)
 
 
 class ImageNotBootable(BangerError):
@@ -285,7 +249,7 @@ def finalize_tree(tree: Path, *, home_out: Path) -> FinalizeResult:
     treepath.write_file(tree, "/etc/hosts", HOSTS)
     treepath.write_file(tree, "/etc/resolv.conf", RESOLV_CONF)
     treepath.write_file(tree, "/etc/machine-id", "", 0o444)
-    _configure_units(tree)
+    leanboot.configure_units(tree)
     treepath.write_file(tree, FAST_INIT_PATH, fast_init_text(), 0o755)
     treepath.write_file(tree, FAST_INIT_FSTAB_PATH, FAST_INIT_FSTAB)
     _install_agent_vsock(tree)
@@ -323,15 +287,6 @@ def _remove_host_keys(tree: Path) -> tuple[str, ...]:
     return tuple(removed)
 
 
-def _configure_units(tree: Path) -> None:
-    for unit in MASKED_UNITS:
-        treepath.symlink(tree, f"/etc/systemd/system/{unit}", "/dev/null")
-        treepath.remove(tree, f"/etc/systemd/system/timers.target.wants/{unit}")
-    for wants in REMOVED_WANTS:
-        treepath.remove(tree, wants)
-    treepath.write_file(tree, LOGIND_DROPIN_PATH, LOGIND_DROPIN)
-
-
 def _install_agent_vsock(tree: Path) -> None:
     """The vsock agent starter, run by the fast init itself and enabled under systemd."""
     _install_helper(
@@ -360,10 +315,7 @@ def _install_helper(
     tree: Path, path: str, script: str, unit_name: str, unit_text: str, wanted_by: str
 ) -> None:
     """One of banger's guest scripts and its unit, enabled as ``systemctl enable`` would."""
-    treepath.write_file(tree, path, script, 0o755)
-    unit = f"/etc/systemd/system/{unit_name}"
-    treepath.write_file(tree, unit, unit_text)
-    treepath.symlink(tree, f"/etc/systemd/system/{wanted_by}.wants/{unit_name}", unit)
+    leanboot.install_unit(tree, unit_name, unit_text, wanted_by, (path, script))
 
 
 def _mark_updated(tree: Path) -> None:
