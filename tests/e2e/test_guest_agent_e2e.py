@@ -118,7 +118,9 @@ def test_agent_is_available_and_resume_and_restore_set_the_clock(b: Banger) -> N
 
 
 def test_a_systemd_guest_runs_the_agent_too(b: Banger) -> None:
-    """systemd starts qemu-guest-agent through the package's udev rule (the fast init by hand)."""
+    """systemd starts qemu-guest-agent from the port link banger-virtio-ports makes (no udev
+    in banger's images: their qemu-guest-agent.service replaces the package's); the fast
+    init starts it by hand. "available" means it answered before SSH did."""
     b.banger("vm", "create", "--name", "gsd", "--init", "systemd", "--start")
     assert json.loads(b.banger("vm", "show", "gsd", "--json").stdout)["agent"] == "available"
     # vm stop: guest-shutdown through the agent; systemd powers the guest off.
