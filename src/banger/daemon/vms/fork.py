@@ -42,9 +42,23 @@ the internal snapshot
 fork (:meth:`Fork.sweep`, which keeps the snapshots of forks under way) use
 :func:`remove_internal_snapshots`.
 
-Only QEMU VMs with the guest agent channel can be forked: a child must take a
-new identity through the agent (Firecracker snapshots restore under the
-source's address, which the running source holds).
+QEMU and plain Firecracker VMs with the guest agent channel can be forked
+(:mod:`.warm_vmm`); a child takes its new identity through the agent.
+
+Firecracker: the snapshot step is ``PATCH /vm Paused``, ``PUT
+/snapshot/create`` (Full) once, copies of the raw root and work disks while
+paused, resume (:mod:`.snapshots`); each child gets copies of both disks —
+a reflink where the filesystem has it, else a sparse copy (the same
+:func:`banger.disk.workdisk.sparse_copy` as QEMU's work disk; the start
+answer says which) — and is restored onto a tap held detached by the helper
+until re-identified (:mod:`.snapshot_restore`). Its Firecracker loads the
+snapshot while the source's disk files, still at the paths the snapshot
+recorded, are open in the running source, and re-points each drive at the
+child's own copy before the guest resumes. Tested against the Firecracker
+stand-in with a real ``qemu-ga`` in namespaces per child
+(``tests/integration/test_fork_firecracker_standin.py``); a real Firecracker
+guest (KVM, vsock, a real memory restore: the stand-in restores no memory)
+is not exercised here.
 """
 
 from __future__ import annotations
@@ -61,6 +75,7 @@ from banger.daemon.vms import snapshot_files as files
 from banger.daemon.vms.names import check_name
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots, driver_kind
+from banger.daemon.vms.warm_vmm import check_forkable
 from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.hostinfo import reflink_supported
 from banger.paths import Paths
@@ -184,15 +199,9 @@ class Fork:
                 if vm.state != VMState.PAUSED
                 else f"banger vm resume {vm.name}",
             )
-        kind = driver_kind(self.vms.pipeline.driver_for(vm))
-        if kind != "qemu" or vm.config.agent_channel is not True:
-            raise InvalidArgument(
-                f"source: VM {vm.name} runs on {kind}"
-                + ("" if kind != "qemu" else " without the guest agent channel")
-                + "; a fork's children take new addresses through the guest agent, "
-                "which only QEMU VMs started with the agent channel have",
-                hint="fork a VM created with vmm = qemu (restart an older one to get the channel)",
-            )
+        check_forkable(
+            vm.name, driver_kind(self.vms.pipeline.driver_for(vm)), vm.config.agent_channel
+        )
         if vm.config.agent_seen is False:
             raise InvalidArgument(
                 f"source: VM {vm.name}'s guest agent is not answering; a fork's children "
