@@ -63,6 +63,7 @@ def test_the_template_key_changes_with_every_input() -> None:
         "vcpus": 2,
         "memory_mib": 512,
         "work_disk_size": 2 << 30,
+        "vmm": "firecracker",
         "banger": "9.9.9",
         "format": spec.TEMPLATE_FORMAT + 1,
     }

@@ -16,6 +16,16 @@ start) makes it true, under a ``pool.fill`` operation:
    machine-id, reseeded RNG: :mod:`banger.daemon.vms.reident`) under a ``vm.create``
    operation of its own, until ``size`` guests are ready; extra ones are retired.
 
+QEMU and plain Firecracker (:mod:`banger.daemon.vms.warm_vmm`; the jailer is
+refused, as for snapshots): the same template and restore path on both —
+Firecracker's ``snapshot/create`` of the template guest, each guest loaded
+onto a tap the helper holds detached until the agent re-identified it.
+Firecracker is built to its API and tested against the stand-in with a real
+``qemu-ga`` in namespaces as the guest
+(``tests/integration/test_pool_firecracker_standin.py``); a real Firecracker
+guest is not exercised here. The template key includes the VMM: a pool whose
+new VMs move to another VMM gets a new template.
+
 Ready guests stay **running**, not paused: a take then needs no resume, no clock
 fix and, above all, no new SSH handshake (a paused guest's held connection is
 dropped; a new one costs a second and more under emulation). An idle guest's
@@ -67,10 +77,10 @@ from banger.daemon.vms.names import (
     generated_name,
 )
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
-from banger.daemon.vms.snapshots import Snapshots
+from banger.daemon.vms.snapshots import Snapshots, driver_kind
+from banger.daemon.vms.warm_vmm import check_pool_vmm
 from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.guest import sshkeys
-from banger.guest.agent import GuestAgent
 from banger.guest.ssh import SSHError
 from banger.store import PoolRecord, SnapshotRecord, VMRecord, VMState
 
@@ -229,14 +239,7 @@ class Pools:
                 f"init: image {image.name} does not support init mode {init!r}",
                 hint=f"it supports: {', '.join(self.vms.images.entry(image).init_modes)}",
             )
-        drivers = self.vms.pipeline.drivers
-        vmm = drivers.choose()[0] if drivers else "qemu"
-        if vmm != "qemu":
-            raise InvalidArgument(
-                f"vmm: new VMs here run on {vmm}; a pool's guests are restores re-identified "
-                "through the guest agent, which only QEMU VMs have",
-                hint="set vmm = qemu in config.toml to use pools",
-            )
+        check_pool_vmm(self._new_vm_kind())
         if current is None:
             return self.store.create_pool(
                 name=name,
@@ -258,6 +261,14 @@ class Pools:
             size=size,
             error=None,
         )
+
+    def _new_vm_kind(self, vmm: str | None = None) -> str:
+        """``qemu``, ``firecracker`` or ``jailed``: what a new VM (``vmm``: one planned on
+        that driver) runs on here (:func:`.snapshots.driver_kind`)."""
+        drivers = self.vms.pipeline.drivers
+        if drivers is None:
+            return driver_kind(self.vms.pipeline.driver)
+        return driver_kind(drivers.get(vmm if vmm is not None else drivers.choose()[0]))
 
     async def set(self, name: str, request: PoolSetRequest) -> PoolInfo:
         pool = await asyncio.to_thread(self._set, name, request)
@@ -364,8 +375,16 @@ class Pools:
             return None
         if image is None or kernel is None:
             return None
+        drivers = self.vms.pipeline.drivers
+        vmm = drivers.choose()[0] if drivers is not None else self.vms.pipeline.driver.name
         return spec.TemplateInputs(
-            image.id, kernel.id, pool.init_mode, pool.vcpus, pool.memory_mib, pool.work_disk_size
+            image.id,
+            kernel.id,
+            pool.init_mode,
+            pool.vcpus,
+            pool.memory_mib,
+            pool.work_disk_size,
+            vmm,
         ).key()
 
     def _plan(self, pool: PoolRecord) -> FillPlan:
@@ -410,11 +429,7 @@ class Pools:
             init=pool.init_mode,
         )
         plan = await asyncio.to_thread(self.vms.plan, request)
-        if plan.vmm != "qemu":
-            raise InvalidArgument(
-                f"vmm: new VMs here run on {plan.vmm}; a pool needs QEMU guests",
-                hint="set vmm = qemu in config.toml to use pools",
-            )
+        check_pool_vmm(self._new_vm_kind(plan.vmm))
         plan = dataclasses.replace(plan, pool=pool.name)
         # Taken before the guest is provisioned: a host change after it only makes a
         # take sync when it need not, never skip a sync it needs.
@@ -436,7 +451,7 @@ class Pools:
         record = await asyncio.to_thread(self.store.resolve_snapshot, snapshot)
         key = spec.TemplateInputs(
             vm.image_id or "", vm.kernel_id or "", vm.init_mode, vm.vcpus, vm.memory_mib,
-            vm.work_disk_size,
+            vm.work_disk_size, vm.vmm,
         ).key()  # fmt: skip
         await asyncio.to_thread(
             self.store.update_pool, pool.id, template_id=record.id, template_key=key
@@ -620,7 +635,8 @@ class Pools:
             else:
                 reident.check_renamed(vm.name, result.exit_code, result.stdout, result.stderr)
                 return "over the held SSH connection"
-        agent = await GuestAgent.connect(self.paths.vm_agent_socket(vm.id), timeout=30.0)
+        # The VM's own agent endpoint: QEMU's virtio-serial socket, Firecracker's vsock.
+        agent = await self.vms.pipeline.agent_endpoint(vm).connect(timeout=30.0)
         async with agent:
             await reident.rename(agent, vm.name)
         return "through the guest agent"

@@ -69,6 +69,9 @@ class TemplateInputs:
     vcpus: int
     memory_mib: int
     work_disk_size: int
+    #: The VMM the template's guest ran on (a snapshot restores only on its own VMM):
+    #: a pool whose new VMs move to another VMM (``vmm`` in config.toml) gets a new one.
+    vmm: str = "qemu"
     #: banger's own version: the guest contract (boot line, finalize, the agent's use)
     #: is banger's, so a new banger makes new templates.
     banger: str = __version__
