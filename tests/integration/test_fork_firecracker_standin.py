@@ -151,6 +151,9 @@ async def test_fork_of_a_firecracker_vm_gives_children_of_their_own_and_resumes_
                     assert done.state == "succeeded", f"failed at {done.stage}: {done.error}"
                     said = f"forked fc1 into {', '.join(CHILDREN)} (disks by {plan.disk_copies})"
                     assert said in messages, messages
+                    # Firecracker's raw root is copied per child, like the work disk.
+                    assert any(m.endswith(f"(roots: by {plan.disk_copies}; work disks by "
+                                          f"{plan.disk_copies})") for m in messages)  # fmt: skip
 
                     # The source was paused for the snapshot and runs again.
                     assert await source_running(w, "fc1")

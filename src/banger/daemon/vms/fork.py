@@ -76,6 +76,7 @@ from banger.daemon.vms.names import check_name
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots, driver_kind
 from banger.daemon.vms.warm_vmm import check_forkable
+from banger.disk import layers
 from banger.errors import BangerError, InvalidArgument, NotFound
 from banger.hostinfo import reflink_supported
 from banger.paths import Paths
@@ -272,12 +273,19 @@ class Fork:
             for s in await asyncio.to_thread(self.store.list_sessions, source.id)
             if s.state in (SessionState.RUNNING, SessionState.EXITED)
         ]
+        # QEMU: each child's root is an empty overlay on the frozen layer; Firecracker's
+        # raw root is copied for each child like the work disk.
+        roots = (
+            "overlays on its frozen layer"
+            if layers.is_layer(str(snap.meta.get("root_file", "")))
+            else f"by {plan.disk_copies}"
+        )
         await op.event(
             "info",
             f"VM {source.name} is running again after {held:.1f}s (freeze, save, copy, "
             f"resume, thaw); internal snapshot {snap.name} ({snap.size >> 20} MiB); "
-            f"restoring {len(plan.children)} children (roots: overlays on its frozen "
-            f"layer; work disks by {plan.disk_copies})",
+            f"restoring {len(plan.children)} children (roots: {roots}; work disks by "
+            f"{plan.disk_copies})",
         )
         made: list[str] = []
         slots = asyncio.Semaphore(PARALLEL_CHILDREN)
