@@ -18,7 +18,7 @@ def spec(**changes: object) -> BootSpec:
 
 def test_systemd_qemu_kvm_line() -> None:
     assert kernel_cmdline(BASE) == (
-        "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 "
+        "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 pty.legacy_count=0 "
         "ip=172.30.0.2::172.30.0.1:255.255.255.0:box:eth0:off:172.30.0.1 "
         "banger.work=/dev/vdb systemd.hostname=box"
     )

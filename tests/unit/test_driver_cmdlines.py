@@ -59,16 +59,15 @@ CONTRACT = (
     "ip=172.30.0.2::172.30.0.1:255.255.255.0:box:eth0:off:172.30.0.1 "
     "banger.work=/dev/vdb systemd.hostname=box init=/sbin/banger-fast-init"
 )
-QEMU_TCG = (
-    "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 "
-    f"{CONTRACT} tsc_early_khz=2599998 tsc=reliable"
-)
-QEMU_KVM = f"console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 {CONTRACT}"
+HEAD = "console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 pty.legacy_count=0"
+QEMU_TCG = f"{HEAD} {CONTRACT} tsc_early_khz=2599998 tsc=reliable"
+QEMU_KVM = f"{HEAD} {CONTRACT}"
 #: What a Firecracker VM records (and a snapshot of it saves) ...
-FIRECRACKER = f"console=ttyS0 root=/dev/vda rw net.ifnames=0 panic=-1 reboot=k {CONTRACT}"
+FIRECRACKER = f"{HEAD} reboot=k {CONTRACT}"
 #: ... and what Firecracker's ``PUT /boot-source`` gets.
 FIRECRACKER_BOOT_ARGS = (
-    f"i8042.noaux i8042.nomux console=ttyS0 net.ifnames=0 panic=-1 reboot=k {CONTRACT}"
+    "i8042.noaux i8042.nomux console=ttyS0 net.ifnames=0 panic=-1 pty.legacy_count=0 "
+    f"reboot=k {CONTRACT}"
 )
 
 

@@ -110,7 +110,18 @@ def kernel_cmdline(spec: BootSpec, *, driver_args: Sequence[str] = ()) -> str:
     ):
         raise InvalidArgument(f"tsc_khz: not a plausible TSC frequency in kHz: {spec.tsc_khz!r}")
 
-    tokens = ["console=ttyS0", "root=/dev/vda", "rw", "net.ifnames=0", "panic=-1"]
+    # pty.legacy_count=0: no BSD pseudo-terminals (/dev/ptyp*, nothing uses them;
+    # terminals are /dev/pts). A kernel with CONFIG_LEGACY_PTYS (kernel build's)
+    # otherwise registers 256 pairs at boot, 0.13 s of the microVM kernel's ~0.7 s
+    # under emulation; a kernel without it ignores the option.
+    tokens = [
+        "console=ttyS0",
+        "root=/dev/vda",
+        "rw",
+        "net.ifnames=0",
+        "panic=-1",
+        "pty.legacy_count=0",
+    ]
     tokens += driver_args
     tokens += [
         # The netmask dotted: a kernel with IP_PNP (`banger kernel build`'s, no
