@@ -118,7 +118,10 @@ def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
     assert mode(init) == 0o755
     fast_fstab = (tree / "etc/banger-fast-init.fstab").read_text()
     mounted = [line.split()[1] for line in fast_fstab.splitlines() if not line.startswith("#")]
-    assert mounted == ["/sys", "/dev", "/dev/pts", "/run", "/dev/shm"]  # parents first
+    # parents first; /run/sshd is sshd's privilege separation directory (no mkdir run)
+    assert mounted == ["/sys", "/dev", "/dev/pts", "/run", "/dev/shm", "/run/sshd"]
+    (sshd_dir,) = [line.split() for line in fast_fstab.splitlines() if " /run/sshd " in line]
+    assert {"mode=755", "X-mount.mkdir"} <= set(sshd_dir[3].split(","))
 
     root_home = tree / "root"
     assert root_home.is_dir() and list(root_home.iterdir()) == []
@@ -205,16 +208,18 @@ def test_fast_init_script() -> None:
         "mount -o remount,rw /",
         'echo "$name" >/proc/sys/kernel/hostname',
         "ip link set lo up",
-        "\n/sbin/banger-workdisk\n",  # the work disk, before sshd
-        "mkdir -m 755 -p /run/sshd",
-        "/usr/sbin/sshd -D -e &",
+        "\n(. /sbin/banger-workdisk)\n",  # the work disk, before sshd
+        "(. /sbin/banger-resolv)",
+        # no per-connection re-exec, no PAM stack per login (measured, see the script)
+        "/usr/sbin/sshd -D -e -r -o UsePAM=no &",
         "trap poweroff_now TERM INT",
         "echo o >/proc/sysrq-trigger",
         "kill -TERM 1",
     ):
         assert needle in text, needle
     assert "exec /usr/sbin/sshd" not in text  # PID 1 must stay to reap
-    assert text.index("/sbin/banger-workdisk") < text.index("/usr/sbin/sshd -D -e &")
+    assert "mkdir -m 755 -p /run/sshd" not in text  # the fstab's X-mount.mkdir makes it
+    assert text.index("/sbin/banger-workdisk") < text.index("/usr/sbin/sshd -D -e")
 
 
 def test_workdisk_script() -> None:

@@ -240,7 +240,8 @@ def test_a_failed_write_says_so(tmp_path: Path, shell: str) -> None:
 
 def test_the_fast_init_runs_it_before_anything_resolves() -> None:
     text = fast_init_text()
-    line = f"[ -x {RESOLV_PATH} ] && {RESOLV_PATH}\n"
+    # In a subshell of PID 1, not as a program of its own (no exec of another shell).
+    line = f"[ -r {RESOLV_PATH} ] && (. {RESOLV_PATH})\n"
     assert line in text
     # After /proc (its input) and the root's remount rw (its output); before the
     # agent and sshd, and in the foreground.

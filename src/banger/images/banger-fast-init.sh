@@ -80,7 +80,9 @@ while read -r _dev mnt _type opts _rest; do
 	fi
 done </proc/mounts
 # resolv.conf when no initramfs wrote it (a no-op otherwise); before anything runs.
-[ -x /sbin/banger-resolv ] && /sbin/banger-resolv
+# banger's own scripts run in a subshell of this one rather than as programs: no
+# exec of another shell (~45 ms each under emulation); their "exit" ends the subshell.
+[ -r /sbin/banger-resolv ] && (. /sbin/banger-resolv)
 if [ -s /etc/hostname ]; then
 	read -r name </etc/hostname && [ -n "$name" ] && echo "$name" >/proc/sys/kernel/hostname
 fi
@@ -90,12 +92,13 @@ read -r flags </sys/class/net/lo/flags
 
 # The work disk on /root (banger.work=<device> on the command line, /dev/vdb by
 # default): its own script, which banger-workdisk.service runs under systemd.
-/sbin/banger-workdisk
+(. /sbin/banger-workdisk)
 
 # The QEMU guest agent, when the image has it and the VM has its virtio-serial port.
 # There is no udev to make /dev/virtio-ports/NAME: make the link from the port's name.
 for port in /sys/class/virtio-ports/*; do
 	[ -x /usr/sbin/qemu-ga ] || break
+	[ -e "$port" ] || break # no port at all: the pattern itself
 	name=
 	read -r name <"$port/name" 2>/dev/null
 	[ "$name" = org.qemu.guest_agent.0 ] || continue
@@ -110,12 +113,26 @@ if [ -x /sbin/banger-agent-vsock ]; then
 	/sbin/banger-agent-vsock &
 fi
 
-mkdir -m 755 -p /run/sshd
+# sshd's privilege separation directory, /run/sshd, is made by the mount -a above
+# (X-mount.mkdir): a mkdir here would be one more program run.
+#
+# sshd flags, each measured on the first login of a cold boot under emulation
+# (docs/SECURITY.md, "Guest sshd"):
+# -r: no re-exec of sshd for every connection (it loads sshd and its ~20
+#   libraries again, ~0.2 s under emulation). The cost: connections are served by
+#   forks of one process, so they share its address-space layout instead of each
+#   getting a fresh one. Acceptable for a disposable guest whose sshd only the
+#   host's bridge reaches; OpenSSH 9.8+ (sshd-session) ignores the flag.
+# -o UsePAM=no: no PAM stack per login (pam_env, pam_limits, pam_loginuid,
+#   pam_motd, ... ~0.2 s): sshd checks the account itself, as it does on images
+#   built without PAM. /etc/environment and limits.conf are not applied to logins
+#   under the fast init (systemd guests keep the image's own sshd configuration).
+#
 # sshd is a child, not exec'd: PID 1 must stay a shell that reaps orphans
 # (every "wait" reaps any child) and that can run the poweroff trap.
 while :; do
 	log "starting sshd at $(uptime_s)s"
-	/usr/sbin/sshd -D -e &
+	/usr/sbin/sshd -D -e -r -o UsePAM=no &
 	sshd_pid=$!
 	while kill -0 "$sshd_pid" 2>/dev/null; do
 		wait "$sshd_pid"

@@ -73,6 +73,9 @@ FAST_INIT_FSTAB = (
     "devpts /dev/pts devpts gid=5,mode=620,ptmxmode=666,X-mount.mkdir 0 0\n"
     "tmpfs /run tmpfs mode=755,nosuid,nodev 0 0\n"
     "tmpfs /dev/shm tmpfs mode=1777,nosuid,nodev,X-mount.mkdir 0 0\n"
+    # sshd's privilege separation directory (it must exist, root's, not writable by
+    # others): made by X-mount.mkdir instead of a mkdir run before sshd.
+    "tmpfs /run/sshd tmpfs mode=755,size=4k,nosuid,nodev,noexec,X-mount.mkdir 0 0\n"
 )
 AGENT_VSOCK_PATH = "/sbin/banger-agent-vsock"
 AGENT_VSOCK_UNIT = "banger-agent-vsock.service"
