@@ -120,7 +120,7 @@ async def test_fork_of_a_firecracker_vm_gives_children_of_their_own_and_resumes_
                 address=f"{net.subnet.network_address + 250}/{net.subnet.prefixlen}"
             )
             fork = Fork(Snapshots(w.vms))
-            names = {"fc1": True, **dict.fromkeys(CHILDREN, True)}
+            names = {"fc1": True, **dict.fromkeys(CHILDREN, True), "gc-1": True}
             with guests_for(g, names, saved) as guests:
                 async with guest_router(listener, by_name(w.store, guests)) as routed:
                     await finish(w.ops, await w.vms.create(
@@ -200,6 +200,19 @@ async def test_fork_of_a_firecracker_vm_gives_children_of_their_own_and_resumes_
                     # The internal snapshot is gone (each child has its own disk copies).
                     assert not [s for s in w.store.list_snapshots()
                                 if s.name.startswith(INTERNAL_PREFIX)]  # fmt: skip
+
+                    # A fork of a fork: the child's Firecracker state names its own files
+                    # (its drives were re-pointed), so its snapshot carries no paths of fc1.
+                    kid = kids[0]
+                    assert kid.config.firecracker_drive_paths is None
+                    op, _plan = await fork.start(kid.name, 1, "gc")
+                    done, _messages = await run_op(w.ops, op)
+                    assert done.state == "succeeded", f"failed at {done.stage}: {done.error}"
+                    gc = w.store.get_vm_by_name("gc-1")
+                    assert gc.state == VMState.RUNNING and gc.ip not in {fc1.ip, kid.ip}
+                    assert guests["gc-1"].file("hostname") == "gc-1\n"
+                    assert await source_running(w, kid.name)
+                    assert await source_running(w, "fc1")
 
 
 async def test_a_failed_child_reidentification_removes_every_child_and_the_source_runs_on(
