@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from banger.images import leanboot
+from banger.images import finalize, leanboot
 from banger.images.finalize import finalize_tree
 from tests.image_trees import usrmerged_tree
 
@@ -185,3 +185,11 @@ def test_finalize_applies_the_lean_boot(tmp_path: Path) -> None:
     ):
         assert (system / unit).read_text() == text
         assert os.readlink(system / f"{target}.wants" / unit) == f"/etc/systemd/system/{unit}"
+
+
+def test_the_vsock_agent_starter_is_skipped_on_a_qemu_guest() -> None:
+    """Where the agent's virtio-serial link exists (QEMU), systemd skips the vsock
+    starter by its condition instead of running the script to find out."""
+    unit = finalize.AGENT_VSOCK_SERVICE
+    assert "ConditionPathExists=!/dev/virtio-ports/org.qemu.guest_agent.0\n" in unit
+    assert f"After={leanboot.VIRTIO_PORTS_UNIT}\n" in unit

@@ -85,6 +85,10 @@ AGENT_VSOCK_SERVICE = (
     "[Unit]\n"
     "Description=QEMU guest agent on vsock (banger)\n"
     "ConditionPathExists=/usr/sbin/qemu-ga\n"
+    # Skipped, no shell run at all, where QEMU gave the virtio-serial agent port (its
+    # link made by banger-virtio-ports): that port's qemu-ga is the channel there.
+    "After=banger-virtio-ports.service\n"
+    "ConditionPathExists=!/dev/virtio-ports/org.qemu.guest_agent.0\n"
     "\n"
     "[Service]\n"
     f"ExecStart={AGENT_VSOCK_PATH}\n"
