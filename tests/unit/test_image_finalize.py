@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -211,7 +212,8 @@ def test_fast_init_script() -> None:
         "\n(. /sbin/banger-workdisk)\n",  # the work disk, before sshd
         "(. /sbin/banger-resolv)",
         # no per-connection re-exec, no PAM stack per login (measured, see the script)
-        "/usr/sbin/sshd -D -e -r -o UsePAM=no &",
+        '/usr/sbin/sshd -D -e -r -o UsePAM="$use_pam" &',
+        "sshd_use_pam /etc/shadow\n",
         "trap poweroff_now TERM INT",
         "echo o >/proc/sysrq-trigger",
         "kill -TERM 1",
@@ -220,6 +222,34 @@ def test_fast_init_script() -> None:
     assert "exec /usr/sbin/sshd" not in text  # PID 1 must stay to reap
     assert "mkdir -m 755 -p /run/sshd" not in text  # the fstab's X-mount.mkdir makes it
     assert text.index("/sbin/banger-workdisk") < text.index("/usr/sbin/sshd -D -e")
+
+
+@pytest.mark.parametrize("shell", [["sh"], ["busybox", "sh"]])
+@pytest.mark.parametrize(
+    ("shadow", "use_pam"),
+    [
+        ("root:*:20794:0:99999:7:::\n", "no"),
+        ("daemon:*:1::::::\nroot:$y$j9T$salt$hash:20794::::::\n", "no"),
+        ("root:!locked::0:99999:7:::\n", "yes"),
+        ("root:!!:20794::::::\n", "yes"),
+        ("daemon:!:1::::::\nroot:*:1::::::\n", "no"),  # another account's lock
+        (None, "no"),
+    ],
+)
+def test_fast_init_keeps_pam_only_for_a_locked_root(
+    shell: list[str], shadow: str | None, use_pam: str, tmp_path: Path
+) -> None:
+    """sshd without PAM refuses a "!"-locked account even for keys; PAM lets keys in."""
+    match = re.search(r"^sshd_use_pam\(\) \{\n.*?^\}\n", fast_init_text(), re.M | re.S)
+    assert match
+    path = tmp_path / "shadow"
+    if shadow is not None:
+        path.write_text(shadow)
+    script = match.group(0) + 'sshd_use_pam "$1"; echo "$use_pam"'
+    out = subprocess.run(
+        [*shell, "-c", script, "sh", str(path)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == use_pam + "\n"
 
 
 def test_workdisk_script() -> None:

@@ -117,7 +117,7 @@ fi
 # (X-mount.mkdir): a mkdir here would be one more program run.
 #
 # sshd flags, each measured on the first login of a cold boot under emulation
-# (docs/SECURITY.md, "Guest sshd"):
+# (docs/SECURITY.md, "Guest hardening"):
 # -r: no re-exec of sshd for every connection (it loads sshd and its ~20
 #   libraries again, ~0.2 s under emulation). The cost: connections are served by
 #   forks of one process, so they share its address-space layout instead of each
@@ -127,12 +127,24 @@ fi
 #   pam_motd, ... ~0.2 s): sshd checks the account itself, as it does on images
 #   built without PAM. /etc/environment and limits.conf are not applied to logins
 #   under the fast init (systemd guests keep the image's own sshd configuration).
+#   Except where root's password is locked with "!" (Fedora-style images): sshd
+#   without PAM refuses a locked account outright, keys included; PAM lets keys in.
+sshd_use_pam() {
+	use_pam=no
+	[ -r "$1" ] || return 0
+	while IFS=: read -r _user _pass _rest; do
+		[ "$_user" = root ] || continue
+		case "$_pass" in "!"*) use_pam=yes ;; esac
+		return 0
+	done <"$1"
+}
+sshd_use_pam /etc/shadow
 #
 # sshd is a child, not exec'd: PID 1 must stay a shell that reaps orphans
 # (every "wait" reaps any child) and that can run the poweroff trap.
 while :; do
 	log "starting sshd at $(uptime_s)s"
-	/usr/sbin/sshd -D -e -r -o UsePAM=no &
+	/usr/sbin/sshd -D -e -r -o UsePAM="$use_pam" &
 	sshd_pid=$!
 	while kill -0 "$sshd_pid" 2>/dev/null; do
 		wait "$sshd_pid"
