@@ -12,6 +12,7 @@ import pytest
 from banger.images import treepath
 from banger.images.finalize import (
     FSTAB,
+    PAM_MOTD_MARK,
     SSHD_HARDENING,
     WORKDISK_PATH,
     ImageNotBootable,
@@ -134,6 +135,38 @@ def test_finalize_writes_the_guest_contract(tmp_path: Path) -> None:
 
     release = json.loads((tree / "etc/banger-release").read_text())
     assert release == {"finalize_version": 1, "init_modes": ["systemd", "fast"]}
+
+
+DEBIAN_PAM_SSHD = """\
+@include common-auth
+session [success=ok ignore=ignore module_unknown=ignore default=bad] pam_selinux.so close
+session    required     pam_loginuid.so
+@include common-session
+session    optional     pam_motd.so  motd=/run/motd.dynamic
+session    optional     pam_motd.so noupdate
+#session   optional     pam_motd.so  (already a comment)
+session    optional     pam_mail.so standard noenv # [1]
+session    required     /lib/x86_64-linux-gnu/security/pam_motd.so
+session    required     pam_env.so user_readenv=1 envfile=/etc/default/locale
+"""
+
+
+def test_sshds_pam_motd_lines_are_commented_out_and_marked(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path)
+    (tree / "etc/pam.d").mkdir()
+    (tree / "etc/pam.d/sshd").write_text(DEBIAN_PAM_SSHD)
+    finalize_tree(tree, home_out=tmp_path / "home")
+    lines = (tree / "etc/pam.d/sshd").read_text().splitlines()
+    original = DEBIAN_PAM_SSHD.splitlines()
+    assert len(lines) == len(original)
+    for line, before in zip(lines, original, strict=True):
+        if before.startswith("session") and "pam_motd.so" in before:
+            assert line == PAM_MOTD_MARK + before
+        else:
+            assert line == before
+    # again: already marked lines are comments, left as they are
+    finalize_tree(tree, home_out=tmp_path / "home2")
+    assert (tree / "etc/pam.d/sshd").read_text().splitlines() == lines
 
 
 def test_work_seed_home_layout(tmp_path: Path) -> None:
