@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from banger.api_models import KernelImportRequest
 from banger.config import Config
@@ -36,6 +38,7 @@ from banger.daemon.vms import agent_use
 from banger.daemon.vms.pipeline import Accel, Pipeline
 from banger.daemon.vms.service import VMService
 from banger.daemon.vms.vmm_choice import DriverSet
+from banger.guest.agent import VSOCK_PORT
 from banger.helper.client import HelperClient
 from banger.kernels.store import KernelEntry
 from banger.paths import Paths
@@ -45,9 +48,11 @@ from banger.vmm.base import VMState as VMMState
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.qemu import QemuDriver
 from banger.vmm.select import DriverName
+from tests.firecracker_standin import GUEST_LISTENER_ENV
 from tests.helper_launch import start_helper
 from tests.image_cache import cached_debian_image
 from tests.kernel_cache import cached_debian_kernel
+from tests.namespace_guest import SavedIdentity
 from tests.standins import standin_binary
 from tests.support import Netns, netns, short_tmpdir, stop_pid
 
@@ -163,6 +168,56 @@ async def world(fc_env: dict[str, str] | None = None) -> AsyncIterator[World]:
                 await finish(ops, await vms.delete(vm.id, force=True))
             stop_pid(helper_pid)
             store.close()
+
+
+@asynccontextmanager
+async def agent_world(prefix: str) -> AsyncIterator[tuple[Path, Path, World, SavedIdentity]]:
+    """A world whose stand-in Firecracker connects each VM's vsock agent port to a Unix
+    socket ``listener`` (a namespace guest or the guest router serves it), restored VMs'
+    wait_ssh checked as :func:`restored_wait_ssh` does, and the identity the namespace
+    guests are saved with (an address of the VM subnet no lease hands out first).
+    Yields (a short temporary directory, the listener's path, the world, that identity)."""
+    with short_tmpdir(prefix) as g:
+        listener = g / "router.sock"
+        async with world({GUEST_LISTENER_ENV: f"{VSOCK_PORT}={listener}"}) as w:
+            w.pipeline.agent_wait = 120
+            restored_wait_ssh(w)
+            net = w.pipeline.config.network
+            saved = SavedIdentity(
+                address=f"{net.subnet.network_address + 250}/{net.subnet.prefixlen}"
+            )
+            yield g, listener, w, saved
+
+
+def restored_wait_ssh(w: World) -> None:
+    """``wait_ssh`` for a restored VM: the stand-in loaded the snapshot onto the VM's tap
+    and runs it (nothing booted, so no SSH)."""
+    boot_check = w.pipeline.wait_ssh
+
+    async def wait_ssh(vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
+        log = (w.paths.vm_dir(vm.id) / "firecracker.log").read_text()
+        if "snapshot loaded" not in log:
+            await boot_check(vm, proc, op)
+            return
+        await op.stage("wait_ssh")
+        assert (await w.pipeline.driver_for(vm).status(proc)).detail == "Running"
+        line = next(x for x in log.splitlines() if "snapshot loaded; interfaces: " in x)
+        ifaces = json.loads(line.split("snapshot loaded; interfaces: ", 1)[1])
+        assert ifaces["eth0"]["host_dev_name"] == vm.tap  # the network override
+
+    w.pipeline.wait_ssh = wait_ssh  # type: ignore[method-assign]
+
+
+def tap_link(ns: Netns, name: str) -> dict[str, Any]:
+    (link,) = json.loads(ns.run("ip", "-j", "link", "show", "dev", name).stdout)
+    assert isinstance(link, dict)
+    return link
+
+
+async def run_op(ops: Operations, op: object) -> tuple[Any, list[str]]:
+    op_id = op.id  # type: ignore[attr-defined]
+    messages = [event.message async for event in ops.follow(op_id)]
+    return await ops.get(op_id), messages
 
 
 async def finish(ops: Operations, op: object) -> None:

@@ -23,18 +23,18 @@ from pathlib import Path
 import pytest
 
 from banger.api_models import VMCreateRequest
-from banger.daemon.ops import Operations, OpHandle
+from banger.daemon.ops import Operations
 from banger.daemon.vms import agent_use
 from banger.daemon.vms.control import VMControl
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots
 from banger.guest.agent import VSOCK_PORT, AgentEndpoint, AgentUnavailable
-from banger.store import VMRecord, VMState
-from banger.vmm.base import LaunchSpec, VMMError, VMMProcess
+from banger.store import VMState
+from banger.vmm.base import LaunchSpec, VMMError
 from banger.vmm.firecracker.driver import FirecrackerDriver
 from banger.vmm.firecracker.plan import SnapshotFiles
 from tests.firecracker_standin import GUEST_LISTENER_ENV
-from tests.firecracker_world import World, standin_spec, world
+from tests.firecracker_world import restored_wait_ssh, standin_spec, world
 from tests.qga import running_qemu_ga
 from tests.standins import standin_binary
 from tests.support import needs_root, short_tmpdir
@@ -102,21 +102,6 @@ async def test_the_driver_s_endpoint_reaches_the_agent_across_pause_snapshot_and
             await agent.ping()
     finally:
         await driver.stop(restored, 5)
-
-
-def restored_wait_ssh(w: World) -> None:
-    """``wait_ssh`` for a restored VM: the stand-in loaded the snapshot (nothing booted)."""
-    boot_check = w.pipeline.wait_ssh
-
-    async def wait_ssh(vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
-        log = (w.paths.vm_dir(vm.id) / "firecracker.log").read_text()
-        if "snapshot loaded" not in log:
-            await boot_check(vm, proc, op)
-            return
-        await op.stage("wait_ssh")
-        assert (await w.pipeline.driver_for(vm).status(proc)).detail == "Running"
-
-    w.pipeline.wait_ssh = wait_ssh  # type: ignore[method-assign]
 
 
 async def events_of(ops: Operations, op: object) -> list[str]:

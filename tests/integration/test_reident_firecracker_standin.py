@@ -14,56 +14,22 @@ virtio-net taking the new MAC, frames on the tap. That needs a KVM host.
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import Any
 
 import pytest
 
 from banger.api_models import VMCreateRequest
-from banger.daemon.ops import Operations, OpHandle
 from banger.daemon.vms.snapshot_restore import SnapshotRestore
 from banger.daemon.vms.snapshots import Snapshots
 from banger.guest.agent import VSOCK_PORT
-from banger.store import VMRecord, VMState
-from banger.vmm.base import VMMProcess
+from banger.store import VMState
 from tests.firecracker_standin import GUEST_LISTENER_ENV
-from tests.firecracker_world import World, finish, taps, world
+from tests.firecracker_world import finish, restored_wait_ssh, run_op, tap_link, taps, world
 from tests.namespace_guest import SavedIdentity, namespace_guest
-from tests.support import Netns, alive, needs_root, short_tmpdir
+from tests.support import alive, needs_root, short_tmpdir
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
-
-
-def restored_wait_ssh(w: World) -> None:
-    """``wait_ssh`` for a restored VM: the stand-in loaded the snapshot onto the VM's tap
-    and runs it (nothing booted, so no SSH)."""
-    boot_check = w.pipeline.wait_ssh
-
-    async def wait_ssh(vm: VMRecord, proc: VMMProcess, op: OpHandle) -> None:
-        log = (w.paths.vm_dir(vm.id) / "firecracker.log").read_text()
-        if "snapshot loaded" not in log:
-            await boot_check(vm, proc, op)
-            return
-        await op.stage("wait_ssh")
-        assert (await w.pipeline.driver_for(vm).status(proc)).detail == "Running"
-        line = next(x for x in log.splitlines() if "snapshot loaded; interfaces: " in x)
-        ifaces = json.loads(line.split("snapshot loaded; interfaces: ", 1)[1])
-        assert ifaces["eth0"]["host_dev_name"] == vm.tap  # the network override
-
-    w.pipeline.wait_ssh = wait_ssh  # type: ignore[method-assign]
-
-
-def tap_link(ns: Netns, name: str) -> dict[str, Any]:
-    (link,) = json.loads(ns.run("ip", "-j", "link", "show", "dev", name).stdout)
-    assert isinstance(link, dict)
-    return link
-
-
-async def run_op(ops: Operations, op: object) -> tuple[Any, list[str]]:
-    op_id = op.id  # type: ignore[attr-defined]
-    messages = [event.message async for event in ops.follow(op_id)]
-    return await ops.get(op_id), messages
 
 
 async def test_a_restored_firecracker_guest_is_reidentified_before_its_tap_joins_the_bridge(
