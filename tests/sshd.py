@@ -23,6 +23,7 @@ from banger.guest.ssh import SSHTarget
 from banger.store import VMConfig, VMRecord, VMState
 
 SSHD = Path("/usr/sbin/sshd")
+SET_ENV = "SetEnv SHLVL=1"
 needs_sshd = pytest.mark.skipif(not SSHD.exists(), reason="openssh-server is not installed")
 
 
@@ -63,6 +64,16 @@ class Sshd:
             self.proc.kill()
             self.proc.wait()
 
+    def set_env(self, **env: str) -> None:
+        """Add variables to the sessions' environment (takes effect at the next start).
+
+        sshd uses only the first ``SetEnv`` line, so they join the config's one.
+        """
+        config = self.dir / "sshd_config"
+        extra = " ".join(f"{k}={v}" for k, v in env.items())
+        text = config.read_text().replace(f"\n{SET_ENV}", f"\n{SET_ENV} {extra}", 1)
+        config.write_text(text)
+
 
 def make_sshd(d: Path) -> Sshd:
     port = free_port()
@@ -84,6 +95,12 @@ PidFile none
 Subsystem sftp internal-sftp
 # test files live under /tmp (world-writable), which StrictModes rejects
 StrictModes no
+# It logs in as this host's root, whose ~/.bashrc is not a guest's (on the CI
+# machines it runs `pyenv init`, and 16 concurrent commands' rehashes wrote
+# "pyenv: cannot rehash" into a command's output). Debian's bash reads
+# ~/.bashrc for a shell sshd starts only at the first shell level, so SHLVL=1
+# keeps every command's output its own.
+{SET_ENV}
 """
     )
     target = SSHTarget("127.0.0.1", d / "known_hosts", d / "id_ed25519", port=port)

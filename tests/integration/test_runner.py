@@ -4,7 +4,6 @@ started by the daemon side over a real sshd on loopback (the "guest" is this mac
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from banger.guest import runner_guest as proto
 from banger.guest.ssh import SSHTimeout, connect_when_ready, wait_for_ssh
 from banger.store import VMState
 from tests.sshd import Sshd, needs_sshd, sshd_fixture, vm_record  # noqa: F401 (provides the sshd fixture)
-from tests.support import async_wait_until, needs_root
+from tests.support import alive, async_wait_until, needs_root
 
 pytestmark = [pytest.mark.root, needs_root, needs_sshd]
 
@@ -25,14 +24,6 @@ async def conns_for(sshd: Sshd) -> GuestConns:
     await wait_for_ssh(sshd.target, 30)
     t = sshd.target
     return GuestConns(t.known_hosts, t.client_key, port=t.port)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 async def test_run_quick_runs_argv_through_the_runner(sshd: Sshd) -> None:
@@ -136,8 +127,7 @@ async def test_without_python3_the_runner_is_refused_once_and_sshd_runs_it(
                 (bin_dir / tool).symlink_to(Path(where, tool))
                 break
     sshd.stop()
-    with open(sshd.dir / "sshd_config", "a") as config:
-        config.write(f"SetEnv PATH={bin_dir}\n")
+    sshd.set_env(PATH=str(bin_dir))
     sshd.start()
     conns = await conns_for(sshd)
     vm = vm_record()

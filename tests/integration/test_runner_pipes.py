@@ -16,7 +16,7 @@ from pathlib import Path
 
 from banger.daemon.runner import PYTHON, frame, runner_source
 from banger.guest import runner_guest as proto
-from tests.support import async_wait_until
+from tests.support import alive, async_wait_until
 
 
 class Peer:
@@ -58,13 +58,6 @@ async def runner() -> AsyncIterator[Peer]:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 async def test_output_stops_at_the_window_and_a_stalled_exec_does_not_stall_another() -> None:
