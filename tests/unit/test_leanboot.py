@@ -157,6 +157,7 @@ def test_finalize_applies_the_lean_boot(tmp_path: Path) -> None:
     vendor_wants = tree / "usr/lib/systemd/system/multi-user.target.wants"
     for unit in ("dbus.service", "systemd-logind.service", "getty.target"):
         (vendor_wants / unit).symlink_to(f"../{unit}")
+    (tree / "usr/lib/systemd/system/ssh.service").write_text(DEBIAN_SSH_SERVICE)
     finalize_tree(tree, home_out=tmp_path / "home")
 
     system = tree / "etc/systemd/system"
@@ -185,6 +186,12 @@ def test_finalize_applies_the_lean_boot(tmp_path: Path) -> None:
     ):
         assert (system / unit).read_text() == text
         assert os.readlink(system / f"{target}.wants" / unit) == f"/etc/systemd/system/{unit}"
+    # sshd's vendor unit in the tree gets the same ExecStart with -r (no re-exec)
+    dropin = system / "ssh.service.d" / finalize.SSH_NO_REEXEC_DROPIN
+    assert dropin.read_text().endswith(
+        "[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D -r $SSHD_OPTS\n"
+    )
+    assert not (system / "sshd.service.d" / finalize.SSH_NO_REEXEC_DROPIN).exists()
 
 
 def test_the_vsock_agent_starter_is_skipped_on_a_qemu_guest() -> None:
@@ -193,3 +200,51 @@ def test_the_vsock_agent_starter_is_skipped_on_a_qemu_guest() -> None:
     unit = finalize.AGENT_VSOCK_SERVICE
     assert "ConditionPathExists=!/dev/virtio-ports/org.qemu.guest_agent.0\n" in unit
     assert f"After={leanboot.VIRTIO_PORTS_UNIT}\n" in unit
+
+
+DEBIAN_SSH_SERVICE = """[Unit]
+Description=OpenBSD Secure Shell server
+
+[Service]
+EnvironmentFile=-/etc/default/ssh
+ExecStartPre=/usr/sbin/sshd -t
+ExecStart=/usr/sbin/sshd -D $SSHD_OPTS
+ExecReload=/usr/sbin/sshd -t
+ExecReload=/bin/kill -HUP $MAINPID
+Type=notify
+"""
+
+
+@pytest.mark.parametrize(
+    ("unit", "exec_start", "expected"),
+    [
+        # Debian/Ubuntu's ssh.service, Fedora's sshd.service: -r right after -D
+        ("ssh.service", None, "/usr/sbin/sshd -D -r $SSHD_OPTS"),
+        ("sshd.service", "ExecStart=/usr/sbin/sshd -D $OPTIONS", "/usr/sbin/sshd -D -r $OPTIONS"),
+        ("sshd.service", "ExecStart=-/usr/bin/sshd -D", "-/usr/bin/sshd -D -r"),
+        # left as the image has it: already -r, not in the foreground, not sshd
+        ("sshd.service", "ExecStart=/usr/sbin/sshd -D -r", None),
+        ("sshd.service", "ExecStart=/usr/sbin/sshd -i", None),
+        ("sshd.service", "ExecStart=/usr/sbin/sshd -Dx", None),
+        ("sshd.service", "ExecStart=/opt/wrapper /usr/sbin/sshd -D", None),
+    ],
+)
+def test_sshd_runs_without_reexec_under_systemd(
+    tmp_path: Path, unit: str, exec_start: str | None, expected: str | None
+) -> None:
+    tree = usrmerged_tree(tmp_path, "usr/lib/systemd/system")
+    (tree / "lib").symlink_to("usr/lib")
+    text = DEBIAN_SSH_SERVICE
+    if exec_start is not None:
+        text = text.replace("ExecStart=/usr/sbin/sshd -D $SSHD_OPTS", exec_start)
+    (tree / "lib/systemd/system" / unit).write_text(text)
+    assert finalize._vendor_sshd_exec_start(tree, unit) == expected
+    other = "sshd.service" if unit == "ssh.service" else "ssh.service"
+    assert finalize._vendor_sshd_exec_start(tree, other) is None  # no such unit
+
+
+def test_a_unit_with_two_exec_starts_is_left_alone(tmp_path: Path) -> None:
+    tree = usrmerged_tree(tmp_path, "usr/lib/systemd/system")
+    text = DEBIAN_SSH_SERVICE + "ExecStart=/usr/sbin/sshd -D -f /etc/other\n"
+    (tree / "usr/lib/systemd/system/ssh.service").write_text(text)
+    assert finalize._vendor_sshd_exec_start(tree, "ssh.service") is None

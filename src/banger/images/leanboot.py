@@ -82,6 +82,17 @@ MASKED_UNITS = {
     # Its one run is folded into systemd-tmpfiles-setup (TMPFILES_DROPIN): the two
     # runs are split so udevd, started between them, finds the static nodes.
     "systemd-tmpfiles-setup-dev.service": "/dev's tmpfiles entries (done by tmpfiles-setup)",
+    # SysV compatibility and password prompts: each is a unit systemd loads and
+    # starts before sshd (PID 1 itself is the largest CPU user of the boot under
+    # emulation), for something a banger VM never does. /dev/initctl is the SysV
+    # `telinit` FIFO (systemd's own shutdown/telinit use D-Bus); fsckd shows the
+    # progress of boot-time fscks (none: the root is mounted rw, the work disk by
+    # banger-workdisk); the ask-password watchers serve cryptsetup prompts (no
+    # encrypted disks) on a console nobody types at.
+    "systemd-initctl.socket": "the SysV /dev/initctl FIFO (systemctl uses D-Bus)",
+    "systemd-fsckd.socket": "progress of boot-time fscks (a banger VM runs none)",
+    "systemd-ask-password-console.path": "password prompts on the console (no encrypted disks)",
+    "systemd-ask-password-wall.path": "password prompts forwarded to wall (none)",
 }
 
 #: Generators masked (``/etc/systemd/system-generators/NAME`` -> /dev/null): systemd
@@ -94,6 +105,10 @@ MASKED_GENERATORS = {
     "systemd-hibernate-resume-generator": "resume= from hibernation (no swap, no resume)",
     "systemd-getty-generator": "gettys for consoles (the serial getty is masked; no VT)",
     "systemd-system-update-generator": "offline updates via /system-update (none)",
+    # These two read only the kernel command line (systemd.run=, systemd.mask=,
+    # systemd.wants=, systemd.debug_shell), which is banger's own and has none of them.
+    "systemd-run-generator": "systemd.run= on the kernel command line (banger's has none)",
+    "systemd-debug-generator": "systemd.mask=/wants=/debug_shell on the command line (none)",
 }
 
 #: Wants-links removed. A login on tty1 needs a display the VM does not have (the
