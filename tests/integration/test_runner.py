@@ -153,3 +153,39 @@ async def test_the_runner_starts_when_the_boots_connection_is_adopted(sshd: Sshd
         assert conns.runners.active(vm.id) is None and runner is not None and not runner.alive
     finally:
         await conns.close()
+
+
+async def test_an_exec_while_the_boots_runner_starts_takes_an_sshd_session(
+    sshd: Sshd, short_tmp: Path
+) -> None:
+    # The runner's python3 waits for a flag file here, as python3's start-up under
+    # emulation makes the runner started after a boot take about a second: an exec in
+    # that window gets an sshd session instead of waiting for it.
+    bin_dir, flag = short_tmp / "bin", short_tmp / "go"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(
+        f'#!/bin/sh\nwhile [ ! -e {flag} ]; do sleep 0.05; done\nexec /usr/bin/python3 "$@"\n'
+    )
+    (bin_dir / "python3").chmod(0o755)
+    sshd.stop()
+    sshd.set_env(PATH=f"{bin_dir}:/usr/bin:/bin")
+    sshd.start()
+    conns = await conns_for(sshd)
+    vm = vm_record()
+    try:
+        conns.adopt(vm, await connect_when_ready(sshd.target, 30))
+        # Bounded below the runner's 30 s start timeout: waiting for it fails here.
+        first = await asyncio.wait_for(
+            conns.runners.run_quick(vm, ["sh", "-c", "cat /proc/$PPID/comm"], timeout=20), 20
+        )
+        assert first.exit_code == 0 and first.stdout.strip() != b"python3", first
+        assert conns.runners.active(vm.id) is None  # still starting
+        flag.touch()
+        await async_wait_until(lambda: conns.runners.active(vm.id) is not None, 30, "a runner")
+        runner = conns.runners.active(vm.id)
+        second = await conns.runners.run_quick(vm, ["sh", "-c", "cat /proc/$PPID/comm"], timeout=30)
+        assert second.stdout.strip() == b"python3"  # through the runner now
+        assert conns.runners.active(vm.id) is runner
+    finally:
+        flag.touch()
+        await conns.close()

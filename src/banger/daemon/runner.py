@@ -437,12 +437,18 @@ class Runners:
     async def channel(self, vm: VMRecord) -> RunnerChannel | None:
         """``vm``'s live runner, started if needed; None: use sshd sessions for this one.
 
+        While the runner started after the boot is still coming up, None as well: the
+        exec gets an sshd session now instead of waiting for python3's start-up in the
+        guest (about a second under emulation: `vm run -- CMD` right after the boot
+        waited that long, several times an sshd session on the held connection).
         Errors reaching the VM at all (stopped, unreachable) are raised as they are.
         """
         self.conns.target(vm)  # a VM that is not running is a Conflict, runner or not
         state = self._vms.setdefault(vm.id, _VMRunner())
         if state.runner is not None and state.runner.alive:
             return state.runner
+        if state.prestart is not None and not state.prestart.done():
+            return None
         async with state.lock:
             if state.runner is not None and state.runner.alive:
                 return state.runner
