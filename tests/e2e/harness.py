@@ -103,13 +103,20 @@ class Banger:
         return [n for n in names if n.startswith("bt-")]
 
     def owner_processes(self, name: str) -> list[str]:
+        """The owner's running processes named ``name`` (``pgrep -a`` lines).
+
+        An exited process its reaper has not collected yet (``<defunct>``) is not
+        one: it holds no file, memory or device. After a kill -9 of bangerd its
+        orphaned children are reparented to PID 1, whose reaping is the machine's
+        (a debugfs that finished writing after the kill was seen as a leak on CI).
+        """
         out = subprocess.run(
             ["pgrep", "-u", str(self.user.uid), "-a", name],
             capture_output=True,
             text=True,
             check=False,
         ).stdout
-        return [line for line in out.splitlines() if line.strip()]
+        return [line for line in out.splitlines() if line.strip() and alive(int(line.split()[0]))]
 
 
 #: Runs in the namespace: connect to a guest's sshd and read its banner within
