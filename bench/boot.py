@@ -252,7 +252,7 @@ def run(ctx: BenchContext) -> BenchResult:
                     "<=",
                     "x",
                     explanation="systemd's own start and its units before ssh.service, "
-                    "and sshd's per-login re-exec and PAM under systemd",
+                    "and PAM for each login under systemd",
                 )
             )
             break
